@@ -1,0 +1,312 @@
+"""The ``fgdm`` command line.
+
+Bad input (arguments, files) ends with a one-line message naming the argument and value, and exit
+code 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("fgdm")
+
+
+# ----------------------------------------------------------------------------- argument types
+
+
+def _arg_type(fn: Callable, what: str) -> Callable:
+    """Wrap a validator so argparse reports its ValueError as '--flag: message'."""
+
+    def parse(text: str):
+        try:
+            return fn(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = what
+    return parse
+
+
+def _int_at_least(lo: int) -> Callable:
+    def f(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise ValueError(f"must be >= {lo}, got {v}")
+        return v
+
+    return _arg_type(f, f"integer >= {lo}")
+
+
+def _size(text: str) -> int:
+    from .world.render import check_size
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+    return check_size(v, "size")
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _categories(text: str) -> tuple[str, ...]:
+    from .world.categories import resolve_categories
+
+    return tuple(c.name for c in resolve_categories(_csv(text)))
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not v >= 0:
+        raise ValueError(f"must be >= 0, got {v}")
+    return v
+
+
+# ----------------------------------------------------------------------------- world commands
+
+
+def _world_config(args: argparse.Namespace):
+    from .world.scene import WorldConfig
+
+    base = WorldConfig.from_yaml(args.config) if args.config else WorldConfig()
+    overrides = {}
+    for key in ("min_objects", "max_objects", "categories", "scene_kinds", "styles"):
+        v = getattr(args, key, None)
+        if v is not None:
+            overrides[key] = tuple(v) if isinstance(v, list) else v
+    if "max_objects" in overrides and "min_objects" not in overrides:
+        overrides["min_objects"] = min(base.min_objects, overrides["max_objects"])
+    try:
+        return WorldConfig.from_dict({**base.to_dict(), **overrides})
+    except ValueError as e:
+        raise ValueError(f"world settings: {e}") from None
+
+
+def cmd_world_render(args: argparse.Namespace) -> int:
+    from .runs import next_run_dir
+    from .world.export import export_dataset
+
+    cfg = _world_config(args)
+    out = Path(args.out) if args.out else next_run_dir("runs", "world")
+    export_dataset(
+        out,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        config=cfg,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        sheet_rows=args.sheet_rows,
+        progress=not args.quiet,
+    )
+    print(f"wrote {args.n} scenes to {out}" + (f" (contact sheet: {out / 'sheet.png'})" if args.sheet_rows else ""))
+    return 0
+
+
+def cmd_world_categories(args: argparse.Namespace) -> int:
+    from .world.categories import CATEGORIES
+    from .world.palette import PALETTE
+    from .world.sprites import sprites_by_category
+
+    sprites = sprites_by_category()
+    rows = [
+        {
+            "id": c.id, "name": c.name, "kind": c.kind, "singular": c.singular, "plural": c.plural,
+            "synonyms": [s for s, _ in c.synonyms], "color": list(PALETTE[c.id]),
+            "sprites": len(sprites.get(c.name, ())),
+        }
+        for c in CATEGORIES
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            syn = f"  (also: {', '.join(r['synonyms'])})" if r["synonyms"] else ""
+            print(f"{r['id']:3d}  {r['kind']:5s}  {r['name']:15s} {r['sprites']} sprites  rgb{tuple(r['color'])}{syn}")
+    return 0
+
+
+def cmd_world_parse(args: argparse.Namespace) -> int:
+    from .world.prompts import read_prompts
+    from .world.vocab import parse_prompt
+
+    prompts = list(args.prompt)
+    if args.prompts:
+        prompts += read_prompts(args.prompts)
+    if not prompts:
+        raise ValueError("prompt: give at least one prompt, or --prompts FILE")
+    results = []
+    for p in prompts:
+        parsed = parse_prompt(p)
+        results.append({
+            "prompt": p, "categories": list(parsed.things), "stuff": list(parsed.stuff),
+            "counts": {m.category: m.count for m in parsed.mentions if m.count is not None},
+            "unknown": list(parsed.unknown),
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=1))
+    else:
+        for r in results:
+            unk = f"   unknown words: {', '.join(r['unknown'])}" if r["unknown"] else ""
+            print(f"{r['prompt']}\n  -> {', '.join(r['categories']) or '(no known objects)'}{unk}")
+    return 0
+
+
+def cmd_world_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from .world.categories import category
+    from .world.conditions import class_areas, decode_segmentation, encode_segmentation
+
+    try:
+        img = np.asarray(Image.open(args.image).convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"image {args.image!r} cannot be read as an image: {e}") from None
+    seg = decode_segmentation(img, tolerance=args.tolerance, min_area=args.min_area)
+    areas = class_areas(seg)
+    result = [
+        {"id": i, "name": category(i).name, "area": round(a, 5)} for i, a in sorted(areas.items(), key=lambda x: -x[1])
+    ]
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"out {str(out)!r} exists; pass --overwrite to replace it")
+        Image.fromarray(encode_segmentation(seg)).save(out)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for r in result:
+            print(f"{r['name']:15s} {100 * r['area']:6.2f}%")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench_world(args: argparse.Namespace) -> int:
+    from .eval.bench_world import bench_world
+
+    result = bench_world(size=args.size, n=args.n, workers=args.workers)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:32s} {v}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _world_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of world settings (see configs/world.yaml)")
+    p.add_argument("--min-objects", type=_int_at_least(1), help="fewest objects per scene")
+    p.add_argument("--max-objects", type=_int_at_least(1), help="most objects per scene (K; default 6)")
+    p.add_argument(
+        "--categories",
+        type=_arg_type(_categories, "category list"),
+        help="comma-separated thing categories to draw from (default: all 80)",
+    )
+    p.add_argument(
+        "--scene-kinds", type=_arg_type(_csv, "list"), help="comma-separated: field,street,beach,lake,snow,room"
+    )
+    p.add_argument(
+        "--styles", type=_arg_type(_csv, "list"), help="comma-separated: photo,night,grayscale,pencil sketch,pixel art"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="fgdm", description="Prompt-compliant, controllable text-to-image diffusion.")
+    ap.add_argument("--version", action="version", version=f"fgdm {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    world = sub.add_parser("world", help="SceneWorld: the labelled world every model trains and is judged in")
+    wsub = world.add_subparsers(dest="world_command", required=True)
+
+    p = wsub.add_parser("render", help="render scenes with every condition map, captions and a contact sheet")
+    p.add_argument("--n", type=_int_at_least(1), default=16, help="number of scenes (default 16)")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128, help="side in pixels, multiple of 8 in 64-512")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="base seed (scene i uses (seed, i))")
+    p.add_argument("--out", help="output folder (default: a new runs/world-NNN)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier render in --out")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, help="render processes")
+    p.add_argument("--sheet-rows", type=_int_at_least(0), default=16, help="rows of sheet.png (0 = none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _world_options(p)
+    p.set_defaults(func=cmd_world_render)
+
+    p = wsub.add_parser("categories", help="list the vocabulary: ids, names, forms, palette colours")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_world_categories)
+
+    p = wsub.add_parser("parse", help="which categories a prompt names (and which words are unknown)")
+    p.add_argument("prompt", nargs="*", help="prompt text(s)")
+    p.add_argument("--prompts", help="file: one prompt per line, or the MultiGen JSON list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_world_parse)
+
+    p = wsub.add_parser("decode-seg", help="decode a palette segmentation image to classes")
+    p.add_argument("image")
+    p.add_argument(
+        "--tolerance", type=_arg_type(_fraction, "number"), default=30.0, help="max RGB distance to a palette colour"
+    )
+    p.add_argument(
+        "--min-area",
+        type=_arg_type(_fraction, "number"),
+        default=0.003,
+        help="drop classes below this area (fraction if < 1, else pixels)",
+    )
+    p.add_argument("--out", help="write the cleaned palette map here")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_world_decode)
+
+    bench = sub.add_parser("bench", help="benchmarks (speed ratios measured side by side)")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bsub.add_parser("world", help="SceneWorld samples/s per core, and with DataLoader workers")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--n", type=_int_at_least(1), default=200, help="samples per measurement")
+    p.add_argument("--workers", type=_int_at_least(0), default=None, help="DataLoader workers (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_world)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"fgdm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fgdm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

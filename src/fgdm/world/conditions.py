@@ -1,0 +1,321 @@
+"""Condition maps: encoders to the 3-channel images the papers use, and tolerant decoders back.
+
+Conventions (documented in docs/world.md):
+
+- segmentation: class ids (uint8, ``VOID_ID`` = 255) painted with the fixed palette in
+  ``palette.py``; decoding takes the nearest palette colour within ``tolerance``, resolves border
+  and uncertain pixels from their neighbours, and drops classes smaller than ``min_area``.
+- depth: metric depth (larger = farther) is turned into normalised *inverse* depth ("disparity",
+  as MiDaS outputs: near = 1 = white, far = 0 = black), min-max per image, replicated to 3 channels.
+- normals: from the normalised inverse depth ``d`` by Sobel derivatives per image width,
+  ``n = normalise(-dd/dx, -dd/dy, 1)``, stored as ``n * 127.5 + 127.5``.
+- sketch: soft edges in [0, 1] (1 = edge), white on black, replicated to 3 channels.
+
+Label maps are resized with nearest neighbour only (:func:`resize_labels`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .categories import NUM_CLASSES, VOID_ID
+from .palette import PALETTE, VOID_COLOR
+
+_PALETTE = np.array(PALETTE, dtype=np.int32)  # (C, 3)
+_LUT = np.zeros((256, 3), dtype=np.uint8)
+_LUT[: len(PALETTE)] = PALETTE
+_LUT[VOID_ID] = VOID_COLOR
+assert len(PALETTE) == NUM_CLASSES
+
+
+def palette_lut() -> np.ndarray:
+    """(256, 3) uint8 lookup table: class id -> colour (unused ids and void are black)."""
+    return _LUT.copy()
+
+
+def _check_hw3(rgb: np.ndarray, name: str) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        raise ValueError(f"{name} must be an (H, W, 3) image, got shape {rgb.shape}")
+    return rgb[..., :3]
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def encode_segmentation(seg: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 palette image."""
+    seg = np.asarray(seg)
+    if seg.ndim != 2:
+        raise ValueError(f"seg must be an (H, W) label map, got shape {seg.shape}")
+    if seg.size and (seg.min() < 0 or seg.max() > 255):
+        raise ValueError(f"seg holds ids outside 0-255 (min {seg.min()}, max {seg.max()})")
+    return _LUT[seg.astype(np.int64)]
+
+
+def _box_votes(labels: np.ndarray, valid: np.ndarray, classes: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Counts of each class among valid pixels in the (2r+1)^2 window: (K, H, W)."""
+    h, w = labels.shape
+    onehot = (labels[None] == classes[:, None, None]) & valid[None]
+    padded = np.pad(onehot.astype(np.int16), ((0, 0), (radius, radius), (radius, radius)))
+    votes = np.zeros((len(classes), h, w), dtype=np.int16)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            votes += padded[:, dy : dy + h, dx : dx + w]
+    return votes
+
+
+def _fill_from_neighbours(labels: np.ndarray, valid: np.ndarray, max_iter: int = 64) -> np.ndarray:
+    """Give every invalid pixel the majority label of its valid 3x3 neighbours, growing inwards."""
+    labels, valid = labels.copy(), valid.copy()
+    for _ in range(max_iter):
+        todo = ~valid
+        if not todo.any():
+            break
+        classes = np.unique(labels[valid])
+        if classes.size == 0:
+            break
+        votes = _box_votes(labels, valid, classes)
+        best = votes.max(0)
+        take = todo & (best > 0)
+        if not take.any():
+            break
+        labels[take] = classes[votes.argmax(0)][take]
+        valid |= take
+    return labels
+
+
+def _opened(labels: np.ndarray, valid: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Pixels that survive a 3x3 morphological opening of their own class (i.e. are not thin)."""
+    h, w = labels.shape
+    onehot = (labels[None] == classes[:, None, None]) & valid[None]
+    padded = np.pad(onehot, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    eroded = np.ones_like(onehot)
+    for dy in range(3):
+        for dx in range(3):
+            eroded &= padded[:, dy : dy + h, dx : dx + w]
+    padded = np.pad(eroded, ((0, 0), (1, 1), (1, 1)))
+    dilated = np.zeros_like(onehot)
+    for dy in range(3):
+        for dx in range(3):
+            dilated |= padded[:, dy : dy + h, dx : dx + w]
+    return (onehot & dilated).any(0)
+
+
+def _unmix(x: np.ndarray, anchors_a: np.ndarray, has_a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Explain colours ``x`` (N, 3) as mixes ``(1 - t) * A + t * P`` of a neighbouring class A
+    (``anchors_a``: (N, M) class ids, ``has_a``: (N, M) which are real) and any palette colour P.
+
+    Returns (distance to the best mix, its A, its P, its t) as arrays over N.
+    """
+    pal = _PALETTE.astype(np.float64)  # (C, 3)
+    best = (np.full(len(x), np.inf), np.zeros(len(x), np.int64), np.zeros(len(x), np.int64), np.zeros(len(x)))
+    for m in range(anchors_a.shape[1]):
+        a = pal[anchors_a[:, m]]  # (N, 3)
+        ab = pal[None] - a[:, None]  # (N, C, 3)
+        t = np.clip(((x - a)[:, None] * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0, 1)  # (N, C)
+        d = np.linalg.norm(x[:, None] - (a[:, None] + t[..., None] * ab), axis=-1)
+        d[~has_a[:, m]] = np.inf
+        p = d.argmin(1)
+        dm = d[np.arange(len(x)), p]
+        better = dm < best[0]
+        best = (
+            np.where(better, dm, best[0]),
+            np.where(better, anchors_a[:, m], best[1]),
+            np.where(better, p, best[2]),
+            np.where(better, t[np.arange(len(x)), p], best[3]),
+        )
+    return best
+
+
+def _unblend(
+    labels: np.ndarray, colors: np.ndarray, dist_own: np.ndarray, valid: np.ndarray, tolerance: float, radius: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel pixels whose colour is a blend across a border rather than a class colour.
+
+    Colours blended across a border between classes A and B can land near a third palette colour
+    C (the palette is a grid, so mid-points often are palette colours), or near none at all (a
+    thin object whose own colour never appears unmixed). Each pixel that is not an exact palette
+    colour and is either thin (gone after a 3x3 opening of its class) or uncertain is explained as
+    a mix ``(1 - t) A + t P`` of one of the two most frequent other classes A among nearby
+    "anchor" pixels (exact colours, or not thin) and any palette colour P; it takes A or P
+    (whichever dominates the mix) when the mix explains its colour better than its own class.
+    Exact palette colours are never changed, so an exactly encoded map decodes exactly.
+
+    Returns the labels and the updated validity mask.
+    """
+    classes = np.unique(labels[valid])
+    if classes.size == 0:
+        return labels, valid
+    thick = _opened(labels, valid, classes)
+    anchors = valid & ((dist_own <= 2.0) | thick)
+    cand = (dist_own > 0.5) & (~valid | ~thick) & (dist_own < 3 * tolerance)
+    if not cand.any():
+        return labels, valid
+    votes = _box_votes(labels, anchors, classes, radius=radius)  # (K, H, W)
+    ys, xs = np.nonzero(cand)
+    n = len(ys)
+    v = votes[:, ys, xs].astype(np.int32)  # (K, N)
+    own_idx = np.searchsorted(classes, labels[ys, xs]).clip(0, len(classes) - 1)
+    own_valid = valid[ys, xs]
+    v[own_idx[own_valid], np.arange(n)[own_valid]] = 0  # a pixel's own class cannot explain it
+    order = np.argsort(-v, axis=0, kind="stable")[:2].T  # (N, 2)
+    has = np.take_along_axis(v.T, order, 1) > 0
+    x = colors[ys, xs].astype(np.float64)
+    dmix, a, p, t = _unmix(x, classes[order], has)
+    own_d = np.where(own_valid, dist_own[ys, xs], np.inf)
+    change = np.isfinite(dmix) & (dmix <= tolerance / 2) & (dmix + 2.0 < own_d)
+    new = np.where(t < 0.5, a, p).astype(np.uint8)
+    out, ok = labels.copy(), valid.copy()
+    out[ys[change], xs[change]] = new[change]
+    ok[ys[change], xs[change]] = True
+    return out, ok
+
+
+def decode_segmentation(rgb: np.ndarray, *, tolerance: float = 30.0, min_area: float = 0.003) -> np.ndarray:
+    """Palette image -> (H, W) uint8 class ids, tolerant of blended and resized colours.
+
+    Steps: (1) nearest palette colour, accepted within ``tolerance``; colours as close to black
+    are void, anything else is uncertain; (2) pixels whose colour is a blend of the two classes
+    around them go to one of those classes (see :func:`_unblend`); (3) uncertain pixels take
+    the majority label of their neighbours, growing inwards; (4) classes covering less than
+    ``min_area`` are dropped and refilled from their neighbours.
+
+    Args:
+        rgb: (H, W, 3) palette-coloured map (uint8 or float in 0-255), possibly generated,
+            blurred or bilinearly resized.
+        tolerance: max Euclidean RGB distance to a palette colour (half the palette's minimum
+            spacing of 60 by default).
+        min_area: a fraction of the image if < 1, else a pixel count; 0 keeps every class.
+            The default (0.3%) is below the smallest SceneWorld object (about 0.45% of the image)
+            and above the specks that blending leaves.
+
+    Returns:
+        (H, W) uint8 class ids; ``VOID_ID`` where the map was black (or nothing could be decoded).
+        An exactly encoded map decodes exactly (with ``min_area=0``).
+    """
+    rgb = _check_hw3(rgb, "rgb")
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    if min_area < 0:
+        raise ValueError(f"min_area must be >= 0, got {min_area}")
+    h, w = rgb.shape[:2]
+    q = np.clip(np.rint(rgb.astype(np.float64)), 0, 255).astype(np.int32)
+    key = (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
+    uniq, inv = np.unique(key.ravel(), return_inverse=True)
+    ucol = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], 1)
+    d = np.linalg.norm(ucol[:, None, :] - _PALETTE[None], axis=-1)  # (U, C)
+    nearest = d.argmin(1)
+    dist = d[np.arange(len(uniq)), nearest]
+    dvoid = np.linalg.norm(ucol - np.array(VOID_COLOR), axis=1)
+
+    labels = nearest[inv].reshape(h, w).astype(np.uint8)
+    dist_px = dist[inv].reshape(h, w)
+    valid = dist_px <= tolerance
+    is_void = ~valid & (dvoid[inv].reshape(h, w) <= tolerance)
+    labels, valid = _unblend(labels, q, dist_px, valid, tolerance)
+    labels = _fill_from_neighbours(labels, valid)
+    thresh = min_area * h * w if min_area < 1 else min_area
+    if thresh > 0:
+        ids, counts = np.unique(labels[~is_void], return_counts=True)
+        small = ids[counts < thresh]
+        if small.size:
+            keep = ~np.isin(labels, small) & ~is_void
+            labels = _fill_from_neighbours(labels, keep)
+            labels[np.isin(labels, small)] = VOID_ID  # nothing to fill from
+    labels[is_void] = VOID_ID
+    return labels
+
+
+def class_areas(seg: np.ndarray, min_area: float = 0.0) -> dict[int, float]:
+    """Class id -> area fraction for every class (void excluded) covering at least ``min_area``."""
+    seg = np.asarray(seg)
+    ids, counts = np.unique(seg, return_counts=True)
+    frac = counts / seg.size
+    return {int(i): float(f) for i, f in zip(ids, frac, strict=True) if i != VOID_ID and f >= min_area}
+
+
+# ----------------------------------------------------------------------------- depth / normals / sketch
+
+
+def normalize_depth(depth: np.ndarray) -> np.ndarray:
+    """Metric depth (> 0, larger = farther) -> inverse depth min-max normalised to [0, 1] (near = 1)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth.shape}")
+    if not np.all(depth > 0):
+        raise ValueError("depth must be strictly positive")
+    inv = 1.0 / depth
+    lo, hi = float(inv.min()), float(inv.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(inv)
+    return (inv - lo) / (hi - lo)
+
+
+def encode_depth(depth: np.ndarray) -> np.ndarray:
+    """Metric depth -> (H, W, 3) uint8 normalised inverse depth."""
+    d = normalize_depth(depth)
+    return np.repeat(np.rint(d * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def decode_depth(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) depth image -> normalised inverse depth in [0, 1] (channel mean)."""
+    rgb = _check_hw3(rgb, "rgb")
+    return rgb.astype(np.float32).mean(-1) / 255.0
+
+
+def _sobel(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.pad(a, 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    return gx / 8.0, gy / 8.0
+
+
+def normals_from_depth(disparity: np.ndarray) -> np.ndarray:
+    """Normalised inverse depth (H, W) -> unit normals (H, W, 3), ``normalise(-dd/dx, -dd/dy, 1)``.
+
+    Derivatives are per image width, so a map rendered at any resolution gives the same normals.
+    """
+    d = np.asarray(disparity, dtype=np.float32)
+    gx, gy = _sobel(d)
+    w = d.shape[1]
+    n = np.stack([-gx * w, -gy * w, np.ones_like(d)], -1)
+    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+def encode_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit normals (H, W, 3) -> uint8 ``n * 127.5 + 127.5``."""
+    return np.clip(np.rint(np.asarray(normals) * 127.5 + 127.5), 0, 255).astype(np.uint8)
+
+
+def decode_normals(rgb: np.ndarray) -> np.ndarray:
+    """uint8 normal image -> unit normals (H, W, 3)."""
+    n = (_check_hw3(rgb, "rgb").astype(np.float32) - 127.5) / 127.5
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+
+
+def encode_sketch(edges: np.ndarray) -> np.ndarray:
+    """Soft edges (H, W) in [0, 1] -> (H, W, 3) uint8, white edges on black."""
+    e = np.clip(np.asarray(edges, dtype=np.float32), 0, 1)
+    return np.repeat(np.rint(e * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def decode_sketch(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) sketch image -> soft edges in [0, 1]."""
+    return _check_hw3(rgb, "rgb").astype(np.float32).mean(-1) / 255.0
+
+
+# ----------------------------------------------------------------------------- resizing
+
+
+def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a label map with nearest neighbour (never blend ids). ``size`` is (W, H) or a side."""
+    wh = (size, size) if isinstance(size, int) else tuple(size)
+    return np.asarray(Image.fromarray(np.asarray(labels, dtype=np.uint8)).resize(wh, Image.NEAREST))
+
+
+def resize_image(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a continuous 3-channel condition or image (bilinear)."""
+    wh = (size, size) if isinstance(size, int) else tuple(size)
+    return np.asarray(Image.fromarray(np.asarray(rgb, dtype=np.uint8)).resize(wh, Image.BILINEAR))

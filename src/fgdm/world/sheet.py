@@ -1,0 +1,50 @@
+"""Contact sheets: one row per sample (image | seg | depth | normal | sketch), captions underneath."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def contact_sheet(
+    rows: list[list[np.ndarray]],
+    *,
+    headers: list[str] | None = None,
+    captions: list[str] | None = None,
+    cell: int = 128,
+) -> Image.Image:
+    """Lay out ``rows`` of (H, W, 3) uint8 images as a grid of ``cell``-px tiles.
+
+    Args:
+        rows: one list of images per row (all rows the same length).
+        headers: column titles drawn above the first row.
+        captions: one text per row, wrapped under it.
+        cell: tile side in pixels (images are resized to it).
+    """
+    if not rows:
+        raise ValueError("rows is empty: nothing to lay out")
+    ncol = len(rows[0])
+    font = ImageFont.load_default(size=max(10, cell // 11))
+    line_h = max(12, cell // 9)
+    chars = max(20, int(ncol * cell / (line_h * 0.55)))
+    wrapped = [textwrap.wrap(c, chars)[:3] for c in captions] if captions else [[] for _ in rows]
+    head_h = line_h + 6 if headers else 0
+    heights = [cell + (len(w) * line_h + 6 if captions else 4) for w in wrapped]
+    sheet = Image.new("RGB", (ncol * cell, head_h + sum(heights)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    if headers:
+        for j, h in enumerate(headers):
+            draw.text((j * cell + 4, 3), h, fill=(0, 0, 0), font=font)
+    y = head_h
+    for row, lines, h in zip(rows, wrapped, heights, strict=True):
+        if len(row) != ncol:
+            raise ValueError(f"every row needs {ncol} images, got {len(row)}")
+        for j, img in enumerate(row):
+            tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).convert("RGB").resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (j * cell, y))
+        for k, line in enumerate(lines):
+            draw.text((4, y + cell + 3 + k * line_h), line, fill=(20, 20, 20), font=font)
+        y += h
+    return sheet
