@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -18,7 +17,7 @@ from .conditions import (
     normals_from_depth,
 )
 from .scene import Scene, SceneObject
-from .sprites import load_atlas
+from .sprites import layer_origin, sprite_layer
 
 MIN_SIZE, MAX_SIZE = 64, 512
 
@@ -142,26 +141,11 @@ def _texture(scene: Scene, stuff: str, ys: np.ndarray, xs: np.ndarray) -> np.nda
 # ----------------------------------------------------------------------------- objects
 
 
-@cache
-def _sprite_image(index: int) -> Image.Image:
-    return load_atlas()[index].image
-
-
 def _object_layer(obj: SceneObject, s: int) -> tuple[np.ndarray, int, int]:
-    """The object's RGBA pixels at resolution ``s`` (float32 in [0, 1]) and its top-left corner."""
-    im = _sprite_image(obj.sprite)
-    scale = obj.size * s / max(im.size)
-    w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-    im = im.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
-    if obj.flip:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    if abs(obj.rotation) > 0.5:
-        im = im.rotate(obj.rotation, resample=Image.BILINEAR, expand=True)
-    a = np.asarray(im, dtype=np.float32) / 255.0
-    a = a.copy()
+    """The object's tinted RGBA pixels at resolution ``s`` (float32 in [0, 1]) and its top-left corner."""
+    a = sprite_layer(obj.sprite, obj.size, obj.flip, obj.rotation, s).copy()
     a[..., :3] *= np.array(obj.tint, dtype=np.float32)
-    x0 = round(obj.cx * s - a.shape[1] / 2)
-    y0 = round(obj.base_y * s - a.shape[0])
+    x0, y0 = layer_origin(a.shape, obj.cx, obj.base_y, s)
     return np.clip(a, 0, 1), x0, y0
 
 

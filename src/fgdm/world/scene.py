@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from .categories import SCENE_KINDS, THINGS, Category, category, resolve_categories
-from .sprites import sprite_rgba, sprites_by_category
+from .sprites import layer_origin, sprite_layer, sprite_rgba, sprites_by_category
 
 CAMERA_HEIGHT = 1.6
 SKY_DEPTH = 100.0
@@ -305,19 +306,15 @@ def _sample_object(
 _VIS_RES = 64
 
 
+@lru_cache(maxsize=4096)
+def _footprint(sprite: int, size: float, flip: bool, rotation: float, res: int) -> np.ndarray:
+    return sprite_layer(sprite, size, flip, rotation, res)[..., 3] > 0.5
+
+
 def _object_mask(obj: dict, res: int = _VIS_RES) -> tuple[np.ndarray, int, int]:
-    """Binary footprint of an object at a coarse resolution: (mask, x0, y0)."""
-    a = sprite_rgba(obj["sprite"])[..., 3]
-    h, w = a.shape
-    s = obj["size"] * res / max(h, w)
-    mh, mw = max(1, round(h * s)), max(1, round(w * s))
-    ys = (np.arange(mh) * h / mh).astype(int)
-    xs = (np.arange(mw) * w / mw).astype(int)
-    m = a[ys][:, xs] > 0.5
-    if obj["flip"]:
-        m = m[:, ::-1]
-    x0 = round(obj["cx"] * res - mw / 2)
-    y0 = round(obj["base_y"] * res - mh)
+    """Binary footprint of an object at a coarse resolution, as the renderer draws it: (mask, x0, y0)."""
+    m = _footprint(obj["sprite"], obj["size"], obj["flip"], obj["rotation"], res)
+    x0, y0 = layer_origin(m.shape, obj["cx"], obj["base_y"], res)
     return m, x0, y0
 
 

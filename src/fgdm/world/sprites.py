@@ -61,3 +61,31 @@ def sprite_rgba(index: int) -> np.ndarray:
     a = np.asarray(load_atlas()[index].image, dtype=np.float32) / 255.0
     a.setflags(write=False)
     return a
+
+
+@cache
+def _sprite_image(index: int) -> Image.Image:
+    return load_atlas()[index].image
+
+
+def sprite_layer(index: int, size: float, flip: bool, rotation: float, res: int) -> np.ndarray:
+    """The sprite as it is drawn in a ``res``-px image: longest side ``size * res`` pixels,
+    mirrored if ``flip``, rotated by ``rotation`` degrees (counter-clockwise, canvas expanded).
+
+    Returns float32 (h, w, 4) RGBA in [0, 1]. The renderer and the scene sampler's visibility
+    check both use it, so what the sampler checks is what gets drawn.
+    """
+    im = _sprite_image(index)
+    scale = size * res / max(im.size)
+    w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
+    im = im.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
+    if flip:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    if abs(rotation) > 0.5:
+        im = im.rotate(rotation, resample=Image.BILINEAR, expand=True)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def layer_origin(shape: tuple[int, ...], cx: float, base_y: float, res: int) -> tuple[int, int]:
+    """Top-left pixel of a layer of ``shape`` centred at ``cx`` with its bottom edge at ``base_y``."""
+    return round(cx * res - shape[1] / 2), round(base_y * res - shape[0])

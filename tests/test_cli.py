@@ -1,0 +1,138 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgdm.cli import main
+from fgdm.world.conditions import encode_segmentation
+
+MULTIGEN = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "multigen_coco_5_1k.json"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_render_writes_everything(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, text, _ = run(
+        capsys, "world", "render", "--n", "3", "--size", "64", "--seed", "4", "--out", str(out), "--quiet"
+    )
+    assert code == 0 and str(out) in text
+    for name in ("samples.jsonl", "sheet.png", "world.json", "images/000002.png", "normal/000000.png"):
+        assert (out / name).exists(), name
+    recs = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(recs) == 3 and all({"caption", "grounding", "objects"} <= set(r) for r in recs)
+    assert all("bbox" in o for r in recs for o in r["objects"])
+    sheet = Image.open(out / "sheet.png")
+    assert sheet.width == 5 * 64
+
+
+def test_render_refuses_existing_render_and_overwrites_on_request(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert run(capsys, "world", "render", "--n", "1", "--size", "64", "--out", out, "--quiet")[0] == 0
+    code, _, err = run(capsys, "world", "render", "--n", "1", "--size", "64", "--out", out, "--quiet")
+    assert code == 2 and "--overwrite" in err and out in err
+    assert run(capsys, "world", "render", "--n", "2", "--size", "64", "--out", out, "--quiet", "--overwrite")[0] == 0
+    assert len((tmp_path / "r" / "samples.jsonl").read_text().splitlines()) == 2
+
+
+def test_render_default_out_is_a_new_numbered_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert run(capsys, "world", "render", "--n", "1", "--size", "64", "--quiet", "--sheet-rows", "0")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["world-001", "world-002"]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--size", "100"], "--size"),
+        (["--size", "520"], "--size"),
+        (["--size", "big"], "--size"),
+        (["--max-objects", "0"], "--max-objects"),
+        (["--n", "0"], "--n"),
+        (["--categories", "dog,dragon"], "dragon"),
+        (["--scene-kinds", "moon"], "moon"),
+        (["--min-objects", "5", "--max-objects", "2"], "min_objects"),
+        (["--config", "/nonexistent/world.yaml"], "/nonexistent/world.yaml"),
+    ],
+)
+def test_render_bad_input_exits_2_naming_the_argument(tmp_path, capsys, argv, needle):
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as e:
+        code = main(["world", "render", "--out", str(out), "--quiet", *argv])
+        raise SystemExit(code)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_categories_json(capsys):
+    code, out, _ = run(capsys, "world", "categories", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 90
+    assert rows[16]["name"] == "dog" and rows[16]["sprites"] >= 3 and "puppy" in rows[16]["synonyms"]
+    code, out, _ = run(capsys, "world", "categories")
+    assert "hair drier" in out
+
+
+def test_parse(tmp_path, capsys):
+    code, out, _ = run(capsys, "world", "parse", "two puppies and a unicorn on the grass", "--json")
+    r = json.loads(out)
+    assert code == 0 and r["categories"] == ["dog"] and r["unknown"] == ["unicorn"] and r["counts"]["dog"] == 2
+    f = tmp_path / "p.txt"
+    f.write_text("a cat\n\n# comment\na hot dog\n")
+    r = json.loads(run(capsys, "world", "parse", "--prompts", str(f), "--json")[1])
+    assert [x["categories"] for x in r] == [["cat"], ["hot dog"]]
+
+
+@pytest.mark.skipif(not MULTIGEN.exists(), reason="shared benchmarks not present")
+def test_parse_reads_the_multigen_format(capsys):
+    r = json.loads(run(capsys, "world", "parse", "--prompts", str(MULTIGEN), "--json")[1])
+    assert len(r) == 1000 and r[0]["categories"] == ["book", "cup", "kite", "mouse", "surfboard"]
+
+
+@pytest.mark.parametrize("content", [None, "", "{not json", '{"a": 1}', b"\xff\xfe\x00bad"])
+def test_unreadable_prompt_files_exit_2(tmp_path, capsys, content):
+    f = tmp_path / ("p.json" if isinstance(content, str) and content.startswith("{") else "p.txt")
+    if isinstance(content, bytes):
+        f.write_bytes(content)
+    elif content is not None:
+        f.write_text(content)
+    code, _, err = run(capsys, "world", "parse", "--prompts", str(f))
+    assert code == 2 and str(f) in err
+
+
+def test_decode_seg(tmp_path, capsys):
+    seg = np.full((64, 64), 81, np.uint8)  # tree (stuff)
+    seg[20:40, 20:40] = 16  # dog
+    p = tmp_path / "seg.png"
+    Image.fromarray(encode_segmentation(seg)).resize((128, 128), Image.BILINEAR).save(p)
+    code, out, _ = run(capsys, "world", "decode-seg", str(p), "--json")
+    names = [r["name"] for r in json.loads(out)]
+    assert code == 0 and sorted(names) == sorted(["dog", "tree"])
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    code, _, err = run(capsys, "world", "decode-seg", str(bad))
+    assert code == 2 and "bad.png" in err
+
+
+def test_console_script_end_to_end(tmp_path):
+    exe = Path(sys.executable).with_name("fgdm")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fgdm.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run([*cmd, "world", "render", "--n", "2", "--size", "64", "--out", str(tmp_path / "r")],
+                        capture_output=True, text=True, env=env)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*cmd, "world", "render", "--size", "99", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "--size" in bad.stderr and "Traceback" not in bad.stderr
