@@ -75,3 +75,10 @@ def test_lookup_errors_name_the_value():
     assert [c.name for c in resolve_categories(["Dogs", "puppy", "cat"])] == ["dog", "cat"]
     with pytest.raises(ValueError, match="unicorn"):
         resolve_categories(["dog", "unicorn"])
+
+
+def test_docs_palette_table_matches_the_code():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "world.md").read_text()
+    for c in CATEGORIES:
+        r, g, b = PALETTE[c.id]
+        assert f"| {c.id} | {c.name} | {c.kind} | ({r}, {g}, {b}) |" in doc, c.name

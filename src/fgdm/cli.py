@@ -212,6 +212,15 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_palette_decode(args: argparse.Namespace) -> int:
+    from .eval.palette_decode import evaluate_palette_decode, markdown_table
+
+    result = evaluate_palette_decode(n=args.n, size=args.size, seed=args.seed, min_area=args.min_area,
+                                     progress=not args.json)  # fmt: skip
+    print(json.dumps(result, indent=1) if args.json else markdown_table(result))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -280,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_world_decode)
+
+    ev = sub.add_parser("eval", help="metrics and benchmark runners")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    p = esub.add_parser(
+        "palette-decode", help="segmentation decoding under blur, resizing and noise (vs a naive decoder)"
+    )
+    p.add_argument("--n", type=_int_at_least(1), default=100, help="maps to test")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--min-area", type=_arg_type(_fraction, "number"), default=0.003)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_palette_decode)
 
     bench = sub.add_parser("bench", help="benchmarks (speed ratios measured side by side)")
     bsub = bench.add_subparsers(dest="bench_command", required=True)

@@ -130,17 +130,18 @@ def _unmix(x: np.ndarray, anchors_a: np.ndarray, has_a: np.ndarray) -> tuple[np.
 
 
 def _unblend(
-    labels: np.ndarray, colors: np.ndarray, dist_own: np.ndarray, valid: np.ndarray, tolerance: float, radius: int = 3
+    labels: np.ndarray, colors: np.ndarray, dist_own: np.ndarray, valid: np.ndarray, tolerance: float, radius: int = 4
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relabel pixels whose colour is a blend across a border rather than a class colour.
 
     Colours blended across a border between classes A and B can land near a third palette colour
     C (the palette is a grid, so mid-points often are palette colours), or near none at all (a
-    thin object whose own colour never appears unmixed). Each pixel that is not an exact palette
-    colour and is either thin (gone after a 3x3 opening of its class) or uncertain is explained as
-    a mix ``(1 - t) A + t P`` of one of the two most frequent other classes A among nearby
-    "anchor" pixels (exact colours, or not thin) and any palette colour P; it takes A or P
-    (whichever dominates the mix) when the mix explains its colour better than its own class.
+    thin object whose own colour never appears unmixed). A and B are the two most frequent
+    *other* classes among "anchor" pixels (exact colours, or not thin) within ``radius``. A pixel
+    that is not an exact palette colour is explained as a mix ``(1 - t) A + t B``; a thin or
+    uncertain one also as ``(1 - t) A + t P`` with P any palette colour (the thin object whose
+    colour was never seen pure). It takes the dominant class of the best mix when that mix is
+    within ``tolerance / 2`` and explains its colour better than its own class does.
     Exact palette colours are never changed, so an exactly encoded map decodes exactly.
 
     Returns the labels and the updated validity mask.
@@ -150,25 +151,40 @@ def _unblend(
         return labels, valid
     thick = _opened(labels, valid, classes)
     anchors = valid & ((dist_own <= 2.0) | thick)
-    cand = (dist_own > 0.5) & (~valid | ~thick) & (dist_own < 3 * tolerance)
+    cand = (dist_own > 0.5) & (dist_own < 3 * tolerance)
     if not cand.any():
         return labels, valid
     votes = _box_votes(labels, anchors, classes, radius=radius)  # (K, H, W)
     ys, xs = np.nonzero(cand)
     n = len(ys)
     v = votes[:, ys, xs].astype(np.int32)  # (K, N)
-    own_idx = np.searchsorted(classes, labels[ys, xs]).clip(0, len(classes) - 1)
     own_valid = valid[ys, xs]
+    own_idx = np.searchsorted(classes, labels[ys, xs]).clip(0, len(classes) - 1)
     v[own_idx[own_valid], np.arange(n)[own_valid]] = 0  # a pixel's own class cannot explain it
     order = np.argsort(-v, axis=0, kind="stable")[:2].T  # (N, 2)
     has = np.take_along_axis(v.T, order, 1) > 0
+    keep = has[:, 0]  # pixels with at least one other class nearby
+    ys, xs, order, has, own_valid = ys[keep], xs[keep], order[keep], has[keep], own_valid[keep]
     x = colors[ys, xs].astype(np.float64)
-    dmix, a, p, t = _unmix(x, classes[order], has)
+    pal = _PALETTE.astype(np.float64)
+    # (1) a mix of the two neighbouring classes
+    a_id, b_id = classes[order[:, 0]], np.where(has[:, 1], classes[order[:, 1]], classes[order[:, 0]])
+    ca, ab = pal[a_id], pal[b_id] - pal[a_id]
+    t = np.clip(((x - ca) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-9), 0, 1)
+    best_d = np.linalg.norm(x - (ca + t[:, None] * ab), axis=1)
+    best_new = np.where(t < 0.5, a_id, b_id)
+    # (2) thin or uncertain pixels: a neighbouring class mixed with any palette colour
+    loose = ~thick[ys, xs] | ~own_valid
+    if loose.any():
+        d2, a2, p2, t2 = _unmix(x[loose], classes[order[loose]], has[loose])
+        better = d2 < best_d[loose]
+        idx = np.nonzero(loose)[0][better]
+        best_d[idx] = d2[better]
+        best_new[idx] = np.where(t2[better] < 0.5, a2[better], p2[better])
     own_d = np.where(own_valid, dist_own[ys, xs], np.inf)
-    change = np.isfinite(dmix) & (dmix <= tolerance / 2) & (dmix + 2.0 < own_d)
-    new = np.where(t < 0.5, a, p).astype(np.uint8)
+    change = (best_d <= tolerance / 2) & (best_d + 2.0 < own_d)
     out, ok = labels.copy(), valid.copy()
-    out[ys[change], xs[change]] = new[change]
+    out[ys[change], xs[change]] = best_new[change].astype(np.uint8)
     ok[ys[change], xs[change]] = True
     return out, ok
 

@@ -203,7 +203,8 @@ def _apply_style(img: np.ndarray, style: str, scene: Scene, sketch: np.ndarray) 
         out = np.minimum(dodge, 255 - 170 * sketch) * 0.97 + 6
         return np.repeat(out[..., None], 3, -1) * np.array([1.0, 0.98, 0.94])
     if style == "pixel art":
-        small = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((s // 8, s // 8), Image.BOX)
+        cells = 40  # the same pixel grid at every resolution
+        small = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((cells, cells), Image.BOX)
         small = small.quantize(24, method=Image.Quantize.MEDIANCUT).convert("RGB")
         return np.asarray(small.resize((s, s), Image.NEAREST), dtype=np.float32)
     raise ValueError(f"unknown style {style!r}")
