@@ -136,3 +136,24 @@ def test_console_script_end_to_end(tmp_path):
     bad = subprocess.run([*cmd, "world", "render", "--size", "99", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode == 2 and "--size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_render_records_its_command(tmp_path, capsys):
+    out = tmp_path / "r"
+    run(capsys, "world", "render", "--n", "1", "--size", "64", "--out", str(out), "--quiet", "--max-objects", "2")
+    meta = json.loads((out / "world.json").read_text())
+    assert meta["command"] == f"fgdm world render --n 1 --size 64 --out {out} --quiet --max-objects 2"
+    assert meta["config"]["max_objects"] == 2
+
+
+def test_world_stats(tmp_path, capsys):
+    out = tmp_path / "r"
+    run(capsys, "world", "render", "--n", "6", "--size", "64", "--out", str(out), "--quiet", "--sheet-rows", "0")
+    code, text, _ = run(capsys, "world", "stats", str(out), "--json")
+    stats = json.loads(text)
+    recs = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert code == 0 and stats["samples"] == 6
+    assert stats["objects_per_scene_mean"] == round(sum(len(r["objects"]) for r in recs) / 6, 3)
+    assert sum(stats["scene_kinds"].values()) == 6
+    code, _, err = run(capsys, "world", "stats", str(tmp_path / "nothing"))
+    assert code == 2 and "nothing" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,7 @@ def cmd_world_render(args: argparse.Namespace) -> int:
         workers=args.workers,
         sheet_rows=args.sheet_rows,
         progress=not args.quiet,
+        command=shlex.join(["fgdm", *args.argv]),
     )
     print(f"wrote {args.n} scenes to {out}" + (f" (contact sheet: {out / 'sheet.png'})" if args.sheet_rows else ""))
     return 0
@@ -197,6 +199,18 @@ def cmd_world_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_stats(args: argparse.Namespace) -> int:
+    from .world.export import export_stats, read_samples
+
+    stats = export_stats(read_samples(args.folder))
+    if args.json:
+        print(json.dumps(stats, indent=1))
+    else:
+        for k, v in stats.items():
+            print(f"{k:36s} {v}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- bench
 
 
@@ -274,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_world_parse)
 
+    p = wsub.add_parser("stats", help="statistics of a rendered folder (objects, captions, kinds, styles)")
+    p.add_argument("folder", help="a folder written by `fgdm world render`")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_world_stats)
+
     p = wsub.add_parser("decode-seg", help="decode a palette segmentation image to classes")
     p.add_argument("image")
     p.add_argument(
@@ -315,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -141,7 +141,7 @@ def _unblend(
     that is not an exact palette colour is explained as a mix ``(1 - t) A + t B``; a thin or
     uncertain one also as ``(1 - t) A + t P`` with P any palette colour (the thin object whose
     colour was never seen pure). It takes the dominant class of the best mix when that mix is
-    within ``tolerance / 2`` and explains its colour better than its own class does.
+    within ``tolerance`` and explains its colour better (by 2) than its own class does.
     Exact palette colours are never changed, so an exactly encoded map decodes exactly.
 
     Returns the labels and the updated validity mask.
@@ -182,7 +182,7 @@ def _unblend(
         best_d[idx] = d2[better]
         best_new[idx] = np.where(t2[better] < 0.5, a2[better], p2[better])
     own_d = np.where(own_valid, dist_own[ys, xs], np.inf)
-    change = (best_d <= tolerance / 2) & (best_d + 2.0 < own_d)
+    change = (best_d <= tolerance) & (best_d + 2.0 < own_d)
     out, ok = labels.copy(), valid.copy()
     out[ys[change], xs[change]] = best_new[change].astype(np.uint8)
     ok[ys[change], xs[change]] = True

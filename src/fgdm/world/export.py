@@ -78,8 +78,11 @@ def export_dataset(
     workers: int = 1,
     sheet_rows: int = 16,
     progress: bool = True,
+    command: str | None = None,
 ) -> Path:
     """Render samples ``0..n-1`` of the world with base ``seed`` into the folder ``out``.
+
+    ``command`` (the command line that asked for it, if any) is kept in ``world.json``.
 
     The folder is written in a staging folder and moved into place at the end: an interrupted
     export leaves nothing behind. ``sheet_rows`` = 0 skips the contact sheet.
@@ -120,6 +123,7 @@ def export_dataset(
             "format": "fgdm.sceneworld/1",
             "fgdm_version": __version__,
             "n": n, "size": size, "seed": seed, "config": cfg.to_dict(),
+            "command": command,
             "seconds": round(seconds, 3), "workers": workers,
             "folders": list(FOLDERS), "conventions": CONVENTIONS,
             "categories": [{"id": c.id, "name": c.name, "kind": c.kind} for c in CATEGORIES],
@@ -147,3 +151,32 @@ def read_samples(folder: str | Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except OSError as e:
         raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+
+
+def export_stats(records: list[dict]) -> dict:
+    """Summary statistics of an export's records: objects per scene, how much captions name, mixes."""
+    if not records:
+        raise ValueError("records is empty: nothing to summarise")
+    n_obj = np.array([len(r["objects"]) for r in records])
+    named = [{g["category"] for g in r["grounding"] if g["kind"] == "thing"} for r in records]
+    present = [{o["category"] for o in r["objects"]} for r in records]
+    counts: dict[str, dict[str, int]] = {"kind": {}, "style": {}}
+    cat_counts: dict[str, int] = {}
+    for r in records:
+        for key in ("kind", "style"):
+            counts[key][r[key]] = counts[key].get(r[key], 0) + 1
+        for o in r["objects"]:
+            cat_counts[o["category"]] = cat_counts.get(o["category"], 0) + 1
+    frac_named = [len(nm) / len(pr) for nm, pr in zip(named, present, strict=True)]
+    return {
+        "samples": len(records),
+        "objects_per_scene_mean": round(float(n_obj.mean()), 3),
+        "objects_per_scene_hist": {int(k): int((n_obj == k).sum()) for k in np.unique(n_obj)},
+        "categories_seen": len(cat_counts),
+        "captions_naming_every_category": round(float(np.mean([f == 1.0 for f in frac_named])), 3),
+        "fraction_of_categories_named_mean": round(float(np.mean(frac_named)), 3),
+        "captions_with_relation": round(float(np.mean([any(w in r["caption"] for w in (" to the left of ", " to the right of ", " above ", " below ", " in front of ", " behind ", " next to ")) for r in records])), 3),
+        "scene_kinds": dict(sorted(counts["kind"].items())),
+        "styles": dict(sorted(counts["style"].items())),
+        "least_common_categories": sorted(cat_counts.items(), key=lambda kv: kv[1])[:5],
+    }  # fmt: skip

@@ -241,9 +241,11 @@ def render(scene: Scene, size: int = 128) -> Render:
         if obj.on_ground:
             sy, sx = round(obj.base_y * s), round(obj.cx * s)
             ry, rx = max(1, lh // 12), max(2, int(lw * 0.45))
-            yy_, xx_ = np.ogrid[-sy : s - sy, -sx : s - sx]
-            shadow = np.clip(1 - ((xx_ / rx) ** 2 + (yy_ / ry) ** 2), 0, 1)
-            img *= 1 - 0.35 * shadow[..., None]
+            y0s, y1s, x0s, x1s = max(0, sy - ry), min(s, sy + ry + 1), max(0, sx - rx), min(s, sx + rx + 1)
+            if y0s < y1s and x0s < x1s:  # a soft elliptic contact shadow, drawn only where it falls
+                yy_, xx_ = np.ogrid[y0s - sy : y1s - sy, x0s - sx : x1s - sx]
+                shadow = np.clip(1 - ((xx_ / rx) ** 2 + (yy_ / ry) ** 2), 0, 1)
+                img[y0s:y1s, x0s:x1s] *= 1 - 0.35 * shadow[..., None]
         clip = _clip(x0, y0, lh, lw, s)
         full = np.zeros((s, s), dtype=bool)
         amodal[obj.instance_id] = full
