@@ -38,7 +38,9 @@ class WorldConfig:
     """What scenes the sampler draws. Loadable from YAML (``WorldConfig.from_yaml``).
 
     Attributes:
-        min_objects / max_objects: number of objects per scene, drawn uniformly in this range.
+        min_objects / max_objects: number of objects per scene, drawn uniformly in this range. An
+            object that cannot be placed while every object stays ``min_visible`` (15 tries) is
+            left out, so a crowded scene can hold fewer (never none).
         categories: thing categories to draw from (None = all 80).
         scene_kinds: background kinds (field, street, beach, lake, snow, room).
         styles: global styles to draw from; "photo" is the plain style.
