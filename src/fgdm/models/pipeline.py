@@ -1,0 +1,131 @@
+"""Loading base text-to-image pipelines: the shipped MiniSD or any diffusers SD 1.x/2.x directory.
+
+Only safetensors weights are ever loaded; a directory holding pickle weights is refused, never
+unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def default_model_dir() -> Path:
+    """The shipped MiniSD pipeline directory (package data)."""
+    return Path(str(resources.files("fgdm.models") / "data" / "minisd"))
+
+
+def check_model_dir(path: str | Path, arg: str = "model") -> Path:
+    """Validate a diffusers Stable Diffusion directory; raises ValueError naming ``arg`` and the path."""
+    p = Path(path)
+    if not p.exists():
+        if p == default_model_dir():
+            raise ValueError("no MiniSD is shipped with this build yet; pass --model DIR (a diffusers SD directory)")
+        raise ValueError(f"{arg} {str(path)!r} does not exist")
+    if not p.is_dir():
+        raise ValueError(f"{arg} {str(path)!r} is not a folder (expected a diffusers pipeline directory)")
+    index = p / "model_index.json"
+    if not index.exists():
+        raise ValueError(f"{arg} {str(path)!r} is not a diffusers pipeline: it has no model_index.json")
+    try:
+        spec = json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{arg} {str(path)!r}: model_index.json is unreadable ({e})") from None
+    missing = [c for c in COMPONENTS if c not in spec or not (p / c).is_dir()]
+    if missing:
+        raise ValueError(f"{arg} {str(path)!r} is not a Stable Diffusion pipeline: missing {missing}")
+    for comp in ("unet", "vae", "text_encoder"):
+        files = [f for f in (p / comp).iterdir() if f.is_file()]
+        pickles = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        safe = [f for f in files if f.suffix == ".safetensors"]
+        if pickles and not safe:
+            raise ValueError(
+                f"{arg} {str(path)!r}: {comp}/{pickles[0].name} is a pickle checkpoint; fgdm loads safetensors only "
+                "(convert it with diffusers' save_pretrained(safe_serialization=True))"
+            )
+        if not safe:
+            raise ValueError(f"{arg} {str(path)!r}: {comp}/ holds no .safetensors weights")
+    return p
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(path: str, stamp: tuple) -> str:
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".txt")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short content hash of a pipeline directory (configs, tokenizer files and weights)."""
+    root = Path(path)
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(root.rglob("*")) if f.is_file())
+    return _fingerprint(str(root.resolve()), stamp)
+
+
+@dataclass
+class BaseModel:
+    """The components of a Stable Diffusion pipeline, and where they came from."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    path: Path
+    fingerprint: str
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BaseModel:
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.to(device=device, dtype=dtype)
+        return self
+
+
+def load_base_model(
+    path: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    arg: str = "model",
+) -> BaseModel:
+    """Load a base pipeline's components (default: the shipped MiniSD), safetensors only, offline."""
+    from diffusers import StableDiffusionPipeline
+
+    p = check_model_dir(default_model_dir() if path is None else path, arg)
+    from diffusers.utils import logging as dlog
+
+    dlog.disable_progress_bar()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            p, use_safetensors=True, local_files_only=True, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )  # fmt: skip
+    except Exception as e:  # diffusers raises many types for corrupt files; report them as bad input
+        raise ValueError(f"{arg} {str(path)!r} could not be loaded: {type(e).__name__}: {e}") from None
+    model = BaseModel(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, p, fingerprint(p))
+    for m in (model.unet, model.vae, model.text_encoder):
+        m.eval().requires_grad_(False)
+    return model.to(device, dtype)
