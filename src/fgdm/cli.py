@@ -211,6 +211,80 @@ def cmd_world_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- generation
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
+    return name
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import platform
+
+    import diffusers
+    import torch
+
+    from . import __version__
+    from .attention import LayerSelector
+    from .pipelines.text2image import Text2ImagePipeline, attention_grid
+    from .runs import next_run_dir, staged_output, write_json
+
+    if not args.prompt.strip():
+        raise ValueError("prompt is empty")
+    out = Path(args.out) if args.out else next_run_dir("runs", "generate")
+    device = _device(args.device)
+    pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+    size = args.size or pipe.model.unet.config.sample_size * pipe.model.vae_scale_factor
+    result = pipe(
+        args.prompt, num_images_per_prompt=args.n, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+        size=size, seed=args.seed, eta=args.eta, negative_prompt=args.negative_prompt,
+        attention=LayerSelector(kinds=("cross",)) if args.save_attention else None, progress=not args.quiet,
+    )  # fmt: skip
+    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
+        files = []
+        for i, img in enumerate(result.images):
+            img.save(stage / f"image-{i:03d}.png")
+            files.append(f"image-{i:03d}.png")
+        if result.attention is not None:
+            n = len(result.images)
+            maps = result.attention.aggregate("cross", size=size // pipe.model.vae_scale_factor,
+                                              batch=slice(n, 2 * n) if args.guidance_scale > 1 else None)  # fmt: skip
+            for i, img in enumerate(result.images):
+                attention_grid(img, maps[i], result.tokens[i]).save(stage / f"attention-{i:03d}.png")
+                files.append(f"attention-{i:03d}.png")
+        write_json(stage / "record.json", {
+            "kind": "generate", "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+            "seeds": result.seeds, "files": files,
+            "model": {"path": str(pipe.model.path), "fingerprint": pipe.model.fingerprint},
+            "parameters": {"n": args.n, "steps": args.steps, "guidance_scale": args.guidance_scale, "size": size,
+                           "eta": args.eta, "sampler": "ddim", "save_attention": args.save_attention},
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "device": device, "command": shlex.join(["fgdm", *args.argv]),
+            "versions": {"fgdm": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "python": platform.python_version()},
+        })  # fmt: skip
+    print(f"wrote {len(result.images)} image(s) to {out} in {result.timings['total_s']:.2f} s")
+    return 0
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    from .eval.bench_generate import bench_generate
+
+    result = bench_generate(args.model, size=args.size, steps=args.steps, n=args.n, device=_device(args.device))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:36s} {v}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- bench
 
 
@@ -309,6 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_world_decode)
 
+    p = sub.add_parser("generate", help="text-to-image with the base model (MiniSD or --model DIR)")
+    p.add_argument("prompt")
+    p.add_argument("--model", help="a diffusers Stable Diffusion directory (default: the shipped MiniSD)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="image i uses seed + i")
+    p.add_argument("-o", "--out", help="output folder (default: a new runs/generate-NNN)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
+    p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+    p.add_argument("--size", type=_int_at_least(8), default=None, help="image side (default: the model's)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--eta", type=_arg_type(_fraction, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_generate)
+
     ev = sub.add_parser("eval", help="metrics and benchmark runners")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     p = esub.add_parser(
@@ -329,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_int_at_least(0), default=None, help="DataLoader workers (default: all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_world)
+    p = bsub.add_parser("generate", help="seconds per image, and the cost of attention capture, side by side")
+    p.add_argument("--model", help="a diffusers SD directory (default: the shipped MiniSD)")
+    p.add_argument("--size", type=_int_at_least(8), default=None)
+    p.add_argument("--steps", type=_int_at_least(1), default=25)
+    p.add_argument("--n", type=_int_at_least(1), default=3, help="images per measurement")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_generate)
     return ap
 
 

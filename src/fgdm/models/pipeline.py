@@ -98,6 +98,31 @@ class BaseModel:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
+    @property
+    def size_factor(self) -> int:
+        """Image sides must be multiples of this (VAE downsampling x UNet downsampling)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str], *, allow_empty: bool = False) -> tuple[torch.Tensor, list[list[str]]]:
+        """Text-encoder hidden states (B, T, D) and the tokens of each prompt (padded to T).
+
+        Prompts longer than the tokenizer's maximum are truncated with a warning naming what was
+        dropped; empty prompts are an error unless ``allow_empty`` (the unconditional prompt).
+        """
+        tok = self.tokenizer
+        max_len = tok.model_max_length
+        for p in prompts:
+            if not isinstance(p, str) or (not p.strip() and not allow_empty):
+                raise ValueError(f"prompt must be a non-empty string, got {p!r}")
+            ids = tok(p, truncation=False).input_ids
+            if len(ids) > max_len:
+                kept = tok.decode(ids[1 : max_len - 1])
+                log.warning("prompt is longer than %d tokens; truncated to %r", max_len, kept)
+        ids = tok(prompts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+        emb = self.text_encoder(ids.to(self.device))[0]
+        return emb, [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BaseModel:
         for m in (self.unet, self.vae, self.text_encoder):
             m.to(device=device, dtype=dtype)
@@ -112,12 +137,10 @@ def load_base_model(
     arg: str = "model",
 ) -> BaseModel:
     """Load a base pipeline's components (default: the shipped MiniSD), safetensors only, offline."""
+    _quiet_hf()
     from diffusers import StableDiffusionPipeline
 
     p = check_model_dir(default_model_dir() if path is None else path, arg)
-    from diffusers.utils import logging as dlog
-
-    dlog.disable_progress_bar()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             p, use_safetensors=True, local_files_only=True, safety_checker=None, feature_extractor=None,
@@ -128,4 +151,14 @@ def load_base_model(
     model = BaseModel(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, p, fingerprint(p))
     for m in (model.unet, model.vae, model.text_encoder):
         m.eval().requires_grad_(False)
-    return model.to(device, dtype)
+    return model.to(device, None if dtype == torch.float32 else dtype)
+
+
+def _quiet_hf() -> None:
+    """Silence the Hugging Face libraries' progress bars and chatter (fgdm reports what matters)."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()

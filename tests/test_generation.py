@@ -1,0 +1,127 @@
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from fgdm.attention import LayerSelector
+from fgdm.cli import main
+from fgdm.models.pipeline import check_model_dir, fingerprint, load_base_model
+from fgdm.pipelines import Text2ImagePipeline
+from fgdm.sampling import ddim_schedule, ddim_step, to_epsilon
+
+
+def test_tiny_pipeline_is_a_stock_diffusers_pipeline(tiny_sd_dir):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    assert pipe.unet.config.sample_size == 8
+    assert (tiny_sd_dir / "tokenizer" / "vocab.json").exists() and (tiny_sd_dir / "tokenizer" / "merges.txt").exists()
+    ids = pipe.tokenizer("a photo of a hot dog").input_ids
+    assert pipe.tokenizer.unk_token_id not in ids[1:-1]
+
+
+def test_generation_shapes_determinism_and_per_image_seeds(tiny_model):
+    pipe = Text2ImagePipeline(tiny_model)
+    a = pipe("a dog and a cat", num_images_per_prompt=2, num_inference_steps=4, seed=3)
+    b = pipe("a dog and a cat", num_images_per_prompt=2, num_inference_steps=4, seed=3)
+    c = pipe("a dog and a cat", num_images_per_prompt=1, num_inference_steps=4, seed=4)
+    assert [im.size for im in a.images] == [(32, 32)] * 2 and a.seeds == [3, 4]
+    assert torch.equal(a.latents, b.latents)
+    assert torch.allclose(a.latents[1], c.latents[0], rtol=1e-4, atol=1e-4)  # batched == single
+    assert not torch.allclose(a.latents[0], a.latents[1])
+    assert set(a.timings) == {"encode_s", "denoise_s", "decode_s", "total_s"}
+
+
+def test_attention_capture_does_not_change_the_image(tiny_model):
+    pipe = Text2ImagePipeline(tiny_model)
+    plain = pipe("a dog", num_inference_steps=3, seed=0)
+    cap = pipe("a dog", num_inference_steps=3, seed=0, attention=LayerSelector(kinds=("cross",)))
+    assert torch.allclose(plain.latents, cap.latents, rtol=1e-4, atol=1e-4)
+    assert cap.attention.aggregate("cross").shape == (2, 8, 8, 77)  # CFG batch: uncond + cond
+
+
+def test_save_load_round_trip(tiny_sd_dir, tmp_path):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    pipe.save_pretrained(tmp_path / "copy", safe_serialization=True)
+    a = Text2ImagePipeline.from_pretrained(tiny_sd_dir)("a cat", num_inference_steps=3)
+    b = Text2ImagePipeline.from_pretrained(tmp_path / "copy")("a cat", num_inference_steps=3)
+    assert torch.allclose(a.latents, b.latents, atol=1e-6)
+    assert fingerprint(tiny_sd_dir) == fingerprint(tiny_sd_dir)
+
+
+def test_bad_inputs(tiny_model, caplog):
+    pipe = Text2ImagePipeline(tiny_model)
+    with pytest.raises(ValueError, match="non-empty"):
+        pipe("   ")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pipe("a dog", size=36)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe("a dog", guidance_scale=0.5)
+    with caplog.at_level(logging.WARNING):
+        out = pipe("a dog " * 60, num_inference_steps=2)
+    assert "truncated" in caplog.text and len(out.images) == 1
+
+
+def test_bad_model_dirs(tiny_sd_dir, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        check_model_dir(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"model_index\.json"):
+        check_model_dir(tmp_path / "empty")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_dir, pickled)
+    st = pickled / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save({"x": torch.zeros(1)}, pickled / "unet" / "diffusion_pytorch_model.bin")
+    st.unlink()
+    with pytest.raises(ValueError, match="pickle"):
+        load_base_model(pickled)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_sd_dir, corrupt)
+    (corrupt / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="could not be loaded"):
+        load_base_model(corrupt)
+
+
+def test_ddim_math():
+    sched = ddim_schedule({"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                           "beta_end": 0.012, "steps_offset": 1, "set_alpha_to_one": False}, 10)  # fmt: skip
+    assert len(sched.timesteps) == 10 and sched.timesteps[0] > sched.timesteps[-1]
+    x0 = torch.randn(2, 4, 4, 4)
+    eps = torch.randn_like(x0)
+    a_t, a_prev = sched.alphas[0], sched.alphas_prev[0]
+    x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    x_prev, x0_hat = ddim_step(x_t, eps, a_t, a_prev)
+    assert torch.allclose(x0_hat, x0, atol=1e-4)
+    assert torch.allclose(x_prev, a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps, atol=1e-4)
+    v = a_t.sqrt() * eps - (1 - a_t).sqrt() * x0
+    assert torch.allclose(to_epsilon(v, x_t, a_t, "v_prediction"), eps, atol=1e-4)
+    with pytest.raises(ValueError, match="steps"):
+        ddim_schedule({"num_train_timesteps": 1000}, 0)
+
+
+def test_generate_cli(tiny_sd_dir, tmp_path, capsys):
+    out = tmp_path / "g"
+    argv = ["generate", "a dog and a cat", "--model", str(tiny_sd_dir), "--steps", "3", "--n", "2", "-o", str(out),
+            "--save-attention", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["seeds"] == [0, 1] and rec["model"]["fingerprint"] == fingerprint(tiny_sd_dir)
+    assert rec["parameters"]["steps"] == 3 and "denoise_s" in rec["timings"]
+    for f in rec["files"]:
+        assert (out / f).exists()
+    assert (out / "attention-001.png").exists()
+    assert main(argv) == 2  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["generate", "a dog", "--model", str(tmp_path / "missing"), "--quiet", "-o", str(tmp_path / "x")]) == 2
+    assert main(["generate", "a dog", "--model", str(tiny_sd_dir), "--size", "36", "-o", str(tmp_path / "y")]) == 2
+    assert main(["generate", " ", "--model", str(tiny_sd_dir), "-o", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "multiple of 8" in err and "empty" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bench_generate_reports_a_ratio(tiny_sd_dir, capsys):
+    assert main(["bench", "generate", "--model", str(tiny_sd_dir), "--steps", "2", "--n", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["steps"] == 2 and r["seconds_per_image"] > 0 and r["capture_overhead_ratio"] > 0
