@@ -285,6 +285,33 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- training
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.components import TRAINERS
+    from .training.config import load_train_config
+
+    overrides = {"steps": args.steps, "output_dir": args.output_dir}
+    cfg = load_train_config(args.config, overrides)
+    if cfg.component != args.component:
+        raise ValueError(f"config {args.config!r} is for component {cfg.component!r}, not {args.component!r}")
+    metrics = TRAINERS[args.component](cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def cmd_train_assemble(args: argparse.Namespace) -> int:
+    from .runs import staged_output
+    from .training.components import assemble_pipeline
+
+    with staged_output(args.out, marker="model_index.json", overwrite=args.overwrite) as stage:
+        assemble_pipeline(tokenizer=args.tokenizer, text_encoder=args.text_encoder, vae=args.vae, unet=args.unet,
+                          out=stage, fp16=not args.fp32)  # fmt: skip
+    print(f"assembled a Stable Diffusion pipeline at {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- bench
 
 
@@ -399,6 +426,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("train", help="train MiniSD's components (accelerate: CPU, one GPU or many)")
+    tsub = tr.add_subparsers(dest="component", required=True)
+    for comp in ("tokenizer", "clip", "vae", "unet"):
+        p = tsub.add_parser(comp, help=f"train the {comp}")
+        p.add_argument("--config", required=True, help="YAML run configuration (see configs/)")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+        p.add_argument("--steps", type=_int_at_least(1), help="override the config's total steps")
+        p.add_argument("--output-dir", help="override the config's output_dir")
+        p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=cmd_train)
+    p = tsub.add_parser("assemble", help="put trained components together as a diffusers SD pipeline")
+    for name in ("tokenizer", "text-encoder", "vae", "unet"):
+        p.add_argument(f"--{name}", required=True, help=f"trained {name} folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
+    p.set_defaults(func=cmd_train_assemble)
 
     ev = sub.add_parser("eval", help="metrics and benchmark runners")
     esub = ev.add_subparsers(dest="eval_command", required=True)

@@ -151,7 +151,7 @@ def load_base_model(
     model = BaseModel(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, p, fingerprint(p))
     for m in (model.unet, model.vae, model.text_encoder):
         m.eval().requires_grad_(False)
-    return model.to(device, None if dtype == torch.float32 else dtype)
+    return model.to(device, dtype)
 
 
 def _quiet_hf() -> None:

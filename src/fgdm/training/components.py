@@ -1,0 +1,375 @@
+"""The MiniSD components' trainers: tokenizer, MiniCLIP, MiniVAE, UNet; and the pipeline assembly.
+
+Component-specific settings (``extra:`` in the YAML):
+- tokenizer: ``vocab_size`` (model) — trained on captions of the training scenes.
+- vae: ``kl_weight`` (default 1e-6); trains on images and on every condition map (one modality
+  drawn per sample), as FG-DM encodes every condition with the same VAE.
+- clip: none; the image tower sees ``data.size`` images in [-1, 1].
+- unet: ``caption_dropout`` (0.1, for classifier-free guidance), ``min_snr_gamma`` (5.0; None =
+  plain MSE), ``prerender`` (true: render, VAE-encode and text-encode all training scenes once,
+  then train from memory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..world.captions import make_caption
+from ..world.categories import THINGS
+from ..world.conditions import decode_segmentation
+from ..world.dataset import SceneWorldDataset, collate, make_sample, scene_seed
+from ..world.scene import WorldConfig, sample_scene
+from .config import TrainConfig
+from .loop import train
+
+log = logging.getLogger(__name__)
+MODALITIES = ("image", "seg", "depth", "normal", "sketch")
+
+
+def _world(cfg: TrainConfig, **over) -> WorldConfig:
+    return WorldConfig.from_dict({**WorldConfig().to_dict(), **cfg.data.world, **over})
+
+
+def _loader(cfg: TrainConfig, seed: int, n: int, conditions=()) -> torch.utils.data.DataLoader:
+    ds = SceneWorldDataset(n, size=cfg.data.size, seed=seed, config=_world(cfg), conditions=tuple(conditions))
+    return torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.data.workers,
+                                       collate_fn=collate, drop_last=len(ds) >= cfg.batch_size,
+                                       persistent_workers=cfg.data.workers > 0,
+                                       generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+
+
+def _forever(loader) -> Iterator[dict]:
+    while True:
+        yield from loader
+
+
+def _captions(cfg: TrainConfig, seed: int, n: int) -> list[str]:
+    wc = _world(cfg)
+    out = []
+    for i in range(n):
+        s = scene_seed(seed, i)
+        out.append(
+            make_caption(sample_scene(s, wc), np.random.default_rng(np.random.SeedSequence([s, 0xCA7])), wc).text
+        )
+    return out
+
+
+def _write_metrics(cfg: TrainConfig, metrics: dict) -> dict:
+    Path(cfg.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(cfg: TrainConfig, **_) -> dict:
+    from transformers import CLIPTokenizer
+
+    from ..models.tokenizer import save_bpe, train_bpe
+
+    t0 = time.perf_counter()
+    vocab, merges = train_bpe(_captions(cfg, cfg.data.seed, cfg.data.n_scenes), cfg.model.get("vocab_size", 2048))
+    out = save_bpe(vocab, merges, Path(cfg.output_dir) / "final")
+    tok = CLIPTokenizer.from_pretrained(out)
+    held = _captions(cfg, cfg.data.holdout_seed, cfg.data.holdout_n)
+    lengths = [len(tok(c).input_ids) for c in held]
+    unk = sum(i == tok.unk_token_id for c in held for i in tok(c).input_ids[1:-1])
+    return _write_metrics(cfg, {
+        "vocab_size": len(vocab), "merges": len(merges), "seconds": round(time.perf_counter() - t0, 2),
+        "holdout_mean_tokens": round(float(np.mean(lengths)), 2), "holdout_max_tokens": int(max(lengths)),
+        "holdout_unknown_tokens": int(unk),
+    })  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def build_vae(arch: dict):
+    from diffusers import AutoencoderKL
+
+    a = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [32, 64, 128],
+         "layers_per_block": 1, "norm_num_groups": 16, **arch}  # fmt: skip
+    n = len(a["block_out_channels"])
+    a.setdefault("down_block_types", ["DownEncoderBlock2D"] * n)
+    a.setdefault("up_block_types", ["UpDecoderBlock2D"] * n)
+    return AutoencoderKL(**a)
+
+
+def _vae_batch(batch: dict, rng: random.Random) -> torch.Tensor:
+    rows = []
+    for i in range(batch["image"].shape[0]):
+        m = MODALITIES[rng.randrange(len(MODALITIES))]
+        rows.append(batch["image"][i] if m == "image" else batch[f"cond_{m}"][i])
+    return torch.stack(rows)
+
+
+def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    vae = build_vae(cfg.model)
+    kl_w = float(cfg.extra.get("kl_weight", 1e-6))
+    rng = random.Random(cfg.seed)
+    batches = (_vae_batch(b, rng) for b in _forever(_loader(cfg, cfg.data.seed, cfg.data.n_scenes, MODALITIES[1:])))
+
+    def loss_fn(model, x, step):
+        x = x.to(next(model.parameters()).device)
+        post = model.encode(x).latent_dist
+        rec = model.decode(post.sample()).sample
+        l1 = (rec.float() - x.float()).abs().mean()
+        kl = post.kl().mean() / x[0].numel()
+        return l1 + kl_w * kl, {"l1": round(float(l1.detach()), 5)}
+
+    res = train(cfg, vae, loss_fn, batches, resume=resume, progress=progress)
+    final = res.ema or res.model
+    metrics = evaluate_vae(final, cfg)
+    final.register_to_config(scaling_factor=metrics["scaling_factor"])
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
+
+
+@torch.no_grad()
+def evaluate_vae(vae, cfg: TrainConfig) -> dict:
+    """Held-out reconstruction PSNR per modality, palette decode accuracy of segmentation maps
+    after a round trip, and the latent scaling factor (1 / std of the latents)."""
+    vae = vae.eval()
+    dev = next(vae.parameters()).device
+    ds = SceneWorldDataset(cfg.data.holdout_n, size=cfg.data.size, seed=cfg.data.holdout_seed, config=_world(cfg))
+    psnr: dict[str, list[float]] = {m: [] for m in MODALITIES}
+    acc, zs = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        for m in MODALITIES:
+            x = (item["image"] if m == "image" else item[f"cond_{m}"])[None].to(dev)
+            z = vae.encode(x).latent_dist.mode()
+            if m == "image":
+                zs.append(z.flatten().cpu())
+            rec = vae.decode(z).sample.clamp(-1, 1)
+            mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
+            psnr[m].append(10 * math.log10(1 / max(mse, 1e-10)))
+            if m == "seg":
+                rgb = ((rec[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).clip(0, 255)
+                acc.append(float((decode_segmentation(rgb) == item["seg"].numpy()).mean()))
+    std = torch.cat(zs).float().std().item()
+    return {"psnr_db": {m: round(float(np.mean(v)), 2) for m, v in psnr.items()},
+            "seg_palette_accuracy": round(float(np.mean(acc)), 4), "scaling_factor": round(1.0 / max(std, 1e-6), 5),
+            "holdout_n": len(ds)}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- MiniCLIP
+
+
+def _tokenizer(cfg: TrainConfig):
+    from transformers import CLIPTokenizer
+
+    if "tokenizer" not in cfg.base:
+        raise ValueError("base.tokenizer (a trained tokenizer folder) is required for this component")
+    return CLIPTokenizer.from_pretrained(cfg.base["tokenizer"])
+
+
+def build_clip(arch: dict, vocab_size: int, image_size: int, tok):
+    from transformers import CLIPConfig, CLIPModel
+
+    text = {"vocab_size": vocab_size, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, **arch.get("text", {})}  # fmt: skip
+    vision = {"image_size": image_size, "patch_size": 16, "hidden_size": 256, "intermediate_size": 1024,
+              "num_hidden_layers": 4, "num_attention_heads": 4, **arch.get("vision", {})}  # fmt: skip
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=arch.get("projection_dim", 256)))
+
+
+def train_clip(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    tok = _tokenizer(cfg)
+    clip = build_clip(cfg.model, len(tok), cfg.data.size, tok)
+    loader = _loader(cfg, cfg.data.seed, cfg.data.n_scenes)
+
+    def batches():
+        for b in _forever(loader):
+            ids = tok(b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            yield {"pixel_values": b["image"], "input_ids": ids}
+
+    def loss_fn(model, batch, step):
+        dev = next(model.parameters()).device
+        out = model(input_ids=batch["input_ids"].to(dev), pixel_values=batch["pixel_values"].to(dev), return_loss=True)
+        return out.loss, {}
+
+    res = train(cfg, clip, loss_fn, batches(), resume=resume, progress=progress)
+    final = res.ema or res.model
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    tok.save_pretrained(Path(cfg.output_dir) / "final")
+    metrics = evaluate_clip(final, tok, cfg)
+    return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
+
+
+@torch.no_grad()
+def evaluate_clip(clip, tok, cfg: TrainConfig) -> dict:
+    """Zero-shot category classification on held-out single-object renders ("a photo of a X")."""
+    clip = clip.eval()
+    dev = next(clip.parameters()).device
+    names = [c.singular for c in THINGS]
+    ids = tok([f"a photo of a {n}" for n in names], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    text = F.normalize(clip.text_projection(clip.text_model(input_ids=ids.to(dev)).pooler_output), dim=-1)
+    wc = _world(cfg, min_objects=1, max_objects=1)
+    correct = 0
+    for i in range(cfg.data.holdout_n):
+        s = make_sample(i, seed=cfg.data.holdout_seed, size=cfg.data.size, config=wc)
+        x = torch.from_numpy(s.render.image).permute(2, 0, 1).float().div(127.5).sub(1)[None].to(dev)
+        img = F.normalize(clip.visual_projection(clip.vision_model(pixel_values=x).pooler_output), dim=-1)
+        correct += int((img @ text.T).argmax().item() == s.render.scene.objects[0].category_id)
+    return {
+        "zero_shot_accuracy": round(correct / cfg.data.holdout_n, 4),
+        "holdout_n": cfg.data.holdout_n,
+        "classes": len(names),
+    }
+
+
+# ----------------------------------------------------------------------------- UNet
+
+
+def build_unet(arch: dict, latent_size: int, cross_dim: int):
+    from diffusers import UNet2DConditionModel
+
+    a = {"sample_size": latent_size, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+         "block_out_channels": [64, 128, 192], "attention_head_dim": 8, "cross_attention_dim": cross_dim,
+         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 32, **arch}  # fmt: skip
+    return UNet2DConditionModel(**a)
+
+
+def sd_noise_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type="epsilon", clip_sample=False)  # fmt: skip
+
+
+def _text_encoder(cfg: TrainConfig):
+    from transformers import CLIPModel, CLIPTextModel
+
+    path = Path(cfg.base.get("text_encoder", ""))
+    if not (path / "config.json").exists():
+        raise ValueError(f"base.text_encoder must be a trained MiniCLIP (or CLIPTextModel) folder, got {str(path)!r}")
+    arch = json.loads((path / "config.json").read_text()).get("architectures", [""])[0]
+    if arch == "CLIPModel":
+        clip = CLIPModel.from_pretrained(path, use_safetensors=True)
+        te = CLIPTextModel(clip.config.text_config)
+        getattr(te, "text_model", te).load_state_dict(clip.text_model.state_dict())  # transformers 4 nests it
+        return te
+    return CLIPTextModel.from_pretrained(path, use_safetensors=True)
+
+
+@torch.no_grad()
+def _prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render, VAE-encode and text-encode every training scene once: (latents, text states)."""
+    loader = _loader(cfg, cfg.data.seed, cfg.data.n_scenes)
+    loader = torch.utils.data.DataLoader(loader.dataset, batch_size=cfg.batch_size, shuffle=False,
+                                         num_workers=cfg.data.workers, collate_fn=collate)  # fmt: skip
+    lats, embs = [], []
+    for b in loader:
+        z = vae.encode(b["image"].to(dev)).latent_dist.sample() * vae.config.scaling_factor
+        ids = tok(b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        lats.append(z.half())
+        embs.append(te(ids.to(dev))[0].half())
+    return torch.cat(lats), torch.cat(embs)
+
+
+def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    from diffusers import AutoencoderKL
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tok = _tokenizer(cfg)
+    te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
+    if "vae" not in cfg.base:
+        raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
+    vae = AutoencoderKL.from_pretrained(cfg.base["vae"], use_safetensors=True).to(dev).eval().requires_grad_(False)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
+    noise = sd_noise_scheduler()
+    p_drop = float(cfg.extra.get("caption_dropout", 0.1))
+    gamma = cfg.extra.get("min_snr_gamma", 5.0)
+    uncond = te(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(dev))[0]
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    if cfg.extra.get("prerender", True):
+        t0 = time.perf_counter()
+        lats, embs = _prerender(cfg, vae, te, tok, dev)
+        log.info("pre-encoded %d scenes in %.1f s", len(lats), time.perf_counter() - t0)
+
+        def batches():
+            while True:
+                idx = torch.randint(len(lats), (cfg.batch_size,), generator=gen)
+                yield {"latents": lats[idx.to(lats.device)].float(), "emb": embs[idx.to(embs.device)].float()}
+    else:
+
+        def batches():
+            for b in _forever(_loader(cfg, cfg.data.seed, cfg.data.n_scenes)):
+                with torch.no_grad():
+                    z = vae.encode(b["image"].to(dev)).latent_dist.sample() * vae.config.scaling_factor
+                    ids = tok(
+                        b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+                    ).input_ids
+                    yield {"latents": z, "emb": te(ids.to(dev))[0]}
+
+    ac = noise.alphas_cumprod.to(dev)
+
+    def loss_fn(model, batch, step):
+        z, emb = batch["latents"].to(dev), batch["emb"].to(dev)
+        b = z.shape[0]
+        drop = torch.rand(b, generator=gen) < p_drop
+        emb = torch.where(drop.to(dev)[:, None, None], uncond.expand_as(emb), emb)
+        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen).to(dev)
+        eps = torch.randn(z.shape, generator=gen).to(dev)
+        zt = noise.add_noise(z, eps, t)
+        pred = model(zt, t, encoder_hidden_states=emb).sample
+        err = ((pred.float() - eps.float()) ** 2).mean(dim=(1, 2, 3))
+        if gamma is not None:  # min-SNR weighting (Hang et al. 2023) for epsilon prediction
+            snr = ac[t] / (1 - ac[t])
+            err = err * torch.clamp(snr, max=float(gamma)) / snr
+        return err.mean(), {}
+
+    res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
+    final = res.ema or res.model
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    return _write_metrics(cfg, {"steps": res.step, "train_seconds": round(res.seconds, 1),
+                                "parameters": sum(p.numel() for p in final.parameters())})  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: str | Path, unet: str | Path,
+                      out: str | Path, fp16: bool = True) -> Path:  # fmt: skip
+    """Put trained components together as a stock diffusers StableDiffusionPipeline directory
+    (DDIM scheduler with SD's betas), weights as (fp16) safetensors."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    from ..models.tokenizer import save_bpe
+
+    tok = CLIPTokenizer.from_pretrained(tokenizer)
+    cfg = TrainConfig(component="unet", output_dir=str(out), base={"text_encoder": str(text_encoder)})
+    te = _text_encoder(cfg)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(vae, use_safetensors=True), text_encoder=te, tokenizer=tok,
+        unet=UNet2DConditionModel.from_pretrained(unet, use_safetensors=True),
+        scheduler=DDIMScheduler.from_config(sd_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    if fp16:
+        pipe.to(torch.float16)
+    pipe.save_pretrained(out, safe_serialization=True)
+    vocab = json.loads(Path(tokenizer, "vocab.json").read_text()) if Path(tokenizer, "vocab.json").exists() else None
+    if vocab is not None:  # keep the classic CLIP tokenizer files too
+        merges = Path(tokenizer, "merges.txt").read_text().splitlines()[1:]
+        save_bpe(vocab, merges, Path(out) / "tokenizer", configs=False)
+    return Path(out)
+
+
+TRAINERS = {"tokenizer": train_tokenizer, "vae": train_vae, "clip": train_clip, "unet": train_unet}

@@ -1,0 +1,100 @@
+"""Run configurations for the trainers: dataclasses loaded from YAML, validated, unknown keys refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+COMPONENTS = ("tokenizer", "clip", "vae", "unet")
+
+
+@dataclass
+class DataConfig:
+    n_scenes: int = 10_000  # training scenes: items 0..n-1 of the world with ``seed``
+    seed: int = 0
+    size: int = 128
+    workers: int = 0  # DataLoader / render processes
+    world: dict = field(default_factory=dict)  # WorldConfig overrides
+    holdout_seed: int = 10_000  # evaluation scenes come from this seed (never trained on)
+    holdout_n: int = 256
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    component: str
+    output_dir: str
+    steps: int = 1000
+    batch_size: int = 64
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    ema_decay: float | None = None
+    compile: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: dict = field(default_factory=dict)  # architecture of the trained component
+    base: dict = field(default_factory=dict)  # directories of the components it builds on
+    extra: dict = field(default_factory=dict)  # component-specific settings (documented per trainer)
+
+    def __post_init__(self) -> None:
+        if self.component not in COMPONENTS:
+            raise ValueError(f"component must be one of {list(COMPONENTS)}, got {self.component!r}")
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, d: dict, where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {where}; known: {sorted(known)}")
+    return cls(**d)
+
+
+def train_config_from_dict(d: dict) -> TrainConfig:
+    d = dict(d)
+    if "data" in d:
+        d["data"] = _build(DataConfig, d["data"] or {}, "data")
+    if "optim" in d:
+        o = dict(d["optim"] or {})
+        if "betas" in o:
+            o["betas"] = tuple(o["betas"])
+        d["optim"] = _build(OptimConfig, o, "optim")
+    return _build(TrainConfig, d, "the training config")
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML training config; ``overrides`` (e.g. from the command line) win."""
+    try:
+        d = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ValueError(f"config {str(path)!r} cannot be read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config {str(path)!r} must be a mapping")
+    d.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return train_config_from_dict(d)

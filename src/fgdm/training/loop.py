@@ -1,0 +1,136 @@
+"""The shared training loop: accelerate, AdamW + warm-up, gradient accumulation, clipping, EMA,
+a loss curve in CSV, progress bars, atomic safetensors checkpoints and resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # the trained module (unwrapped)
+    ema: torch.nn.Module | None
+    step: int
+    seconds: float
+    last_logs: dict[str, float]
+
+
+class EMA(torch.nn.Module):
+    """Exponential moving average of a module's parameters (buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        src = dict(model.named_parameters())
+        for name, p in self.shadow.named_parameters():
+            p.lerp_(src[name].detach().to(p.dtype), 1 - self.decay)
+        for (_, b), (_, sb) in zip(model.named_buffers(), self.shadow.named_buffers(), strict=True):
+            sb.copy_(b)
+
+    def state_dict(self, *args, **kwargs):  # the shadow's keys, so it loads like the model
+        return self.shadow.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state, strict: bool = True):
+        return self.shadow.load_state_dict(state, strict=strict)
+
+
+def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: Iterator[dict], *,
+          resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | None = None) -> TrainResult:  # fmt: skip
+    """Optimise ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, step)``.
+
+    ``batches`` must yield at least ``steps * grad_accum`` batches (from the resumed step on).
+    Checkpoints go to ``cfg.output_dir/checkpoints``; the loss curve to ``loss.csv``.
+    """
+    from accelerate import Accelerator
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                      cpu=not torch.cuda.is_available())  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    start = 0
+    if resume:
+        ck = latest_checkpoint(out)
+        if ck is None:
+            raise ValueError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
+        start = load_checkpoint(ck, model, ema)
+        log.info("resumed from %s (step %d)", ck, start)
+    elif latest_checkpoint(out) is not None:
+        raise ValueError(
+            f"output_dir {str(out)!r} already holds checkpoints; pass --resume or choose another output_dir"
+        )
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    warm = max(1, cfg.optim.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))  # re-warms after a resume
+    model, opt, sched = acc.prepare(model, opt, sched)
+    fwd = torch.compile(model) if cfg.compile else model
+    if ema is not None:
+        ema.to(acc.device)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    curve = (out / "loss.csv").open("a", newline="")
+    writer = csv.writer(curve)
+    if start == 0:
+        curve.truncate(0)
+    header_written = start > 0
+    bar = tqdm(
+        total=cfg.steps, initial=start, desc=f"train {cfg.component}", disable=not progress or not acc.is_main_process
+    )
+    t0, step, logs = time.perf_counter(), start, {}
+    window: list[float] = []
+    try:
+        while step < cfg.steps:
+            for _ in range(cfg.grad_accum):
+                batch = next(batches)
+                with acc.accumulate(model), acc.autocast():
+                    loss, logs = loss_fn(fwd, batch, step)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.optim.grad_clip:
+                        acc.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                window.append(float(loss.detach()))
+            step += 1
+            if ema is not None:
+                ema.update(acc.unwrap_model(model))
+            bar.update()
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "loss": sum(window) / len(window), "lr": sched.get_last_lr()[0],
+                       "seconds": round(time.perf_counter() - t0, 2), **logs}  # fmt: skip
+                if not header_written:
+                    writer.writerow(list(row))
+                    header_written = True
+                writer.writerow(list(row.values()))
+                curve.flush()
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                window = []
+            if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                save_checkpoint(out, step, acc.unwrap_model(model), ema, {"component": cfg.component})
+    finally:
+        bar.close()
+        curve.close()
+    return TrainResult(acc.unwrap_model(model), ema.shadow if ema is not None else None, step,
+                       time.perf_counter() - t0, logs)  # fmt: skip

@@ -1,0 +1,118 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from fgdm.cli import main
+from fgdm.pipelines import Text2ImagePipeline
+from fgdm.training.config import load_train_config
+
+COMMON = """
+steps: {steps}
+batch_size: 4
+log_every: 1
+checkpoint_every: 2
+seed: 0
+data: {{n_scenes: 8, size: 64, holdout_n: 3, holdout_seed: 99}}
+optim: {{lr: 1.0e-3, warmup_steps: 1}}
+"""
+
+
+def _cfg(tmp_path, name, body, steps=2):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(body + COMMON.format(steps=steps))
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train every MiniSD component for a few CPU steps, through the CLI."""
+    tmp = tmp_path_factory.mktemp("train")
+    out = {}
+    tok = _cfg(tmp, "tok", f"component: tokenizer\noutput_dir: {tmp}/tok\nmodel: {{vocab_size: 700}}\n")
+    assert main(["train", "tokenizer", "--config", tok, "--quiet"]) == 0
+    out["tokenizer"] = tmp / "tok" / "final"
+    vae = _cfg(tmp, "vae", f"component: vae\noutput_dir: {tmp}/vae\nema_decay: 0.9\n"
+               "model: {block_out_channels: [8, 8, 8], norm_num_groups: 4}\n")  # fmt: skip
+    assert main(["train", "vae", "--config", vae, "--quiet"]) == 0
+    out["vae"] = tmp / "vae" / "final"
+    clip = _cfg(tmp, "clip", f"component: clip\noutput_dir: {tmp}/clip\nbase: {{tokenizer: {out['tokenizer']}}}\n"
+                "model: {text: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1}, "
+                "vision: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, patch_size: 8}, projection_dim: 16}\n")  # fmt: skip
+    assert main(["train", "clip", "--config", clip, "--quiet"]) == 0
+    out["clip"] = tmp / "clip" / "final"
+    unet = _cfg(tmp, "unet", f"component: unet\noutput_dir: {tmp}/unet\nema_decay: 0.9\n"
+                f"base: {{tokenizer: {out['tokenizer']}, text_encoder: {out['clip']}, vae: {out['vae']}}}\n"
+                "model: {block_out_channels: [16, 32], down_block_types: [CrossAttnDownBlock2D, DownBlock2D], "
+                "up_block_types: [UpBlock2D, CrossAttnUpBlock2D], attention_head_dim: 4, norm_num_groups: 8}\n", steps=3)  # fmt: skip
+    assert main(["train", "unet", "--config", unet, "--quiet"]) == 0
+    out["unet"] = tmp / "unet" / "final"
+    out["unet_cfg"] = unet
+    out["root"] = tmp
+    return out
+
+
+def test_tokenizer_metrics(trained):
+    m = json.loads((trained["tokenizer"].parent / "metrics.json").read_text())
+    assert m["holdout_unknown_tokens"] == 0 and m["vocab_size"] >= 600
+    assert (trained["tokenizer"] / "vocab.json").exists() and (trained["tokenizer"] / "merges.txt").exists()
+
+
+def test_vae_metrics_and_scaling(trained):
+    m = json.loads((trained["vae"].parent / "metrics.json").read_text())
+    assert set(m["psnr_db"]) == {"image", "seg", "depth", "normal", "sketch"}
+    assert 0 <= m["seg_palette_accuracy"] <= 1 and m["scaling_factor"] > 0
+    cfg = json.loads((trained["vae"] / "config.json").read_text())
+    assert cfg["scaling_factor"] == m["scaling_factor"]
+
+
+def test_clip_zero_shot_is_measured(trained):
+    m = json.loads((trained["clip"].parent / "metrics.json").read_text())
+    assert 0 <= m["zero_shot_accuracy"] <= 1 and m["classes"] == 80
+
+
+def test_loss_curve_and_checkpoints(trained):
+    rows = list(csv.reader((trained["unet"].parent / "loss.csv").open()))
+    assert rows[0][:2] == ["step", "loss"] and [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    ckpts = sorted((trained["unet"].parent / "checkpoints").glob("step-*"))
+    assert [c.name for c in ckpts] == ["step-0000002", "step-0000003"]
+    assert all(f.suffix in (".safetensors", ".json") for c in ckpts for f in c.iterdir())
+
+
+def test_resume_continues_and_refuses_to_clobber(trained, capsys):
+    cfg = trained["unet_cfg"]
+    assert main(["train", "unet", "--config", cfg, "--quiet"]) == 2  # checkpoints exist, no --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "unet", "--config", cfg, "--quiet", "--resume", "--steps", "5"]) == 0
+    rows = list(csv.reader((trained["unet"].parent / "loss.csv").open()))
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5]
+
+
+def test_assemble_and_generate(trained, tmp_path):
+    out = tmp_path / "minisd"
+    assert main(["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder", str(trained["clip"]),
+                 "--vae", str(trained["vae"]), "--unet", str(trained["unet"]), "--out", str(out)]) == 0  # fmt: skip
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    assert pipe.unet.config.sample_size == 16
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (safe_open is not iterable)
+    res = Text2ImagePipeline.from_pretrained(out)("a photo of a dog", num_inference_steps=2)
+    assert res.images[0].size == (64, 64)
+
+
+def test_config_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("component: vae\noutput_dir: x\nstepz: 3\n")
+    with pytest.raises(ValueError, match="stepz"):
+        load_train_config(p)
+    p.write_text("component: painter\noutput_dir: x\n")
+    with pytest.raises(ValueError, match="painter"):
+        load_train_config(p)
+    p.write_text("component: vae\noutput_dir: x\nmixed_precision: fp8\n")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        load_train_config(p)
+    assert main(["train", "vae", "--config", str(tmp_path / "none.yaml")]) == 2
