@@ -116,3 +116,21 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision"):
         load_train_config(p)
     assert main(["train", "vae", "--config", str(tmp_path / "none.yaml")]) == 2
+
+
+def test_unet_prerender_is_cached(trained):
+    cache = trained["unet"].parent / "prerender.safetensors"
+    assert cache.exists()
+    from safetensors import safe_open
+
+    with safe_open(str(cache), "pt") as f:
+        assert f.get_slice("latents").get_shape()[0] == 8  # n_scenes
+        assert "vae" in f.metadata()["key"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer", "clip", "vae", "unet"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.component == name

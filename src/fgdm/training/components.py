@@ -12,9 +12,11 @@ Component-specific settings (``extra:`` in the YAML):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -280,6 +282,34 @@ def _prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch
     return torch.cat(lats), torch.cat(embs)
 
 
+def _cached_prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_prerender`, cached in ``output_dir/prerender.safetensors`` so resumed runs skip it.
+
+    The cache is used only if it was made from the same data settings and base components.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ..models.pipeline import fingerprint
+
+    key = json.dumps({"data": dataclasses.asdict(cfg.data), "vae": fingerprint(cfg.base["vae"]),
+                      "text_encoder": fingerprint(cfg.base["text_encoder"]),
+                      "tokenizer": fingerprint(cfg.base["tokenizer"])}, sort_keys=True)  # fmt: skip
+    path = Path(cfg.output_dir) / "prerender.safetensors"
+    if path.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            same = (f.metadata() or {}).get("key") == key
+        if same:
+            d = load_file(str(path), device=str(dev))
+            return d["latents"], d["embeddings"]
+        log.info("prerender cache %s is for other settings; rebuilding it", path)
+    lats, embs = _prerender(cfg, vae, te, tok, dev)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    save_file({"latents": lats.contiguous(), "embeddings": embs.contiguous()}, str(path), metadata={"key": key})
+    return lats, embs
+
+
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     from diffusers import AutoencoderKL
 
@@ -295,11 +325,12 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     p_drop = float(cfg.extra.get("caption_dropout", 0.1))
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
     uncond = te(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(dev))[0]
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    rank = int(os.environ.get("RANK", "0"))  # one random stream per process under `accelerate launch`
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1000 * rank)
 
     if cfg.extra.get("prerender", True):
         t0 = time.perf_counter()
-        lats, embs = _prerender(cfg, vae, te, tok, dev)
+        lats, embs = _cached_prerender(cfg, vae, te, tok, dev)
         log.info("pre-encoded %d scenes in %.1f s", len(lats), time.perf_counter() - t0)
 
         def batches():
