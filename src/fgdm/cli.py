@@ -79,6 +79,16 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _print_result(result: dict, as_json: bool) -> None:
+    """A result dict as JSON, or as aligned ``key value`` lines."""
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:{width}s}  {v}")
+
+
 # ----------------------------------------------------------------------------- world commands
 
 
@@ -203,11 +213,7 @@ def cmd_world_stats(args: argparse.Namespace) -> int:
     from .world.export import export_stats, read_samples
 
     stats = export_stats(read_samples(args.folder))
-    if args.json:
-        print(json.dumps(stats, indent=1))
-    else:
-        for k, v in stats.items():
-            print(f"{k:36s} {v}")
+    _print_result(stats, args.json)
     return 0
 
 
@@ -277,11 +283,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .eval.bench_generate import bench_generate
 
     result = bench_generate(args.model, size=args.size, steps=args.steps, n=args.n, device=_device(args.device))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        for k, v in result.items():
-            print(f"{k:36s} {v}")
+    _print_result(result, args.json)
     return 0
 
 
@@ -319,11 +321,7 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
     from .eval.bench_world import bench_world
 
     result = bench_world(size=args.size, n=args.n, workers=args.workers)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        for k, v in result.items():
-            print(f"{k:32s} {v}")
+    _print_result(result, args.json)
     return 0
 
 
