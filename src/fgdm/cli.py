@@ -325,6 +325,19 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_make_prompts(args: argparse.Namespace) -> int:
+    from .eval.prompts import RECIPES, to_multigen_json
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"out {str(out)!r} exists; pass --overwrite to replace it")
+    rows = to_multigen_json(RECIPES[args.recipe](args.n, args.seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {len(rows)} {args.recipe} prompts (seed {args.seed}) to {out}")
+    return 0
+
+
 def cmd_eval_palette_decode(args: argparse.Namespace) -> int:
     from .eval.palette_decode import evaluate_palette_decode, markdown_table
 
@@ -445,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="metrics and benchmark runners")
     esub = ev.add_subparsers(dest="eval_command", required=True)
+    p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
+    p.add_argument("--recipe", choices=["multigen", "relations", "dense"], required=True)
+    p.add_argument("--n", type=_int_at_least(1), required=True)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_eval_make_prompts)
     p = esub.add_parser(
         "palette-decode", help="segmentation decoding under blur, resizing and noise (vs a naive decoder)"
     )

@@ -1,0 +1,86 @@
+"""Compliance metrics with the papers' definitions, on label maps (from the judge or generated).
+
+- object recall: |prompt objects present| / |prompt objects| (FG-DM);
+- MultiGen MG-k: % of images with at least k of the prompt's objects present, mean ± std over
+  rounds (TokenCompose);
+- VISOR object accuracy: both objects of a relation prompt present; relation accuracy given both
+  are present, from the centroids of their regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..world.categories import category
+from ..world.conditions import class_areas
+
+PRESENCE_MIN_AREA = 0.003  # a category is present if it covers >= 0.3% of the image
+
+
+def present_categories(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA) -> set[str]:
+    """Thing categories covering at least ``min_area`` of a label map."""
+    return {category(i).name for i, a in class_areas(seg, min_area).items() if category(i).is_thing}
+
+
+def object_recall(objects: Sequence[str], present: Iterable[str]) -> float:
+    """Fraction of the prompt's (distinct) objects that are present."""
+    want = set(objects)
+    if not want:
+        raise ValueError("object recall needs a prompt that names at least one known object")
+    return len(want & set(present)) / len(want)
+
+
+def recall_summary(recalls: Sequence[float]) -> dict:
+    r = np.asarray(recalls, dtype=np.float64)
+    if r.size == 0:
+        raise ValueError("no recalls to summarise")
+    return {"mean_recall": round(float(r.mean()), 4), "all_present_rate": round(float((r == 1.0).mean()), 4),
+            "n": int(r.size)}  # fmt: skip
+
+
+def multigen_scores(counts: np.ndarray, ks: Sequence[int] = (2, 3, 4, 5)) -> dict:
+    """MG-k from ``counts[r, p]`` = number of prompt p's objects present in round r's image.
+
+    Returns {"MG2": {"mean": %, "std": %}, ...}: the percentage of images with >= k objects in
+    each round, then mean and (population) standard deviation over rounds.
+    """
+    c = np.asarray(counts)
+    if c.ndim != 2 or c.size == 0:
+        raise ValueError(f"counts must be a non-empty (rounds, prompts) array, got shape {c.shape}")
+    out = {}
+    for k in ks:
+        per_round = (c >= k).mean(axis=1) * 100
+        out[f"MG{k}"] = {"mean": round(float(per_round.mean()), 2), "std": round(float(per_round.std()), 2)}
+    return out
+
+
+def centroid(seg: np.ndarray, name: str) -> tuple[float, float] | None:
+    """(x, y) centroid of a category's pixels, or None if absent."""
+    ys, xs = np.nonzero(seg == category(name).id)
+    return (float(xs.mean()), float(ys.mean())) if len(xs) else None
+
+
+def relation_holds(seg: np.ndarray, a: str, b: str, relation: str) -> bool | None:
+    """Whether ``a REL b`` holds between the regions' centroids (None if either is absent)."""
+    ca, cb = centroid(seg, a), centroid(seg, b)
+    if ca is None or cb is None:
+        return None
+    dx, dy = ca[0] - cb[0], ca[1] - cb[1]
+    checks = {"left": dx < 0, "right": dx > 0, "above": dy < 0, "below": dy > 0}
+    if relation not in checks:
+        raise ValueError(f"unknown relation {relation!r}; expected one of {sorted(checks)}")
+    return bool(checks[relation])
+
+
+def visor_scores(rows: Sequence[tuple[bool, bool | None]]) -> dict:
+    """From (both objects present, relation holds or None) per image: object accuracy (%) and
+    relation accuracy given both are present (%)."""
+    if not rows:
+        raise ValueError("no rows to score")
+    both = [b for b, _ in rows]
+    rel = [r for b, r in rows if b and r is not None]
+    return {"object_accuracy": round(100 * float(np.mean(both)), 2),
+            "relation_accuracy_given_objects": round(100 * float(np.mean(rel)), 2) if rel else None,
+            "n": len(rows)}  # fmt: skip

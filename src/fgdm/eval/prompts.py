@@ -1,0 +1,119 @@
+"""Prompt sets made by our own code, with the published recipes, and the MultiGen list format.
+
+- MultiGen (TokenCompose): "a photo of a A, a B, a C, a D, and a E." from 5 distinct random
+  categories (the official list's exact template, article included).
+- Relations (VISOR-style): "a A to the left of a B" with left/right/above/below.
+- Dense scenes (SBPC, FG-DM Tables 3-4): 6-8 distinct categories in a natural sentence.
+
+Every set is a pure function of (recipe, n, seed); the versioned files under ``prompts/`` record
+both and a test regenerates them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..world.categories import THINGS, resolve_categories
+
+RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
+
+
+@dataclass(frozen=True)
+class PromptEntry:
+    text: str
+    objects: tuple[str, ...]  # categories, in prompt order
+    relation: str | None = None  # for relation prompts: left | right | above | below (objects[0] REL objects[1])
+
+
+def _pick(rng: np.random.Generator, k: int) -> list[str]:
+    return [THINGS[i].name for i in rng.choice(len(THINGS), size=k, replace=False)]
+
+
+def multigen_prompts(n: int = 1000, k: int = 5, seed: int = 0) -> list[PromptEntry]:
+    """MultiGen-style prompts: ``k`` distinct categories, the official template."""
+    if not 2 <= k <= len(THINGS) or n < 1:
+        raise ValueError(f"need n >= 1 and 2 <= k <= {len(THINGS)}, got n={n}, k={k}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        objs = _pick(rng, k)
+        text = "a photo of " + ", ".join(f"a {o}" for o in objs[:-1]) + f", and a {objs[-1]}."
+        out.append(PromptEntry(text, tuple(objs)))
+    return out
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def relation_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:
+    """Two distinct categories and a spatial relation: "a dog to the left of a cat"."""
+    rng = np.random.default_rng(seed)
+    keys = list(RELATIONS)
+    out = []
+    for _ in range(n):
+        a, b = _pick(rng, 2)
+        rel = keys[rng.integers(len(keys))]
+        out.append(PromptEntry(f"{_a(a)} {RELATIONS[rel]} {_a(b)}", (a, b), rel))
+    return out
+
+
+def dense_prompts(n: int = 200, seed: int = 0, min_k: int = 6, max_k: int = 8) -> list[PromptEntry]:
+    """Dense scene prompts of ``min_k``-``max_k`` distinct categories (the SBPC benchmark)."""
+    rng = np.random.default_rng(seed)
+    lead = ["a photo of", "a scene with", "an image of"]
+    out = []
+    for _ in range(n):
+        objs = _pick(rng, int(rng.integers(min_k, max_k + 1)))
+        text = f"{lead[rng.integers(len(lead))]} " + ", ".join(_a(o) for o in objs[:-1]) + f" and {_a(objs[-1])}."
+        out.append(PromptEntry(text, tuple(objs)))
+    return out
+
+
+def to_multigen_json(entries: list[PromptEntry]) -> list[dict]:
+    """The official MultiGen list format (plus 'relation' where there is one)."""
+    rows = []
+    for i, e in enumerate(entries):
+        row = {"unique_id": i, "num_objects": len(e.objects)}
+        for j, o in enumerate(e.objects, 1):
+            row[f"obj_{j}_attributes"] = [o]
+        row["text"] = e.text
+        if e.relation:
+            row["relation"] = e.relation
+        rows.append(row)
+    return rows
+
+
+def load_prompt_entries(path: str | Path, arg: str = "prompts") -> list[PromptEntry]:
+    """Entries from the MultiGen JSON format (objects from ``obj_i_attributes``) or a text file
+    (objects parsed from each prompt by the vocabulary)."""
+    from ..world.prompts import read_prompts
+    from ..world.vocab import parse_prompt
+
+    p = Path(path)
+    texts = read_prompts(p, arg)
+    data = json.loads(p.read_text()) if p.suffix.lower() == ".json" or p.read_text().lstrip().startswith("[") else None
+    out = []
+    for i, text in enumerate(texts):
+        row = data[i] if data is not None and isinstance(data[i], dict) else None
+        if row is not None and "obj_1_attributes" in row:
+            names = [row[f"obj_{j}_attributes"][0] for j in range(1, 100) if f"obj_{j}_attributes" in row]
+            try:
+                objs = tuple(c.name for c in resolve_categories(names))
+            except ValueError as e:
+                raise ValueError(f"{arg} file {str(path)!r}, entry {i}: {e}") from None
+            out.append(PromptEntry(text, objs, row.get("relation")))
+        else:
+            out.append(PromptEntry(text, parse_prompt(text).things))
+    return out
+
+
+RECIPES = {
+    "multigen": lambda n, seed: multigen_prompts(n, 5, seed),
+    "relations": relation_prompts,
+    "dense": dense_prompts,
+}

@@ -1,0 +1,149 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fgdm.cli import main
+from fgdm.eval.features import clip_score, diversity, frechet_distance, precision_recall
+from fgdm.eval.metrics import (
+    multigen_scores,
+    object_recall,
+    present_categories,
+    recall_summary,
+    relation_holds,
+    visor_scores,
+)
+from fgdm.eval.prompts import RECIPES, load_prompt_entries, to_multigen_json
+from fgdm.eval.region import region_fidelity
+from fgdm.world.categories import category
+from fgdm.world.dataset import make_sample
+from fgdm.world.scene import WorldConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTIGEN = ROOT.parent / "shared" / "benchmarks" / "multigen_coco_5_1k.json"
+
+
+@pytest.mark.parametrize(
+    "recipe, n, name",
+    [("multigen", 1000, "multigen_sceneworld_5_1k.json"), ("relations", 500, "relations_500.json"),
+     ("dense", 200, "dense_6to8_200.json")],
+)  # fmt: skip
+def test_versioned_prompt_files_regenerate_exactly(recipe, n, name):
+    assert json.loads((ROOT / "prompts" / name).read_text()) == to_multigen_json(RECIPES[recipe](n, 0))
+
+
+def test_prompt_recipes():
+    mg = RECIPES["multigen"](50, 1)
+    assert all(len(set(e.objects)) == 5 and e.text.startswith("a photo of a ") for e in mg)
+    assert all(6 <= len(e.objects) <= 8 for e in RECIPES["dense"](50, 1))
+    rel = RECIPES["relations"](50, 1)
+    assert {e.relation for e in rel} == {"left", "right", "above", "below"}
+    assert RECIPES["multigen"](5, 2) != RECIPES["multigen"](5, 3)
+
+
+@pytest.mark.skipif(not MULTIGEN.exists(), reason="shared benchmarks not present")
+def test_official_multigen_list_loads():
+    entries = load_prompt_entries(MULTIGEN)
+    assert len(entries) == 1000 and entries[0].objects == ("book", "cup", "kite", "mouse", "surfboard")
+    assert all(len(e.objects) == 5 for e in entries)
+
+
+def test_text_prompt_files_are_parsed(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("two puppies and a hot dog\na cat\n")
+    assert [e.objects for e in load_prompt_entries(f)] == [("dog", "hot dog"), ("cat",)]
+
+
+def test_recall_on_a_render_with_known_objects():
+    s = make_sample(
+        0, seed=3, size=128, config=WorldConfig(min_objects=3, max_objects=3, categories=("dog", "cat", "car"))
+    )
+    present = present_categories(s.render.seg)
+    objs = {o.category for o in s.render.scene.objects}
+    assert present == objs
+    assert object_recall(sorted(objs), present) == 1.0
+    assert object_recall([*sorted(objs), "giraffe"], present) == pytest.approx(len(objs) / (len(objs) + 1))
+    assert object_recall(["giraffe"], present) == 0.0
+    with pytest.raises(ValueError):
+        object_recall([], present)
+    assert recall_summary([1.0, 0.5, 1.0]) == {"mean_recall": 0.8333, "all_present_rate": 0.6667, "n": 3}
+
+
+def test_presence_threshold():
+    seg = np.full((100, 100), category("grass").id, np.uint8)
+    seg[:2, :10] = category("dog").id  # 0.2% < 0.3%
+    seg[50:60, 50:60] = category("cat").id  # 1%
+    assert present_categories(seg) == {"cat"}  # stuff never counts, specks do not either
+
+
+def test_multigen_scores():
+    counts = np.array([[5, 4, 3, 2], [5, 5, 1, 0]])  # 2 rounds x 4 prompts
+    s = multigen_scores(counts)
+    assert s["MG2"] == {"mean": 75.0, "std": 25.0}  # rounds: 4/4 and 2/4 images with >= 2
+    assert s["MG5"] == {"mean": 37.5, "std": 12.5}
+    with pytest.raises(ValueError):
+        multigen_scores(np.array([1, 2]))
+
+
+def test_relations_and_visor():
+    seg = np.zeros((64, 64), np.uint8)
+    seg[20:30, 5:15] = category("dog").id
+    seg[40:50, 40:50] = category("cat").id
+    assert relation_holds(seg, "dog", "cat", "left") and relation_holds(seg, "dog", "cat", "above")
+    assert not relation_holds(seg, "dog", "cat", "right")
+    assert relation_holds(seg, "dog", "bus", "left") is None
+    with pytest.raises(ValueError, match="sideways"):
+        relation_holds(seg, "dog", "cat", "sideways")
+    v = visor_scores([(True, True), (True, False), (False, None), (True, True)])
+    assert v == {"object_accuracy": 75.0, "relation_accuracy_given_objects": 66.67, "n": 4}
+
+
+def test_frechet_distance_identical_is_zero_and_shift_is_positive():
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(64, 3, 8, 8, generator=g)
+
+    def feat(x):
+        return x.mean(dim=(2, 3))  # 3-d features
+
+    assert frechet_distance(imgs, imgs, feat) == pytest.approx(0.0, abs=1e-6)
+    shifted = (imgs * 0.5 + 0.5).clamp(0, 1)
+    assert frechet_distance(imgs, shifted, feat) > 0.01
+
+
+def test_precision_recall_diversity_clip_score():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 8, generator=g)
+    same = precision_recall(a, a.clone())
+    assert same == {"precision": 1.0, "recall": 1.0}
+    far = precision_recall(a, a + 100)
+    assert far == {"precision": 0.0, "recall": 0.0}
+    collapsed = precision_recall(a, a[:1].repeat(10, 1) + 0.01 * torch.randn(10, 8, generator=g))
+    assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.2  # mode collapse: precise, no coverage
+    assert diversity(a[:1].repeat(5, 1)) == pytest.approx(0.0, abs=1e-9)
+    assert diversity(a[:20]) > 0.5
+    text = torch.randn(50, 16, generator=g)
+    img = text + 0.3 * torch.randn(50, 16, generator=g)
+    assert clip_score(img, text) > clip_score(img[torch.randperm(50, generator=g)], text) + 20  # shuffled is worse
+
+
+def test_region_fidelity():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 64, 64, generator=g)
+    cond = img[:, 10:30, 20:40].clone()
+    same = region_fidelity(img, cond, (20, 10, 40, 30), feature_fn=lambda x: x.flatten(1),
+                           segment=lambda crop: {"dog"}, category="dog")  # fmt: skip
+    assert same["psnr"] > 60 and same["ssim"] > 0.99 and same["feature_distance"] < 1e-6 and same["category_kept"]
+    other = region_fidelity(img, torch.rand(3, 20, 20, generator=g), (20, 10, 40, 30))
+    assert other["psnr"] < 15 and other["ssim"] < 0.5
+    with pytest.raises(ValueError, match="box"):
+        region_fidelity(img, cond, (50, 50, 70, 70))
+
+
+def test_make_prompts_cli(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["eval", "make-prompts", "--recipe", "dense", "--n", "3", "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())) == 3
+    assert main(["eval", "make-prompts", "--recipe", "dense", "--n", "3", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
