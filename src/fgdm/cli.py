@@ -325,6 +325,77 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_judge(args: argparse.Namespace) -> int:
+    from .eval.judge_eval import evaluate_judge
+    from .models.judge import load_judge
+
+    result = evaluate_judge(load_judge(args.judge, _device(args.device)), n=args.n, seed=args.seed, size=args.size,
+                            progress=not args.json)  # fmt: skip
+    if not args.per_class:
+        result.pop("per_class")
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_eval_benchmark(args: argparse.Namespace) -> int:
+    """recall / multigen / visor: generate for a prompt set, judge, score (resumable run folder)."""
+    import numpy as np
+
+    from .eval.metrics import multigen_scores, object_recall, recall_summary, visor_scores
+    from .eval.prompts import load_prompt_entries
+    from .eval.runner import run_prompts
+    from .models.judge import default_judge_dir, load_judge
+    from .models.pipeline import fingerprint
+    from .pipelines.text2image import Text2ImagePipeline
+    from .runs import next_run_dir, write_json
+
+    kind = args.eval_command
+    entries = load_prompt_entries(args.prompts)
+    if args.limit:
+        entries = entries[: args.limit]
+    empty = [e.text for e in entries if not e.objects]
+    if empty:
+        raise ValueError(f"prompts: {len(empty)} prompt(s) name no known object, e.g. {empty[0]!r}")
+    if kind == "visor" and any(e.relation is None or len(e.objects) != 2 for e in entries):
+        raise ValueError("prompts: visor needs relation prompts (e.g. prompts/relations_500.json)")
+    out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}")
+    device = _device(args.device)
+    pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+    judge = load_judge(args.judge, device)
+    settings = {"kind": kind, "prompts": str(args.prompts), "n_prompts": len(entries), "images_per_prompt": args.images_per_prompt,
+                "steps": args.steps, "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size,
+                "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
+                "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
+    rec = out / "record.json"
+    if rec.exists():
+        old = json.loads(rec.read_text()).get("settings")
+        if not args.resume:
+            raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
+        if old != settings:
+            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(rec, {"settings": settings, "command": shlex.join(["fgdm", *args.argv]), "status": "running"})
+    rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt, steps=args.steps,
+                       guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, progress=not args.json)  # fmt: skip
+    if kind == "recall":
+        result = recall_summary([object_recall(r["objects"], r["present"]) for r in rows])
+    elif kind == "multigen":
+        counts = np.zeros((args.images_per_prompt, len(entries)), dtype=int)
+        for r in rows:
+            counts[r["k"], r["prompt_index"]] = len(set(r["objects"]) & set(r["present"]))
+        result = multigen_scores(counts)
+    else:
+        result = visor_scores([(set(r["objects"]) <= set(r["present"]), r.get("relation_holds")) for r in rows])
+    result["seconds_per_image"] = round(float(np.mean([r["seconds"] for r in rows])), 4)
+    write_json(
+        rec, {"settings": settings, "command": shlex.join(["fgdm", *args.argv]), "status": "done", "result": result}
+    )
+    _print_result(result, args.json)
+    return 0
+
+
 def cmd_eval_make_prompts(args: argparse.Namespace) -> int:
     from .eval.prompts import RECIPES, to_multigen_json
 
@@ -440,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train MiniSD's components (accelerate: CPU, one GPU or many)")
     tsub = tr.add_subparsers(dest="component", required=True)
-    for comp in ("tokenizer", "clip", "vae", "unet"):
+    for comp in ("tokenizer", "clip", "vae", "unet", "judge"):
         p = tsub.add_parser(comp, help=f"train the {comp}")
         p.add_argument("--config", required=True, help="YAML run configuration (see configs/)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
@@ -458,6 +529,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="metrics and benchmark runners")
     esub = ev.add_subparsers(dest="eval_command", required=True)
+    p = esub.add_parser("judge", help="the judge's presence F1, mIoU and depth error on held-out renders")
+    p.add_argument("--judge", help="a judge folder (default: the shipped judge)")
+    p.add_argument("--n", type=_int_at_least(1), default=500)
+    p.add_argument("--seed", type=_int_at_least(0), default=20_000, help="held-out world seed")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--per-class", action="store_true", help="include per-class presence precision/recall")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_judge)
+    for kind, text in (("recall", "object recall of generated images against their prompts"),
+                       ("multigen", "MultiGen MG2-5 (mean and std over rounds)"),
+                       ("visor", "VISOR object accuracy and relation accuracy on relation prompts")):  # fmt: skip
+        p = esub.add_parser(kind, help=text)
+        p.add_argument("--prompts", required=True, help="text file (one per line) or MultiGen JSON list")
+        p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
+        p.add_argument("--judge", help="judge folder (default: the shipped judge)")
+        p.add_argument("--images-per-prompt", type=_int_at_least(1), default=10 if kind == "multigen" else 1)
+        p.add_argument("--limit", type=_int_at_least(1), help="only the first P prompts")
+        p.add_argument("--steps", type=_int_at_least(1), default=25)
+        p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+        p.add_argument("--seed", type=_int_at_least(0), default=0)
+        p.add_argument("--size", type=_int_at_least(8), default=None)
+        p.add_argument("--out", help="run folder (default: a new runs/eval-KIND-NNN)")
+        p.add_argument("--resume", action="store_true", help="continue a run in --out (same settings)")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_eval_benchmark)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
     p.add_argument("--recipe", choices=["multigen", "relations", "dense"], required=True)
     p.add_argument("--n", type=_int_at_least(1), required=True)

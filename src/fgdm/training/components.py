@@ -403,4 +403,16 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
     return Path(out)
 
 
-TRAINERS = {"tokenizer": train_tokenizer, "vae": train_vae, "clip": train_clip, "unet": train_unet}
+def _train_judge(cfg: TrainConfig, **kw) -> dict:
+    from .judge import train_judge
+
+    return train_judge(cfg, **kw)
+
+
+TRAINERS = {
+    "tokenizer": train_tokenizer,
+    "vae": train_vae,
+    "clip": train_clip,
+    "unet": train_unet,
+    "judge": _train_judge,
+}

@@ -1,0 +1,110 @@
+"""The judge: a compact U-Net that segments SceneWorld images (every thing and stuff class) and
+estimates their depth — the stand-in for Segformer/OpenSeed/OWLv2 (presence) and MiDaS (depth).
+
+Saved as ``config.json`` + ``model.safetensors``; never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..world.categories import NUM_CLASSES
+
+
+def default_judge_dir() -> Path:
+    """The shipped judge (package data)."""
+    from importlib import resources
+
+    return Path(str(resources.files("fgdm.models") / "data" / "judge"))
+
+
+def load_judge(path: str | Path | None = None, device: str = "cpu") -> Judge:
+    """The judge at ``path`` (default: the shipped one)."""
+    p = Path(path) if path is not None else default_judge_dir()
+    if not (p / "model.safetensors").exists():
+        if path is None:
+            raise ValueError("no judge is shipped with this build yet; pass --judge DIR (from `fgdm train judge`)")
+        raise ValueError(f"judge {str(path)!r} holds no model.safetensors")
+    return Judge.from_pretrained(p).to(device)
+
+
+@dataclass
+class JudgeConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
+    num_classes: int = NUM_CLASSES
+    input_size: int = 128  # images are resized to this side before the network
+    groups: int = 8
+
+
+def _block(cin: int, cout: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(groups, cout), nn.SiLU(),
+    )  # fmt: skip
+
+
+class Judge(nn.Module):
+    """U-Net: a stride-2 stem, then one block per level (downsampling by 2), a mirrored decoder
+    with skips, and two heads: class logits and normalised inverse depth, at the input size."""
+
+    def __init__(self, config: JudgeConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or JudgeConfig()
+        ch = c.channels
+        self.stem = nn.Sequential(nn.Conv2d(3, ch[0], 3, stride=2, padding=1), nn.GroupNorm(c.groups, ch[0]), nn.SiLU())
+        self.down = nn.ModuleList(
+            [_block(ch[0], ch[0], c.groups)] + [_block(ch[i - 1], ch[i], c.groups) for i in range(1, len(ch))]
+        )
+        self.up = nn.ModuleList([_block(ch[i] + ch[i - 1], ch[i - 1], c.groups) for i in range(len(ch) - 1, 0, -1)])
+        self.seg_head = nn.Conv2d(ch[0], c.num_classes, 1)
+        self.depth_head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 3, H, W) in [-1, 1] -> (class logits (B, C, H, W), depth (B, 1, H, W) in [0, 1])."""
+        h, w = x.shape[-2:]
+        s = self.config.input_size
+        if (h, w) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        feats = []
+        y = self.stem(x)
+        for i, blk in enumerate(self.down):
+            y = blk(y if i == 0 else F.max_pool2d(y, 2))
+            feats.append(y)
+        for blk, skip in zip(self.up, reversed(feats[:-1]), strict=True):
+            y = blk(torch.cat([F.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        logits = F.interpolate(self.seg_head(y), size=(h, w), mode="bilinear", align_corners=False)
+        depth = F.interpolate(torch.sigmoid(self.depth_head(y)), size=(h, w), mode="bilinear", align_corners=False)
+        return logits, depth
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, H, W) int64 class ids."""
+        return self(images)[0].argmax(1)
+
+    def save_pretrained(self, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"class": "Judge", **asdict(self.config)}, indent=1))
+        save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()},
+                  str(out / "model.safetensors"))  # fmt: skip
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Judge:
+        p = Path(path)
+        try:
+            cfg = json.loads((p / "config.json").read_text())
+            state = load_file(str(p / "model.safetensors"))
+        except (OSError, json.JSONDecodeError, Exception) as e:  # safetensors raises its own error types
+            raise ValueError(f"judge {str(path)!r} could not be loaded: {e}") from None
+        cfg.pop("class", None)
+        model = cls(JudgeConfig(**cfg))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        return model.eval()
