@@ -151,6 +151,8 @@ def read_samples(folder: str | Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except OSError as e:
         raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not valid JSONL: {e.msg} (line {e.lineno})") from None
 
 
 def export_stats(records: list[dict]) -> dict:
