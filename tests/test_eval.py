@@ -147,3 +147,30 @@ def test_make_prompts_cli(tmp_path, capsys):
     assert len(json.loads(out.read_text())) == 3
     assert main(["eval", "make-prompts", "--recipe", "dense", "--n", "3", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_quality_runner(tiny_sd_dir, tmp_path, capsys):
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tiny_sd_dir / "tokenizer")
+    clip = CLIPModel(CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 4, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                     "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    ))  # fmt: skip
+    clip.save_pretrained(tmp_path / "clip", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "clip")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\na cat and a bus\n")
+    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path / "clip"), "--model",
+                 str(tiny_sd_dir), "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json"]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_generated"] == 6 and r["n_real"] == 8
+    assert r["frechet_distance"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+    assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100
+    assert (
+        main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir)]) == 2
+    )

@@ -396,6 +396,22 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_quality(args: argparse.Namespace) -> int:
+    from .eval.prompts import load_prompt_entries
+    from .eval.quality import MiniCLIPFeatures, evaluate_quality
+    from .pipelines.text2image import Text2ImagePipeline
+
+    entries = load_prompt_entries(args.prompts)[: args.limit or None]
+    device = _device(args.device)
+    pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+    result = evaluate_quality(pipe, MiniCLIPFeatures(args.clip, device), [e.text for e in entries],
+                              images_per_prompt=args.images_per_prompt, steps=args.steps,
+                              guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, n_real=args.n_real,
+                              progress=not args.json)  # fmt: skip
+    _print_result(result, args.json)
+    return 0
+
+
 def cmd_eval_make_prompts(args: argparse.Namespace) -> int:
     from .eval.prompts import RECIPES, to_multigen_json
 
@@ -556,6 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_eval_benchmark)
+    p = esub.add_parser("quality", help="Fréchet distance, precision/recall, CLIP score, diversity (MiniCLIP features)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP, from `fgdm train clip`)")
+    p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
+    p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)
+    p.add_argument("--limit", type=_int_at_least(1))
+    p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
+    p.add_argument("--steps", type=_int_at_least(1), default=25)
+    p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--size", type=_int_at_least(8), default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_quality)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
     p.add_argument("--recipe", choices=["multigen", "relations", "dense"], required=True)
     p.add_argument("--n", type=_int_at_least(1), required=True)

@@ -1,0 +1,87 @@
+"""``fgdm eval quality``: image quality and alignment in MiniCLIP's feature space.
+
+Generated images (K per prompt) are compared with real SceneWorld renders (held-out seeds):
+Fréchet distance (torchmetrics FID with MiniCLIP's image tower as the extractor), precision and
+recall (Kynkäänniemi et al.), CLIP score of each image with its prompt, and diversity between
+the images of one prompt.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..world.dataset import make_sample
+from .features import clip_score, diversity, frechet_distance, precision_recall
+
+
+class MiniCLIPFeatures:
+    """Image and text features of a ``transformers.CLIPModel`` folder (MiniCLIP or any CLIP)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        from transformers import CLIPModel, CLIPTokenizer
+
+        p = Path(path)
+        if not (p / "config.json").exists():
+            raise ValueError(f"clip {str(path)!r} is not a CLIPModel folder (no config.json)")
+        try:
+            self.model = CLIPModel.from_pretrained(p, use_safetensors=True).to(device).eval()
+            self.tokenizer = CLIPTokenizer.from_pretrained(p)
+        except Exception as e:  # transformers raises many types for bad folders
+            raise ValueError(f"clip {str(path)!r} could not be loaded: {type(e).__name__}: {e}") from None
+        self.size = self.model.config.vision_config.image_size
+        self.device = device
+
+    @torch.no_grad()
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D) projected image features."""
+        x = x.float().to(self.device) * 2 - 1
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return self.model.visual_projection(self.model.vision_model(pixel_values=x).pooler_output).float()
+
+    @torch.no_grad()
+    def texts(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.model.text_projection(self.model.text_model(input_ids=ids.to(self.device)).pooler_output).float()
+
+
+def _to_tensor(images) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images]).float() / 255
+
+
+def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, images_per_prompt: int = 4, steps: int = 25,
+                     guidance_scale: float = 7.5, seed: int = 0, size: int | None = None, n_real: int = 500,
+                     real_seed: int = 40_000, progress: bool = True) -> dict:  # fmt: skip
+    gen, groups = [], []
+    for p, text in enumerate(tqdm(prompts, desc="generate", disable=not progress)):
+        res = pipe(text, num_images_per_prompt=images_per_prompt, num_inference_steps=steps,
+                   guidance_scale=guidance_scale, seed=seed + 1000 * p, size=size)  # fmt: skip
+        gen.append(_to_tensor(res.images))
+        groups.append(len(res.images))
+    fake = torch.cat(gen)
+    side = fake.shape[-1]
+    real_size = max(64, min(512, side - side % 8))
+    real = torch.stack([
+        torch.from_numpy(make_sample(i, seed=real_seed, size=real_size).render.image).permute(2, 0, 1)
+        for i in tqdm(range(n_real), desc="real renders", disable=not progress)
+    ]).float() / 255  # fmt: skip
+    f_fake = torch.cat([clip.images(fake[i : i + 64]) for i in range(0, len(fake), 64)])
+    f_real = torch.cat([clip.images(real[i : i + 64]) for i in range(0, len(real), 64)])
+    f_text = clip.texts([t for t, k in zip(prompts, groups, strict=True) for _ in range(k)])
+    starts = np.cumsum([0, *groups])
+    div = [diversity(f_fake[a:b]) for a, b in pairwise(starts) if b - a >= 2]
+    return {
+        "frechet_distance": round(frechet_distance(real, fake, clip.images), 4),
+        **{k: round(v, 4) for k, v in precision_recall(f_real, f_fake).items()},
+        "clip_score": round(clip_score(f_fake, f_text), 3),
+        "diversity": round(float(np.mean(div)), 4) if div else None,
+        "n_generated": len(fake), "n_real": len(real),
+    }  # fmt: skip
