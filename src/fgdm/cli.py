@@ -14,9 +14,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("fgdm")
-
-
 # ----------------------------------------------------------------------------- argument types
 
 
@@ -69,7 +66,7 @@ def _categories(text: str) -> tuple[str, ...]:
     return tuple(c.name for c in resolve_categories(_csv(text)))
 
 
-def _fraction(text: str) -> float:
+def _non_negative(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -495,11 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("decode-seg", help="decode a palette segmentation image to classes")
     p.add_argument("image")
     p.add_argument(
-        "--tolerance", type=_arg_type(_fraction, "number"), default=30.0, help="max RGB distance to a palette colour"
+        "--tolerance",
+        type=_arg_type(_non_negative, "number"),
+        default=30.0,
+        help="max RGB distance to a palette colour",
     )
     p.add_argument(
         "--min-area",
-        type=_arg_type(_fraction, "number"),
+        type=_arg_type(_non_negative, "number"),
         default=0.003,
         help="drop classes below this area (fraction if < 1, else pixels)",
     )
@@ -516,10 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps")
-    p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+    p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
     p.add_argument("--size", type=_int_at_least(8), default=None, help="image side (default: the model's)")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--eta", type=_arg_type(_fraction, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--eta", type=_arg_type(_non_negative, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true")
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--images-per-prompt", type=_int_at_least(1), default=10 if kind == "multigen" else 1)
         p.add_argument("--limit", type=_int_at_least(1), help="only the first P prompts")
         p.add_argument("--steps", type=_int_at_least(1), default=25)
-        p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+        p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
         p.add_argument("--seed", type=_int_at_least(0), default=0)
         p.add_argument("--size", type=_int_at_least(8), default=None)
         p.add_argument("--out", help="run folder (default: a new runs/eval-KIND-NNN)")
@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_int_at_least(1))
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
     p.add_argument("--steps", type=_int_at_least(1), default=25)
-    p.add_argument("--guidance-scale", type=_arg_type(_fraction, "number"), default=7.5)
+    p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--size", type=_int_at_least(8), default=None)
     p.add_argument("--device", default="auto")
@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_int_at_least(1), default=100, help="maps to test")
     p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--min-area", type=_arg_type(_fraction, "number"), default=0.003)
+    p.add_argument("--min-area", type=_arg_type(_non_negative, "number"), default=0.003)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_palette_decode)
 
