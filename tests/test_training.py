@@ -134,3 +134,12 @@ def test_shipped_configs_load(name):
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     assert cfg.component == name
+
+
+def test_missing_base_components_are_clear_errors(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "u", f"component: clip\noutput_dir: {tmp_path}/c\nbase: {{tokenizer: {tmp_path}/nothing}}\n")
+    assert main(["train", "clip", "--config", cfg, "--quiet"]) == 2
+    assert "base.tokenizer" in capsys.readouterr().err
+    assert main(["train", "assemble", "--tokenizer", str(tmp_path / "no"), "--text-encoder", str(tmp_path / "no"),
+                 "--vae", str(tmp_path / "no"), "--unet", str(tmp_path / "no"), "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert not (tmp_path / "o").exists()

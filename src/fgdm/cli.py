@@ -635,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"fgdm: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment, not the arguments: disk full, permission denied, ...
+        print(f"fgdm: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fgdm: interrupted", file=sys.stderr)
         return 130

@@ -66,6 +66,14 @@ def _captions(cfg: TrainConfig, seed: int, n: int) -> list[str]:
     return out
 
 
+def _load(loader, path, what: str):
+    """Load a trained component, reporting a missing or broken folder as a ValueError naming it."""
+    try:
+        return loader(path)
+    except Exception as e:  # transformers/diffusers raise OSError, ValueError, EnvironmentError, ...
+        raise ValueError(f"{what} {str(path)!r} could not be loaded: {type(e).__name__}: {e}") from None
+
+
 def _write_metrics(cfg: TrainConfig, metrics: dict) -> dict:
     Path(cfg.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -173,7 +181,7 @@ def _tokenizer(cfg: TrainConfig):
 
     if "tokenizer" not in cfg.base:
         raise ValueError("base.tokenizer (a trained tokenizer folder) is required for this component")
-    return CLIPTokenizer.from_pretrained(cfg.base["tokenizer"])
+    return _load(CLIPTokenizer.from_pretrained, cfg.base["tokenizer"], "base.tokenizer")
 
 
 def build_clip(arch: dict, vocab_size: int, image_size: int, tok):
@@ -260,11 +268,11 @@ def _text_encoder(cfg: TrainConfig):
         raise ValueError(f"base.text_encoder must be a trained MiniCLIP (or CLIPTextModel) folder, got {str(path)!r}")
     arch = json.loads((path / "config.json").read_text()).get("architectures", [""])[0]
     if arch == "CLIPModel":
-        clip = CLIPModel.from_pretrained(path, use_safetensors=True)
+        clip = _load(lambda p: CLIPModel.from_pretrained(p, use_safetensors=True), path, "base.text_encoder")
         te = CLIPTextModel(clip.config.text_config)
         getattr(te, "text_model", te).load_state_dict(clip.text_model.state_dict())  # transformers 4 nests it
         return te
-    return CLIPTextModel.from_pretrained(path, use_safetensors=True)
+    return _load(lambda p: CLIPTextModel.from_pretrained(p, use_safetensors=True), path, "base.text_encoder")
 
 
 @torch.no_grad()
@@ -318,7 +326,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
     if "vae" not in cfg.base:
         raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
-    vae = AutoencoderKL.from_pretrained(cfg.base["vae"], use_safetensors=True).to(dev).eval().requires_grad_(False)
+    vae = _load(lambda p: AutoencoderKL.from_pretrained(p, use_safetensors=True), cfg.base["vae"], "base.vae")
+    vae = vae.to(dev).eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
     noise = sd_noise_scheduler()
@@ -384,12 +393,12 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
 
     from ..models.tokenizer import save_bpe
 
-    tok = CLIPTokenizer.from_pretrained(tokenizer)
+    tok = _load(CLIPTokenizer.from_pretrained, tokenizer, "tokenizer")
     cfg = TrainConfig(component="unet", output_dir=str(out), base={"text_encoder": str(text_encoder)})
     te = _text_encoder(cfg)
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(vae, use_safetensors=True), text_encoder=te, tokenizer=tok,
-        unet=UNet2DConditionModel.from_pretrained(unet, use_safetensors=True),
+        vae=_load(lambda p: AutoencoderKL.from_pretrained(p, use_safetensors=True), vae, "vae"), text_encoder=te,
+        tokenizer=tok, unet=_load(lambda p: UNet2DConditionModel.from_pretrained(p, use_safetensors=True), unet, "unet"),
         scheduler=DDIMScheduler.from_config(sd_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
