@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One stage of MiniSD / judge training on the lent GPU machine (see docs/training.md).
+# Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata, zipp):
+#   bash scripts/device_stage.sh base             # tokenizer + MiniVAE + MiniCLIP
+#   STEPS=4000 bash scripts/device_stage.sh unet  # UNet up to step 4000 (resumes if checkpoints exist)
+#   bash scripts/device_stage.sh judge
+#   bash scripts/device_stage.sh assemble         # fp16 pipeline, packed for the trip back
+# What comes back (under $OUT, at most 8 files of <= 15 MiB): logs, metrics and loss curves in
+# one tar, and for `unet` the newest checkpoint's shards, for `assemble` the pipeline in parts.
+set -euo pipefail
+stage=${1:?stage: base | unet | judge | assemble}
+out=${OUT:-/tmp/fgdm-out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+fgdm() { python3 -m fgdm "$@"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+
+case "$stage" in
+  base)
+    fgdm train tokenizer --config configs/tokenizer.yaml --quiet
+    fgdm train vae --config configs/vae.yaml --quiet
+    fgdm train clip --config configs/clip.yaml --quiet ;;
+  unet)
+    resume=()
+    [ -d runs/train/unet/checkpoints ] && resume=(--resume)
+    fgdm train unet --config configs/unet.yaml --quiet --steps "${STEPS:?set STEPS}" "${resume[@]}"
+    cp "$(ls -d runs/train/unet/checkpoints/step-* | tail -n 1)"/* "$out"/ ;;
+  judge)
+    fgdm train judge --config configs/judge.yaml --quiet ;;
+  assemble)
+    fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
+      --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
+    tar -C runs -cf - minisd | split -b 15m - "$out/minisd.tar.part-" ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
+tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)
+ls -la "$out"
