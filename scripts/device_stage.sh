@@ -5,8 +5,9 @@
 #   STEPS=4000 bash scripts/device_stage.sh unet  # UNet up to step 4000 (resumes if checkpoints exist)
 #   bash scripts/device_stage.sh judge
 #   bash scripts/device_stage.sh assemble         # fp16 pipeline, packed for the trip back
-# What comes back (under $OUT, at most 8 files of <= 15 MiB): logs, metrics and loss curves in
-# one tar, and for `unet` the newest checkpoint's shards, for `assemble` the pipeline in parts.
+# What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
+# for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*),
+# for `unet` the newest checkpoint (commit it as checkpoints/unet/), for `assemble` the pipeline.
 set -euo pipefail
 stage=${1:?stage: base | unet | judge | assemble}
 out=${OUT:-/tmp/fgdm-out}
@@ -16,11 +17,22 @@ export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 fgdm() { python3 -m fgdm "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
+# Restore what earlier sessions brought back and committed under checkpoints/ (nothing else survives).
+if [ ! -d runs/train/vae/final ] && ls checkpoints/base.tar.part-* >/dev/null 2>&1; then
+  mkdir -p runs/train && cat checkpoints/base.tar.part-* | tar -C runs/train -xf -
+fi
+if [ ! -d runs/train/unet/checkpoints ] && [ -f checkpoints/unet/state.json ]; then
+  step=$(python3 -c "import json; print(json.load(open('checkpoints/unet/state.json'))['step'])")
+  mkdir -p "runs/train/unet/checkpoints/step-$(printf %07d "$step")"
+  cp checkpoints/unet/* "runs/train/unet/checkpoints/step-$(printf %07d "$step")/"
+fi
+
 case "$stage" in
   base)
     fgdm train tokenizer --config configs/tokenizer.yaml --quiet
     fgdm train vae --config configs/vae.yaml --quiet
-    fgdm train clip --config configs/clip.yaml --quiet ;;
+    fgdm train clip --config configs/clip.yaml --quiet
+    tar -C runs/train -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-" ;;
   unet)
     resume=()
     [ -d runs/train/unet/checkpoints ] && resume=(--resume)

@@ -1,6 +1,6 @@
 """Compact, resumable checkpoints in safetensors only (never pickle).
 
-A checkpoint holds the trained weights (fp32) and their EMA (bf16), split into shards of at
+A checkpoint holds the trained weights (fp32, or bf16 with ``checkpoint_dtype``) and their EMA (bf16), split into shards of at
 most 15 MiB (so each comes back from a remote GPU machine in one piece), and ``state.json``
 (step, config). The optimizer state is not kept (it would be several times larger): a resumed run
 re-warms AdamW's moments with a short learning-rate warm-up.
@@ -50,14 +50,15 @@ def load_sharded(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module | None, info: dict) -> Path:
+def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module | None, info: dict,
+                    dtype: torch.dtype = torch.float32) -> Path:  # fmt: skip
     """Write ``out_dir/checkpoints/step-NNNNNNN`` atomically; keep only the newest two."""
     root = out_dir / "checkpoints"
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_sharded(model.state_dict(), tmp, "model", torch.float32)
+    save_sharded(model.state_dict(), tmp, "model", dtype)
     if ema is not None:
         save_sharded(ema.state_dict(), tmp, "ema", torch.bfloat16)
     (tmp / "state.json").write_text(json.dumps({"step": step, **info}, indent=1))

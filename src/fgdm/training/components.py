@@ -36,6 +36,7 @@ from .loop import train
 
 log = logging.getLogger(__name__)
 MODALITIES = ("image", "seg", "depth", "normal", "sketch")
+SHARD = "15MB"  # final weights in files small enough to come back from the GPU machine
 
 
 def _world(cfg: TrainConfig, **over) -> WorldConfig:
@@ -141,7 +142,7 @@ def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
     final = res.ema or res.model
     metrics = evaluate_vae(final, cfg)
     final.register_to_config(scaling_factor=metrics["scaling_factor"])
-    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
 
 
@@ -212,7 +213,7 @@ def train_clip(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
 
     res = train(cfg, clip, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
-    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     tok.save_pretrained(Path(cfg.output_dir) / "final")
     metrics = evaluate_clip(final, tok, cfg)
     return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
@@ -376,7 +377,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
 
     res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
-    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True)
+    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {"steps": res.step, "train_seconds": round(res.seconds, 1),
                                 "parameters": sum(p.numel() for p in final.parameters())})  # fmt: skip
 

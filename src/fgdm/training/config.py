@@ -43,6 +43,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     ema_decay: float | None = None
+    checkpoint_dtype: str = "float32"  # the trained weights in checkpoints (the EMA is always bf16)
     compile: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -59,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.checkpoint_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"checkpoint_dtype must be float32 or bfloat16, got {self.checkpoint_dtype!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
 

@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window = []
             if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                save_checkpoint(out, step, acc.unwrap_model(model), ema, {"component": cfg.component})
+                save_checkpoint(out, step, acc.unwrap_model(model), ema, {"component": cfg.component},
+                                getattr(torch, cfg.checkpoint_dtype))  # fmt: skip
     finally:
         bar.close()
         curve.close()
