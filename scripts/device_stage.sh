@@ -15,7 +15,7 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 fgdm() { python3 -m fgdm "$@"; }
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt"
 
 # Restore what earlier sessions brought back and committed under checkpoints/ (nothing else survives).
 if [ ! -d runs/train/vae/final ] && ls checkpoints/base.tar.part-* >/dev/null 2>&1; then
