@@ -2,6 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fgdm.world.categories import THINGS
 from fgdm.world.vocab import parse_prompt, prompt_categories
@@ -59,3 +61,18 @@ def test_official_multigen_prompts_parse_exactly():
         want = tuple(e[f"obj_{i}_attributes"][0] for i in range(1, 6))
         assert p.things == want, e["text"]
         assert p.unknown == (), e["text"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_parser_never_crashes_and_spans_are_inside_the_text(text):
+    p = parse_prompt(text)
+    for m in p.mentions:
+        assert 0 <= m.start < m.end <= len(text) and text[m.start : m.end] == m.text
+    assert all(u in text for u in p.unknown)
+
+
+def test_spans_survive_case_changes_that_change_length():
+    t = "İİ a Dog"  # "İ".lower() is two characters long
+    p = parse_prompt(t)
+    assert p.things == ("dog",) and [t[m.start : m.end] for m in p.mentions] == ["Dog"]

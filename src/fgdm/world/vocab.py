@@ -33,7 +33,7 @@ FUNCTION_WORDS = set(
     someone something
     """.split()
 )
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+", re.IGNORECASE)  # matched on the original text, so spans index it
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
     """Find the categories a prompt names (longest match first: "hot dog", "wine glasses")."""
     if not isinstance(text, str):
         raise ValueError(f"prompt must be a string, got {type(text).__name__}")
-    low = text.lower()
-    toks = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(low)]
+    toks = [(m.group().lower(), m.start(), m.end()) for m in _WORD.finditer(text)]
     table = phrase_table()
     mentions, unknown = [], []
     i = 0
