@@ -152,3 +152,10 @@ def test_normals_of_a_flat_map_face_the_camera_and_round_trip():
 def test_sketch_round_trip():
     e = np.random.default_rng(1).random((16, 16)).astype(np.float32)
     np.testing.assert_allclose(decode_sketch(encode_sketch(e)), e, atol=1 / 255)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 24), st.integers(2, 24), st.integers(0, 2**31 - 1))
+def test_any_exact_map_decodes_exactly(h, w, seed):
+    seg = np.random.default_rng(seed).integers(0, NUM_CLASSES, (h, w)).astype(np.uint8)  # 1-px structures everywhere
+    assert np.array_equal(decode_segmentation(encode_segmentation(seg), min_area=0), seg)
