@@ -323,8 +323,8 @@ def cmd_bench_world(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_judge(args: argparse.Namespace) -> int:
-    from .eval.judge_eval import evaluate_judge
     from .models.judge import load_judge
+    from .training.judge import evaluate_judge
 
     result = evaluate_judge(load_judge(args.judge, _device(args.device)), n=args.n, seed=args.seed, size=args.size,
                             progress=not args.json)  # fmt: skip

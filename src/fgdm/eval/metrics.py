@@ -9,27 +9,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from ..compliance.recall import PRESENCE_MIN_AREA, object_recall, present_categories
 from ..world.categories import category
-from ..world.conditions import class_areas
 
-PRESENCE_MIN_AREA = 0.003  # a category is present if it covers >= 0.3% of the image
-
-
-def present_categories(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA) -> set[str]:
-    """Thing categories covering at least ``min_area`` of a label map."""
-    return {category(i).name for i, a in class_areas(seg, min_area).items() if category(i).is_thing}
-
-
-def object_recall(objects: Sequence[str], present: Iterable[str]) -> float:
-    """Fraction of the prompt's (distinct) objects that are present."""
-    want = set(objects)
-    if not want:
-        raise ValueError("object recall needs a prompt that names at least one known object")
-    return len(want & set(present)) / len(want)
+__all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "present_categories",
+           "recall_summary", "relation_holds", "visor_scores"]  # fmt: skip
 
 
 def recall_summary(recalls: Sequence[float]) -> dict:
