@@ -125,3 +125,12 @@ def test_bench_generate_reports_a_ratio(tiny_sd_dir, capsys):
     assert main(["bench", "generate", "--model", str(tiny_sd_dir), "--steps", "2", "--n", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["steps"] == 2 and r["seconds_per_image"] > 0 and r["capture_overhead_ratio"] > 0
+
+
+def test_generate_checks_the_output_folder_before_any_work(tmp_path, capsys):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "record.json").write_text("{}")
+    assert main(["generate", "a dog", "--model", str(tmp_path / "no-such-model"), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "no-such-model" not in err

@@ -236,11 +236,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import __version__
     from .attention import LayerSelector
     from .pipelines.text2image import Text2ImagePipeline, attention_grid
-    from .runs import next_run_dir, staged_output, write_json
+    from .runs import check_output_dir, next_run_dir, staged_output, write_json
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
-    out = Path(args.out) if args.out else next_run_dir("runs", "generate")
+    out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
     size = args.size or pipe.model.unet.config.sample_size * pipe.model.vae_scale_factor
@@ -356,6 +356,8 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     if kind == "visor" and any(e.relation is None or len(e.objects) != 2 for e in entries):
         raise ValueError("prompts: visor needs relation prompts (e.g. prompts/relations_500.json)")
     out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}")
+    if (out / "record.json").exists() and not args.resume:
+        raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
     judge = load_judge(args.judge, device)
@@ -366,8 +368,6 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     rec = out / "record.json"
     if rec.exists():
         old = json.loads(rec.read_text()).get("settings")
-        if not args.resume:
-            raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
         if old != settings:
             raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
     elif out.exists() and any(out.iterdir()):

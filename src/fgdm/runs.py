@@ -23,13 +23,9 @@ def next_run_dir(root: str | Path, prefix: str) -> Path:
     return root / f"{prefix}-{i:03d}"
 
 
-@contextmanager
-def staged_output(out: str | Path, *, marker: str, overwrite: bool = False, arg: str = "out") -> Iterator[Path]:
-    """Yield a staging folder that becomes ``out`` when the block finishes without error.
-
-    ``out`` may be missing or an empty folder. If it holds an earlier run (recognised by the file
-    ``marker``) it is replaced only with ``overwrite``; any other non-empty folder is refused.
-    """
+def check_output_dir(out: str | Path, *, marker: str, overwrite: bool = False, arg: str = "out") -> Path:
+    """Refuse an output folder that is a file, holds something that is not an fgdm run (recognised
+    by ``marker``), or holds a run without ``overwrite``. Call it before any long work."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
@@ -39,6 +35,17 @@ def staged_output(out: str | Path, *, marker: str, overwrite: bool = False, arg:
                 raise ValueError(f"{arg} {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
             if not overwrite:
                 raise ValueError(f"{arg} {str(out)!r} already holds a run; pass --overwrite to replace it")
+    return out
+
+
+@contextmanager
+def staged_output(out: str | Path, *, marker: str, overwrite: bool = False, arg: str = "out") -> Iterator[Path]:
+    """Yield a staging folder that becomes ``out`` when the block finishes without error.
+
+    ``out`` may be missing or an empty folder. If it holds an earlier run (recognised by the file
+    ``marker``) it is replaced only with ``overwrite``; any other non-empty folder is refused.
+    """
+    out = check_output_dir(out, marker=marker, overwrite=overwrite, arg=arg)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
