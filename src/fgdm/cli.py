@@ -295,6 +295,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_train_config(args.config, overrides)
     if cfg.component != args.component:
         raise ValueError(f"config {args.config!r} is for component {cfg.component!r}, not {args.component!r}")
+    from .training.checkpoint import latest_checkpoint
+
+    has = latest_checkpoint(Path(cfg.output_dir)) is not None  # checked before any rendering or pre-encoding
+    if has and not args.resume:
+        raise ValueError(f"output_dir {cfg.output_dir!r} already holds checkpoints; pass --resume or choose another")
+    if args.resume and not has:
+        raise ValueError(f"--resume: no checkpoint in {str(Path(cfg.output_dir) / 'checkpoints')!r}")
     metrics = TRAINERS[args.component](cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps(metrics, indent=1))
     return 0
