@@ -143,3 +143,11 @@ def test_missing_base_components_are_clear_errors(tmp_path, capsys):
     assert main(["train", "assemble", "--tokenizer", str(tmp_path / "no"), "--text-encoder", str(tmp_path / "no"),
                  "--vae", str(tmp_path / "no"), "--unet", str(tmp_path / "no"), "--out", str(tmp_path / "o")]) == 2  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+def test_tokenizer_is_never_overwritten(trained, capsys):
+    cfg = _cfg(trained["root"], "tok2", f"component: tokenizer\noutput_dir: {trained['tokenizer'].parent}\n")
+    before = (trained["tokenizer"] / "vocab.json").read_text()
+    assert main(["train", "tokenizer", "--config", cfg, "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert (trained["tokenizer"] / "vocab.json").read_text() == before

@@ -88,6 +88,8 @@ def train_tokenizer(cfg: TrainConfig, **_) -> dict:
 
     from ..models.tokenizer import save_bpe, train_bpe
 
+    if (Path(cfg.output_dir) / "final" / "vocab.json").exists():
+        raise ValueError(f"output_dir {cfg.output_dir!r} already holds a trained tokenizer; choose another output_dir")
     t0 = time.perf_counter()
     vocab, merges = train_bpe(_captions(cfg, cfg.data.seed, cfg.data.n_scenes), cfg.model.get("vocab_size", 2048))
     out = save_bpe(vocab, merges, Path(cfg.output_dir) / "final")
