@@ -35,6 +35,8 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
     {prompt, k, objects, present, seconds}. Results are cached in ``out/results``."""
     from accelerate import PartialState
 
+    if not 1 <= images_per_prompt <= 1000:  # seeds are seed + 1000 p + k
+        raise ValueError(f"images_per_prompt must be in 1-1000, got {images_per_prompt}")
     state = PartialState()
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,9 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
                        "relation": e.relation, "seed": seed + 1000 * p + k, "seconds": round(dt, 4)}  # fmt: skip
                 if e.relation is not None and len(e.objects) == 2:
                     row["relation_holds"] = relation_holds(seg, e.objects[0], e.objects[1], e.relation)
-                (out / "results" / f"p{p:05d}-{k:02d}.json").write_text(json.dumps(row))
+                tmp = out / "results" / f".p{p:05d}-{k:02d}.json.partial"
+                tmp.write_text(json.dumps(row))
+                tmp.rename(out / "results" / f"p{p:05d}-{k:02d}.json")  # a result file is whole or absent
                 bar.update()
     bar.close()
     state.wait_for_everyone()

@@ -281,9 +281,10 @@ def _text_encoder(cfg: TrainConfig):
 @torch.no_grad()
 def _prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch.Tensor]:
     """Render, VAE-encode and text-encode every training scene once: (latents, text states)."""
-    loader = _loader(cfg, cfg.data.seed, cfg.data.n_scenes)
-    loader = torch.utils.data.DataLoader(loader.dataset, batch_size=cfg.batch_size, shuffle=False,
-                                         num_workers=cfg.data.workers, collate_fn=collate)  # fmt: skip
+    ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg), conditions=())
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate
+    )
     lats, embs = [], []
     for b in loader:
         z = vae.encode(b["image"].to(dev)).latent_dist.sample() * vae.config.scaling_factor

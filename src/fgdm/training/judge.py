@@ -29,8 +29,6 @@ from .loop import train
 
 def _render(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     i, seed, size, world = args
-    from ..world.scene import WorldConfig
-
     r = make_sample(i, seed=seed, size=size, config=WorldConfig.from_dict(world) if world else None).render
     return r.image, r.seg, (normalize_depth(r.depth) * 255).astype(np.uint8)
 
@@ -123,9 +121,9 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
         samples = [make_sample(i, seed=seed, size=size, config=config) for i in range(start, min(n, start + batch))]
         x = torch.stack([torch.from_numpy(s.render.image).permute(2, 0, 1) for s in samples]).float().div(127.5).sub(1)
         with torch.no_grad():
-            logits, depth = judge(x)
-        pred = logits.argmax(1).numpy().astype(np.uint8)
-        for s, p, d in zip(samples, pred, depth[:, 0].numpy(), strict=True):
+            logits, depth = judge(x.to(next(judge.parameters()).device))
+        pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
+        for s, p, d in zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True):
             truth = s.render.seg
             got, want = present_categories(p), present_categories(truth)
             for c in got & want:
