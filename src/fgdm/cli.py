@@ -228,18 +228,19 @@ def _device(name: str | None) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import platform
-
-    import diffusers
-    import torch
-
-    from . import __version__
     from .attention import LayerSelector
     from .pipelines.text2image import Text2ImagePipeline, attention_grid
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
+    if args.factors is not None:
+        return cmd_generate_fgdm(args)
+    for opt in ("graph", "mode", "cond_size", "cond_steps"):
+        if getattr(args, opt) is not None:
+            raise ValueError(f"--{opt.replace('_', '-')} is an FG-DM option; pass --factors too (e.g. --factors seg,image)")
+    args.steps = 25 if args.steps is None else args.steps
+    args.guidance_scale = 7.5 if args.guidance_scale is None else args.guidance_scale
     out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
@@ -268,11 +269,81 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "parameters": {"n": args.n, "steps": args.steps, "guidance_scale": args.guidance_scale, "size": size,
                            "eta": args.eta, "sampler": "ddim", "save_attention": args.save_attention},
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "device": device, "command": shlex.join(["fgdm", *args.argv]),
-            "versions": {"fgdm": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                         "python": platform.python_version()},
+            "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
     print(f"wrote {len(result.images)} image(s) to {out} in {result.timings['total_s']:.2f} s")
+    return 0
+
+
+def _versions() -> dict:
+    import platform
+
+    import diffusers
+    import torch
+
+    from . import __version__
+
+    return {"fgdm": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "python": platform.python_version()}  # fmt: skip
+
+
+def cmd_generate_fgdm(args: argparse.Namespace) -> int:
+    """``fgdm generate PROMPT --factors seg,image``: sample through the FG-DM factor graph."""
+    from .compliance.recall import PRESENCE_MIN_AREA, present_categories
+    from .pipelines.factor_graph import FactorGraphPipeline
+    from .runs import check_output_dir, next_run_dir, staged_output, write_json
+
+    if args.save_attention:
+        raise ValueError("--save-attention is not available with --factors yet")
+    out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
+    device = _device(args.device)
+    pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=device)
+    factors = list(dict.fromkeys(args.factors))
+    bad = [f for f in factors if f not in pipe.spec.factors]
+    if bad:
+        raise ValueError(f"--factors: {bad} not in the graph; it has {list(pipe.spec.factors)}")
+    sizes, steps, guidance = {}, {}, {}
+    for f in factors:
+        if f == "image":
+            for d, v in ((sizes, args.size), (steps, args.steps), (guidance, args.guidance_scale)):
+                if v is not None:
+                    d[f] = v
+        else:
+            for d, v in ((sizes, args.cond_size), (steps, args.cond_steps)):
+                if v is not None:
+                    d[f] = v
+    mode = args.mode or "joint"
+    result = pipe(args.prompt, factors=factors, num_images_per_prompt=args.n, seed=args.seed, mode=mode, sizes=sizes,
+                  steps=steps, guidance=guidance, negative_prompt=args.negative_prompt, eta=args.eta,
+                  progress=not args.quiet)  # fmt: skip
+    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
+        files: list[str] = []
+        samples = [{"seed": sd} for sd in result.seeds]
+        for i, img in enumerate(result.images):
+            img.save(stage / f"image-{i:03d}.png")
+            files.append(f"image-{i:03d}.png")
+        for name, maps in result.maps.items():
+            for i, m in enumerate(maps):
+                from PIL import Image
+
+                Image.fromarray(m).save(stage / f"{name}-{i:03d}.png")
+                files.append(f"{name}-{i:03d}.png")
+        for i, lab in enumerate(result.labels or []):
+            samples[i]["seg_objects"] = sorted(present_categories(lab))
+        spec = pipe.spec.factors
+        write_json(stage / "record.json", {
+            "kind": "generate-fgdm", "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+            "seeds": result.seeds, "files": files, "samples": samples, "presence_min_area": PRESENCE_MIN_AREA,
+            "graph": {"path": str(pipe.path), "factors": {n: s.to_dict() for n, s in spec.items()}},
+            "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
+            "parameters": {"factors": factors, "mode": mode, "n": args.n, "eta": args.eta, "sampler": "ddim",
+                           "per_factor": {f: {"size": sizes.get(f, spec[f].size or pipe.native_size()),
+                                              "steps": steps.get(f, spec[f].steps),
+                                              "guidance": guidance.get(f, spec[f].guidance)} for f in factors}},
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
+        })  # fmt: skip
+    print(f"wrote {len(result.seeds)} FG-DM sample(s) ({', '.join(factors)}) to {out} in {result.timings['total_s']:.2f} s")
     return 0
 
 
@@ -522,9 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="output folder (default: a new runs/generate-NNN)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
-    p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps")
-    p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps (default 25, FG-DM: the graph's)")
+    p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=None,
+                   help="CFG scale (default 7.5, FG-DM: the graph's)")
     p.add_argument("--size", type=_int_at_least(8), default=None, help="image side (default: the model's)")
+    p.add_argument("--factors", type=_arg_type(_csv, "list"), default=None,
+                   help="sample through the FG-DM graph: which factors, e.g. seg,image or depth,image or seg")
+    p.add_argument("--graph", help="an FG-DM graph folder (default: the shipped graph)")
+    p.add_argument("--mode", choices=("joint", "ancestral"), default=None,
+                   help="FG-DM: joint (every factor steps together; default) or ancestral (conditions first)")
+    p.add_argument("--cond-size", type=_int_at_least(8), default=None, help="FG-DM: side of the condition maps")
+    p.add_argument("--cond-steps", type=_int_at_least(1), default=None, help="FG-DM: DDIM steps of the condition factors")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--eta", type=_arg_type(_non_negative, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")
@@ -532,10 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_generate)
 
-    tr = sub.add_parser("train", help="train MiniSD's components (accelerate: CPU, one GPU or many)")
+    tr = sub.add_parser("train", help="train MiniSD's components, the judge and FG-DM factors (accelerate: CPU, one GPU or many)")
     tsub = tr.add_subparsers(dest="component", required=True)
-    for comp in ("tokenizer", "clip", "vae", "unet", "judge"):
-        p = tsub.add_parser(comp, help=f"train the {comp}")
+    helps = {"factor": "train an FG-DM condition factor (adapter on the frozen base)",
+             "image-factor": "train the FG-DM image factor (ControlNet or adapter on the frozen base)"}  # fmt: skip
+    for comp in ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-factor"):
+        p = tsub.add_parser(comp, help=helps.get(comp, f"train the {comp}"))
         p.add_argument("--config", required=True, help="YAML run configuration (see configs/)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
         p.add_argument("--steps", type=_int_at_least(1), help="override the config's total steps")

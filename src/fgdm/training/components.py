@@ -279,33 +279,35 @@ def _text_encoder(cfg: TrainConfig):
 
 
 @torch.no_grad()
-def _prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render, VAE-encode and text-encode every training scene once: (latents, text states)."""
-    ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg), conditions=())
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate
-    )
-    lats, embs = [], []
+def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] = ("image",)) -> dict[str, torch.Tensor]:
+    """Render, VAE-encode and text-encode every training scene once.
+
+    Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
+    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)``.
+    """
+    conds = tuple(m for m in modalities if m != "image")
+    ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg),
+                           conditions=conds)  # fmt: skip
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
+    out: dict[str, list[torch.Tensor]] = {f"lat_{m}": [] for m in modalities} | {"embeddings": []}
     for b in loader:
-        z = vae.encode(b["image"].to(dev)).latent_dist.sample() * vae.config.scaling_factor
-        ids = tok(b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        lats.append(z.half())
-        embs.append(te(ids.to(dev))[0].half())
-    return torch.cat(lats), torch.cat(embs)
+        for m in modalities:
+            x = b["image"] if m == "image" else b[f"cond_{m}"]
+            z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
+            out[f"lat_{m}"].append(z.half())
+        out["embeddings"].append(text_fn(b["caption"]).half())
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
-def _cached_prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_prerender`, cached in ``output_dir/prerender.safetensors`` so resumed runs skip it.
+def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict) -> dict[str, torch.Tensor]:
+    """:func:`prerender`, cached in ``output_dir/prerender.safetensors`` so resumed runs skip it.
 
-    The cache is used only if it was made from the same data settings and base components.
+    The cache is used only if it was made from the same data settings, modalities and ``sources``
+    (fingerprints of the components that encoded it).
     """
     from safetensors.torch import load_file, save_file
 
-    from ..models.pipeline import fingerprint
-
-    key = json.dumps({"data": dataclasses.asdict(cfg.data), "vae": fingerprint(cfg.base["vae"]),
-                      "text_encoder": fingerprint(cfg.base["text_encoder"]),
-                      "tokenizer": fingerprint(cfg.base["tokenizer"])}, sort_keys=True)  # fmt: skip
+    key = json.dumps({"data": dataclasses.asdict(cfg.data), "modalities": list(modalities), **sources}, sort_keys=True)
     path = Path(cfg.output_dir) / "prerender.safetensors"
     if path.exists():
         from safetensors import safe_open
@@ -313,13 +315,23 @@ def _cached_prerender(cfg: TrainConfig, vae, te, tok, dev) -> tuple[torch.Tensor
         with safe_open(str(path), "pt") as f:
             same = (f.metadata() or {}).get("key") == key
         if same:
-            d = load_file(str(path), device=str(dev))
-            return d["latents"], d["embeddings"]
+            return load_file(str(path), device=str(dev))
         log.info("prerender cache %s is for other settings; rebuilding it", path)
-    lats, embs = _prerender(cfg, vae, te, tok, dev)
+    data = prerender(cfg, vae, text_fn, dev, modalities)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    save_file({"latents": lats.contiguous(), "embeddings": embs.contiguous()}, str(path), metadata={"key": key})
-    return lats, embs
+    tmp = path.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in data.items()}, str(tmp), metadata={"key": key})
+    tmp.replace(path)
+    return data
+
+
+def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Per-sample epsilon MSE, with min-SNR weighting (Hang et al. 2023) unless ``gamma`` is None."""
+    err = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    if gamma is not None:
+        snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
+        err = err * torch.clamp(snr, max=float(gamma)) / snr
+    return err
 
 
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -343,7 +355,15 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
 
     if cfg.extra.get("prerender", True):
         t0 = time.perf_counter()
-        lats, embs = _cached_prerender(cfg, vae, te, tok, dev)
+        from ..models.pipeline import fingerprint
+
+        def text_fn(captions):
+            ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            return te(ids.to(dev))[0]
+
+        sources = {k: fingerprint(cfg.base[k]) for k in ("vae", "text_encoder", "tokenizer")}
+        data = cached_prerender(cfg, vae, text_fn, dev, ("image",), sources)
+        lats, embs = data["lat_image"], data["embeddings"]
         log.info("pre-encoded %d scenes in %.1f s", len(lats), time.perf_counter() - t0)
 
         def batches():
@@ -372,11 +392,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         eps = torch.randn(z.shape, generator=gen).to(dev)
         zt = noise.add_noise(z, eps, t)
         pred = model(zt, t, encoder_hidden_states=emb).sample
-        err = ((pred.float() - eps.float()) ** 2).mean(dim=(1, 2, 3))
-        if gamma is not None:  # min-SNR weighting (Hang et al. 2023) for epsilon prediction
-            snr = ac[t] / (1 - ac[t])
-            err = err * torch.clamp(snr, max=float(gamma)) / snr
-        return err.mean(), {}
+        return min_snr_mse(pred, eps, ac[t], gamma).mean(), {}
 
     res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
@@ -422,10 +438,18 @@ def _train_judge(cfg: TrainConfig, **kw) -> dict:
     return train_judge(cfg, **kw)
 
 
+def _train_factor(cfg: TrainConfig, **kw) -> dict:
+    from .factors import train_factor
+
+    return train_factor(cfg, **kw)
+
+
 TRAINERS = {
     "tokenizer": train_tokenizer,
     "vae": train_vae,
     "clip": train_clip,
     "unet": train_unet,
     "judge": _train_judge,
+    "factor": _train_factor,
+    "image-factor": _train_factor,
 }

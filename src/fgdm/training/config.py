@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge")
+COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-factor")
 
 
 @dataclass

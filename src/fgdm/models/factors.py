@@ -1,0 +1,392 @@
+"""FG-DM factors: the modules that turn a frozen SD-shaped base into conditional diffusion models
+of condition-map latents and of the image, and the factor graph that wires them.
+
+A factor is one node of the graph: a variable (``seg``, ``depth``, ``normal``, ``sketch`` or
+``image``), its parents (the variables it is conditioned on) and the module that does it:
+
+- ``adapter``: a T2I-Adapter-shaped branch (one feature block per UNet down block, each a conv and
+  ``blocks_per_scale`` residual blocks) whose features are added to the frozen base UNet's encoder
+  outputs. As in the FG-DM paper it is conditioned on the timestep embedding, and its input is the
+  factor's own noisy latent when it has no parents, else the parents' latents. Only the adapter
+  trains. (The authors' released inference config used the plain, time-free adapter; here it is
+  ``time_conditioned: true`` by default and configurable.)
+- ``controlnet``: a ``diffusers.ControlNetModel`` initialised from the base UNet, conditioned on the
+  parents' latents (at latent resolution: no pixel-space stem).
+- ``scratch``: a whole ``UNet2DConditionModel`` trained from scratch, whose input is the noisy latent
+  concatenated with the parents' latents (the paper's from-scratch variant).
+
+Parents enter as a packed tensor: for each parent (in declared order) its 4 latent channels and a
+presence channel (1 = given, 0 = the null condition, whose latent is all zeros). Training replaces
+each parent by the null condition part of the time, so any subset of the graph can be run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+VARIABLES = ("seg", "depth", "normal", "sketch", "image")
+KINDS = ("adapter", "controlnet", "scratch")
+LATENT_CHANNELS = 4
+PARENT_CHANNELS = LATENT_CHANNELS + 1  # latent + presence flag
+GRAPH_FILE = "graph.yaml"
+
+
+def default_graph_dir() -> Path:
+    """The shipped FG-DM graph directory (package data)."""
+    return Path(str(resources.files("fgdm.models") / "data" / "fgdm"))
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class _TimeResBlock(nn.Module):
+    def __init__(self, ch: int, temb_dim: int | None, groups: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, ch), nn.Conv2d(ch, ch, 3, padding=1)
+        self.temb = nn.Linear(temb_dim, ch) if temb_dim else None
+        self.norm2, self.conv2 = nn.GroupNorm(groups, ch), nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.temb is not None and temb is not None:
+            h = h + self.temb(F.silu(temb))[:, :, None, None]
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class FactorAdapter(ModelMixin, ConfigMixin):
+    """T2I-Adapter-shaped, optionally time-conditioned feature branch for a frozen UNet.
+
+    Args:
+        in_channels: 4 (the factor's own noisy latent) or 5 x number of parents.
+        channels: the adapter's width at each scale.
+        out_channels: the UNet's channels where each feature is added (one per down block).
+        out_strides: each feature's downsampling factor relative to the latent.
+        blocks_per_scale: residual blocks per scale (the paper: 2).
+        time_conditioned: add the timestep embedding inside every residual block.
+        norm_groups: GroupNorm groups (must divide every width).
+
+    The output projections start at zero, so an untrained adapter leaves the base model unchanged.
+    """
+
+    @register_to_config
+    def __init__(self, in_channels: int = 4, channels: tuple[int, ...] = (32, 64, 80),
+                 out_channels: tuple[int, ...] = (64, 128, 160), out_strides: tuple[int, ...] = (1, 2, 4),
+                 blocks_per_scale: int = 2, time_conditioned: bool = True, norm_groups: int = 8) -> None:  # fmt: skip
+        super().__init__()
+        if not len(channels) == len(out_channels) == len(out_strides):
+            raise ValueError(
+                f"channels, out_channels and out_strides must have one entry per UNet down block, got "
+                f"{list(channels)}, {list(out_channels)}, {list(out_strides)}"
+            )
+        bad = [c for c in channels if c % norm_groups]
+        if bad:
+            raise ValueError(f"adapter channels {bad} are not divisible by norm_groups={norm_groups}")
+        temb_dim = 4 * channels[0] if time_conditioned else None
+        if time_conditioned:
+            self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+            self.time_embedding = TimestepEmbedding(channels[0], temb_dim)
+        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.scales = nn.ModuleList()
+        prev = channels[0]
+        for ch in channels:
+            self.scales.append(nn.ModuleDict({
+                "conv": nn.Conv2d(prev, ch, 3, padding=1),
+                "blocks": nn.ModuleList([_TimeResBlock(ch, temb_dim, norm_groups) for _ in range(blocks_per_scale)]),
+            }))  # fmt: skip
+            prev = ch
+        self.out = nn.ModuleList([nn.Conv2d(c, o, 1) for c, o in zip(channels, out_channels, strict=True)])
+        for conv in self.out:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> list[torch.Tensor]:
+        cfg = self.config
+        temb = None
+        if cfg.time_conditioned:
+            t = timestep.expand(x.shape[0]) if timestep.ndim == 0 else timestep
+            temb = self.time_embedding(self.time_proj(t.to(x.device)).to(x.dtype))
+        h = self.conv_in(x)
+        feats, stride = [], 1
+        for scale, out, s in zip(self.scales, self.out, cfg.out_strides, strict=True):
+            if s > stride:
+                h = F.avg_pool2d(h, s // stride)
+                stride = s
+            h = scale["conv"](h)
+            for block in scale["blocks"]:
+                h = block(h, temb)
+            feats.append(out(h))
+        return feats
+
+
+def unet_feature_targets(unet_config) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where diffusers adds adapter features: (channels, strides) per down block.
+
+    Cross-attention blocks get the feature before their downsampler; plain down blocks after it
+    (so a non-final plain block's feature is at the next resolution).
+    """
+    types, chans = unet_config.down_block_types, unet_config.block_out_channels
+    strides = []
+    for i, t in enumerate(types):
+        final = i == len(types) - 1
+        strides.append(2**i if ("CrossAttn" in t or final) else 2 ** (i + 1))
+    return tuple(chans), tuple(strides)
+
+
+# ----------------------------------------------------------------------------- graph spec
+
+
+@dataclass
+class FactorSpec:
+    """One node: ``name`` is the variable; ``size`` (pixels), ``steps`` and ``guidance`` are the
+    sampling defaults of this factor (``None`` size = the base model's native size)."""
+
+    name: str
+    kind: str = "adapter"
+    parents: tuple[str, ...] = ()
+    size: int | None = None
+    steps: int = 25
+    guidance: float = 7.5
+    cond_guidance: float = 1.0  # guidance over the parents (1 = off)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "parents": list(self.parents), "size": self.size, "steps": self.steps,
+                "guidance": self.guidance, "cond_guidance": self.cond_guidance}  # fmt: skip
+
+
+_SPEC_KEYS = {"kind", "parents", "size", "steps", "guidance", "cond_guidance"}
+
+
+@dataclass
+class GraphSpec:
+    """A validated factor graph: nodes in topological order."""
+
+    factors: dict[str, FactorSpec]
+    base: str = "default"  # "default" = the shipped MiniSD, else a diffusers SD directory
+    base_fingerprint: str | None = None
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "graph") -> GraphSpec:
+        if not isinstance(d, dict) or not isinstance(d.get("factors"), dict) or not d["factors"]:
+            raise ValueError(f"{where}: needs a non-empty 'factors' mapping (name -> {{kind, parents, ...}})")
+        unknown = sorted(set(d) - {"factors", "base", "base_fingerprint", "info"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}")
+        specs = {}
+        for name, f in d["factors"].items():
+            f = f or {}
+            if name not in VARIABLES:
+                raise ValueError(f"{where}: unknown factor {name!r}; factors are {list(VARIABLES)}")
+            bad = sorted(set(f) - _SPEC_KEYS)
+            if bad:
+                raise ValueError(f"{where}: factor {name!r} has unknown keys {bad}; known: {sorted(_SPEC_KEYS)}")
+            spec = FactorSpec(name, **{**f, "parents": tuple(f.get("parents") or ())})
+            _check_spec(spec, where)
+            specs[name] = spec
+        order = _topological(specs, where)
+        return cls({n: specs[n] for n in order}, str(d.get("base", "default")), d.get("base_fingerprint"),
+                   dict(d.get("info") or {}))  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return {"base": self.base, "base_fingerprint": self.base_fingerprint, "info": self.info,
+                "factors": {n: s.to_dict() for n, s in self.factors.items()}}  # fmt: skip
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.factors)
+
+    def first_factors(self) -> list[str]:
+        """The text-only factors (no parents): the ones attention distillation applies to."""
+        return [n for n, s in self.factors.items() if not s.parents]
+
+
+def _check_spec(s: FactorSpec, where: str) -> None:
+    if s.kind not in KINDS:
+        raise ValueError(f"{where}: factor {s.name!r} has kind {s.kind!r}; kinds are {list(KINDS)}")
+    if s.name in s.parents:
+        raise ValueError(f"{where}: factor {s.name!r} lists itself as a parent")
+    if len(set(s.parents)) != len(s.parents):
+        raise ValueError(f"{where}: factor {s.name!r} lists a parent twice: {list(s.parents)}")
+    if "image" in s.parents:
+        raise ValueError(f"{where}: factor {s.name!r} is conditioned on the image; the image is the graph's sink")
+    if s.kind == "controlnet" and not s.parents:
+        raise ValueError(f"{where}: factor {s.name!r} is a controlnet with no parents (a controlnet needs a condition)")
+    if s.size is not None and (not isinstance(s.size, int) or s.size < 8 or s.size % 8):
+        raise ValueError(f"{where}: factor {s.name!r} size must be a multiple of 8, got {s.size!r}")
+    if not isinstance(s.steps, int) or s.steps < 1:
+        raise ValueError(f"{where}: factor {s.name!r} steps must be a positive integer, got {s.steps!r}")
+    for k in ("guidance", "cond_guidance"):
+        v = getattr(s, k)
+        if not isinstance(v, (int, float)) or v < 1:
+            raise ValueError(f"{where}: factor {s.name!r} {k} must be a number >= 1, got {v!r}")
+
+
+def _topological(specs: dict[str, FactorSpec], where: str) -> list[str]:
+    for s in specs.values():
+        missing = [p for p in s.parents if p not in specs]
+        if missing:
+            raise ValueError(f"{where}: factor {s.name!r} has parents {missing} that are not in the graph")
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = path[path.index(n) :] + [n]
+            raise ValueError(f"{where}: the graph has a cycle: {' -> '.join(cycle)}")
+        state[n] = 1
+        for p in specs[n].parents:
+            visit(p, [*path, n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(specs, key=VARIABLES.index):
+        visit(n, [])
+    return order
+
+
+def load_graph_spec(path: str | Path) -> GraphSpec:
+    """Read a graph declaration (YAML) — a file, or a graph directory holding ``graph.yaml``."""
+    p = Path(path)
+    f = p / GRAPH_FILE if p.is_dir() else p
+    try:
+        d = yaml.safe_load(f.read_text())
+    except OSError as e:
+        raise ValueError(f"graph {str(path)!r} cannot be read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"graph {str(path)!r} is not valid YAML: {e}") from None
+    return GraphSpec.from_dict(d, where=f"graph {str(f)!r}")
+
+
+# ----------------------------------------------------------------------------- factor modules
+
+
+def build_factor_module(spec: FactorSpec, base_unet, arch: dict | None = None) -> nn.Module:
+    """A fresh module for ``spec`` on ``base_unet`` (a diffusers ``UNet2DConditionModel``)."""
+    arch = dict(arch or {})
+    n_in = PARENT_CHANNELS * len(spec.parents)
+    if spec.kind == "adapter":
+        chans, strides = unet_feature_targets(base_unet.config)
+        width = arch.pop("channels", None) or [max(8, c // 2) for c in chans]
+        groups = arch.pop("norm_groups", 8)
+        return FactorAdapter(in_channels=n_in or LATENT_CHANNELS, channels=tuple(width), out_channels=chans,
+                             out_strides=strides, norm_groups=groups, **arch)  # fmt: skip
+    if spec.kind == "controlnet":
+        from diffusers import ControlNetModel
+
+        net = ControlNetModel.from_unet(
+            base_unet, conditioning_embedding_out_channels=tuple(arch.pop("embedding_channels", (32,))),
+            conditioning_channels=n_in,
+        )  # fmt: skip
+        if arch:
+            raise ValueError(f"unknown controlnet options {sorted(arch)}; known: ['embedding_channels']")
+        return net
+    from diffusers import UNet2DConditionModel
+
+    cfg = {k: v for k, v in dict(base_unet.config).items() if not k.startswith("_")}
+    cfg.update(arch)
+    cfg["in_channels"] = LATENT_CHANNELS + n_in
+    return UNet2DConditionModel(**cfg)
+
+
+def load_factor_module(spec: FactorSpec, folder: Path) -> nn.Module:
+    """Load a factor's weights (safetensors only) from ``folder``."""
+    if not (folder / "config.json").exists():
+        raise ValueError(f"factor {spec.name!r}: missing weights folder {str(folder)!r}")
+    pickles = [f.name for f in folder.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if pickles and not any(f.suffix == ".safetensors" for f in folder.iterdir()):
+        raise ValueError(f"factor {spec.name!r}: {pickles[0]} is a pickle checkpoint; fgdm loads safetensors only")
+    if spec.kind == "adapter":
+        cls = FactorAdapter
+    elif spec.kind == "controlnet":
+        from diffusers import ControlNetModel as cls
+    else:
+        from diffusers import UNet2DConditionModel as cls
+    try:
+        return cls.from_pretrained(folder, use_safetensors=True)
+    except Exception as e:  # diffusers raises many types for corrupt files; report them as bad input
+        raise ValueError(f"factor {spec.name!r}: {str(folder)!r} could not be loaded: {type(e).__name__}: {e}") from None
+
+
+def check_factor_module(spec: FactorSpec, module: nn.Module, base_unet, text_dim: int) -> None:
+    """Shapes agree: the module's inputs match the parents, its outputs the base UNet."""
+    cfg = module.config
+    n_in = PARENT_CHANNELS * len(spec.parents)
+    where = f"factor {spec.name!r} ({spec.kind})"
+    if spec.kind == "adapter":
+        want_in = n_in or LATENT_CHANNELS
+        chans, strides = unet_feature_targets(base_unet.config)
+        if cfg.in_channels != want_in:
+            raise ValueError(f"{where}: takes {cfg.in_channels} input channels, its parents {list(spec.parents)} give {want_in}")
+        if tuple(cfg.out_channels) != chans or tuple(cfg.out_strides) != strides:
+            raise ValueError(f"{where}: features {list(cfg.out_channels)} at strides {list(cfg.out_strides)} do not "
+                             f"fit the base UNet ({list(chans)} at {list(strides)})")  # fmt: skip
+    elif spec.kind == "controlnet":
+        if cfg.conditioning_channels != n_in:
+            raise ValueError(f"{where}: takes {cfg.conditioning_channels} condition channels, its parents give {n_in}")
+        if tuple(cfg.block_out_channels) != tuple(base_unet.config.block_out_channels):
+            raise ValueError(f"{where}: block channels {list(cfg.block_out_channels)} do not match the base UNet's")
+    else:
+        if cfg.in_channels != LATENT_CHANNELS + n_in:
+            raise ValueError(f"{where}: takes {cfg.in_channels} input channels, expected {LATENT_CHANNELS + n_in}")
+    if spec.kind != "adapter" and cfg.cross_attention_dim != text_dim:
+        raise ValueError(f"{where}: cross-attention width {cfg.cross_attention_dim} != text encoder width {text_dim}")
+
+
+def pack_parents(parents: tuple[str, ...], latents: dict[str, torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
+    """The packed parent tensor (B, 5 x P, h, w) at ``like``'s size: each parent's latent (resized
+    bilinearly if its resolution differs) and a presence channel; absent parents are null."""
+    b, _, h, w = like.shape
+    rows = []
+    for p in parents:
+        z = latents.get(p)
+        if z is None:
+            rows.append(like.new_zeros(b, PARENT_CHANNELS, h, w))
+            continue
+        z = z.to(like)
+        if z.shape[0] == 1 and b > 1:
+            z = z.expand(b, -1, -1, -1)
+        if z.shape[-2:] != (h, w):
+            z = F.interpolate(z, size=(h, w), mode="bilinear", align_corners=False)
+        rows.append(torch.cat([z, like.new_ones(b, 1, h, w)], 1))
+    return torch.cat(rows, 1)
+
+
+def factor_forward(spec: FactorSpec, module: nn.Module, base_unet, x_t: torch.Tensor, t: torch.Tensor,
+                   context: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """The factor's raw model output for noisy latents ``x_t`` (the base's prediction type).
+
+    ``parents`` is the packed parent tensor (:func:`pack_parents`); ``None`` for a parentless factor.
+    """
+    if spec.kind == "adapter":
+        feats = module(x_t if parents is None else parents, t)
+        return base_unet(x_t, t, encoder_hidden_states=context, down_intrablock_additional_residuals=list(feats)).sample
+    if spec.kind == "controlnet":
+        down, mid = module(x_t, t, encoder_hidden_states=context, controlnet_cond=parents, return_dict=False)
+        return base_unet(x_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample  # fmt: skip
+    inp = x_t if parents is None else torch.cat([x_t, parents.to(x_t)], 1)
+    return module(inp, t, encoder_hidden_states=context).sample
+
+
+def save_graph_spec(spec: GraphSpec, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (GRAPH_FILE + ".partial")
+    tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    tmp.replace(folder / GRAPH_FILE)
+
+
+def graph_summary(spec: GraphSpec) -> str:
+    return json.dumps({n: {"kind": s.kind, "parents": list(s.parents)} for n, s in spec.factors.items()})

@@ -1,0 +1,310 @@
+"""FG-DM: sample condition maps and the image jointly through a factor graph on a frozen base."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..models.factors import (
+    VARIABLES,
+    FactorSpec,
+    GraphSpec,
+    build_factor_module,
+    check_factor_module,
+    default_graph_dir,
+    factor_forward,
+    load_factor_module,
+    load_graph_spec,
+    pack_parents,
+    save_graph_spec,
+)
+from ..models.pipeline import BaseModel, default_model_dir, load_base_model
+from ..sampling import FactorRun, ddim_schedule, guided, sample_graph, to_epsilon
+from ..world.conditions import decode_segmentation, encode_segmentation, resize_image, resize_labels
+from .text2image import latents_to_images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FactorGraphOutput:
+    """What one call produced, per sample (``seeds[i]`` is sample i's seed).
+
+    ``maps[name][i]`` is sample i's condition map as an (H, W, 3) uint8 image (segmentation:
+    re-painted with the exact palette after decoding); ``labels[i]`` its decoded class-id map.
+    """
+
+    images: list[Image.Image]
+    maps: dict[str, list[np.ndarray]]
+    labels: list[np.ndarray] | None
+    latents: dict[str, torch.Tensor]
+    seeds: list[int]
+    sampled: list[str]  # factors that were sampled
+    given: list[str]  # conditions that were supplied
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
+    """A user-supplied condition as the (size, size, 3) uint8 image its factor's VAE encodes.
+
+    Segmentation: an (H, W) class-id map or a palette image (decoded first); resized with nearest
+    neighbour. Depth / sketch: (H, W) in [0, 1] (float) or 0-255 (uint8), or (H, W, 3) uint8.
+    Normals: (H, W, 3) uint8.
+    """
+    a = np.asarray(value)
+    if name == "seg":
+        labels = decode_segmentation(a) if a.ndim == 3 else a
+        if labels.ndim != 2:
+            raise ValueError(f"given seg must be (H, W) class ids or (H, W, 3) palette colours, got shape {a.shape}")
+        return encode_segmentation(resize_labels(labels.astype(np.uint8), size))
+    if a.ndim == 2:
+        if name == "normal":
+            raise ValueError(f"given normal must be an (H, W, 3) uint8 image, got shape {a.shape}")
+        a = np.clip(a * 255 if a.dtype.kind == "f" else a, 0, 255).astype(np.uint8)
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"given {name} must be (H, W) or (H, W, 3), got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"given {name}: a 3-channel map must be uint8, got {a.dtype}")
+    return resize_image(a, size)
+
+
+def base_reference(path: Path) -> str:
+    """How a graph names its base: "default" for the shipped MiniSD, else the absolute path."""
+    return "default" if Path(path).resolve() == default_model_dir().resolve() else str(Path(path).resolve())
+
+
+class FactorGraphPipeline:
+    """``FactorGraphPipeline.from_pretrained(dir)(prompt, factors=["seg", "image"])``.
+
+    The graph directory holds ``graph.yaml`` (nodes, edges, sampling defaults, the base it was
+    trained on) and one weights folder per factor; the base model is referenced, not copied.
+    """
+
+    def __init__(self, base: BaseModel, spec: GraphSpec, modules: dict[str, torch.nn.Module],
+                 path: Path | None = None) -> None:  # fmt: skip
+        missing = [n for n in spec.factors if n not in modules]
+        if missing:
+            raise ValueError(f"factors {missing} have no module")
+        text_dim = base.text_encoder.config.hidden_size
+        for n, s in spec.factors.items():
+            check_factor_module(s, modules[n], base.unet, text_dim)
+        self.base, self.spec, self.modules, self.path = base, spec, modules, path
+
+    # ------------------------------------------------------------------ loading / saving
+
+    @classmethod
+    def new(cls, base: BaseModel, spec: GraphSpec | dict, arch: dict[str, dict] | None = None) -> FactorGraphPipeline:
+        """A graph of freshly initialised factors on ``base`` (for training, or tests).
+
+        ``arch[name]`` passes module options (e.g. adapter ``channels``) to that factor."""
+        spec = spec if isinstance(spec, GraphSpec) else GraphSpec.from_dict(spec)
+        modules = {n: build_factor_module(s, base.unet, (arch or {}).get(n)).to(base.device, base.unet.dtype)
+                   for n, s in spec.factors.items()}  # fmt: skip
+        return cls(base, spec, modules)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, model: str | Path | None = None,
+                        device: str = "cpu", dtype: torch.dtype = torch.float32,
+                        strict_base: bool = True) -> FactorGraphPipeline:  # fmt: skip
+        """Load a graph directory (default: the shipped one) on its base model.
+
+        ``model`` overrides the base; with ``strict_base`` a base whose fingerprint differs from
+        the one the factors were trained on is an error (factors only work on their own base).
+        """
+        root = Path(path) if path is not None else default_graph_dir()
+        if not root.exists():
+            if path is None:
+                raise ValueError("no FG-DM graph is shipped with this build yet; pass --graph DIR (a trained graph)")
+            raise ValueError(f"graph {str(path)!r} does not exist")
+        spec = load_graph_spec(root)
+        base_path = model
+        if base_path is None and spec.base != "default":
+            base_path = Path(spec.base) if Path(spec.base).is_absolute() else root / spec.base
+        base = load_base_model(base_path, device=device, dtype=dtype, arg="model" if model is not None else "graph base")
+        if spec.base_fingerprint and base.fingerprint != spec.base_fingerprint:
+            msg = (f"graph {str(root)!r} was trained on base {spec.base_fingerprint}, but the base loaded is "
+                   f"{base.fingerprint} ({base.path})")  # fmt: skip
+            if strict_base:
+                raise ValueError(msg + "; its factors only work on their own base")
+            log.warning(msg)
+        modules = {}
+        for name, s in spec.factors.items():
+            m = load_factor_module(s, root / name)
+            modules[name] = m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return cls(base, spec, modules, root)
+
+    def save_pretrained(self, out: str | Path, *, overwrite: bool = False, fp16: bool = False) -> Path:
+        """Write ``graph.yaml`` and every factor's weights (safetensors) to ``out``, atomically."""
+        out = Path(out)
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise ValueError(f"out {str(out)!r} is not empty; pass overwrite=True to replace it")
+        stage = out.parent / f".{out.name}.partial"
+        if stage.exists():
+            shutil.rmtree(stage)
+        spec = GraphSpec(self.spec.factors, base_reference(self.base.path), self.base.fingerprint, self.spec.info)
+        save_graph_spec(spec, stage)
+        for name, m in self.modules.items():
+            dtype = m.dtype
+            if fp16:
+                m.to(torch.float16)
+            m.save_pretrained(stage / name, safe_serialization=True, max_shard_size="15MB")
+            m.to(dtype)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def native_size(self) -> int:
+        return self.base.unet.config.sample_size * self.base.vae_scale_factor
+
+    @torch.no_grad()
+    def encode_maps(self, rgbs: list[np.ndarray]) -> torch.Tensor:
+        """(H, W, 3) uint8 maps -> scaled VAE latents (the distribution's mode)."""
+        vae = self.base.vae
+        x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        z = vae.encode(x.to(self.base.device, vae.dtype)).latent_dist.mode()
+        return z * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_maps(self, name: str, latents: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """VAE-decode condition latents to (H, W, 3) uint8 maps; for seg also the class-id maps."""
+        rgbs = [np.asarray(im) for im in latents_to_images(self.base.vae, latents)]
+        if name != "seg":
+            return rgbs, None
+        labels = [decode_segmentation(r) for r in rgbs]
+        return [encode_segmentation(lab) for lab in labels], labels
+
+    def _check(self, factors, given, sizes, steps, mode, n) -> None:
+        nodes = self.spec.factors
+        for what, names in (("factors", factors), ("given", list(given))):
+            bad = [f for f in names if f not in nodes]
+            if bad:
+                raise ValueError(f"{what}: {bad} not in this graph; its factors are {list(nodes)}")
+        both = sorted(set(factors) & set(given))
+        if both:
+            raise ValueError(f"factors {both} are both sampled and given; give a condition or sample it, not both")
+        if not factors:
+            raise ValueError("factors is empty: name at least one factor to sample")
+        if mode not in ("joint", "ancestral"):
+            raise ValueError(f"mode must be 'joint' or 'ancestral', got {mode!r}")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {n!r}")
+        f = self.base.size_factor
+        for name, s in sizes.items():
+            if not isinstance(s, int) or s < f or s % f:
+                raise ValueError(f"size of factor {name!r} must be a positive multiple of {f}, got {s!r}")
+        for name, s in steps.items():
+            if not isinstance(s, int) or s < 1:
+                raise ValueError(f"steps of factor {name!r} must be a positive integer, got {s!r}")
+
+    def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float):
+        base = self.base
+        pred = base.scheduler.config.get("prediction_type", "epsilon")
+        has_parents = bool(spec.parents)
+        cond_scale = cond_scale if has_parents else 1.0
+
+        def denoise(x: torch.Tensor, t: torch.Tensor, parents: dict) -> torch.Tensor:
+            b = x.shape[0]
+            packed = pack_parents(spec.parents, parents, x) if has_parents else None
+            xs, ts, ctx, ps = [x], [t], [cond], [packed]
+            if scale != 1.0 or cond_scale != 1.0:  # rows: (text, c), (no text, c) [, (no text, no c)]
+                xs, ts, ctx, ps = [x, x], [t, t], [cond, uncond], [packed, packed]
+                if cond_scale != 1.0:
+                    xs, ts, ctx = [*xs, x], [*ts, t], [*ctx, uncond]
+                    ps.append(pack_parents(spec.parents, {}, x))
+            out = factor_forward(spec, module, base.unet, torch.cat(xs), torch.cat(ts), torch.cat(ctx),
+                                 torch.cat(ps) if has_parents else None)  # fmt: skip
+            a_t = schedule.alphas_cumprod[torch.cat(ts).cpu()].to(x).view(-1, 1, 1, 1)
+            eps = to_epsilon(out, torch.cat(xs), a_t, pred).split(b)
+            if len(eps) == 1:
+                return eps[0]
+            return guided(eps[2] if len(eps) == 3 else None, eps[1], eps[0], scale, cond_scale)
+
+        return denoise
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def __call__(self, prompt: str, *, factors: list[str] | None = None, given: dict[str, np.ndarray] | None = None,
+                 num_images_per_prompt: int = 1, seed: int = 0, mode: str = "joint",
+                 sizes: dict[str, int] | None = None, steps: dict[str, int] | None = None,
+                 guidance: dict[str, float] | None = None, negative_prompt: str = "", eta: float = 0.0,
+                 progress: bool = False) -> FactorGraphOutput:  # fmt: skip
+        """Sample ``factors`` (default: the whole graph) for one prompt.
+
+        ``given``: conditions supplied instead of sampled (e.g. an edited map). Parents that are
+        neither sampled nor given are the null condition. ``sizes``/``steps``/``guidance`` override
+        the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,
+        conditioned on its parents' current estimates) or "ancestral" (each factor finishes
+        before its children start).
+        """
+        m, nodes = self.base, self.spec.factors
+        given = dict(given or {})
+        factors = list(nodes) if factors is None else list(factors)
+        sizes, steps, guidance = dict(sizes or {}), dict(steps or {}), dict(guidance or {})
+        # 1. check inputs and resolve per-factor settings
+        self._check(factors, given, sizes, steps, mode, num_images_per_prompt)
+        order = [n for n in nodes if n in factors or n in given]
+        size = {n: sizes.get(n, nodes[n].size or self.native_size()) for n in order}
+        self._check(factors, {}, size, {}, mode, 1)  # the graph's own sizes must fit this base too
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        # 2. encode the prompt (one row per sample) and the unconditional prompt
+        n = num_images_per_prompt
+        cond, _ = m.encode_text([prompt] * n)
+        uncond = m.encode_text([negative_prompt] * n, allow_empty=True)[0]
+        # 3. encode the given conditions at the largest size any sampled child needs
+        runs: list[FactorRun] = []
+        for name in order:
+            if name in given:
+                kids = [c for c in factors if name in nodes[c].parents]
+                s = max([size[c] for c in kids] or [size[name]])
+                z = self.encode_maps([condition_rgb(name, given[name], s)])
+                runs.append(FactorRun(name, nodes[name].parents, None, fixed=z.expand(n, -1, -1, -1)))
+        timings["encode_s"] = time.perf_counter() - t0
+        # 4. initial noise per factor and sample: sample i of factor f uses seed (seed + i) * 16 + f
+        seeds = [seed + i for i in range(n)]
+        for name in order:
+            if name in given:
+                continue
+            s, spec = size[name], nodes[name]
+            lat = s // m.vae_scale_factor
+            x = torch.stack([torch.randn(4, lat, lat, generator=torch.Generator().manual_seed(sd * 16 + VARIABLES.index(name)))
+                             for sd in seeds]).to(m.device, m.unet.dtype)  # fmt: skip
+            sched = ddim_schedule(m.scheduler.config, steps.get(name, spec.steps))
+            den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance.get(name, spec.guidance)),
+                                 float(spec.cond_guidance))  # fmt: skip
+            runs.append(FactorRun(name, spec.parents, den, x, sched))
+        runs.sort(key=lambda r: order.index(r.name))
+        total = sum(len(r.schedule.timesteps) for r in runs if r.fixed is None)
+        bar = tqdm(total=total, desc=f"FG-DM {mode}", disable=not progress)
+        t1 = time.perf_counter()
+        gen = torch.Generator().manual_seed(seed + 10_000)
+        latents = sample_graph(runs, mode=mode, eta=eta, generator=gen, callback=lambda *_: bar.update())
+        bar.close()
+        timings["denoise_s"] = time.perf_counter() - t1
+        timings.update({f"factor_{r.name}_s": r.seconds for r in runs if r.fixed is None})
+        # 5. decode the image and every condition map
+        t2 = time.perf_counter()
+        images, maps, labels = [], {}, None
+        for name, z in latents.items():
+            if name == "image":
+                images = latents_to_images(m.vae, z)
+                continue
+            maps[name], lab = self.decode_maps(name, z)
+            labels = lab if lab is not None else labels
+        timings["decode_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        sampled = [r.name for r in runs if r.fixed is None]
+        return FactorGraphOutput(images, maps, labels, latents, seeds, sampled, sorted(given), timings)

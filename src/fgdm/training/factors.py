@@ -1,0 +1,228 @@
+"""Training FG-DM factors on a frozen base: ``fgdm train factor`` / ``fgdm train image-factor``.
+
+Settings (``extra:`` in the YAML):
+- ``variable``: seg | depth | normal | sketch | image (``image-factor``: image only).
+- ``parents``: the variables it is conditioned on (default none; ``image-factor``: [seg]).
+- ``kind``: adapter (default for conditions) | controlnet (default for the image) | scratch.
+- ``null_prob`` (0.2): each parent is replaced by the null condition with this probability.
+- ``caption_dropout`` (0.1), ``min_snr_gamma`` (5.0; None = plain MSE).
+- ``distill_weight`` (0.1; 0 = off): attention distillation, only for a parentless adapter factor,
+  every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch.
+- ``graph``: a graph directory; the trained factor is added to it (created if missing). Other
+  factors in it are never touched (continual learning); replacing an existing factor of the same
+  name needs ``replace: true``.
+- ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
+  ``cond_guidance``).
+``base.model``: the base SD directory (default: the shipped MiniSD). ``model:``: module options
+(adapter ``channels``, ``blocks_per_scale``, ``time_conditioned``; controlnet
+``embedding_channels``; scratch: UNet config overrides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..attention import AttentionStore, LayerSelector, attention_control
+from ..losses import attention_distillation
+from ..models.factors import (
+    VARIABLES,
+    FactorSpec,
+    GraphSpec,
+    build_factor_module,
+    factor_forward,
+    load_graph_spec,
+    save_graph_spec,
+)
+from ..models.pipeline import load_base_model
+from ..pipelines.factor_graph import base_reference
+from .components import SHARD, _write_metrics, cached_prerender, min_snr_mse, prerender, sd_noise_scheduler
+from .config import TrainConfig
+from .loop import train
+
+log = logging.getLogger(__name__)
+EXTRA_KEYS = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
+              "distill_every", "distill_batch", "graph", "replace", "sample"}  # fmt: skip
+
+
+def factor_spec(cfg: TrainConfig) -> FactorSpec:
+    """The factor a config trains, validated (unknown ``extra`` keys refused)."""
+    ex = cfg.extra
+    unknown = sorted(set(ex) - EXTRA_KEYS)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in extra; known: {sorted(EXTRA_KEYS)}")
+    image = cfg.component == "image-factor"
+    var = ex.get("variable", "image" if image else None)
+    if var not in VARIABLES:
+        raise ValueError(f"extra.variable must be one of {list(VARIABLES)}, got {var!r}")
+    if image and var != "image":
+        raise ValueError(f"image-factor trains the image; extra.variable must be 'image', got {var!r}")
+    if not image and var == "image":
+        raise ValueError("the image factor is trained with `fgdm train image-factor`")
+    parents = tuple(ex.get("parents", ["seg"] if image else []))
+    kind = ex.get("kind", "controlnet" if image else "adapter")
+    sample = dict(ex.get("sample") or {})
+    d = {"factors": {**{p: {} for p in parents}, var: {"kind": kind, "parents": list(parents), **sample}}}
+    return GraphSpec.from_dict(d, where="extra").factors[var]
+
+
+def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool) -> GraphSpec | None:
+    """The graph the new factor will join, validated *before* training starts."""
+    if graph_dir is None:
+        return None
+    if (graph_dir / "graph.yaml").exists():
+        g = load_graph_spec(graph_dir)
+        if g.base_fingerprint and g.base_fingerprint != base.fingerprint:
+            raise ValueError(f"extra.graph {str(graph_dir)!r} was trained on base {g.base_fingerprint}, "
+                             f"this run's base is {base.fingerprint}")  # fmt: skip
+        if spec.name in g.factors and not replace:
+            raise ValueError(f"extra.graph {str(graph_dir)!r} already has a {spec.name!r} factor; "
+                             "set extra.replace: true to retrain it")  # fmt: skip
+        missing = [p for p in spec.parents if p not in g.factors]
+        if missing:
+            raise ValueError(f"extra.graph {str(graph_dir)!r} has no factors {missing} for {spec.name!r} to condition on")
+        factors = {n: s.to_dict() for n, s in g.factors.items()}
+    elif graph_dir.exists() and any(graph_dir.iterdir()):
+        raise ValueError(f"extra.graph {str(graph_dir)!r} is not empty and holds no graph.yaml")
+    else:
+        factors = {p: {} for p in spec.parents}  # placeholders, checked below; parents must be trained first
+        if spec.parents:
+            raise ValueError(f"extra.graph {str(graph_dir)!r} does not exist yet; train the parents "
+                             f"{list(spec.parents)} into it first")  # fmt: skip
+    factors[spec.name] = spec.to_dict()
+    return GraphSpec.from_dict({"factors": factors, "base": base_reference(base.path),
+                                "base_fingerprint": base.fingerprint}, where=f"extra.graph {str(graph_dir)!r}")  # fmt: skip
+
+
+def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -> None:
+    """Copy a trained factor into a graph directory and add its node; other factors are untouched."""
+    graph_dir.mkdir(parents=True, exist_ok=True)
+    stage = graph_dir / f".{name}.partial"
+    if stage.exists():
+        shutil.rmtree(stage)
+    shutil.copytree(folder, stage)
+    if (graph_dir / name).exists():
+        shutil.rmtree(graph_dir / name)
+    stage.rename(graph_dir / name)
+    save_graph_spec(graph, graph_dir)
+
+
+def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    ex = cfg.extra
+    spec = factor_spec(cfg)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = load_base_model(cfg.base.get("model"), device=dev, arg="base.model")
+    graph_dir = Path(ex["graph"]) if ex.get("graph") else None
+    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)))
+    module = build_factor_module(spec, base.unet, cfg.model).to(dev)
+    noise = sd_noise_scheduler()
+    ac = noise.alphas_cumprod.to(dev)
+    p_null, p_drop = float(ex.get("null_prob", 0.2)), float(ex.get("caption_dropout", 0.1))
+    gamma = ex.get("min_snr_gamma", 5.0)
+    w_distill = float(ex.get("distill_weight", 0.1)) if spec.kind == "adapter" and not spec.parents else 0.0
+    every, sub = int(ex.get("distill_every", 10)), int(ex.get("distill_batch", 8))
+    uncond = base.encode_text([""], allow_empty=True)[0]
+    rank = int(os.environ.get("RANK", "0"))
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+
+    modalities = tuple(dict.fromkeys([*spec.parents, spec.name]))
+    data = cached_prerender(cfg, base.vae, lambda c: base.encode_text(c)[0], dev, modalities,
+                            {"base": base.fingerprint})  # fmt: skip
+    n = len(data["embeddings"])
+
+    def batches():
+        while True:
+            idx = torch.randint(n, (cfg.batch_size,), generator=gen).to(dev)
+            yield {k: v[idx].float() for k, v in data.items()}
+
+    select = LayerSelector()
+
+    def loss_fn(model, batch, step):
+        z, emb = batch[f"lat_{spec.name}"], batch["embeddings"]
+        b = z.shape[0]
+        drop = (torch.rand(b, generator=gen) < p_drop).to(dev)
+        emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
+        packed = None
+        if spec.parents:
+            rows = []
+            for p in spec.parents:
+                keep = (torch.rand(b, generator=gen) >= p_null).to(dev).float()[:, None, None, None]
+                zp = batch[f"lat_{p}"] * keep
+                rows.append(torch.cat([zp, keep.expand(-1, 1, *zp.shape[-2:])], 1))
+            packed = torch.cat(rows, 1)
+        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen).to(dev)
+        eps = torch.randn(z.shape, generator=gen).to(dev)
+        zt = noise.add_noise(z, eps, t)
+        pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
+        loss = min_snr_mse(pred, eps, ac[t], gamma).mean()
+        logs = {}
+        if w_distill and step % every == 0:
+            k = min(sub, b)
+            kd = distillation_loss(spec, model, base.unet, zt[:k], t[:k], emb[:k], select)
+            loss = loss + w_distill * kd
+            logs["distill"] = round(float(kd.detach()), 6)
+        return loss, logs
+
+    res = train(cfg, module, loss_fn, batches(), resume=resume, progress=progress)
+    final = res.ema or res.model
+    out = Path(cfg.output_dir) / "final"
+    final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
+    held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
+                                                             n_scenes=cfg.data.holdout_n))  # fmt: skip
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, lambda c: base.encode_text(c)[0], dev,
+                                                           modalities))  # fmt: skip
+    if graph is not None:
+        install_factor(graph_dir, graph, spec.name, out)
+    return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
+                                "steps": res.step, "train_seconds": round(res.seconds, 1),
+                                "parameters": sum(p.numel() for p in final.parameters()),
+                                "distill_weight": w_distill, **metrics,
+                                "graph": str(graph_dir) if graph_dir else None})  # fmt: skip
+
+
+def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select) -> torch.Tensor:
+    """FG-DM eq. 7 on one batch: the frozen base (teacher) and the factor (student) on the same
+    noisy latents; the student's maps keep their graph, so the loss trains the adapter."""
+    teacher, student = AttentionStore(grad=False), AttentionStore(grad=True)
+    with torch.no_grad(), attention_control(unet, select, teacher):
+        unet(zt, t, encoder_hidden_states=emb)
+    with attention_control(unet, select, student):
+        factor_forward(spec, module, unet, zt, t, emb, None)
+    return attention_distillation(teacher, student)
+
+
+@torch.no_grad()
+def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256) -> dict:
+    """Denoising error (plain epsilon MSE) on fixed noise at timesteps 100..900 of up to ``n``
+    held-out latents: the factor (parents given), and the bare base UNet on the same latents.
+    The ratio shows what the factor learned over the base."""
+    module = module.eval()
+    dev = base.device
+    g = torch.Generator().manual_seed(1234)
+    z = data[f"lat_{spec.name}"][:n].float().to(dev)
+    emb = data["embeddings"][:n].float().to(dev)
+    packed = None
+    if spec.parents:
+        packed = torch.cat([torch.cat([data[f"lat_{p}"][:n].float().to(dev), z.new_ones(len(z), 1, *z.shape[-2:])], 1)
+                            for p in spec.parents], 1)  # fmt: skip
+    noise = sd_noise_scheduler()
+    errs_f, errs_b = [], []
+    for tv in range(100, 1000, 200):
+        t = torch.full((len(z),), tv, device=dev)
+        eps = torch.randn(z.shape, generator=g).to(dev)
+        zt = noise.add_noise(z, eps, t)
+        errs_f.append(float(((factor_forward(spec, module, base.unet, zt, t, emb, packed) - eps) ** 2).mean()))
+        if spec.kind != "scratch":
+            errs_b.append(float(((base.unet(zt, t, encoder_hidden_states=emb).sample - eps) ** 2).mean()))
+    f = sum(errs_f) / len(errs_f)
+    out = {"eval_mse_factor": round(f, 5), "eval_n": len(z)}
+    if errs_b:
+        b = sum(errs_b) / len(errs_b)
+        out.update({"eval_mse_base": round(b, 5), "eval_mse_ratio": round(f / b, 4)})
+    return out
+
