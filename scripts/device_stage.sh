@@ -5,11 +5,13 @@
 #   STEPS=4000 bash scripts/device_stage.sh unet  # UNet up to step 4000 (resumes if checkpoints exist)
 #   bash scripts/device_stage.sh judge
 #   bash scripts/device_stage.sh assemble         # fp16 pipeline, packed for the trip back
+#   FACTOR=seg STEPS=2000 bash scripts/device_stage.sh factor   # an FG-DM factor (needs the shipped MiniSD)
+#   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
 # What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
 # for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*),
 # for `unet` the newest checkpoint (commit it as checkpoints/unet/), for `assemble` the pipeline.
 set -euo pipefail
-stage=${1:?stage: base | unet | judge | assemble}
+stage=${1:?stage: base | unet | judge | assemble | factor | graph}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -44,6 +46,27 @@ case "$stage" in
     fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
       --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
     tar -C runs -cf - minisd | split -b 15m - "$out/minisd.tar.part-" ;;
+  factor)
+    # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
+    cfg=configs/factor_${FACTOR:?set FACTOR}.yaml; comp=factor
+    [ "$FACTOR" = image ] && cfg=configs/image_factor.yaml && comp=image-factor
+    dir=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['output_dir'])" "$cfg")
+    if [ ! -d "$dir/checkpoints" ] && [ -f "checkpoints/factor_$FACTOR/state.json" ]; then
+      step=$(python3 -c "import json; print(json.load(open('checkpoints/factor_$FACTOR/state.json'))['step'])")
+      mkdir -p "$dir/checkpoints/step-$(printf %07d "$step")"
+      cp "checkpoints/factor_$FACTOR"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
+    fi
+    if [ ! -f runs/train/graph/graph.yaml ] && ls checkpoints/graph.tar.part-* >/dev/null 2>&1; then
+      mkdir -p runs/train && cat checkpoints/graph.tar.part-* | tar -C runs/train -xf -
+    fi
+    resume=()
+    [ -d "$dir/checkpoints" ] && resume=(--resume)
+    fgdm train "$comp" --config "$cfg" --quiet --steps "${STEPS:?set STEPS}" "${resume[@]}"
+    cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out"/
+    [ -f runs/train/graph/graph.yaml ] && tar -C runs/train -cf - graph | split -b 15m - "$out/graph.tar.part-" ;;
+  graph)
+    fgdm train assemble-graph --graph runs/train/graph --out runs/fgdm --overwrite
+    tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)

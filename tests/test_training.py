@@ -124,16 +124,36 @@ def test_unet_prerender_is_cached(trained):
     from safetensors import safe_open
 
     with safe_open(str(cache), "pt") as f:
-        assert f.get_slice("latents").get_shape()[0] == 8  # n_scenes
+        assert f.get_slice("lat_image").get_shape()[0] == 8  # n_scenes
         assert "vae" in f.metadata()["key"]
 
 
-@pytest.mark.parametrize("name", ["tokenizer", "clip", "vae", "unet"])
+@pytest.mark.parametrize("name", ["tokenizer", "clip", "vae", "unet", "judge"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     assert cfg.component == name
+
+
+def test_shipped_factor_configs_make_one_valid_graph():
+    from pathlib import Path
+
+    from fgdm.models.factors import GraphSpec
+    from fgdm.training.factors import factor_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    specs = {}
+    for name in ("factor_seg", "factor_depth", "factor_sketch", "image_factor", "factor_normal", "factor_seg_nodistill"):
+        cfg = load_train_config(root / f"{name}.yaml")
+        spec = factor_spec(cfg)
+        if name.endswith("nodistill"):
+            assert cfg.extra["distill_weight"] == 0 and cfg.extra["graph"] != "runs/train/graph"
+            continue
+        assert cfg.extra["graph"] == "runs/train/graph"
+        specs[spec.name] = spec.to_dict()
+    g = GraphSpec.from_dict({"factors": specs})
+    assert g.first_factors() == ["seg"] and g.factors["image"].kind == "controlnet"
 
 
 def test_missing_base_components_are_clear_errors(tmp_path, capsys):

@@ -347,6 +347,16 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_factors(args: argparse.Namespace) -> int:
+    from .eval.bench_factors import bench_factors
+
+    result = bench_factors(args.model, batch=args.batch, distill_batch=args.distill_batch,
+                           distill_every=args.distill_every, steps=args.steps, n=args.n,
+                           device=_device(args.device))  # fmt: skip
+    _print_result(result, args.json)
+    return 0
+
+
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .eval.bench_generate import bench_generate
 
@@ -386,6 +396,15 @@ def cmd_train_assemble(args: argparse.Namespace) -> int:
         assemble_pipeline(tokenizer=args.tokenizer, text_encoder=args.text_encoder, vae=args.vae, unet=args.unet,
                           out=stage, fp16=not args.fp32)  # fmt: skip
     print(f"assembled a Stable Diffusion pipeline at {args.out}")
+    return 0
+
+
+def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
+    from .pipelines.factor_graph import FactorGraphPipeline
+
+    pipe = FactorGraphPipeline.from_pretrained(args.graph)
+    pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
+    print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}")
     return 0
 
 
@@ -630,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
     p.set_defaults(func=cmd_train_assemble)
+    p = tsub.add_parser("assemble-graph", help="copy a trained FG-DM graph as fp16 safetensors (e.g. for shipping)")
+    p.add_argument("--graph", required=True, help="a trained graph folder (extra.graph of the factor configs)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
+    p.set_defaults(func=cmd_train_assemble_graph)
 
     ev = sub.add_parser("eval", help="metrics and benchmark runners")
     esub = ev.add_subparsers(dest="eval_command", required=True)
@@ -707,6 +732,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
+    p = bsub.add_parser("factors", help="FG-DM costs: distillation per training step, joint vs ancestral, factor sizes")
+    p.add_argument("--model", help="a diffusers SD directory (default: the shipped MiniSD)")
+    p.add_argument("--batch", type=_int_at_least(1), default=16, help="training batch")
+    p.add_argument("--distill-batch", type=_int_at_least(1), default=8, help="sub-batch for the distillation loss")
+    p.add_argument("--distill-every", type=_int_at_least(1), default=10, help="training steps per distillation step")
+    p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps per factor")
+    p.add_argument("--n", type=_int_at_least(1), default=3, help="repetitions per measurement")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_factors)
     return ap
 
 

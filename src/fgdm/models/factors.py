@@ -195,7 +195,8 @@ class GraphSpec:
             _check_spec(spec, where)
             specs[name] = spec
         order = _topological(specs, where)
-        return cls({n: specs[n] for n in order}, str(d.get("base", "default")), d.get("base_fingerprint"),
+        fp = d.get("base_fingerprint")
+        return cls({n: specs[n] for n in order}, str(d.get("base", "default")), None if fp is None else str(fp),
                    dict(d.get("info") or {}))  # fmt: skip
 
     def to_dict(self) -> dict:

@@ -145,8 +145,13 @@ class FactorGraphPipeline:
     def save_pretrained(self, out: str | Path, *, overwrite: bool = False, fp16: bool = False) -> Path:
         """Write ``graph.yaml`` and every factor's weights (safetensors) to ``out``, atomically."""
         out = Path(out)
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise ValueError(f"out {str(out)!r} is not empty; pass overwrite=True to replace it")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"out {str(out)!r} exists and is not a folder")
+        if out.exists() and any(out.iterdir()):
+            if not (out / "graph.yaml").exists():
+                raise ValueError(f"out {str(out)!r} is not empty and holds no graph; refusing to write there")
+            if not overwrite:
+                raise ValueError(f"out {str(out)!r} already holds a graph; pass overwrite=True to replace it")
         stage = out.parent / f".{out.name}.partial"
         if stage.exists():
             shutil.rmtree(stage)

@@ -299,8 +299,9 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict) -> dict[str, torch.Tensor]:
-    """:func:`prerender`, cached in ``output_dir/prerender.safetensors`` so resumed runs skip it.
+def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict,
+                     name: str = "prerender") -> dict[str, torch.Tensor]:  # fmt: skip
+    """:func:`prerender`, cached in ``output_dir/<name>.safetensors`` so resumed runs skip it.
 
     The cache is used only if it was made from the same data settings, modalities and ``sources``
     (fingerprints of the components that encoded it).
@@ -308,7 +309,7 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
     from safetensors.torch import load_file, save_file
 
     key = json.dumps({"data": dataclasses.asdict(cfg.data), "modalities": list(modalities), **sources}, sort_keys=True)
-    path = Path(cfg.output_dir) / "prerender.safetensors"
+    path = Path(cfg.output_dir) / f"{name}.safetensors"
     if path.exists():
         from safetensors import safe_open
 

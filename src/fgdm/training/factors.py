@@ -7,10 +7,14 @@ Settings (``extra:`` in the YAML):
 - ``null_prob`` (0.2): each parent is replaced by the null condition with this probability.
 - ``caption_dropout`` (0.1), ``min_snr_gamma`` (5.0; None = plain MSE).
 - ``distill_weight`` (0.1; 0 = off): attention distillation, only for a parentless adapter factor,
-  every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch.
+  every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch;
+  ``distill_size`` (default: the largest attention resolution, as in the paper) is the common
+  map size (a smaller one makes the self-attention KL much cheaper).
 - ``graph``: a graph directory; the trained factor is added to it (created if missing). Other
   factors in it are never touched (continual learning); replacing an existing factor of the same
   name needs ``replace: true``.
+- ``sizes``: render sizes to train at (default ``[data.size]``); batches alternate between them
+  (e.g. ``[128, 64]`` so the seg factor also samples well at quarter area, as SBPC does).
 - ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
   ``cond_guidance``).
 ``base.model``: the base SD directory (default: the shipped MiniSD). ``model:``: module options
@@ -21,6 +25,7 @@ Settings (``extra:`` in the YAML):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -47,7 +52,7 @@ from .loop import train
 
 log = logging.getLogger(__name__)
 EXTRA_KEYS = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
-              "distill_every", "distill_batch", "graph", "replace", "sample"}  # fmt: skip
+              "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes"}  # fmt: skip
 
 
 def factor_spec(cfg: TrainConfig) -> FactorSpec:
@@ -71,16 +76,23 @@ def factor_spec(cfg: TrainConfig) -> FactorSpec:
     return GraphSpec.from_dict(d, where="extra").factors[var]
 
 
-def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool) -> GraphSpec | None:
-    """The graph the new factor will join, validated *before* training starts."""
+def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, source: str) -> GraphSpec | None:
+    """The graph the new factor will join, validated *before* training starts.
+
+    ``source`` (the run's output_dir) is recorded in the graph's ``info.sources``; a run may
+    replace the factor it installed itself (a resumed run), any other only with ``replace``.
+    """
     if graph_dir is None:
         return None
+    info: dict = {}
     if (graph_dir / "graph.yaml").exists():
         g = load_graph_spec(graph_dir)
         if g.base_fingerprint and g.base_fingerprint != base.fingerprint:
             raise ValueError(f"extra.graph {str(graph_dir)!r} was trained on base {g.base_fingerprint}, "
                              f"this run's base is {base.fingerprint}")  # fmt: skip
-        if spec.name in g.factors and not replace:
+        info = dict(g.info)
+        own = info.get("sources", {}).get(spec.name) == source
+        if spec.name in g.factors and not (replace or own):
             raise ValueError(f"extra.graph {str(graph_dir)!r} already has a {spec.name!r} factor; "
                              "set extra.replace: true to retrain it")  # fmt: skip
         missing = [p for p in spec.parents if p not in g.factors]
@@ -95,8 +107,9 @@ def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool) -
             raise ValueError(f"extra.graph {str(graph_dir)!r} does not exist yet; train the parents "
                              f"{list(spec.parents)} into it first")  # fmt: skip
     factors[spec.name] = spec.to_dict()
-    return GraphSpec.from_dict({"factors": factors, "base": base_reference(base.path),
-                                "base_fingerprint": base.fingerprint}, where=f"extra.graph {str(graph_dir)!r}")  # fmt: skip
+    info["sources"] = {**info.get("sources", {}), spec.name: source}
+    return GraphSpec.from_dict({"factors": factors, "base": base_reference(base.path), "base_fingerprint": base.fingerprint,
+                                "info": info}, where=f"extra.graph {str(graph_dir)!r}")  # fmt: skip
 
 
 def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -> None:
@@ -118,7 +131,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base = load_base_model(cfg.base.get("model"), device=dev, arg="base.model")
     graph_dir = Path(ex["graph"]) if ex.get("graph") else None
-    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)))
+    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(Path(cfg.output_dir).resolve()))
     module = build_factor_module(spec, base.unet, cfg.model).to(dev)
     noise = sd_noise_scheduler()
     ac = noise.alphas_cumprod.to(dev)
@@ -126,18 +139,24 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     gamma = ex.get("min_snr_gamma", 5.0)
     w_distill = float(ex.get("distill_weight", 0.1)) if spec.kind == "adapter" and not spec.parents else 0.0
     every, sub = int(ex.get("distill_every", 10)), int(ex.get("distill_batch", 8))
+    d_size = ex.get("distill_size")
     uncond = base.encode_text([""], allow_empty=True)[0]
     rank = int(os.environ.get("RANK", "0"))
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
 
     modalities = tuple(dict.fromkeys([*spec.parents, spec.name]))
-    data = cached_prerender(cfg, base.vae, lambda c: base.encode_text(c)[0], dev, modalities,
-                            {"base": base.fingerprint})  # fmt: skip
-    n = len(data["embeddings"])
+    sizes = ex.get("sizes", [cfg.data.size])
+    bad = [s for s in sizes if not isinstance(s, int) or s % base.size_factor or s < 64]
+    if bad or not sizes:
+        raise ValueError(f"extra.sizes must be render sizes >= 64 and multiples of {base.size_factor}, got {sizes!r}")
+    text_fn = lambda c: base.encode_text(c)[0]
+    datasets = [cached_prerender(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=s)), base.vae, text_fn,
+                                 dev, modalities, {"base": base.fingerprint}, name=f"prerender-{s}") for s in sizes]  # fmt: skip
 
     def batches():
-        while True:
-            idx = torch.randint(n, (cfg.batch_size,), generator=gen).to(dev)
+        for i in itertools.count():
+            data = datasets[i % len(datasets)]
+            idx = torch.randint(len(data["embeddings"]), (cfg.batch_size,), generator=gen).to(dev)
             yield {k: v[idx].float() for k, v in data.items()}
 
     select = LayerSelector()
@@ -163,7 +182,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         logs = {}
         if w_distill and step % every == 0:
             k = min(sub, b)
-            kd = distillation_loss(spec, model, base.unet, zt[:k], t[:k], emb[:k], select)
+            kd = distillation_loss(spec, model, base.unet, zt[:k], t[:k], emb[:k], select, size=d_size)
             loss = loss + w_distill * kd
             logs["distill"] = round(float(kd.detach()), 6)
         return loss, logs
@@ -174,8 +193,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
     held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
-    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, lambda c: base.encode_text(c)[0], dev,
-                                                           modalities))  # fmt: skip
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, modalities))
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
@@ -185,7 +203,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
                                 "graph": str(graph_dir) if graph_dir else None})  # fmt: skip
 
 
-def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select) -> torch.Tensor:
+def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select, size: int | None = None) -> torch.Tensor:
     """FG-DM eq. 7 on one batch: the frozen base (teacher) and the factor (student) on the same
     noisy latents; the student's maps keep their graph, so the loss trains the adapter."""
     teacher, student = AttentionStore(grad=False), AttentionStore(grad=True)
@@ -193,7 +211,7 @@ def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select) -> tor
         unet(zt, t, encoder_hidden_states=emb)
     with attention_control(unet, select, student):
         factor_forward(spec, module, unet, zt, t, emb, None)
-    return attention_distillation(teacher, student)
+    return attention_distillation(teacher, student, size=size)
 
 
 @torch.no_grad()

@@ -1,0 +1,409 @@
+"""FG-DM core on a tiny random SD base: graphs, factor modules, joint sampling, distillation,
+training into a graph (continual learning), save/load, the CLI."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fgdm.attention import AttentionStore, LayerSelector, attention_control
+from fgdm.cli import main
+from fgdm.losses import attention_distillation, resize_attention
+from fgdm.models.factors import (
+    FactorAdapter,
+    GraphSpec,
+    build_factor_module,
+    factor_forward,
+    load_graph_spec,
+    pack_parents,
+    unet_feature_targets,
+)
+from fgdm.pipelines.factor_graph import FactorGraphPipeline, condition_rgb
+from fgdm.sampling import FactorRun, ddim_schedule, sample_ddim, sample_graph, step_plan
+from fgdm.training.factors import distillation_loss
+
+GRAPH = {"factors": {"seg": {"steps": 3}, "depth": {"parents": ["seg"], "steps": 3},
+                     "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 3}}}  # fmt: skip
+
+
+def _perturb(module, scale=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+@pytest.fixture()
+def graph(tiny_model):
+    pipe = FactorGraphPipeline.new(tiny_model, GRAPH)
+    for i, m in enumerate(pipe.modules.values()):
+        _perturb(m, seed=i)
+    return pipe
+
+
+# ----------------------------------------------------------------------------- graph validation
+
+
+@pytest.mark.parametrize(
+    ("factors", "needle"),
+    [
+        ({"seg": {"parents": ["depth"]}, "depth": {"parents": ["seg"]}}, "cycle: .*seg -> depth -> seg|cycle"),
+        ({"image": {"kind": "controlnet", "parents": ["seg"]}}, r"parents \['seg'\] that are not in the graph"),
+        ({"pose": {}}, "unknown factor 'pose'"),
+        ({"seg": {"kind": "lora"}}, "kind 'lora'"),
+        ({"image": {"kind": "controlnet"}}, "controlnet with no parents"),
+        ({"seg": {"parents": ["image"]}, "image": {}}, "conditioned on the image"),
+        ({"seg": {"parents": ["seg"]}}, "itself as a parent"),
+        ({"seg": {"steps": 0}}, "steps must be a positive integer"),
+        ({"seg": {"size": 60}}, "size must be a multiple of 8"),
+        ({"seg": {"guidance": 0.5}}, "guidance must be a number >= 1"),
+        ({"seg": {"colour": 1}}, r"unknown keys \['colour'\]"),
+    ],
+)
+def test_graph_validation_errors(factors, needle):
+    with pytest.raises(ValueError, match=needle):
+        GraphSpec.from_dict({"factors": factors})
+
+
+def test_graph_is_topologically_ordered_and_round_trips(tmp_path):
+    g = GraphSpec.from_dict({"factors": {"image": {"kind": "controlnet", "parents": ["depth", "seg"]},
+                                         "depth": {"parents": ["seg"]}, "seg": {}}})  # fmt: skip
+    assert g.order == ["seg", "depth", "image"] and g.first_factors() == ["seg"]
+    (tmp_path / "g.yaml").write_text("factors: {seg: {}, normal: {parents: [seg], size: 64}}\n")
+    assert load_graph_spec(tmp_path / "g.yaml").factors["normal"].size == 64
+    (tmp_path / "bad.yaml").write_text("factors: [seg")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_graph_spec(tmp_path / "bad.yaml")
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def test_untrained_adapter_leaves_the_base_unchanged_and_features_fit(tiny_model):
+    unet = tiny_model.unet
+    spec = GraphSpec.from_dict({"factors": {"seg": {}}}).factors["seg"]
+    adapter = build_factor_module(spec, unet)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    ctx = tiny_model.encode_text(["a dog", "a cat"])[0]
+    base = unet(x, t, encoder_hidden_states=ctx).sample
+    assert torch.allclose(factor_forward(spec, adapter, unet, x, t, ctx, None), base, atol=1e-6)
+    _perturb(adapter)
+    assert not torch.allclose(factor_forward(spec, adapter, unet, x, t, ctx, None), base, atol=1e-4)
+    feats = adapter(x, t)
+    assert [f.shape[1] for f in feats] == list(unet.config.block_out_channels)
+    assert [f.shape[-1] for f in feats] == [8, 4]
+
+
+def test_feature_targets_of_an_sd_and_a_minisd_unet():
+    class C:
+        down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+        block_out_channels = (320, 640, 1280, 1280)
+
+    assert unet_feature_targets(C) == ((320, 640, 1280, 1280), (1, 2, 4, 8))
+    C.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+    assert unet_feature_targets(C)[1] == (1, 4, 4)  # a non-final plain block adds after its downsampler
+
+
+def test_time_conditioning_matters_and_can_be_turned_off():
+    a = _perturb(FactorAdapter(in_channels=4, channels=(8, 16), out_channels=(16, 32), out_strides=(1, 2)))
+    x = torch.randn(1, 4, 8, 8)
+    assert not torch.allclose(a(x, torch.tensor([10]))[0], a(x, torch.tensor([900]))[0])
+    b = _perturb(FactorAdapter(in_channels=4, channels=(8, 16), out_channels=(16, 32), out_strides=(1, 2),
+                               time_conditioned=False))  # fmt: skip
+    assert torch.equal(b(x, torch.tensor([10]))[0], b(x, torch.tensor([900]))[0])
+    with pytest.raises(ValueError, match="one entry per UNet down block"):
+        FactorAdapter(channels=(8,), out_channels=(16, 32), out_strides=(1, 2))
+
+
+def test_pack_parents_nulls_missing_parents_and_resizes():
+    like = torch.zeros(2, 4, 8, 8)
+    seg = torch.randn(2, 4, 4, 4)
+    p = pack_parents(("seg", "depth"), {"seg": seg, "depth": None}, like)
+    assert p.shape == (2, 10, 8, 8)
+    assert torch.all(p[:, 4] == 1) and torch.all(p[:, 5:] == 0)
+    assert torch.allclose(p[:, :4].mean((2, 3)), seg.mean((2, 3)), atol=1e-5)  # bilinear keeps the mean
+
+
+def test_scratch_factor_takes_its_parents_concatenated(tiny_model):
+    spec = GraphSpec.from_dict({"factors": {"seg": {}, "depth": {"kind": "scratch", "parents": ["seg"]}}}).factors["depth"]
+    net = build_factor_module(spec, tiny_model.unet)
+    assert net.config.in_channels == 4 + 5
+    x = torch.randn(1, 4, 8, 8)
+    ctx = tiny_model.encode_text(["a dog"])[0]
+    packed = pack_parents(spec.parents, {"seg": torch.randn(1, 4, 8, 8)}, x)
+    assert factor_forward(spec, net, tiny_model.unet, x, torch.tensor([5]), ctx, packed).shape == x.shape
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_step_plan_gives_every_factor_its_steps_starting_together():
+    plan = step_plan([10, 4, 1])
+    assert len(plan) == 10 and plan[0] == [0, 1, 2]
+    assert [sum(f == k for g in plan for f in g) for k in range(3)] == [10, 4, 1]
+
+
+def test_joint_sampler_with_one_factor_is_plain_ddim(tiny_model):
+    sched = ddim_schedule(tiny_model.scheduler.config, 5)
+    w = torch.randn(4, 4)
+
+    def den(x, t, parents=None):
+        return torch.einsum("ij,bjhw->bihw", w, x) * 0.1 + t.float().view(-1, 1, 1, 1) * 1e-4
+
+    x0 = torch.randn(2, 4, 8, 8)
+    want = sample_ddim(lambda x, t: den(x, t), x0.clone(), sched)
+    got = sample_graph([FactorRun("seg", (), den, x0.clone(), sched)])["seg"]
+    assert torch.equal(want, got)
+
+
+def test_joint_children_see_their_parents_current_estimate_ancestral_the_final(tiny_model):
+    sched = ddim_schedule(tiny_model.scheduler.config, 4)
+    seen = {"joint": [], "ancestral": []}
+
+    for mode in seen:
+
+        def parent(x, t, p):
+            return 0.5 * x
+
+        def child(x, t, p, mode=mode):
+            seen[mode].append(p["seg"].clone())
+            return 0.1 * x
+
+        runs = [FactorRun("seg", (), parent, torch.ones(1, 4, 2, 2), sched),
+                FactorRun("image", ("seg",), child, torch.ones(1, 4, 2, 2), sched)]  # fmt: skip
+        out = sample_graph(runs, mode=mode)
+    assert len(seen["joint"]) == len(seen["ancestral"]) == 4
+    assert all(torch.equal(s, out["seg"]) for s in seen["ancestral"])  # the finished parent
+    assert not torch.allclose(seen["joint"][0], seen["joint"][-1])  # estimates that move during sampling
+    with pytest.raises(ValueError, match="before its parents"):
+        sample_graph(runs[::-1])
+
+
+def test_subset_sampling_feeds_null_conditions(graph):
+    seen = []
+    net = graph.modules["image"]
+    hook = net.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs["controlnet_cond"].clone()),
+                                     with_kwargs=True)  # fmt: skip
+    out = graph("a dog", factors=["image"], guidance={"image": 1.0})
+    assert out.sampled == ["image"] and len(out.images) == 1 and out.maps == {}
+    assert seen and all(torch.all(c == 0) for c in seen)  # both parents null: zero latents, presence 0
+    seen.clear()
+    seg = np.zeros((32, 32), np.uint8)
+    seg[8:24, 8:24] = 16  # a dog
+    out = graph("a dog", factors=["image"], given={"seg": seg}, guidance={"image": 1.0})
+    hook.remove()
+    assert out.given == ["seg"] and "seg" in out.maps
+    assert all(torch.all(c[:, 4] == 1) and torch.all(c[:, 5:] == 0) for c in seen)  # seg given, depth null
+
+
+def test_joint_and_ancestral_differ_and_are_deterministic(graph):
+    a = graph("a dog and a cat", seed=3)
+    b = graph("a dog and a cat", seed=3)
+    c = graph("a dog and a cat", seed=3, mode="ancestral")
+    assert all(torch.equal(a.latents[k], b.latents[k]) for k in a.latents)
+    assert torch.equal(a.latents["seg"], c.latents["seg"])  # the root factor does not depend on the mode
+    assert not torch.allclose(a.latents["image"], c.latents["image"])
+    assert set(a.timings) >= {"factor_seg_s", "factor_depth_s", "factor_image_s", "total_s"}
+    assert a.labels[0].shape == (32, 32) and a.maps["seg"][0].shape == (32, 32, 3)
+    # the seg factor's noise does not depend on which other factors run
+    assert torch.equal(graph("a dog and a cat", seed=3, factors=["seg"]).latents["seg"], a.latents["seg"])
+
+
+def test_per_factor_sizes_steps_and_condition_guidance(graph):
+    out = graph("a dog", sizes={"seg": 16, "depth": 16}, steps={"seg": 2, "depth": 2, "image": 3})
+    assert out.latents["seg"].shape[-1] == 4 and out.latents["image"].shape[-1] == 8
+    graph.spec.factors["image"].cond_guidance = 2.0
+    guided = graph("a dog", factors=["seg", "image"])
+    graph.spec.factors["image"].cond_guidance = 1.0
+    plain = graph("a dog", factors=["seg", "image"])
+    assert not torch.allclose(guided.latents["image"], plain.latents["image"])
+
+
+def test_call_bad_inputs(graph):
+    for kwargs, needle in [
+        ({"factors": ["normal"]}, r"\['normal'\] not in this graph"),
+        ({"factors": ["seg"], "given": {"seg": np.zeros((32, 32), np.uint8)}}, "both sampled and given"),
+        ({"factors": []}, "factors is empty"),
+        ({"mode": "parallel"}, "mode must be"),
+        ({"sizes": {"seg": 12}}, "size of factor 'seg' must be a positive multiple of 8"),
+        ({"steps": {"seg": 0}}, "steps of factor 'seg'"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            graph("a dog", **kwargs)
+    with pytest.raises(ValueError, match="given normal must be an"):
+        condition_rgb("normal", np.zeros((8, 8)), 32)
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def test_resized_attention_rows_stay_distributions():
+    m = torch.rand(2, 16, 16).softmax(-1)
+    r = resize_attention(m, "self", 8)
+    assert r.shape == (2, 64, 64) and torch.allclose(r.sum(-1), torch.ones(2, 64), atol=1e-5)
+    c = resize_attention(torch.rand(2, 16, 7).softmax(-1), "cross", 8)
+    assert c.shape == (2, 64, 7) and torch.allclose(c.sum(-1), torch.ones(2, 64), atol=1e-5)
+
+
+def test_distillation_is_zero_for_the_teacher_and_carries_gradient_to_the_adapter(tiny_model):
+    unet = tiny_model.unet
+    spec = GraphSpec.from_dict({"factors": {"seg": {}}}).factors["seg"]
+    adapter = build_factor_module(spec, unet)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([100, 700])
+    ctx = tiny_model.encode_text(["a dog", "a cat and a bus"])[0]
+    sel = LayerSelector()
+    # an untrained (zero-output) adapter is the teacher itself
+    assert float(distillation_loss(spec, adapter, unet, x, t, ctx, sel).detach()) == pytest.approx(0.0, abs=1e-6)
+    _perturb(adapter, 0.2)
+    loss = distillation_loss(spec, adapter, unet, x, t, ctx, sel)
+    assert float(loss.detach()) > 1e-6
+    loss.backward()
+    grads = [p.grad for p in adapter.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in unet.parameters())  # the base stays frozen
+    # a detached student (the public code's bug) gives no gradient path at all
+    teacher, student = AttentionStore(), AttentionStore(grad=False)
+    with torch.no_grad(), attention_control(unet, sel, teacher):
+        unet(x, t, encoder_hidden_states=ctx)
+    with attention_control(unet, sel, student):
+        factor_forward(spec, adapter, unet, x, t, ctx, None)
+    assert not attention_distillation(teacher, student).requires_grad
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_and_bad_graph_folders(graph, tmp_path, tiny_sd_dir):
+    out = graph.save_pretrained(tmp_path / "g")
+    spec = load_graph_spec(out)
+    assert spec.base == str(tiny_sd_dir.resolve()) and spec.base_fingerprint == graph.base.fingerprint
+    again = FactorGraphPipeline.from_pretrained(out)
+    a, b = graph("a dog", seed=1), again("a dog", seed=1)
+    assert all(torch.allclose(a.latents[k], b.latents[k], atol=1e-5) for k in a.latents)
+    with pytest.raises(ValueError, match="already holds a graph"):
+        graph.save_pretrained(tmp_path / "g")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds no graph"):
+        graph.save_pretrained(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    half = graph.save_pretrained(tmp_path / "half", fp16=True)
+    assert FactorGraphPipeline.from_pretrained(half).modules["seg"].dtype == torch.float32  # loaded at the asked dtype
+    assert main(["train", "assemble-graph", "--graph", str(out), "--out", str(tmp_path / "half"), "--overwrite"]) == 0
+    # missing weights
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    shutil.rmtree(broken / "depth")
+    with pytest.raises(ValueError, match="factor 'depth': missing weights"):
+        FactorGraphPipeline.from_pretrained(broken)
+    # a pickle checkpoint is refused, never unpickled
+    shutil.copytree(out / "seg", broken / "depth")
+    (broken / "depth" / "diffusion_pytorch_model.safetensors").unlink()
+    (broken / "depth" / "diffusion_pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(ValueError, match="pickle checkpoint"):
+        FactorGraphPipeline.from_pretrained(broken)
+    # shapes that do not agree with the declared parents
+    bad = tmp_path / "shapes"
+    shutil.copytree(out, bad)
+    text = (bad / "graph.yaml").read_text().replace("parents:\n    - seg\n    size", "parents: []\n    size", 1)
+    (bad / "graph.yaml").write_text(text)
+    with pytest.raises(ValueError, match=r"factor 'depth' .*input channels"):
+        FactorGraphPipeline.from_pretrained(bad)
+    # a graph trained on another base
+    fp = tmp_path / "fp"
+    shutil.copytree(out, fp)
+    (fp / "graph.yaml").write_text((fp / "graph.yaml").read_text().replace(spec.base_fingerprint, "0" * 16))
+    with pytest.raises(ValueError, match="only work on their own base"):
+        FactorGraphPipeline.from_pretrained(fp)
+    with pytest.raises(ValueError, match="does not exist"):
+        FactorGraphPipeline.from_pretrained(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------------- training + CLI
+
+
+def _write(tmp, name, extra, component="factor", steps=2):
+    body = (f"component: {component}\noutput_dir: {tmp}/{name}\nsteps: {steps}\nbatch_size: 4\nlog_every: 1\n"
+            f"checkpoint_every: 2\nema_decay: 0.9\nbase: {{model: {tmp}/base}}\n"
+            "data: {n_scenes: 6, size: 64, holdout_n: 4, holdout_seed: 99}\noptim: {lr: 1.0e-3, warmup_steps: 1}\n"
+            f"extra: {json.dumps(extra)}\n")  # fmt: skip
+    p = tmp / f"{name}.yaml"
+    p.write_text(body)
+    return str(p)
+
+
+def _digest(folder):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+
+
+def test_training_into_a_graph_and_continual_learning(tmp_path, tiny_sd_dir, capsys):
+    import shutil
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    g = str(tmp_path / "graph")
+    seg = _write(tmp_path, "seg", {"variable": "seg", "graph": g, "distill_every": 1, "sample": {"steps": 2},
+                                   "sizes": [64, 72]})  # fmt: skip
+    assert main(["train", "factor", "--config", seg, "--quiet"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["factor"] == "seg" and metrics["distill_weight"] == 0.1 and "eval_mse_ratio" in metrics
+    rows = (tmp_path / "seg" / "loss.csv").read_text().splitlines()
+    assert rows[0].endswith("distill") and len(rows) == 3
+    assert {p.name for p in (tmp_path / "seg").glob("prerender-*")} == {"prerender-64.safetensors", "prerender-72.safetensors"}
+    img = _write(tmp_path, "img", {"parents": ["seg"], "graph": g, "sample": {"steps": 2}}, component="image-factor")
+    assert main(["train", "image-factor", "--config", img, "--quiet"]) == 0
+    # a resumed run may re-install the factor it installed itself
+    assert main(["train", "image-factor", "--config", img, "--quiet", "--resume", "--steps", "3"]) == 0
+    before = {n: _digest(tmp_path / "graph" / n) for n in ("seg", "image")}
+    # continual learning: add a normals factor; only it trains, the others are untouched
+    nrm = _write(tmp_path, "nrm", {"variable": "normal", "parents": ["seg"], "graph": g, "sample": {"steps": 2}})
+    assert main(["train", "factor", "--config", nrm, "--quiet"]) == 0
+    capsys.readouterr()
+    assert {n: _digest(tmp_path / "graph" / n) for n in ("seg", "image")} == before
+    pipe = FactorGraphPipeline.from_pretrained(g)
+    assert pipe.spec.order == ["seg", "normal", "image"]
+    out = pipe("a dog", factors=["seg", "normal"])
+    assert set(out.maps) == {"seg", "normal"}
+    # refusals: retraining an existing factor, a parent the graph lacks, the image via `factor`
+    again = _write(tmp_path, "again", {"variable": "seg", "graph": g})
+    assert main(["train", "factor", "--config", again, "--quiet"]) == 2
+    assert "already has a 'seg' factor" in capsys.readouterr().err
+    orphan = _write(tmp_path, "orphan", {"variable": "sketch", "parents": ["depth"], "graph": g})
+    assert main(["train", "factor", "--config", orphan, "--quiet"]) == 2
+    assert "no factors ['depth']" in capsys.readouterr().err
+    wrong = _write(tmp_path, "wrong", {"variable": "image"})
+    assert main(["train", "factor", "--config", wrong, "--quiet"]) == 2
+    assert "train image-factor" in capsys.readouterr().err
+    sizes = _write(tmp_path, "sizes", {"variable": "seg", "sizes": [60]})
+    assert main(["train", "factor", "--config", sizes, "--quiet"]) == 2
+    assert "extra.sizes" in capsys.readouterr().err
+    typo = _write(tmp_path, "typo", {"variable": "seg", "distil_weight": 1})
+    assert main(["train", "factor", "--config", typo, "--quiet"]) == 2
+    assert "distil_weight" in capsys.readouterr().err
+
+
+def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, capsys):
+    g = graph.save_pretrained(tmp_path / "g")
+    out = tmp_path / "run"
+    argv = ["generate", "a dog and a cat", "--factors", "seg,image", "--graph", str(g), "--n", "2", "--cond-steps",
+            "2", "--steps", "2", "-o", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["kind"] == "generate-fgdm" and rec["parameters"]["factors"] == ["seg", "image"]
+    assert rec["parameters"]["per_factor"]["seg"]["steps"] == 2 and rec["parameters"]["per_factor"]["image"]["steps"] == 2
+    assert {"image-000.png", "image-001.png", "seg-000.png", "seg-001.png"} <= set(rec["files"])
+    assert all((out / f).exists() for f in rec["files"])
+    assert all(isinstance(s["seg_objects"], list) for s in rec["samples"])
+    assert {"factor_seg_s", "factor_image_s"} <= set(rec["timings"])
+    assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--quiet"]) == 0
+    assert (tmp_path / "run2" / "depth-000.png").exists()
+    capsys.readouterr()
+    assert main(["generate", "a dog", "--factors", "seg,pose", "--graph", str(g), "-o", str(tmp_path / "x")]) == 2
+    assert "not in the graph" in capsys.readouterr().err
+    assert main(["generate", "a dog", "--mode", "joint", "-o", str(tmp_path / "y")]) == 2
+    assert "pass --factors" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
