@@ -76,6 +76,13 @@ def _non_negative(text: str) -> float:
     return v
 
 
+def _unit_interval(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1:
+        raise ValueError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
 def _print_result(result: dict, as_json: bool) -> None:
     """A result dict as JSON, or as aligned ``key value`` lines."""
     if as_json:
@@ -234,6 +241,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
+    if args.sbpc is not None:
+        return cmd_generate_sbpc(args)
+    for opt in ("keep_candidates", "early_stop"):
+        if getattr(args, opt) not in (None, False):
+            raise ValueError(f"--{opt.replace('_', '-')} is an SBPC option; pass --sbpc N too")
     if args.factors is not None:
         return cmd_generate_fgdm(args)
     for opt in ("graph", "mode", "cond_size", "cond_steps"):
@@ -344,6 +356,68 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
     print(f"wrote {len(result.seeds)} FG-DM sample(s) ({', '.join(factors)}) to {out} in {result.timings['total_s']:.2f} s")
+    return 0
+
+
+def cmd_generate_sbpc(args: argparse.Namespace) -> int:
+    """``fgdm generate PROMPT --sbpc N``: best of N low-cost seg maps by object recall, then the image."""
+    from PIL import Image
+
+    from .compliance.recall import PRESENCE_MIN_AREA
+    from .compliance.sbpc import sbpc
+    from .pipelines.factor_graph import FactorGraphPipeline
+    from .runs import check_output_dir, next_run_dir, staged_output, write_json
+    from .world.sheet import contact_sheet
+
+    if args.save_attention:
+        raise ValueError("--save-attention is not available with --sbpc")
+    if args.n != 1:
+        raise ValueError(f"--n must be 1 with --sbpc (the search returns one image), got {args.n}")
+    out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
+    device = _device(args.device)
+    pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=device)
+    factors = None
+    if args.factors is not None:
+        factors = [f for f in dict.fromkeys(args.factors) if f != "seg"]
+        bad = [f for f in factors if f not in pipe.spec.factors]
+        if bad:
+            raise ValueError(f"--factors: {bad} not in the graph; it has {list(pipe.spec.factors)}")
+    cond_steps, cond_size = args.cond_steps or 10, args.cond_size or 64
+    res = sbpc(pipe, args.prompt, n=args.sbpc, cond_steps=cond_steps, cond_size=cond_size, seed=args.seed,
+               early_stop=args.early_stop, factors=factors, image_size=args.size, image_steps=args.steps,
+               guidance=args.guidance_scale, keep_candidates=args.keep_candidates, mode=args.mode or "joint",
+               progress=not args.quiet)  # fmt: skip
+    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
+        files = []
+        if res.image is not None:
+            res.image.save(stage / "image-000.png")
+            files.append("image-000.png")
+        for name, m in res.maps.items():
+            Image.fromarray(m).save(stage / f"{name}-000.png")
+            files.append(f"{name}-000.png")
+        if args.keep_candidates:
+            caps = [f"#{c.index} recall {c.recall:.2f}" + (" (chosen)" if c.index == res.chosen else "")
+                    + (f" missing: {', '.join(c.missing)}" if c.missing else "") for c in res.candidates]  # fmt: skip
+            contact_sheet([[m] for m in res.candidate_maps], captions=caps, cell=128).save(stage / "candidates.png")
+            files.append("candidates.png")
+        write_json(stage / "record.json", {
+            "kind": "generate-sbpc", "prompt": args.prompt, "objects": res.objects, "unknown_words": res.unknown,
+            "candidates": [c.to_dict() for c in res.candidates], "chosen": res.chosen,
+            "chosen_recall": res.candidates[res.chosen].recall, "stopped_early": res.stopped_early,
+            "choice_rule": "max recall, then max area of the prompt's objects, then the earliest candidate",
+            "presence_min_area": PRESENCE_MIN_AREA, "files": files,
+            "graph": {"path": str(pipe.path), "factors": {n: s.to_dict() for n, s in pipe.spec.factors.items()}},
+            "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
+            "parameters": {"sbpc": args.sbpc, "cond_steps": cond_steps, "cond_size": cond_size, "seed": args.seed,
+                           "early_stop": args.early_stop, "mode": args.mode or "joint",
+                           "image_size": args.size or pipe.native_size(), "image_steps": args.steps,
+                           "guidance_scale": args.guidance_scale},
+            "timings": {k: round(v, 4) for k, v in res.timings.items()},
+            "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
+        })  # fmt: skip
+    best = res.candidates[res.chosen]
+    print(f"SBPC: best of {len(res.candidates)} maps has recall {best.recall:.2f} (candidate {best.index}); "
+          f"wrote {out} in {res.timings['total_s']:.2f} s")  # fmt: skip
     return 0
 
 
@@ -621,8 +695,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", help="an FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--mode", choices=("joint", "ancestral"), default=None,
                    help="FG-DM: joint (every factor steps together; default) or ancestral (conditions first)")
-    p.add_argument("--cond-size", type=_int_at_least(8), default=None, help="FG-DM: side of the condition maps")
-    p.add_argument("--cond-steps", type=_int_at_least(1), default=None, help="FG-DM: DDIM steps of the condition factors")
+    p.add_argument("--cond-size", type=_int_at_least(8), default=None,
+                   help="FG-DM: side of the condition maps (SBPC default 64)")
+    p.add_argument("--cond-steps", type=_int_at_least(1), default=None,
+                   help="FG-DM: DDIM steps of the condition factors (SBPC default 10)")
+    p.add_argument("--sbpc", type=_int_at_least(1), default=None, metavar="N",
+                   help="sampling-based prompt compliance: best of N seg maps by object recall, then the image")
+    p.add_argument("--early-stop", type=_arg_type(_unit_interval, "recall"), default=None,
+                   help="SBPC: stop drawing candidates once a map reaches this recall")
+    p.add_argument("--keep-candidates", action="store_true", help="SBPC: save every candidate map as a contact sheet")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--eta", type=_arg_type(_non_negative, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")

@@ -1,0 +1,134 @@
+"""Sampling-based prompt compliance (SBPC) with an FG-DM graph.
+
+Draw N segmentation maps cheaply (a small size, few steps, one batch), decode each to classes,
+score each by object recall against the prompt's objects, keep the best, and run the rest of the
+graph (the image factor, and any other factors) once, at full size, on the chosen map.
+
+Choice rule (documented, deterministic): the highest recall; ties go to the candidate whose
+prompt objects cover the largest total area (objects that are clearly there, not specks); then to
+the earliest candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..pipelines.factor_graph import FactorGraphPipeline
+from ..world.categories import category
+from ..world.conditions import class_areas
+from ..world.vocab import parse_prompt
+from .recall import PRESENCE_MIN_AREA, object_recall, present_categories
+
+
+@dataclass
+class Candidate:
+    index: int
+    seed: int
+    recall: float
+    present: list[str]  # prompt objects found in the map
+    missing: list[str]
+    area: float  # total area fraction of the prompt objects present
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "seed": self.seed, "recall": round(self.recall, 4), "present": self.present,
+                "missing": self.missing, "area": round(self.area, 4)}  # fmt: skip
+
+
+@dataclass
+class SBPCResult:
+    prompt: str
+    objects: list[str]  # the prompt's known objects (recall is computed against these)
+    unknown: list[str]  # words the vocabulary did not know (reported, not scored)
+    candidates: list[Candidate]
+    chosen: int  # index into candidates
+    image: Image.Image | None
+    maps: dict[str, np.ndarray]  # the final sample's condition maps (seg: the chosen map, full size)
+    labels: np.ndarray  # the chosen map's class ids at candidate size
+    candidate_maps: list[np.ndarray] = field(default_factory=list)  # palette images, when kept
+    timings: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def choose(candidates: list[Candidate]) -> int:
+    """Index of the best candidate: max recall, then max area, then the earliest."""
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    return max(range(len(candidates)), key=lambda i: (candidates[i].recall, candidates[i].area, -i))
+
+
+def score_map(labels: np.ndarray, objects: list[str], index: int, seed: int,
+              min_area: float = PRESENCE_MIN_AREA) -> Candidate:  # fmt: skip
+    present = present_categories(labels, min_area)
+    areas = {category(i).name: a for i, a in class_areas(labels, min_area).items()}
+    found = [o for o in objects if o in present]
+    return Candidate(index, seed, object_recall(objects, present), found, [o for o in objects if o not in present],
+                     float(sum(areas[o] for o in found)))  # fmt: skip
+
+
+def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int = 10, cond_size: int = 64,
+         seed: int = 0, batch_size: int | None = None, early_stop: float | None = None,
+         factors: list[str] | None = None, image_size: int | None = None, image_steps: int | None = None,
+         guidance: float | None = None, keep_candidates: bool = False, mode: str = "joint",
+         progress: bool = False) -> SBPCResult:  # fmt: skip
+    """Best-of-``n`` segmentation maps by object recall, then one full-size pass of ``factors``
+    (default: every other factor of the graph) on the chosen map.
+
+    Candidate i uses seed ``seed + i`` (its noise is the seg noise of ``fgdm generate --seed
+    seed+i``); the final pass uses the chosen candidate's seed. With ``early_stop`` candidates are
+    drawn ``batch_size`` at a time and drawing stops once the best recall reaches it.
+    """
+    # 1. check inputs
+    parsed = parse_prompt(prompt)
+    objects = list(parsed.things)
+    if not objects:
+        unknown = f" (words not in the vocabulary: {list(parsed.unknown)})" if parsed.unknown else ""
+        raise ValueError(f"prompt {prompt!r} names no known objects{unknown}; SBPC needs at least one")
+    nodes = pipe.spec.factors
+    if "seg" not in nodes:
+        raise ValueError(f"SBPC needs a seg factor; this graph has {list(nodes)}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (--sbpc) must be a positive integer, got {n!r}")
+    if early_stop is not None and not 0 < early_stop <= 1:
+        raise ValueError(f"early_stop must be in (0, 1], got {early_stop!r}")
+    factors = [f for f in nodes if f != "seg"] if factors is None else list(factors)
+    if "seg" in factors:
+        raise ValueError("factors: seg is chosen by the search; list only the factors to run on the chosen map")
+    batch = batch_size or (n if early_stop is None else max(1, math.ceil(n / 5)))
+    t0 = time.perf_counter()
+    # 2. draw candidates in batches, score each by object recall
+    cands: list[Candidate] = []
+    labels: list[np.ndarray] = []
+    keep: list[np.ndarray] = []
+    stopped = False
+    while len(cands) < n:
+        k = min(batch, n - len(cands))
+        out = pipe(prompt, factors=["seg"], num_images_per_prompt=k, seed=seed + len(cands), mode=mode,
+                   sizes={"seg": cond_size}, steps={"seg": cond_steps}, progress=progress)  # fmt: skip
+        for j, lab in enumerate(out.labels):
+            cands.append(score_map(lab, objects, len(cands), out.seeds[j]))
+            labels.append(lab)
+            if keep_candidates:
+                keep.append(out.maps["seg"][j])
+        if early_stop is not None and max(c.recall for c in cands) >= early_stop and len(cands) < n:
+            stopped = True
+            break
+    t1 = time.perf_counter()
+    # 3. keep the best, run the remaining factors once at full size on it
+    best = choose(cands)
+    image, maps = None, {}
+    if factors:
+        sizes = {f: image_size for f in factors if f == "image" and image_size}
+        steps = {f: image_steps for f in factors if f == "image" and image_steps}
+        guid = {"image": guidance} if guidance and "image" in factors else None
+        final = pipe(prompt, factors=factors, given={"seg": labels[best]}, seed=cands[best].seed, mode=mode,
+                     sizes=sizes, steps=steps, guidance=guid, progress=progress)  # fmt: skip
+        image = final.images[0] if final.images else None
+        maps = {k: v[0] for k, v in final.maps.items()}
+    t2 = time.perf_counter()
+    return SBPCResult(prompt, objects, list(parsed.unknown), cands, best, image, maps, labels[best], keep,
+                      {"candidates_s": t1 - t0, "final_s": t2 - t1, "total_s": t2 - t0}, stopped)  # fmt: skip

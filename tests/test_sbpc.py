@@ -1,0 +1,101 @@
+"""Sampling-based prompt compliance: scoring known maps, the choice rule, the search on a tiny graph, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fgdm.cli import main
+from fgdm.compliance.sbpc import Candidate, choose, sbpc, score_map
+from fgdm.pipelines.factor_graph import FactorGraphPipeline
+from fgdm.world.categories import category
+
+GRAPH = {"factors": {"seg": {"steps": 2}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 2}}}
+
+
+@pytest.fixture()
+def graph(tiny_model):
+    pipe = FactorGraphPipeline.new(tiny_model, GRAPH)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in pipe.modules.values():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return pipe
+
+
+def _map(*objects, size=64):
+    seg = np.full((size, size), category("grass").id, np.uint8)
+    for k, (name, area) in enumerate(objects):
+        side = round((area * size * size) ** 0.5)
+        seg[k * 20 : k * 20 + side, :side] = category(name).id
+    return seg
+
+
+def test_score_map_on_known_maps():
+    c = score_map(_map(("dog", 0.05), ("cat", 0.02)), ["dog", "cat", "bus"], 0, 7)
+    assert c.recall == pytest.approx(2 / 3) and c.present == ["dog", "cat"] and c.missing == ["bus"]
+    assert c.area == pytest.approx(0.07, abs=0.01) and c.seed == 7
+    speck = score_map(_map(("dog", 0.001)), ["dog"], 0, 0)  # below the presence threshold
+    assert speck.recall == 0 and speck.missing == ["dog"]
+
+
+def test_choice_rule_recall_then_area_then_earliest():
+    mk = lambda i, r, a: Candidate(i, i, r, [], [], a)
+    assert choose([mk(0, 0.5, 0.1), mk(1, 1.0, 0.01), mk(2, 0.75, 0.9)]) == 1
+    assert choose([mk(0, 1.0, 0.1), mk(1, 1.0, 0.3), mk(2, 1.0, 0.2)]) == 1
+    assert choose([mk(0, 0.5, 0.2), mk(1, 0.5, 0.2)]) == 0
+    with pytest.raises(ValueError, match="no candidates"):
+        choose([])
+
+
+def test_search_records_every_candidate_and_renders_the_argmax(graph):
+    seen = []
+    hook = graph.modules["image"].register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["controlnet_cond"].clone()), with_kwargs=True
+    )
+    res = sbpc(graph, "a dog and a cat on the grass", n=4, cond_steps=2, cond_size=16, seed=5, keep_candidates=True)
+    hook.remove()
+    assert [c.index for c in res.candidates] == [0, 1, 2, 3] and [c.seed for c in res.candidates] == [5, 6, 7, 8]
+    assert res.objects == ["dog", "cat"] and res.chosen == choose(res.candidates)
+    assert len(res.candidate_maps) == 4 and res.image is not None and res.image.size == (32, 32)
+    assert all(torch.all(c[:, 4] == 1) for c in seen)  # the image factor saw the chosen map
+    # candidate i is the seg map that `generate --seed seed+i` would sample, and scores as recorded
+    one = graph("a dog and a cat on the grass", factors=["seg"], seed=5 + res.chosen, sizes={"seg": 16},
+                steps={"seg": 2})  # fmt: skip
+    assert np.array_equal(one.labels[0], res.labels)
+    assert score_map(res.labels, res.objects, 0, 0).recall == res.candidates[res.chosen].recall
+    assert set(res.timings) == {"candidates_s", "final_s", "total_s"}
+
+
+def test_early_stop_and_bad_inputs(graph):
+    res = sbpc(graph, "a dog", n=6, cond_steps=2, cond_size=16, early_stop=1e-9, batch_size=2, factors=[])
+    best = max(c.recall for c in res.candidates)
+    if res.stopped_early:
+        assert len(res.candidates) < 6 and best > 0
+    else:
+        assert len(res.candidates) == 6
+    assert res.image is None  # factors=[]: only the search
+    with pytest.raises(ValueError, match=r"names no known objects .*dragon"):
+        sbpc(graph, "a dragon in the sky", n=2)
+    with pytest.raises(ValueError, match="early_stop"):
+        sbpc(graph, "a dog", n=2, early_stop=1.5)
+    with pytest.raises(ValueError, match="seg is chosen by the search"):
+        sbpc(graph, "a dog", n=2, factors=["seg", "image"])
+
+
+def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
+    g = graph.save_pretrained(tmp_path / "g")
+    out = tmp_path / "run"
+    assert main(["generate", "a dog and a cat", "--sbpc", "3", "--graph", str(g), "--cond-steps", "2",
+                 "--cond-size", "16", "--steps", "2", "--keep-candidates", "-o", str(out), "--quiet"]) == 0  # fmt: skip
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["kind"] == "generate-sbpc" and len(rec["candidates"]) == 3
+    assert rec["chosen_recall"] == max(c["recall"] for c in rec["candidates"])
+    assert {"image-000.png", "seg-000.png", "candidates.png"} <= set(rec["files"])
+    assert "SBPC: best of 3" in capsys.readouterr().out
+    assert main(["generate", "a dragon", "--sbpc", "3", "--graph", str(g), "-o", str(tmp_path / "x")]) == 2
+    assert "names no known objects" in capsys.readouterr().err
+    assert main(["generate", "a dog", "--keep-candidates", "-o", str(tmp_path / "y")]) == 2
+    assert "pass --sbpc" in capsys.readouterr().err
