@@ -1,0 +1,353 @@
+"""Object-level edits of condition maps, applied consistently to every map of a sample.
+
+A :class:`MapSample` holds a segmentation (class ids), an instance map (0 = no object), and
+optionally disparity (normalised inverse depth in [0, 1], near = 1) and a sketch (soft edges in
+[0, 1]); normals are derived from the disparity after edits, so they always agree with it.
+
+Objects are addressed by instance id (``3``), category name (``"dog"``: the largest instance of
+that class) or ``"dog#2"`` (the second-largest). Rules, the same for every operation:
+
+- an object moved, resized, flipped, duplicated or pasted is drawn where it is *nearer* than what
+  is there (disparity comparison), always over stuff; with no disparity map it is drawn on top;
+- the area an object leaves is filled with the background class that surrounds it (the most
+  common stuff class on a ring around it), its disparity by smooth interpolation from the ring,
+  and its sketch edges are erased;
+- pixels moved out of the frame are clipped with a warning; an edit that would leave nothing of
+  the object in the frame is an error.
+
+Every operation returns a new sample and leaves its input untouched; :class:`EditLog` records
+operations as plain dicts so that :func:`apply_edits` replays them exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..world.categories import category
+from ..world.conditions import normals_from_depth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MapSample:
+    seg: np.ndarray  # (H, W) uint8 class ids
+    instance: np.ndarray  # (H, W) int32 instance ids, 0 = no object
+    disparity: np.ndarray | None = None  # (H, W) float32 in [0, 1], near = 1
+    sketch: np.ndarray | None = None  # (H, W) float32 in [0, 1]
+
+    def __post_init__(self) -> None:
+        self.seg = np.asarray(self.seg, dtype=np.uint8)
+        self.instance = np.asarray(self.instance, dtype=np.int32)
+        for name in ("disparity", "sketch"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, np.asarray(v, dtype=np.float32))
+        shapes = {a.shape for a in (self.seg, self.instance, self.disparity, self.sketch) if a is not None}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"every map must be (H, W) and of one size, got shapes {sorted(shapes)}")
+
+    @classmethod
+    def from_labels(cls, seg: np.ndarray, disparity=None, sketch=None) -> MapSample:
+        """A sample from a (generated) segmentation map: instances are the connected components
+        of each thing class."""
+        return cls(seg, thing_instances(seg), disparity, sketch)
+
+    @classmethod
+    def from_render(cls, render) -> MapSample:
+        from ..world.conditions import normalize_depth
+
+        return cls(render.seg, render.instance.astype(np.int32), normalize_depth(render.depth), render.sketch)
+
+    @property
+    def normals(self) -> np.ndarray | None:
+        return None if self.disparity is None else normals_from_depth(self.disparity)
+
+    def objects(self) -> dict[int, tuple[str, int]]:
+        """Instance id -> (category name, pixel count)."""
+        ids, counts = np.unique(self.instance[self.instance > 0], return_counts=True)
+        out = {}
+        for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+            cls_id = int(np.bincount(self.seg[self.instance == i]).argmax())
+            out[i] = (category(cls_id).name, c)
+        return out
+
+    def copy(self) -> MapSample:
+        return copy.deepcopy(self)
+
+
+def thing_instances(seg: np.ndarray) -> np.ndarray:
+    """Connected components (4-neighbour) of every thing class, numbered from 1."""
+    seg = np.asarray(seg)
+    out = np.zeros(seg.shape, np.int32)
+    nxt = 1
+    for cid in np.unique(seg):
+        if cid == 255 or not category(int(cid)).is_thing:
+            continue
+        todo = seg == cid
+        for y, x in zip(*np.nonzero(todo), strict=True):
+            if not todo[y, x]:
+                continue
+            stack = [(y, x)]
+            todo[y, x] = False
+            while stack:
+                cy, cx = stack.pop()
+                out[cy, cx] = nxt
+                for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                    if 0 <= ny < seg.shape[0] and 0 <= nx < seg.shape[1] and todo[ny, nx]:
+                        todo[ny, nx] = False
+                        stack.append((ny, nx))
+            nxt += 1
+    return out
+
+
+_TARGET = re.compile(r"^(?P<name>[^#]+?)(?:#(?P<k>\d+))?$")
+
+
+def resolve(sample: MapSample, target: str | int) -> int:
+    """Instance id of ``target`` (an id, ``"dog"`` = the largest dog, ``"dog#2"`` = the second)."""
+    objs = sample.objects()
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
+        i = int(target)
+        if i not in objs:
+            raise ValueError(f"no object with instance id {i}; objects: {_listing(objs)}")
+        return i
+    m = _TARGET.match(str(target).strip())
+    if m is None:
+        raise ValueError(f"object {target!r} is not an instance id, a category name or name#k")
+    name = category(m["name"].strip()).name  # raises for unknown names
+    k = int(m["k"] or 1)
+    same = sorted((i for i, (n, _) in objs.items() if n == name), key=lambda i: (-objs[i][1], i))
+    if not same:
+        raise ValueError(f"no {name!r} in this sample; objects: {_listing(objs)}")
+    if not 1 <= k <= len(same):
+        raise ValueError(f"{target!r}: there are {len(same)} {name!r} object(s)")
+    return same[k - 1]
+
+
+def _listing(objs: dict) -> str:
+    return ", ".join(f"{i}={n}" for i, (n, _) in sorted(objs.items())) or "none"
+
+
+# ----------------------------------------------------------------------------- filling and drawing
+
+
+def _ring(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    grown = mask.copy()
+    for _ in range(width):
+        g = grown.copy()
+        g[1:] |= grown[:-1]
+        g[:-1] |= grown[1:]
+        g[:, 1:] |= grown[:, :-1]
+        g[:, :-1] |= grown[:, 1:]
+        grown = g
+    return grown & ~mask
+
+
+def _fill(s: MapSample, mask: np.ndarray) -> None:
+    """Fill ``mask`` (in place) with the surrounding background: stuff class, disparity, no edges."""
+    ring = _ring(mask, 2)
+    stuff = [c for c in s.seg[ring] if c != 255 and not category(int(c)).is_thing]
+    if not stuff:  # surrounded by things: take the most common stuff class anywhere
+        stuff = [c for c in s.seg.ravel() if c != 255 and not category(int(c)).is_thing] or [255]
+    s.seg[mask] = np.bincount(np.asarray(stuff, dtype=np.int64)).argmax()
+    s.instance[mask] = 0
+    if s.disparity is not None:
+        d = s.disparity.copy()
+        known = ~mask
+        fill = d[ring & ~mask].mean() if (ring & ~mask).any() else d[known].mean()
+        d[mask] = fill
+        for _ in range(64):  # smooth harmonic-style fill from the border
+            p = np.pad(d, 1, mode="edge")
+            avg = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4
+            d[mask] = avg[mask]
+        s.disparity = d
+    if s.sketch is not None:
+        s.sketch[mask | _ring(mask, 1)] = 0.0
+
+
+def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str) -> int:
+    """Draw an object layer (from :func:`_cut`) at offset (dx, dy); returns its new instance id."""
+    h, w = s.seg.shape
+    ys, xs = np.nonzero(layer["mask"])
+    ny, nx = ys + dy, xs + dx
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    if not inside.any():
+        raise ValueError(f"{what} would leave the object entirely out of the frame")
+    if not inside.all():
+        log.warning("%s: %d of %d object pixels fall outside the frame and are clipped", what, int((~inside).sum()),
+                    len(ys))  # fmt: skip
+    ys, xs, ny, nx = ys[inside], xs[inside], ny[inside], nx[inside]
+    over_thing = s.instance[ny, nx] > 0
+    visible = np.ones(len(ys), bool)
+    if s.disparity is not None and layer["disparity"] is not None:
+        visible = ~over_thing | (layer["disparity"][ys, xs] >= s.disparity[ny, nx])
+    new_id = int(s.instance.max()) + 1
+    ys, xs, ny, nx = ys[visible], xs[visible], ny[visible], nx[visible]
+    s.seg[ny, nx] = layer["seg"][ys, xs]
+    s.instance[ny, nx] = new_id
+    if s.disparity is not None and layer["disparity"] is not None:
+        s.disparity[ny, nx] = layer["disparity"][ys, xs]
+    if s.sketch is not None and layer["sketch"] is not None:
+        s.sketch[ny, nx] = layer["sketch"][ys, xs]
+    return new_id
+
+
+def _cut(s: MapSample, inst: int) -> dict:
+    mask = s.instance == inst
+    return {"mask": mask, "seg": s.seg.copy(), "disparity": None if s.disparity is None else s.disparity.copy(),
+            "sketch": None if s.sketch is None else s.sketch.copy()}  # fmt: skip
+
+
+def _transform(layer: dict, fn) -> dict:
+    """Apply a geometric transform to every array of a layer (nearest for labels and mask)."""
+    out = {"mask": fn(layer["mask"].astype(np.uint8), Image.NEAREST) > 0, "seg": fn(layer["seg"], Image.NEAREST)}
+    for k in ("disparity", "sketch"):
+        out[k] = None if layer[k] is None else fn(layer[k], Image.BILINEAR)
+    return out
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def move(s: MapSample, target, dx: int, dy: int) -> MapSample:
+    out = s.copy()
+    inst = resolve(out, target)
+    layer = _cut(out, inst)
+    _fill(out, layer["mask"])
+    _place(out, layer, int(dx), int(dy), f"move {target}")
+    return out
+
+
+def duplicate(s: MapSample, target, dx: int, dy: int) -> MapSample:
+    out = s.copy()
+    _place(out, _cut(out, resolve(out, target)), int(dx), int(dy), f"duplicate {target}")
+    return out
+
+
+def paste(s: MapSample, source: MapSample, target, dx: int = 0, dy: int = 0) -> MapSample:
+    """Copy object ``target`` of ``source`` into ``s`` (same size), offset by (dx, dy)."""
+    if source.seg.shape != s.seg.shape:
+        raise ValueError(f"paste: source maps are {source.seg.shape}, this sample's {s.seg.shape}")
+    out = s.copy()
+    layer = _cut(source, resolve(source, target))
+    if out.disparity is None:
+        layer["disparity"] = None
+    if out.sketch is None:
+        layer["sketch"] = None
+    _place(out, layer, int(dx), int(dy), f"paste {target}")
+    return out
+
+
+def _bbox_centre(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    return (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+
+
+def resize(s: MapSample, target, scale: float) -> MapSample:
+    """Scale an object about the centre of its box (labels nearest, disparity/sketch bilinear)."""
+    if not 0.05 <= float(scale) <= 20:
+        raise ValueError(f"resize scale must be in [0.05, 20], got {scale!r}")
+    out = s.copy()
+    inst = resolve(out, target)
+    layer = _cut(out, inst)
+    cx, cy = _bbox_centre(layer["mask"])
+    h, w = out.seg.shape
+    inv = 1 / float(scale)
+    coeffs = (inv, 0, cx - inv * cx, 0, inv, cy - inv * cy)  # output -> input pixel mapping
+
+    def fn(a, resample):
+        mode = "F" if a.dtype.kind == "f" else "L"
+        return np.asarray(Image.fromarray(a.astype(np.float32 if mode == "F" else np.uint8), mode)
+                          .transform((w, h), Image.AFFINE, coeffs, resample=resample))  # fmt: skip
+
+    _fill(out, layer["mask"])
+    _place(out, _transform(layer, fn), 0, 0, f"resize {target}")
+    return out
+
+
+def flip(s: MapSample, target) -> MapSample:
+    """Mirror an object left-right within its own box."""
+    out = s.copy()
+    layer = _cut(out, resolve(out, target))
+    _ys, xs = np.nonzero(layer["mask"])
+    x0, x1 = xs.min(), xs.max()
+
+    def fn(a, resample):
+        b = a.copy()
+        b[:, x0 : x1 + 1] = a[:, x0 : x1 + 1][:, ::-1]
+        return b
+
+    _fill(out, layer["mask"])
+    _place(out, _transform(layer, fn), 0, 0, f"flip {target}")
+    return out
+
+
+def delete(s: MapSample, target) -> MapSample:
+    out = s.copy()
+    _fill(out, out.instance == resolve(out, target))
+    return out
+
+
+def change_class(s: MapSample, target, new: str) -> MapSample:
+    """Relabel an object as another thing class (shape, depth and edges kept)."""
+    c = category(new)
+    if not c.is_thing:
+        raise ValueError(f"change_class: {new!r} is a stuff class; objects can only become things")
+    out = s.copy()
+    out.seg[out.instance == resolve(out, target)] = c.id
+    return out
+
+
+def scribble_text(s: MapSample, text: str, x: int | None = None, y: int | None = None, size: int | None = None) -> MapSample:
+    """Write ``text`` onto the sketch map (white strokes; default: centred, 1/6 of the height)."""
+    if s.sketch is None:
+        raise ValueError("this sample has no sketch map to write on")
+    if not text.strip():
+        raise ValueError("text is empty")
+    out = s.copy()
+    h, w = out.sketch.shape
+    font = ImageFont.load_default(size=size or max(8, h // 6))
+    img = Image.new("L", (w, h), 0)  # the strokes alone; the rest of the sketch stays bit-exact
+    draw = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    px = (w - (x1 - x0)) // 2 if x is None else int(x)
+    py = (h - (y1 - y0)) // 2 if y is None else int(y)
+    draw.text((px - x0, py - y0), text, fill=255, font=font)
+    out.sketch = np.maximum(out.sketch, np.asarray(img, dtype=np.float32) / 255.0)
+    return out
+
+
+OPS = {"move": move, "duplicate": duplicate, "resize": resize, "flip": flip, "delete": delete,
+       "change_class": change_class, "text": scribble_text}  # fmt: skip
+
+
+@dataclass
+class EditLog:
+    """The edits made to a sample, as replayable dicts (``{"op": "move", "target": "dog", ...}``)."""
+
+    edits: list[dict] = field(default_factory=list)
+
+    def apply(self, s: MapSample, op: str, **kw) -> MapSample:
+        if op not in OPS:
+            raise ValueError(f"unknown edit {op!r}; edits are {sorted(OPS)}")
+        out = OPS[op](s, **kw)
+        self.edits.append({"op": op, **kw})
+        return out
+
+
+def apply_edits(s: MapSample, edits: list[dict]) -> MapSample:
+    """Replay a list of edits (e.g. from a run's record)."""
+    for e in edits:
+        e = dict(e)
+        op = e.pop("op", None)
+        if op not in OPS:
+            raise ValueError(f"unknown edit {op!r}; edits are {sorted(OPS)}")
+        s = OPS[op](s, **e)
+    return s

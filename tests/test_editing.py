@@ -1,0 +1,159 @@
+"""Object-level edits on rendered samples: expected pixels move, depth and sketch follow, nothing else changes."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from fgdm.editing import (
+    EditLog,
+    MapSample,
+    apply_edits,
+    change_class,
+    delete,
+    duplicate,
+    flip,
+    move,
+    paste,
+    resize,
+    resolve,
+    scribble_text,
+    thing_instances,
+)
+from fgdm.world.categories import category
+from fgdm.world.dataset import make_sample
+from fgdm.world.scene import WorldConfig
+
+
+def _sample(index=0, n=2):
+    cfg = WorldConfig.from_dict({**WorldConfig().to_dict(), "min_objects": n, "max_objects": n})
+    return MapSample.from_render(make_sample(index, seed=3, size=128, config=cfg).render)
+
+
+@pytest.fixture()
+def s():
+    return _sample()
+
+
+def _largest(s):
+    objs = s.objects()
+    return max(objs, key=lambda i: objs[i][1])
+
+
+def test_move_shifts_the_object_with_its_depth_and_edges_and_nothing_else(s):
+    inst = _largest(s)
+    name = s.objects()[inst][0]
+    before = s.copy()
+    out = move(s, inst, 6, 3)
+    assert np.array_equal(s.seg, before.seg)  # the input is untouched
+    new = out.instance.max()
+    ys, xs = np.nonzero(out.instance == new)
+    assert len(ys) > 0 and np.all(out.seg[ys, xs] == category(name).id)
+    assert np.allclose(out.disparity[ys, xs], s.disparity[ys - 3, xs - 6])  # depth follows
+    assert np.allclose(out.sketch[ys, xs], s.sketch[ys - 3, xs - 6])  # sketch follows
+    others = (s.instance > 0) & (s.instance != inst)
+    keep = others & (out.instance != new)
+    assert np.array_equal(out.seg[keep], s.seg[keep])  # other objects unchanged where not covered
+    left = (s.instance == inst) & (out.instance != new)
+    assert all(not category(int(c)).is_thing for c in out.seg[left])  # the vacated area is background
+
+
+def test_delete_fills_with_the_surrounding_stuff_and_smooth_depth(s):
+    inst = _largest(s)
+    mask = s.instance == inst
+    out = delete(s, inst)
+    assert inst not in out.objects() and not (out.instance == inst).any()
+    assert all(not category(int(c)).is_thing for c in out.seg[mask])
+    assert np.array_equal(out.seg[~mask], s.seg[~mask]) and np.array_equal(out.instance[~mask], s.instance[~mask])
+    ring_vals = s.disparity[~mask]
+    assert out.disparity[mask].min() >= ring_vals.min() - 1e-6 and out.disparity[mask].max() <= ring_vals.max() + 1e-6
+    assert out.sketch[mask].max() == 0
+    assert np.allclose(out.normals[~mask][:10], out.normals[~mask][:10])  # normals are derived, always available
+
+
+def test_flip_mirrors_within_the_box(s):
+    inst = _largest(s)
+    out = flip(s, inst)
+    src = s.instance == inst
+    _ys, xs = np.nonzero(src)
+    x0, x1 = xs.min(), xs.max()
+    mirrored = np.zeros_like(src)
+    mirrored[:, x0 : x1 + 1] = src[:, x0 : x1 + 1][:, ::-1]
+    new = out.instance == out.instance.max()
+    assert np.array_equal(new, mirrored & new) and new.sum() >= 0.8 * mirrored.sum()
+
+
+def test_resize_scales_the_area_about_the_centre(s):
+    inst = _largest(s)
+    area = (s.instance == inst).sum()
+    big = resize(s, inst, 1.5)
+    grown = (big.instance == big.instance.max()).sum()
+    assert 1.6 * area < grown < 2.6 * area
+    small = resize(s, inst, 0.5)
+    assert (small.instance == small.instance.max()).sum() < 0.4 * area
+    with pytest.raises(ValueError, match="scale"):
+        resize(s, inst, 0)
+
+
+def test_duplicate_paste_change_class_and_text(s):
+    inst = _largest(s)
+    name = s.objects()[inst][0]
+    dup = duplicate(s, name, -10, 0)
+    assert len(dup.objects()) == len(s.objects()) + 1
+    other = _sample(5)
+    pasted = paste(s, other, _largest(other), 0, 0)
+    assert other.objects()[_largest(other)][0] in {n for n, _ in pasted.objects().values()}
+    cat = change_class(s, inst, "cat")
+    assert np.all(cat.seg[s.instance == inst] == category("cat").id)
+    assert np.array_equal(cat.instance, s.instance) and np.array_equal(cat.disparity, s.disparity)
+    with pytest.raises(ValueError, match="stuff class"):
+        change_class(s, inst, "grass")
+    txt = scribble_text(s, "HELLO")
+    changed = txt.sketch != s.sketch
+    assert changed.sum() > 20 and np.array_equal(txt.seg, s.seg)
+    ys, _xs = np.nonzero(changed)
+    assert ys.max() - ys.min() < 64  # written in a band, not all over the map
+
+
+def test_targets_and_errors(s, caplog):
+    objs = s.objects()
+    inst = _largest(s)
+    assert resolve(s, objs[inst][0]) == inst and resolve(s, str(inst)) == inst
+    with pytest.raises(ValueError, match="no object with instance id 99"):
+        move(s, 99, 1, 1)
+    with pytest.raises(ValueError, match="unknown category 'dragon'"):
+        delete(s, "dragon")
+    absent = next(c.name for c in map(category, range(80)) if c.name not in {n for n, _ in objs.values()})
+    with pytest.raises(ValueError, match=f"no '{absent}' in this sample"):
+        flip(s, absent)
+    with pytest.raises(ValueError, match="entirely out of the frame"):
+        move(s, inst, 500, 0)
+    xs = np.nonzero(s.instance == inst)[1]
+    with caplog.at_level(logging.WARNING):
+        move(s, inst, 128 - (xs.min() + xs.max()) // 2, 0)  # the centre onto the right border
+    assert "clipped" in caplog.text
+
+
+def test_edit_log_replays_exactly(s):
+    log = EditLog()
+    inst = _largest(s)
+    out = log.apply(s, "move", target=inst, dx=4, dy=-2)
+    out = log.apply(out, "flip", target=int(out.instance.max()))
+    out = log.apply(out, "text", text="HI")
+    again = apply_edits(s, log.edits)
+    assert np.array_equal(out.seg, again.seg) and np.array_equal(out.sketch, again.sketch)
+    assert log.edits[0] == {"op": "move", "target": inst, "dx": 4, "dy": -2}
+    with pytest.raises(ValueError, match="unknown edit 'rotate'"):
+        apply_edits(s, [{"op": "rotate"}])
+
+
+def test_instances_of_a_generated_map_are_connected_components():
+    seg = np.full((16, 16), category("grass").id, np.uint8)
+    seg[1:4, 1:4] = seg[10:14, 10:14] = category("dog").id
+    seg[1:4, 10:12] = category("cat").id
+    inst = thing_instances(seg)
+    assert len(np.unique(inst[inst > 0])) == 3 and inst[0, 0] == 0
+    s = MapSample.from_labels(seg)
+    assert resolve(s, "dog#2") != resolve(s, "dog") and s.objects()[resolve(s, "dog")][1] == 16
+    with pytest.raises(ValueError, match="there are 2 'dog'"):
+        resolve(s, "dog#3")
