@@ -157,3 +157,65 @@ def test_instances_of_a_generated_map_are_connected_components():
     assert resolve(s, "dog#2") != resolve(s, "dog") and s.objects()[resolve(s, "dog")][1] == 16
     with pytest.raises(ValueError, match="there are 2 'dog'"):
         resolve(s, "dog#3")
+
+
+# ----------------------------------------------------------------------------- fgdm edit
+
+
+@pytest.fixture()
+def fgdm_run(tiny_model, tmp_path):
+    import torch
+
+    from fgdm.cli import main
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
+                        "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
+    pipe = FactorGraphPipeline.new(tiny_model, spec)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in pipe.modules.values():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    graph = pipe.save_pretrained(tmp_path / "graph")
+    run = tmp_path / "run"
+    assert main(["generate", "a dog and a cat", "--factors", "seg,depth,image", "--graph", str(graph), "-o", str(run),
+                 "--quiet"]) == 0  # fmt: skip
+    return run
+
+
+def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
+    import json
+
+    from fgdm.cli import main
+    from fgdm.editing import sample_from_run
+
+    s, _ = sample_from_run(fgdm_run)
+    name = s.objects()[_largest(s)][0]
+    out = tmp_path / "edit"
+    assert main(["edit", str(fgdm_run), "--move", f"{name}:+3,-2", "--flip", name, "--change-class", f"{name}:cat",
+                 "-o", str(out), "--quiet"]) == 0  # fmt: skip
+    rec = json.loads((out / "record.json").read_text())
+    assert [e["op"] for e in rec["edits"]] == ["move", "flip", "change_class"]  # in the order given
+    assert rec["edits"][0] == {"op": "move", "target": name, "dx": 3, "dy": -2} and rec["seed"] == 0
+    assert {"image-000.png", "seg-000.png", "depth-000.png", "before_after.png"} <= set(rec["files"])
+    assert rec["parameters"]["given"] == ["depth", "seg"]
+    again = tmp_path / "again"
+    assert main(["edit", str(fgdm_run), "--edits-from", str(out / "record.json"), "-o", str(again), "--quiet"]) == 0
+    for f in ("image-000.png", "seg-000.png", "depth-000.png"):
+        assert (out / f).read_bytes() == (again / f).read_bytes()
+    capsys.readouterr()
+    for argv, needle in [
+        (["--delete", "giraffe"], "no 'giraffe' in this sample"),
+        (["--move", "dog"], "expected OBJECT:dx,dy"),
+        (["--resize", f"{name}:big"], "expected OBJECT:SCALE"),
+        ([], "no edits given"),
+        (["--text", "HELLO"], "no sketch map"),
+    ]:
+        assert main(["edit", str(fgdm_run), *argv, "-o", str(tmp_path / "bad")]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "record.json").write_text('{"kind": "generate"}')
+    assert main(["edit", str(tmp_path / "plain"), "--flip", "dog"]) == 2
+    assert "needs an FG-DM run" in capsys.readouterr().err

@@ -171,3 +171,15 @@ def test_tokenizer_is_never_overwritten(trained, capsys):
     assert main(["train", "tokenizer", "--config", cfg, "--quiet"]) == 2
     assert "already holds" in capsys.readouterr().err
     assert (trained["tokenizer"] / "vocab.json").read_text() == before
+
+
+def test_tokenizer_training_is_deterministic_across_processes():
+    """The same captions give the same tokenizer in any process (the `tokenizers` trainer did not)."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json; from fgdm.models.tiny import _captions; from fgdm.models.tokenizer import train_bpe; "
+            "v, m = train_bpe(_captions(60), vocab_size=700); "
+            "print(hashlib.sha256((json.dumps(v, sort_keys=True) + '|'.join(m)).encode()).hexdigest())")  # fmt: skip
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    assert len(runs) == 1

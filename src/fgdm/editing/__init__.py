@@ -13,9 +13,11 @@ from .maps import (
     paste,
     resize,
     resolve,
+    sample_conditions,
+    sample_from_run,
     scribble_text,
     thing_instances,
 )
 
 __all__ = ["OPS", "EditLog", "MapSample", "apply_edits", "change_class", "delete", "duplicate", "flip", "move",
-           "paste", "resize", "resolve", "scribble_text", "thing_instances"]  # fmt: skip
+           "paste", "resize", "resolve", "sample_conditions", "sample_from_run", "scribble_text", "thing_instances"]  # fmt: skip

@@ -131,8 +131,15 @@ def resolve(sample: MapSample, target: str | int) -> int:
     return same[k - 1]
 
 
-def _listing(objs: dict) -> str:
-    return ", ".join(f"{i}={n}" for i, (n, _) in sorted(objs.items())) or "none"
+def _listing(objs: dict, limit: int = 12) -> str:
+    """"dog (ids 3, 7), cat (id 5), ..." — at most ``limit`` categories, largest objects first."""
+    by: dict[str, list[int]] = {}
+    for i, (n, _) in sorted(objs.items(), key=lambda kv: -kv[1][1]):
+        by.setdefault(n, []).append(i)
+    parts = [f"{n} (id{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
+             for n, ids in list(by.items())[:limit]]  # fmt: skip
+    more = f", and {len(by) - limit} more categories" if len(by) > limit else ""
+    return ", ".join(parts) + more if parts else "none"
 
 
 # ----------------------------------------------------------------------------- filling and drawing
@@ -343,11 +350,69 @@ class EditLog:
 
 
 def apply_edits(s: MapSample, edits: list[dict]) -> MapSample:
-    """Replay a list of edits (e.g. from a run's record)."""
+    """Replay a list of edits (e.g. from a run's record). A ``paste`` edit names its source as
+    ``source_run`` (an FG-DM run folder) and ``source_sample``."""
     for e in edits:
         e = dict(e)
         op = e.pop("op", None)
+        if op == "paste":
+            source = sample_from_run(e.pop("source_run"), int(e.pop("source_sample", 0)))[0]
+            s = paste(s, source, **e)
+            continue
         if op not in OPS:
-            raise ValueError(f"unknown edit {op!r}; edits are {sorted(OPS)}")
-        s = OPS[op](s, **e)
+            raise ValueError(f"unknown edit {op!r}; edits are {sorted([*OPS, 'paste'])}")
+        try:
+            s = OPS[op](s, **e)
+        except TypeError as err:  # wrong or missing arguments in a hand-written edit list
+            raise ValueError(f"edit {op!r}: {err}") from None
     return s
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def sample_from_run(run_dir, index: int = 0) -> tuple[MapSample, dict]:
+    """The condition maps of sample ``index`` of an FG-DM run folder (``fgdm generate --factors``
+    or ``--sbpc``), and the run's record. The seg map is required; depth and sketch are used if
+    the run has them (normals are always re-derived from depth)."""
+    import json
+    from pathlib import Path
+
+    from ..world.conditions import decode_depth, decode_segmentation, decode_sketch
+
+    root = Path(run_dir)
+    try:
+        rec = json.loads((root / "record.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"run {str(run_dir)!r} has no readable record.json ({e})") from None
+    if rec.get("kind") not in ("generate-fgdm", "generate-sbpc", "edit"):
+        raise ValueError(f"run {str(run_dir)!r} is a {rec.get('kind')!r} run; edit needs an FG-DM run (generate --factors/--sbpc)")
+    n = len(rec.get("seeds", [0])) if rec.get("kind") == "generate-fgdm" else 1
+    if not 0 <= index < n:
+        raise ValueError(f"sample must be in 0..{n - 1} for run {str(run_dir)!r}, got {index}")
+
+    def load(name):
+        f = root / f"{name}-{index:03d}.png"
+        return np.asarray(Image.open(f).convert("RGB")) if f.exists() else None
+
+    seg = load("seg")
+    if seg is None:
+        raise ValueError(f"run {str(run_dir)!r} has no seg map for sample {index}; edits need one (sample seg with --factors)")
+    depth, sketch = load("depth"), load("sketch")
+    s = MapSample.from_labels(decode_segmentation(seg, tolerance=2, min_area=0.0),
+                              None if depth is None else decode_depth(depth),
+                              None if sketch is None else decode_sketch(sketch))  # fmt: skip
+    return s, rec
+
+
+def sample_conditions(s: MapSample) -> dict[str, np.ndarray]:
+    """The sample's maps in the form the FG-DM pipeline takes as ``given`` conditions."""
+    from ..world.conditions import encode_normals
+
+    out: dict[str, np.ndarray] = {"seg": s.seg}
+    if s.disparity is not None:
+        out["depth"] = s.disparity
+        out["normal"] = encode_normals(s.normals)
+    if s.sketch is not None:
+        out["sketch"] = s.sketch
+    return out

@@ -7,24 +7,20 @@ the saved ``vocab.json`` + ``merges.txt`` load with ``CLIPTokenizer.from_pretrai
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 _SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int = 2048) -> tuple[dict[str, int], list[str]]:
-    """Train CLIP-style BPE on ``texts``; returns (vocab, merges).
-
-    Every byte-level symbol is in the vocabulary both inside and at the end of a word, so no
-    input ever maps to the unknown token.
-    """
-    if vocab_size < 600:
-        raise ValueError(f"vocab_size must be >= 600 (256 byte symbols twice, specials, merges), got {vocab_size}")
+def _pretokenizer() -> Tokenizer:
+    """CLIP's normaliser and pre-tokeniser (the ``tokenizers`` implementation; deterministic)."""
     tok = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>", continuing_subword_prefix=""))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
@@ -35,22 +31,53 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048) -> tuple[dict[str, i
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 256,  # room for the word-final symbols added below
-        special_tokens=[BOS, EOS],
-        initial_alphabet=alphabet,
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    data = json.loads(tok.to_str())["model"]
-    vocab: dict[str, int] = dict(sorted(data["vocab"].items(), key=lambda kv: kv[1]))
-    for ch in sorted(alphabet):
-        for sym in (ch, ch + "</w>"):
-            if sym not in vocab:
-                vocab[sym] = len(vocab)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in data["merges"]]
+    return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int = 2048) -> tuple[dict[str, int], list[str]]:
+    """Train CLIP-style BPE on ``texts``; returns (vocab, merges).
+
+    The merges are learnt here, deterministically (the most frequent adjacent pair first, ties to
+    the lexicographically smallest pair), so the same captions always give the same tokenizer —
+    the ``tokenizers`` trainer breaks ties by hash order, which differs between processes. Every
+    byte-level symbol is in the vocabulary both inside and at the end of a word, so no input ever
+    maps to the unknown token.
+    """
+    if vocab_size < 600:
+        raise ValueError(f"vocab_size must be >= 600 (256 byte symbols twice, specials, merges), got {vocab_size}")
+    tok = _pretokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        norm = tok.normalizer.normalize_str(text)
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(norm))
+    words = {tuple([*w[:-1], w[-1] + "</w>"]): c for w, c in counts.items() if w}
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {BOS: 0, EOS: 1}
+    for sym in [*alphabet, *(a + "</w>" for a in alphabet)]:
+        vocab.setdefault(sym, len(vocab))
+    merges: list[str] = []
+    while len(vocab) < vocab_size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for w, c in words.items():
+            for pair in itertools.pairwise(w):
+                pairs[pair] += c
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], p))
+        merged: dict[tuple[str, ...], int] = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + c
+        words = merged
+        merges.append(f"{a} {b}")
+        vocab.setdefault(a + b, len(vocab))
     return vocab, merges
 
 

@@ -238,6 +238,41 @@ class FactorGraphPipeline:
 
         return denoise
 
+    # ------------------------------------------------------------------ inversion
+
+    def encode_value(self, name: str, value, size: int) -> torch.Tensor:
+        """A condition map (see :func:`condition_rgb`) or an image (PIL or (H, W, 3) uint8) as a latent."""
+        if name == "image":
+            a = np.asarray(value.convert("RGB") if isinstance(value, Image.Image) else value)
+            if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+                raise ValueError(f"image must be RGB (H, W, 3) uint8, got shape {a.shape} {a.dtype}")
+            return self.encode_maps([resize_image(a, size)])
+        return self.encode_maps([condition_rgb(name, value, size)])
+
+    @torch.no_grad()
+    def invert(self, name: str, value, prompt: str, *, given: dict | None = None, size: int | None = None,
+               steps: int | None = None, guidance: float = 1.0) -> torch.Tensor:  # fmt: skip
+        """DDIM-invert a map or image through its factor: the x_T that regenerates it.
+
+        ``given`` supplies the factor's parents (absent ones are null). Guidance 1 (no CFG)
+        inverts most faithfully. Pass the result as ``init_latents={name: x_T}``.
+        """
+        from ..sampling import invert_ddim
+
+        nodes = self.spec.factors
+        if name not in nodes:
+            raise ValueError(f"factor {name!r} is not in this graph; its factors are {list(nodes)}")
+        spec = nodes[name]
+        size = size or spec.size or self.native_size()
+        self._check([name], {}, {name: size}, {name: steps or spec.steps}, "joint", 1)
+        z = self.encode_value(name, value, size)
+        cond, _ = self.base.encode_text([prompt])
+        uncond = self.base.encode_text([""], allow_empty=True)[0]
+        sched = ddim_schedule(self.base.scheduler.config, steps or spec.steps)
+        den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0)
+        parents = {p: self.encode_value(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
+        return invert_ddim(lambda x, t: den(x, t, parents), z, sched)
+
     # ------------------------------------------------------------------ sampling
 
     @torch.no_grad()
@@ -245,6 +280,7 @@ class FactorGraphPipeline:
                  num_images_per_prompt: int = 1, seed: int = 0, mode: str = "joint",
                  sizes: dict[str, int] | None = None, steps: dict[str, int] | None = None,
                  guidance: dict[str, float] | None = None, negative_prompt: str = "", eta: float = 0.0,
+                 init_latents: dict[str, torch.Tensor] | None = None,
                  progress: bool = False) -> FactorGraphOutput:  # fmt: skip
         """Sample ``factors`` (default: the whole graph) for one prompt.
 
@@ -252,7 +288,8 @@ class FactorGraphPipeline:
         neither sampled nor given are the null condition. ``sizes``/``steps``/``guidance`` override
         the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,
         conditioned on its parents' current estimates) or "ancestral" (each factor finishes
-        before its children start).
+        before its children start). ``init_latents[name]``: the starting noise x_T of a factor
+        (e.g. from :meth:`invert`) instead of the seeded noise.
         """
         m, nodes = self.base, self.spec.factors
         given = dict(given or {})
@@ -285,8 +322,13 @@ class FactorGraphPipeline:
                 continue
             s, spec = size[name], nodes[name]
             lat = s // m.vae_scale_factor
-            x = torch.stack([torch.randn(4, lat, lat, generator=torch.Generator().manual_seed(sd * 16 + VARIABLES.index(name)))
-                             for sd in seeds]).to(m.device, m.unet.dtype)  # fmt: skip
+            if name in (init_latents or {}):
+                x = init_latents[name].to(m.device, m.unet.dtype).expand(n, -1, -1, -1).clone()
+                if x.shape[-2:] != (lat, lat):
+                    raise ValueError(f"init_latents[{name!r}] is {tuple(x.shape[-2:])}, factor size {s} needs {(lat, lat)}")
+            else:
+                x = torch.stack([torch.randn(4, lat, lat, generator=torch.Generator().manual_seed(sd * 16 + VARIABLES.index(name)))
+                                 for sd in seeds]).to(m.device, m.unet.dtype)  # fmt: skip
             sched = ddim_schedule(m.scheduler.config, steps.get(name, spec.steps))
             den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance.get(name, spec.guidance)),
                                  float(spec.cond_guidance))  # fmt: skip

@@ -94,3 +94,23 @@ def sample_ddim(denoise: Denoiser, x: torch.Tensor, schedule: DDIMSchedule, *, e
         if callback is not None:
             callback(i, x, x0)
     return x
+
+
+def invert_ddim(denoise: Denoiser, x: torch.Tensor, schedule: DDIMSchedule,
+                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:  # fmt: skip
+    """DDIM inversion: run the deterministic sampler backwards, from a clean latent to x_T.
+
+    The noise at each level is predicted at the next (noisier) timestep from the current latent
+    (the usual approximation); :func:`sample_ddim` with the same schedule and denoiser then
+    reconstructs ``x`` up to that approximation's error.
+    """
+    a_prev = schedule.alphas_prev[-1].to(x)  # the clean end of the schedule
+    for i in range(len(schedule.timesteps) - 1, -1, -1):
+        t, a_t = schedule.timesteps[i], schedule.alphas[i].to(x)
+        eps = denoise(x, t.expand(x.shape[0]).to(x.device))
+        x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+        x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+        a_prev = a_t
+        if callback is not None:
+            callback(i, x)
+    return x
