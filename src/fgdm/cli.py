@@ -239,6 +239,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines.text2image import Text2ImagePipeline, attention_grid
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
 
+    if args.export_dataset is not None or args.prompts is not None:
+        return cmd_generate_dataset(args)
+    if args.prompt is None:
+        raise ValueError("give a prompt (or --prompts FILE with --export-dataset DIR)")
     if not args.prompt.strip():
         raise ValueError("prompt is empty")
     if args.sbpc is not None:
@@ -356,6 +360,31 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
     print(f"wrote {len(result.seeds)} FG-DM sample(s) ({', '.join(factors)}) to {out} in {result.timings['total_s']:.2f} s")
+    return 0
+
+
+def cmd_generate_dataset(args: argparse.Namespace) -> int:
+    """``fgdm generate --prompts FILE --export-dataset DIR``: a labelled dataset sampled by FG-DM."""
+    from .eval.datasets import export_generated
+    from .pipelines.factor_graph import FactorGraphPipeline
+    from .world.prompts import read_prompts
+
+    if args.prompts is None or args.export_dataset is None:
+        raise ValueError("--prompts and --export-dataset go together (a labelled dataset from a prompt file)")
+    if args.prompt is not None:
+        raise ValueError("give either a prompt or --prompts FILE, not both")
+    if args.sbpc is not None:
+        raise ValueError("--sbpc is not available with --export-dataset yet")
+    prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
+    pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=_device(args.device))
+    factors = list(dict.fromkeys(args.factors)) if args.factors else None
+    steps = {f: args.cond_steps for f in pipe.spec.factors if f != "image" and args.cond_steps}
+    if args.steps and "image" in pipe.spec.factors:
+        steps["image"] = args.steps
+    out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
+                           mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
+                           progress=not args.quiet, command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
+    print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
 
 
@@ -817,8 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_world_decode)
 
-    p = sub.add_parser("generate", help="text-to-image with the base model (MiniSD or --model DIR)")
-    p.add_argument("prompt")
+    p = sub.add_parser("generate", help="text-to-image with the base model (MiniSD or --model DIR), or FG-DM")
+    p.add_argument("prompt", nargs="?")
+    p.add_argument("--prompts", help="with --export-dataset: a prompt file (one per line, or MultiGen JSON)")
+    p.add_argument("--export-dataset", metavar="DIR",
+                   help="FG-DM: write a labelled dataset (image, seg ids, depth, caption) for every prompt")
+    p.add_argument("--limit", type=_int_at_least(1), default=None, help="with --prompts: the first N prompts")
     p.add_argument("--model", help="a diffusers Stable Diffusion directory (default: the shipped MiniSD)")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="image i uses seed + i")
     p.add_argument("-o", "--out", help="output folder (default: a new runs/generate-NNN)")

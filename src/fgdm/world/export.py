@@ -182,3 +182,31 @@ def export_stats(records: list[dict]) -> dict:
         "styles": dict(sorted(counts["style"].items())),
         "least_common_categories": sorted(cat_counts.items(), key=lambda kv: kv[1])[:5],
     }  # fmt: skip
+
+
+def load_labelled(folder: str | Path, size: int | None = None) -> dict:
+    """Images, class ids and depth (0-255) of an export folder (rendered or generated) as uint8
+    tensors — the judge trainer's data pool. Samples without depth get depth = 0 and are flagged."""
+    import torch
+
+    from .conditions import resize_image, resize_labels
+
+    root = Path(folder)
+    recs = read_samples(root)
+    img, seg, dep, has = [], [], [], []
+    for r in recs:
+        files = r["files"]
+        im = np.asarray(Image.open(root / files["images"]).convert("RGB"))
+        sg = np.asarray(Image.open(root / files["seg_ids"]))
+        dp = np.asarray(Image.open(root / files["depth"]).convert("L")) if "depth" in files else np.zeros(sg.shape, np.uint8)
+        if size and im.shape[0] != size:
+            im, sg = resize_image(im, size), resize_labels(sg, size)
+            dp = np.asarray(Image.fromarray(dp).resize((size, size), Image.BILINEAR))
+        img.append(im)
+        seg.append(sg)
+        dep.append(dp)
+        has.append("depth" in files)
+    if not img:
+        raise ValueError(f"dataset {str(folder)!r} holds no samples")
+    return {"image": torch.from_numpy(np.stack(img)).permute(0, 3, 1, 2), "seg": torch.from_numpy(np.stack(seg)),
+            "depth": torch.from_numpy(np.stack(dep)), "has_depth": torch.tensor(has)}  # fmt: skip
