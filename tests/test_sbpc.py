@@ -99,3 +99,40 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert "names no known objects" in capsys.readouterr().err
     assert main(["generate", "a dog", "--keep-candidates", "-o", str(tmp_path / "y")]) == 2
     assert "pass --sbpc" in capsys.readouterr().err
+
+
+def test_eval_sbpc_table_resumes_and_plots(graph, tmp_path, capsys):
+    from fgdm.cli import main as cli
+    from fgdm.eval.sbpc_bench import configurations
+
+    g = graph.save_pretrained(tmp_path / "g")
+    jcfg = tmp_path / "j.yaml"
+    jcfg.write_text(f"component: judge\noutput_dir: {tmp_path}/j\nsteps: 1\nbatch_size: 2\nlog_every: 1\n"
+                    "checkpoint_every: 1\nmodel: {channels: [8, 16], groups: 4}\n"
+                    "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
+    assert cli(["train", "judge", "--config", str(jcfg), "--quiet"]) == 0
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog, a cat and a bus\na dragon\na pizza and a cup on a table\n")
+    out = tmp_path / "run"
+    argv = ["eval", "sbpc", "--prompts", str(prompts), "--graph", str(g), "--judge", str(tmp_path / "j" / "final"),
+            "--ns", "1,2", "--cond-steps", "2", "--baseline-n", "2", "--cond-size", "16", "--steps", "2",
+            "--out", str(out), "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert cli(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["config"] for r in rows] == [c["config"] for c in configurations([1, 2], [2], 2)]
+    assert [r["config"] for r in rows] == ["base N=1", "base N=2 + judge", "FG-DM t=2 N=1", "FG-DM t=2 N=2"]
+    for r in rows:
+        assert r["prompts"] == 2 and 0 <= r["avg_min_recall"] <= r["avg_median_recall"] <= r["avg_max_recall"] <= 1
+        assert r["seconds_per_prompt"] > 0 and {"final_image_recall", "avg_candidates_ge_0.9"} <= set(r)
+    single = next(r for r in rows if r["config"] == "FG-DM t=2 N=1")
+    assert single["avg_min_recall"] == single["avg_max_recall"]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "done" and rec["skipped_prompts"] == ["a dragon"]
+    assert (out / "table.md").read_text().startswith("| config") and (out / "recall_time.png").exists()
+    stamp = {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()}
+    assert cli([*argv, "--resume"]) == 0  # nothing is recomputed
+    assert {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()} == stamp
+    assert json.loads(capsys.readouterr().out) == rows
+    assert cli(argv) == 2
+    assert "--resume" in capsys.readouterr().err

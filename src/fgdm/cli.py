@@ -731,6 +731,55 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_sbpc(args: argparse.Namespace) -> int:
+    """The SBPC table (paper Tables 3-4): FG-DM best-of-N vs the base model and image-space SBPC."""
+    from .eval.sbpc_bench import markdown_table, plot_recall_and_time, run_sbpc_table
+    from .models.judge import default_judge_dir, load_judge
+    from .models.pipeline import fingerprint
+    from .pipelines.factor_graph import FactorGraphPipeline
+    from .runs import next_run_dir, write_json
+    from .world.prompts import read_prompts
+
+    prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
+    out = Path(args.out) if args.out else next_run_dir("runs", "eval-sbpc")
+    device = _device(args.device)
+    graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
+    if "image" not in graph.spec.factors or "seg" not in graph.spec.factors:
+        raise ValueError(f"eval sbpc needs a graph with seg and image factors; it has {list(graph.spec.factors)}")
+    judge = load_judge(args.judge, device)
+    settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
+                "baseline_n": args.baseline_n, "cond_size": args.cond_size, "image_steps": args.steps, "seed": args.seed,
+                "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
+                "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
+    rec = out / "record.json"
+    if rec.exists():
+        if json.loads(rec.read_text()).get("settings") != settings:
+            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
+        if not args.resume:
+            raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
+    clip = None
+    if args.clip:
+        from .eval.quality import MiniCLIPFeatures
+
+        clip = MiniCLIPFeatures(args.clip, device)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["fgdm", *args.argv])
+    write_json(rec, {"settings": settings, "command": command, "status": "running"})
+    res = run_sbpc_table(graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
+                         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip,
+                         progress=not args.json)  # fmt: skip
+    (out / "table.md").write_text(markdown_table(res["rows"]))
+    plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
+    write_json(rec, {"settings": settings, "command": command, "status": "done", **res})
+    if args.json:
+        print(json.dumps(res["rows"], indent=1))
+    else:
+        print(markdown_table(res["rows"]) + f"\n(table, plot and images in {out})")
+    return 0
+
+
 def cmd_eval_quality(args: argparse.Namespace) -> int:
     from .eval.prompts import load_prompt_entries
     from .eval.quality import MiniCLIPFeatures, evaluate_quality
@@ -959,6 +1008,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_eval_benchmark)
+    p = esub.add_parser("sbpc", help="SBPC table: FG-DM best-of-N vs the base model and image-space best-of-N")
+    p.add_argument("--prompts", required=True, help="dense prompts (e.g. prompts/dense_6to8_200.json)")
+    p.add_argument("--n-prompts", type=_int_at_least(1), default=50, help="the first P prompts")
+    p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
+    p.add_argument("--judge", help="judge folder (default: the shipped judge)")
+    p.add_argument("--clip", help="a CLIPModel folder for CLIP score (optional)")
+    p.add_argument("--ns", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"), default=[1, 5, 10],
+                   help="candidate counts N (default 1,5,10)")
+    p.add_argument("--cond-steps", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"),
+                   default=[10, 20], help="condition DDIM steps t (default 10,20)")
+    p.add_argument("--baseline-n", type=_int_at_least(1), default=10, help="N of the image-space SBPC baseline")
+    p.add_argument("--cond-size", type=_int_at_least(8), default=64)
+    p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--out", help="run folder (default: a new runs/eval-sbpc-NNN)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_sbpc)
     p = esub.add_parser("quality", help="Fréchet distance, precision/recall, CLIP score, diversity (MiniCLIP features)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP, from `fgdm train clip`)")

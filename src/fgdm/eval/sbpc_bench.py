@@ -1,0 +1,185 @@
+"""``fgdm eval sbpc``: the analogue of FG-DM's Tables 3 and 4, every configuration in one run.
+
+Configurations, per prompt, interleaved (so that they share the machine's state):
+
+- ``base N=1``: the base model, one image;
+- ``base N=K + judge``: image-space SBPC — K full-size base images, each segmented by the judge,
+  the best kept (the paper's "SD N=10");
+- ``FG-DM t=T N=n``: SBPC with the graph — n seg maps at ``cond_size`` with T steps, the best by
+  object recall, then the image factor once.
+
+Per configuration (averaged over prompts): min / max / median recall over the candidates, the
+number of candidates with recall >= 0.5 / 0.75 / 0.9, the recall of the final image as the judge
+sees it, CLIP score (with a MiniCLIP) and seconds per prompt. Results are cached per (prompt,
+configuration), so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from ..compliance.recall import object_recall, present_categories
+from ..compliance.sbpc import sbpc
+from ..models.judge import Judge
+from ..pipelines.factor_graph import FactorGraphPipeline
+from ..pipelines.text2image import Text2ImagePipeline
+from ..world.vocab import parse_prompt
+
+THRESHOLDS = (0.5, 0.75, 0.9)
+
+
+def _judge(judge: Judge, images: list[Image.Image]) -> list[np.ndarray]:
+    x = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
+    x = x.float().div(127.5).sub(1).to(next(judge.parameters()).device)
+    with torch.no_grad():
+        return [s.cpu().numpy().astype(np.uint8) for s in judge.segment(x)]
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def configurations(ns: list[int], cond_steps: list[int], baseline_n: int) -> list[dict]:
+    out = [{"config": "base N=1", "kind": "base", "n": 1}]
+    if baseline_n > 1:
+        out.append({"config": f"base N={baseline_n} + judge", "kind": "base", "n": baseline_n})
+    out += [{"config": f"FG-DM t={t} N={n}", "kind": "fgdm", "n": n, "t": t} for t in cond_steps for n in ns]
+    return out
+
+
+def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: FactorGraphPipeline,
+             base: Text2ImagePipeline, judge: Judge, seed: int, cond_size: int, image_steps: int,
+             image_dir: Path) -> dict:  # fmt: skip
+    s = seed + 1000 * p
+    _sync()
+    t0 = time.perf_counter()
+    if cfg["kind"] == "base":
+        res = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s)
+        recalls = [object_recall(objects, present_categories(seg)) for seg in _judge(judge, res.images)]
+        best = int(np.argmax(recalls))
+        image, cand = res.images[best], recalls
+    else:
+        res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
+                   image_steps=image_steps, factors=["image"])  # fmt: skip
+        image, cand = res.image, [c.recall for c in res.candidates]
+    _sync()
+    seconds = time.perf_counter() - t0  # judging included for the image-space baseline: it is part of it
+    final = object_recall(objects, present_categories(_judge(judge, [image])[0]))
+    name = f"p{p:05d}-{cfg['config'].replace(' ', '_').replace('=', '').replace('+', '')}.png"
+    image.save(image_dir / name)
+    return {"prompt_index": p, "config": cfg["config"], "candidates": cand, "final_image_recall": final,
+            "seconds": seconds, "image": name}  # fmt: skip
+
+
+def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
+                   ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int = 10,
+                   cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None,
+                   progress: bool = True) -> dict:  # fmt: skip
+    """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
+    configs = configurations(list(ns), list(cond_steps), baseline_n)
+    base = Text2ImagePipeline(graph.base)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    usable = [(p, t, list(parse_prompt(t).things)) for p, t in enumerate(prompts)]
+    skipped = [t for _, t, o in usable if not o]
+    usable = [u for u in usable if u[2]]
+    if not usable:
+        raise ValueError("no prompt names a known object; SBPC needs prompts with objects")
+    results: dict[str, list[dict]] = {c["config"]: [] for c in configs}
+    bar = tqdm(total=len(usable) * len(configs), desc="sbpc table", disable=not progress)
+    for p, text, objects in usable:
+        for cfg in configs:
+            f = out / "results" / f"p{p:05d}-{cfg['config'].replace(' ', '_')}.json"
+            if f.exists():
+                row = json.loads(f.read_text())
+            else:
+                row = _run_one(cfg, text, objects, p, graph=graph, base=base, judge=judge, seed=seed,
+                               cond_size=cond_size, image_steps=image_steps, image_dir=out / "images")  # fmt: skip
+                tmp = f.with_suffix(".partial")
+                tmp.write_text(json.dumps(row))
+                tmp.replace(f)
+            results[cfg["config"]].append(row)
+            bar.update()
+    bar.close()
+    rows = []
+    for cfg in configs:
+        rs = results[cfg["config"]]
+        cands = [r["candidates"] for r in rs]
+        row = {"config": cfg["config"], "n": cfg["n"], "cond_steps": cfg.get("t"),
+               "avg_min_recall": round(float(np.mean([min(c) for c in cands])), 4),
+               "avg_max_recall": round(float(np.mean([max(c) for c in cands])), 4),
+               "avg_median_recall": round(float(np.mean([np.median(c) for c in cands])), 4),
+               **{f"avg_candidates_ge_{t}": round(float(np.mean([sum(x >= t for x in c) for c in cands])), 3)
+                  for t in THRESHOLDS},
+               "final_image_recall": round(float(np.mean([r["final_image_recall"] for r in rs])), 4),
+               "seconds_per_prompt": round(float(np.mean([r["seconds"] for r in rs])), 4),
+               "prompts": len(rs)}  # fmt: skip
+        if clip is not None:
+            from .features import clip_score
+
+            ims = torch.stack([torch.from_numpy(np.array(Image.open(out / "images" / r["image"]).convert("RGB")))
+                               .permute(2, 0, 1) for r in rs]).float() / 255  # fmt: skip
+            texts = [prompts[r["prompt_index"]] for r in rs]
+            row["clip_score"] = round(clip_score(clip.images(ims), clip.texts(texts)), 3)
+        rows.append(row)
+    return {"rows": rows, "skipped_prompts": skipped}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = ["config", "avg_min_recall", "avg_median_recall", "avg_max_recall", "avg_candidates_ge_0.5",
+            "avg_candidates_ge_0.75", "avg_candidates_ge_0.9", "final_image_recall", "clip_score", "seconds_per_prompt"]  # fmt: skip
+    cols = [c for c in cols if any(c in r for r in rows)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == "config" else "---:" for c in cols) + "|"]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (900, 360)) -> Image.Image:
+    """Two panels vs N: final-image recall and seconds per prompt, one line per series
+    (FG-DM at each t; the image-space baseline as points at N=1 and N=K)."""
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for r in rows:
+        key = f"FG-DM t={r['cond_steps']}" if r["cond_steps"] is not None else "base (+judge)"
+        series.setdefault(key, []).append((r["n"], r["final_image_recall"], r["seconds_per_prompt"]))
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=12)
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+    xs = sorted({r["n"] for r in rows})
+    for panel, (idx, label) in enumerate(((1, "final image recall"), (2, "seconds per prompt"))):
+        x0, y0, pw, ph = 50 + panel * (w // 2), 30, w // 2 - 80, h - 80
+        vals = [v[idx] for s in series.values() for v in s]
+        lo, hi = (0.0, 1.0) if idx == 1 else (0.0, max(vals) * 1.1 or 1.0)
+        d.rectangle([x0, y0, x0 + pw, y0 + ph], outline=(0, 0, 0))
+        d.text((x0, 8), label + " vs N", fill=(0, 0, 0), font=font)
+        for k in range(5):
+            v = lo + (hi - lo) * k / 4
+            y = y0 + ph - (v - lo) / (hi - lo) * ph
+            d.line([x0 - 4, y, x0, y], fill=(0, 0, 0))
+            d.text((x0 - 44, y - 6), f"{v:.2f}", fill=(0, 0, 0), font=font)
+
+        def px(n, x0=x0, pw=pw):
+            return x0 + (xs.index(n) + 0.5) / len(xs) * pw
+
+        for n in xs:
+            d.text((px(n) - 6, y0 + ph + 4), f"N={n}", fill=(0, 0, 0), font=font)
+        for j, (name, pts) in enumerate(series.items()):
+            c = colours[j % len(colours)]
+            pts = sorted(pts)
+            coords = [(px(n), y0 + ph - (v[idx - 1] - lo) / (hi - lo) * ph) for n, *v in pts]
+            if len(coords) > 1:
+                d.line(coords, fill=c, width=2)
+            for x, y in coords:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+            if panel == 0:
+                d.text((x0 + 6, y0 + 6 + 14 * j), name, fill=c, font=font)
+    return img
