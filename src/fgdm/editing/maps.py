@@ -107,6 +107,8 @@ def thing_instances(seg: np.ndarray) -> np.ndarray:
     return out
 
 
+EDGE_WIDTH = 2  # sketch edges extend this far outside an object's mask
+
 _TARGET = re.compile(r"^(?P<name>[^#]+?)(?:#(?P<k>\d+))?$")
 
 
@@ -166,17 +168,35 @@ def _fill(s: MapSample, mask: np.ndarray) -> None:
     s.seg[mask] = np.bincount(np.asarray(stuff, dtype=np.int64)).argmax()
     s.instance[mask] = 0
     if s.disparity is not None:
-        d = s.disparity.copy()
-        known = ~mask
-        fill = d[ring & ~mask].mean() if (ring & ~mask).any() else d[known].mean()
-        d[mask] = fill
-        for _ in range(64):  # smooth harmonic-style fill from the border
-            p = np.pad(d, 1, mode="edge")
-            avg = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4
-            d[mask] = avg[mask]
-        s.disparity = d
-    if s.sketch is not None:
-        s.sketch[mask | _ring(mask, 1)] = 0.0
+        s.disparity = _fill_disparity(s.disparity, mask)
+    if s.sketch is not None:  # the object's outline lies on both sides of its border
+        s.sketch[mask | _ring(mask, EDGE_WIDTH)] = 0.0
+
+
+def _fill_disparity(d: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill ``mask`` by interpolating each row between the nearest known pixels left and right
+    (exact for the ground plane and the sky, whose disparity is constant along a row), falling back
+    to columns for rows with no known pixel, then smoothing the fill lightly."""
+    d = d.copy()
+    known = ~mask
+    xs = np.arange(d.shape[1])
+    rows_done = np.zeros(d.shape[0], bool)
+    for y in np.nonzero(mask.any(1))[0]:
+        if known[y].any():
+            d[y, mask[y]] = np.interp(xs[mask[y]], xs[known[y]], d[y, known[y]])
+            rows_done[y] = True
+    left = mask & ~rows_done[:, None]
+    if left.any():
+        ys = np.arange(d.shape[0])
+        ok = ~left
+        for x in np.nonzero(left.any(0))[0]:
+            if ok[:, x].any():
+                d[left[:, x], x] = np.interp(ys[left[:, x]], ys[ok[:, x]], d[ok[:, x], x])
+    for _ in range(8):
+        p = np.pad(d, 1, mode="edge")
+        avg = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4
+        d[mask] = avg[mask]
+    return d
 
 
 def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str) -> int:
@@ -203,18 +223,24 @@ def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str) -> int:
         s.disparity[ny, nx] = layer["disparity"][ys, xs]
     if s.sketch is not None and layer["sketch"] is not None:
         s.sketch[ny, nx] = layer["sketch"][ys, xs]
+        ry, rx = np.nonzero(layer["ring"])  # the outline just outside the object: added, never erasing
+        qy, qx = ry + dy, rx + dx
+        ok = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+        ry, rx, qy, qx = ry[ok], rx[ok], qy[ok], qx[ok]
+        s.sketch[qy, qx] = np.maximum(s.sketch[qy, qx], layer["sketch"][ry, rx])
     return new_id
 
 
 def _cut(s: MapSample, inst: int) -> dict:
     mask = s.instance == inst
-    return {"mask": mask, "seg": s.seg.copy(), "disparity": None if s.disparity is None else s.disparity.copy(),
+    return {"mask": mask, "ring": _ring(mask, EDGE_WIDTH), "seg": s.seg.copy(), "disparity": None if s.disparity is None else s.disparity.copy(),
             "sketch": None if s.sketch is None else s.sketch.copy()}  # fmt: skip
 
 
 def _transform(layer: dict, fn) -> dict:
     """Apply a geometric transform to every array of a layer (nearest for labels and mask)."""
-    out = {"mask": fn(layer["mask"].astype(np.uint8), Image.NEAREST) > 0, "seg": fn(layer["seg"], Image.NEAREST)}
+    out = {k: fn(layer[k].astype(np.uint8), Image.NEAREST) > 0 for k in ("mask", "ring")}
+    out["seg"] = fn(layer["seg"], Image.NEAREST)
     for k in ("disparity", "sketch"):
         out[k] = None if layer[k] is None else fn(layer[k], Image.BILINEAR)
     return out
