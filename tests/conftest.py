@@ -21,3 +21,36 @@ def tiny_model(tiny_sd_dir):
     from fgdm.models.pipeline import load_base_model
 
     return load_base_model(tiny_sd_dir)
+
+
+@pytest.fixture()
+def random_graph(tiny_model):
+    """A factory: an FG-DM graph on the tiny base whose factors have random (non-zero) weights."""
+    import torch
+
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    def make(spec: dict, scale: float = 0.05, seed: int = 0):
+        pipe = FactorGraphPipeline.new(tiny_model, spec)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in pipe.modules.values():
+                for p in m.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * scale)
+        return pipe
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_dir(tmp_path_factory):
+    """A judge trained for one CPU step through the CLI (near random weights)."""
+    from fgdm.cli import main
+
+    tmp = tmp_path_factory.mktemp("tiny_judge")
+    cfg = tmp / "j.yaml"
+    cfg.write_text(f"component: judge\noutput_dir: {tmp}/j\nsteps: 1\nbatch_size: 2\nlog_every: 1\n"
+                   "checkpoint_every: 1\nmodel: {channels: [8, 16], groups: 4}\n"
+                   "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
+    assert main(["train", "judge", "--config", str(cfg), "--quiet"]) == 0
+    return tmp / "j" / "final"

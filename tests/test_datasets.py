@@ -4,25 +4,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fgdm.cli import main
-from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.world.export import export_stats, load_labelled, read_samples
 
 
 @pytest.fixture()
-def graph_dir(tiny_model, tmp_path):
+def graph_dir(random_graph, tmp_path):
     spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
                         "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
-    pipe = FactorGraphPipeline.new(tiny_model, spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in pipe.modules.values():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return pipe.save_pretrained(tmp_path / "graph")
+    return random_graph(spec).save_pretrained(tmp_path / "graph")
 
 
 def test_export_dataset_format_and_judge_training_on_it(graph_dir, tmp_path, capsys):

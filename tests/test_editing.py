@@ -163,21 +163,12 @@ def test_instances_of_a_generated_map_are_connected_components():
 
 
 @pytest.fixture()
-def fgdm_run(tiny_model, tmp_path):
-    import torch
-
+def fgdm_run(random_graph, tmp_path):
     from fgdm.cli import main
-    from fgdm.pipelines.factor_graph import FactorGraphPipeline
 
     spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
                         "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
-    pipe = FactorGraphPipeline.new(tiny_model, spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in pipe.modules.values():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    graph = pipe.save_pretrained(tmp_path / "graph")
+    graph = random_graph(spec).save_pretrained(tmp_path / "graph")
     run = tmp_path / "run"
     assert main(["generate", "a dog and a cat", "--factors", "seg,depth,image", "--graph", str(graph), "-o", str(run),
                  "--quiet"]) == 0  # fmt: skip

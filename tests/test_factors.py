@@ -37,11 +37,8 @@ def _perturb(module, scale=0.05, seed=0):
 
 
 @pytest.fixture()
-def graph(tiny_model):
-    pipe = FactorGraphPipeline.new(tiny_model, GRAPH)
-    for i, m in enumerate(pipe.modules.values()):
-        _perturb(m, seed=i)
-    return pipe
+def graph(random_graph):
+    return random_graph(GRAPH)
 
 
 # ----------------------------------------------------------------------------- graph validation

@@ -4,12 +4,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fgdm.cli import main
 from fgdm.editing.real import edit_metrics, edit_prompt, edit_real_image, psnr
-from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.world.dataset import make_sample
 
 
@@ -46,23 +44,12 @@ def test_psnr():
 
 
 @pytest.fixture()
-def setup(tiny_model, tmp_path):
-    spec = {"factors": {"seg": {"steps": 4}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 4}}}
-    pipe = FactorGraphPipeline.new(tiny_model, spec)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in pipe.modules.values():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+def setup(random_graph, tiny_judge_dir, tmp_path):
+    pipe = random_graph({"factors": {"seg": {"steps": 4}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 4}}})
     graph = pipe.save_pretrained(tmp_path / "graph")
-    cfg = tmp_path / "j.yaml"
-    cfg.write_text(f"component: judge\noutput_dir: {tmp_path}/j\nsteps: 1\nbatch_size: 2\nlog_every: 1\n"
-                   "checkpoint_every: 1\nmodel: {channels: [8, 16], groups: 4}\n"
-                   "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
-    assert main(["train", "judge", "--config", str(cfg), "--quiet"]) == 0
     img = tmp_path / "real.png"
     Image.fromarray(make_sample(0, seed=7, size=64).render.image).save(img)
-    return pipe, graph, tmp_path / "j" / "final", img
+    return pipe, graph, tiny_judge_dir, img
 
 
 def test_edit_real_image_end_to_end(setup):

@@ -8,21 +8,14 @@ import torch
 
 from fgdm.cli import main
 from fgdm.compliance.sbpc import Candidate, choose, sbpc, score_map
-from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.world.categories import category
 
 GRAPH = {"factors": {"seg": {"steps": 2}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 2}}}
 
 
 @pytest.fixture()
-def graph(tiny_model):
-    pipe = FactorGraphPipeline.new(tiny_model, GRAPH)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in pipe.modules.values():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return pipe
+def graph(random_graph):
+    return random_graph(GRAPH)
 
 
 def _map(*objects, size=64):
@@ -101,20 +94,15 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert "pass --sbpc" in capsys.readouterr().err
 
 
-def test_eval_sbpc_table_resumes_and_plots(graph, tmp_path, capsys):
+def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, capsys):
     from fgdm.cli import main as cli
     from fgdm.eval.sbpc_bench import configurations
 
     g = graph.save_pretrained(tmp_path / "g")
-    jcfg = tmp_path / "j.yaml"
-    jcfg.write_text(f"component: judge\noutput_dir: {tmp_path}/j\nsteps: 1\nbatch_size: 2\nlog_every: 1\n"
-                    "checkpoint_every: 1\nmodel: {channels: [8, 16], groups: 4}\n"
-                    "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
-    assert cli(["train", "judge", "--config", str(jcfg), "--quiet"]) == 0
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog, a cat and a bus\na dragon\na pizza and a cup on a table\n")
     out = tmp_path / "run"
-    argv = ["eval", "sbpc", "--prompts", str(prompts), "--graph", str(g), "--judge", str(tmp_path / "j" / "final"),
+    argv = ["eval", "sbpc", "--prompts", str(prompts), "--graph", str(g), "--judge", str(tiny_judge_dir),
             "--ns", "1,2", "--cond-steps", "2", "--baseline-n", "2", "--cond-size", "16", "--steps", "2",
             "--out", str(out), "--json"]  # fmt: skip
     capsys.readouterr()
