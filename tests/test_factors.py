@@ -227,6 +227,8 @@ def test_call_bad_inputs(graph):
         ({"mode": "parallel"}, "mode must be"),
         ({"sizes": {"seg": 12}}, "size of factor 'seg' must be a positive multiple of 8"),
         ({"steps": {"seg": 0}}, "steps of factor 'seg'"),
+        ({"sizes": {"normal": 64}}, r"sizes: \['normal'\] not in this graph"),
+        ({"factors": ["seg"], "init_latents": {"image": torch.zeros(1, 4, 8, 8)}}, "init_latents"),
     ]:
         with pytest.raises(ValueError, match=needle):
             graph("a dog", **kwargs)

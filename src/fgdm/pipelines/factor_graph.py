@@ -205,6 +205,10 @@ class FactorGraphPipeline:
             raise ValueError(f"mode must be 'joint' or 'ancestral', got {mode!r}")
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {n!r}")
+        for what, d in (("sizes", sizes), ("steps", steps)):
+            bad = [k for k in d if k not in nodes]
+            if bad:
+                raise ValueError(f"{what}: {bad} not in this graph; its factors are {list(nodes)}")
         f = self.base.size_factor
         for name, s in sizes.items():
             if not isinstance(s, int) or s < f or s % f:
@@ -297,6 +301,9 @@ class FactorGraphPipeline:
         sizes, steps, guidance = dict(sizes or {}), dict(steps or {}), dict(guidance or {})
         # 1. check inputs and resolve per-factor settings
         self._check(factors, given, sizes, steps, mode, num_images_per_prompt)
+        stray = [k for k in (init_latents or {}) if k not in factors]
+        if stray:
+            raise ValueError(f"init_latents: {stray} are not among the sampled factors {factors}")
         order = [n for n in nodes if n in factors or n in given]
         size = {n: sizes.get(n, nodes[n].size or self.native_size()) for n in order}
         self._check(factors, {}, size, {}, mode, 1)  # the graph's own sizes must fit this base too
