@@ -10,13 +10,34 @@
 # What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
 # for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*),
 # for `unet` the newest checkpoint (commit it as checkpoints/unet/), for `assemble` the pipeline.
+# SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
+# plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
 stage=${1:?stage: base | unet | judge | assemble | factor | graph}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-fgdm() { python3 -m fgdm "$@"; }
+PY=${PYTHON:-python3}
+SMOKE_ARGS=()
+if [ "${SMOKE:-0}" = 1 ]; then  # tiny everything; the assembled pipeline lives in runs/minisd
+  SMOKE_ARGS=(--set steps=2 --set data.n_scenes=8 --set data.workers=0 --set data.holdout_n=2 --set batch_size=4
+              --set checkpoint_every=1 --set compile=false --set mixed_precision=no)
+fi
+fgdm() {
+  if [ "$1" = train ] && [ "${SMOKE:-0}" = 1 ] && [ "$2" != assemble ] && [ "$2" != assemble-graph ]; then
+    local extra=()
+    case "$2" in
+      factor|image-factor) extra=(--set base.model=runs/minisd --set "extra.sizes=[64]" --set data.size=64) ;;
+      vae|unet|clip|judge) extra=(--set data.size=64) ;;
+    esac
+    "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
+  else
+    "$PY" -m fgdm "$@"
+  fi
+}
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt"
 
 # Restore what earlier sessions brought back and committed under checkpoints/ (nothing else survives).

@@ -183,3 +183,18 @@ def test_tokenizer_training_is_deterministic_across_processes():
             "print(hashlib.sha256((json.dumps(v, sort_keys=True) + '|'.join(m)).encode()).hexdigest())")  # fmt: skip
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
     assert len(runs) == 1
+
+
+def test_set_overrides_any_config_value(tmp_path):
+    from fgdm.training.config import apply_settings
+
+    d = apply_settings({"data": {"size": 128, "seed": 0}}, ["data.size=64", "extra.sizes=[64, 128]", "ema_decay=0.99",
+                                                           "mixed_precision=no"])  # fmt: skip
+    assert d == {"data": {"size": 64, "seed": 0}, "extra": {"sizes": [64, 128]}, "ema_decay": 0.99, "mixed_precision": "no"}
+    p = tmp_path / "c.yaml"
+    p.write_text("component: vae\noutput_dir: x\ndata: {size: 128}\n")
+    assert load_train_config(p, settings=["data.size=64"]).data.size == 64
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        load_train_config(p, settings=["data.size"])
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_train_config(p, settings=["data.colour=1"])

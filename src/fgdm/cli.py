@@ -673,7 +673,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.config import load_train_config
 
     overrides = {"steps": args.steps, "output_dir": args.output_dir}
-    cfg = load_train_config(args.config, overrides)
+    cfg = load_train_config(args.config, overrides, args.set)
     if cfg.component != args.component:
         raise ValueError(f"config {args.config!r} is for component {cfg.component!r}, not {args.component!r}")
     from .training.checkpoint import latest_checkpoint
@@ -1043,6 +1043,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="YAML run configuration (see configs/)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
         p.add_argument("--steps", type=_int_at_least(1), help="override the config's total steps")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override any config value by dotted key, e.g. --set data.n_scenes=64 (repeatable)")
         p.add_argument("--output-dir", help="override the config's output_dir")
         p.add_argument("--quiet", action="store_true")
         p.set_defaults(func=cmd_train)

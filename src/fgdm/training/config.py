@@ -89,8 +89,31 @@ def train_config_from_dict(d: dict) -> TrainConfig:
     return _build(TrainConfig, d, "the training config")
 
 
-def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a YAML training config; ``overrides`` (e.g. from the command line) win."""
+def apply_settings(d: dict, settings: list[str]) -> dict:
+    """``["data.n_scenes=64", "extra.sizes=[64]"]`` -> ``d`` with those dotted keys set (values
+    parsed as YAML). Unknown keys are caught later by the config's own validation."""
+    d = dict(d)
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. data.n_scenes=64), got {item!r}")
+        try:  # YAML 1.2 booleans only: "no" stays the string "no" (e.g. mixed_precision=no)
+            value = text.strip() if text.strip().lower() in ("yes", "no", "on", "off", "y", "n") else yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            child = node.get(p)
+            node[p] = dict(child) if isinstance(child, dict) else {}
+            node = node[p]
+        node[parts[-1]] = value
+    return d
+
+
+def load_train_config(path: str | Path, overrides: dict | None = None, settings: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config; ``settings`` (``--set KEY=VALUE``) and ``overrides`` (e.g.
+    from the command line) win."""
     try:
         d = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as e:
@@ -99,5 +122,6 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         raise ValueError(f"config {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(d, dict):
         raise ValueError(f"config {str(path)!r} must be a mapping")
+    d = apply_settings(d, settings or [])
     d.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return train_config_from_dict(d)
