@@ -11,15 +11,14 @@ import sys
 import numpy as np
 
 from fgdm.editing import MapSample, delete, duplicate, flip, move, resize, scribble_text
-from fgdm.world.conditions import encode_normals, encode_segmentation
+from fgdm.world.conditions import encode_normals, encode_segmentation, encode_sketch
 from fgdm.world.dataset import make_sample
 from fgdm.world.scene import WorldConfig
 from fgdm.world.sheet import contact_sheet
 
 
 def _row(s: MapSample) -> list[np.ndarray]:
-    gray = lambda a: np.repeat((np.clip(a, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, 2)
-    return [encode_segmentation(s.seg), gray(s.disparity), encode_normals(s.normals), gray(s.sketch)]
+    return [encode_segmentation(s.seg), encode_sketch(s.disparity), encode_normals(s.normals), encode_sketch(s.sketch)]
 
 
 if __name__ == "__main__":

@@ -515,7 +515,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .editing import apply_edits, sample_conditions, sample_from_run
     from .pipelines.factor_graph import FactorGraphPipeline
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
-    from .world.conditions import encode_normals, encode_segmentation
+    from .world.conditions import encode_normals, encode_segmentation, encode_sketch
     from .world.sheet import contact_sheet
 
     edits: list[dict] = []
@@ -554,11 +554,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
         res.images[0].save(stage / "image-000.png")
         files = ["image-000.png"]
         maps = {"seg": encode_segmentation(edited.seg)}
-        if edited.disparity is not None:
-            maps["depth"] = np.repeat((edited.disparity * 255).round().astype(np.uint8)[..., None], 3, 2)
+        if edited.disparity is not None:  # normalised disparity in [0, 1]: the same 3-channel encoding as edges
+            maps["depth"] = encode_sketch(edited.disparity)
             maps["normal"] = encode_normals(edited.normals)
         if edited.sketch is not None:
-            maps["sketch"] = np.repeat((edited.sketch * 255).round().astype(np.uint8)[..., None], 3, 2)
+            maps["sketch"] = encode_sketch(edited.sketch)
         for name, m in maps.items():
             Image.fromarray(m).save(stage / f"{name}-000.png")
             files.append(f"{name}-000.png")
@@ -731,6 +731,23 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumable_run(out: Path, settings: dict, resume: bool) -> Path:
+    """Check (and create) a benchmark run folder; returns its record path.
+
+    A folder holding a run continues only with ``resume`` and the same settings; a non-empty
+    folder holding no run is refused."""
+    rec = out / "record.json"
+    if rec.exists():
+        if not resume:
+            raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
+        if json.loads(rec.read_text()).get("settings") != settings:
+            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
+    out.mkdir(parents=True, exist_ok=True)
+    return rec
+
+
 def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     """recall / multigen / visor: generate for a prompt set, judge, score (resumable run folder)."""
     import numpy as np
@@ -762,14 +779,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
                 "steps": args.steps, "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size,
                 "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
-    rec = out / "record.json"
-    if rec.exists():
-        old = json.loads(rec.read_text()).get("settings")
-        if old != settings:
-            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
-    out.mkdir(parents=True, exist_ok=True)
+    rec = _resumable_run(out, settings, args.resume)
     write_json(rec, {"settings": settings, "command": shlex.join(["fgdm", *args.argv]), "status": "running"})
     rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt, steps=args.steps,
                        guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, progress=not args.json)  # fmt: skip
@@ -810,20 +820,12 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
                 "baseline_n": args.baseline_n, "cond_size": args.cond_size, "image_steps": args.steps, "seed": args.seed,
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
-    rec = out / "record.json"
-    if rec.exists():
-        if json.loads(rec.read_text()).get("settings") != settings:
-            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
-        if not args.resume:
-            raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
     clip = None
     if args.clip:
         from .eval.quality import MiniCLIPFeatures
 
         clip = MiniCLIPFeatures(args.clip, device)
-    out.mkdir(parents=True, exist_ok=True)
+    rec = _resumable_run(out, settings, args.resume)
     command = shlex.join(["fgdm", *args.argv])
     write_json(rec, {"settings": settings, "command": command, "status": "running"})
     res = run_sbpc_table(graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..models.judge import Judge
@@ -34,10 +33,7 @@ from ..world.vocab import parse_prompt
 
 def extract_map(judge: Judge, image: Image.Image, size: int) -> np.ndarray:
     """The judge's class-id map of ``image`` at ``size`` x ``size``."""
-    a = np.array(resize_image(np.asarray(image.convert("RGB")), size))
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-    with torch.no_grad():
-        return judge.segment(x.to(next(judge.parameters()).device))[0].cpu().numpy().astype(np.uint8)
+    return judge.segment_images([image], size)[0]
 
 
 def edit_prompt(prompt: str, replace: dict[str, str] | None = None, remove: list[str] | None = None) -> str:

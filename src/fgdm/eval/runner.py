@@ -11,20 +11,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
 from ..models.judge import Judge
 from ..pipelines.text2image import Text2ImagePipeline
 from .metrics import present_categories, relation_holds
 from .prompts import PromptEntry
-
-
-def _judge_image(judge: Judge, img: Image.Image) -> np.ndarray:
-    x = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-    return judge.segment(x.to(next(judge.parameters()).device))[0].cpu().numpy().astype(np.uint8)
 
 
 def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge,
@@ -59,7 +51,7 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
             dt = (time.perf_counter() - t0) / len(ks)
             for k, img in zip(ks, res.images, strict=True):
                 img.save(out / "images" / f"p{p:05d}-{k:02d}.png")
-                seg = _judge_image(judge, img)
+                seg = judge.segment_images([img])[0]
                 present = sorted(present_categories(seg))
                 row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "present": present,
                        "relation": e.relation, "seed": seed + 1000 * p + k, "seconds": round(dt, 4)}  # fmt: skip

@@ -35,13 +35,6 @@ from ..world.vocab import parse_prompt
 THRESHOLDS = (0.5, 0.75, 0.9)
 
 
-def _judge(judge: Judge, images: list[Image.Image]) -> list[np.ndarray]:
-    x = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
-    x = x.float().div(127.5).sub(1).to(next(judge.parameters()).device)
-    with torch.no_grad():
-        return [s.cpu().numpy().astype(np.uint8) for s in judge.segment(x)]
-
-
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -63,7 +56,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
     t0 = time.perf_counter()
     if cfg["kind"] == "base":
         res = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s)
-        recalls = [object_recall(objects, present_categories(seg)) for seg in _judge(judge, res.images)]
+        recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(res.images)]
         best = int(np.argmax(recalls))
         image, cand = res.images[best], recalls
     else:
@@ -72,7 +65,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
         image, cand = res.image, [c.recall for c in res.candidates]
     _sync()
     seconds = time.perf_counter() - t0  # judging included for the image-space baseline: it is part of it
-    final = object_recall(objects, present_categories(_judge(judge, [image])[0]))
+    final = object_recall(objects, present_categories(judge.segment_images([image])[0]))
     name = f"p{p:05d}-{cfg['config'].replace(' ', '_').replace('=', '').replace('+', '')}.png"
     image.save(image_dir / name)
     return {"prompt_index": p, "config": cfg["config"], "candidates": cand, "final_image_recall": final,

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -87,6 +88,16 @@ class Judge(nn.Module):
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, H, W) int64 class ids."""
         return self(images)[0].argmax(1)
+
+    def segment_images(self, images: list, size: int | None = None) -> list[np.ndarray]:
+        """PIL images (or (H, W, 3) uint8 arrays) -> uint8 class-id maps, resized to ``size`` first if given."""
+        from ..world.conditions import resize_image
+
+        arrs = [np.array(im.convert("RGB")) if hasattr(im, "convert") else np.array(im) for im in images]
+        if size is not None:
+            arrs = [np.array(resize_image(a, size)) for a in arrs]
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        return [s.cpu().numpy().astype(np.uint8) for s in self.segment(x.to(next(self.parameters()).device))]
 
     def save_pretrained(self, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         out = Path(out)

@@ -105,7 +105,9 @@ def apply_settings(d: dict, settings: list[str]) -> dict:
         node = d
         for p in parts[:-1]:
             child = node.get(p)
-            node[p] = dict(child) if isinstance(child, dict) else {}
+            if child is not None and not isinstance(child, dict):
+                raise ValueError(f"--set {item!r}: {p!r} is a value ({child!r}), not a section")
+            node[p] = dict(child or {})
             node = node[p]
         node[parts[-1]] = value
     return d
