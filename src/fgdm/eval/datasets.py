@@ -80,7 +80,7 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
                     seg = res.labels[k]
                     inst = thing_instances(seg)
                     arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
-                              "instance": np.clip(inst, 0, 255).astype(np.uint8)}  # fmt: skip
+                              "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
                     if "depth" in factors:
                         arrays["depth"] = res.maps["depth"][k]
                         arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
@@ -101,7 +101,8 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
             "size": int(np.asarray(res.images[0]).shape[0]), "command": command,
             "seconds": round(time.perf_counter() - t0, 3), "folders": folders,
             "conventions": {f: CONVENTIONS[f] for f in folders if f in CONVENTIONS}
-            | {"instance": "connected components of each thing class in the generated seg map, 0 = none"},
+            | {"instance": "connected components of each thing class in the generated seg map, 0 = none "
+               "(16-bit where a map has more than 255)"},
             "graph": {"path": str(pipe.path), "factors": factors, "mode": mode},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
             "categories": [{"id": c.id, "name": c.name, "kind": c.kind} for c in CATEGORIES],
