@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# One stage of MiniSD / judge training on the lent GPU machine (see docs/training.md).
-# Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata, zipp):
-#   bash scripts/device_stage.sh base             # tokenizer + MiniVAE + MiniCLIP
-#   STEPS=4000 bash scripts/device_stage.sh unet  # UNet up to step 4000 (resumes if checkpoints exist)
+# One stage of MiniSD / judge / FG-DM training on the lent GPU machine (see docs/training.md).
+# Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata, zipp, ...).
+# Every stage fits one device command (<= 10 minutes): each trainer gets a wall-clock budget
+# (--max-minutes) and stops cleanly with a checkpoint when it is spent; the next call resumes.
+#   bash scripts/device_stage.sh base             # MiniVAE + MiniCLIP (tokenizer: checkpoints/tokenizer)
+#   bash scripts/device_stage.sh unet             # UNet towards configs/unet.yaml's steps, ~8.5 min, resumed;
+#                                                 # then the fp16 pipeline is assembled and packed
 #   bash scripts/device_stage.sh judge
-#   bash scripts/device_stage.sh assemble         # fp16 pipeline, packed for the trip back
-#   FACTOR=seg STEPS=2000 bash scripts/device_stage.sh factor   # an FG-DM factor (needs the shipped MiniSD)
+#   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
+# STEPS=N caps a run's total steps below the config's; MINUTES=M changes the budget (default 8.5).
 # What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
-# for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*),
-# for `unet` the newest checkpoint (commit it as checkpoints/unet/), for `assemble` the pipeline.
+# for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*);
+# for `unet`, `judge` and `factor` the newest checkpoint in checkpoint/ (commit it as
+# checkpoints/unet/, checkpoints/judge/, checkpoints/factor_<FACTOR>/), and the assembled pipeline
+# (minisd.tar.part-*), the judge (judge.tar.part-*) or the graph so far (graph.tar.part-*).
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
@@ -31,7 +36,8 @@ fgdm() {
     local extra=()
     case "$2" in
       factor|image-factor) extra=(--set base.model=runs/minisd --set "extra.sizes=[64]" --set data.size=64) ;;
-      vae|unet|clip|judge) extra=(--set data.size=64) ;;
+      vae|clip|judge) extra=(--set data.size=64 --set extra.pool=8) ;;
+      unet) extra=(--set data.size=64) ;;
     esac
     "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
   else
@@ -41,50 +47,64 @@ fgdm() {
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt"
 
 # Restore what earlier sessions brought back and committed under checkpoints/ (nothing else survives).
+if [ ! -f runs/train/tokenizer/final/vocab.json ] && [ -f checkpoints/tokenizer/vocab.json ]; then
+  mkdir -p runs/train/tokenizer/final  # deterministic, trained on CPU (~1 min): no device time for it
+  cp checkpoints/tokenizer/*.json checkpoints/tokenizer/merges.txt runs/train/tokenizer/final/
+  mv runs/train/tokenizer/final/metrics.json runs/train/tokenizer/metrics.json
+fi
 if [ ! -d runs/train/vae/final ] && ls checkpoints/base.tar.part-* >/dev/null 2>&1; then
   mkdir -p runs/train && cat checkpoints/base.tar.part-* | tar -C runs/train -xf -
 fi
-if [ ! -d runs/train/unet/checkpoints ] && [ -f checkpoints/unet/state.json ]; then
-  step=$(python3 -c "import json; print(json.load(open('checkpoints/unet/state.json'))['step'])")
-  mkdir -p "runs/train/unet/checkpoints/step-$(printf %07d "$step")"
-  cp checkpoints/unet/* "runs/train/unet/checkpoints/step-$(printf %07d "$step")/"
-fi
+steps=()
+[ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
+budget=(--max-minutes "${MINUTES:-8.5}")
+assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also becomes the package's MiniSD here
+  fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
+    --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
+  tar -C runs -cf - minisd | split -b 15m - "$out/minisd.tar.part-"
+  if [ "${SMOKE:-0}" != 1 ]; then rm -rf src/fgdm/models/data/minisd && cp -r runs/minisd src/fgdm/models/data/minisd; fi
+}
+
+# Train a component, resuming from its own checkpoints or, in a new session, from checkpoints/NAME
+# (an earlier session's, committed); the newest checkpoint comes back under $OUT/checkpoint/.
+resumable() {
+  local name=$1 comp=$2 cfg=$3 dir step resume=()
+  dir=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['output_dir'])" "$cfg")
+  if ! ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && [ -f "checkpoints/$name/state.json" ]; then
+    step=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "checkpoints/$name/state.json")
+    mkdir -p "$dir/checkpoints/step-$(printf %07d "$step")"
+    cp "checkpoints/$name"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
+  fi
+  ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && resume=(--resume)
+  fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${resume[@]}"
+  mkdir -p "$out/checkpoint"
+  cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
+}
 
 case "$stage" in
   base)
-    fgdm train tokenizer --config configs/tokenizer.yaml --quiet
-    fgdm train vae --config configs/vae.yaml --quiet
-    fgdm train clip --config configs/clip.yaml --quiet
+    [ -f runs/train/tokenizer/final/vocab.json ] || fgdm train tokenizer --config configs/tokenizer.yaml --quiet
+    [ -d runs/train/vae/final ] || fgdm train vae --config configs/vae.yaml --quiet --max-minutes "${VAE_MINUTES:-3.5}"
+    [ -d runs/train/clip/final ] || fgdm train clip --config configs/clip.yaml --quiet --max-minutes "${CLIP_MINUTES:-3.5}"
     tar -C runs/train -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-" ;;
   unet)
-    resume=()
-    [ -d runs/train/unet/checkpoints ] && resume=(--resume)
-    fgdm train unet --config configs/unet.yaml --quiet --steps "${STEPS:?set STEPS}" "${resume[@]}"
-    cp "$(ls -d runs/train/unet/checkpoints/step-* | tail -n 1)"/* "$out"/ ;;
+    resumable unet unet configs/unet.yaml
+    assemble ;;
   judge)
-    fgdm train judge --config configs/judge.yaml --quiet ;;
+    resumable judge judge configs/judge.yaml
+    tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;
   assemble)
-    fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
-      --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
-    tar -C runs -cf - minisd | split -b 15m - "$out/minisd.tar.part-" ;;
-  factor)
-    # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
+    assemble ;;
+  factor)  # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
     cfg=configs/factor_${FACTOR:?set FACTOR}.yaml; comp=factor
     [ "$FACTOR" = image ] && cfg=configs/image_factor.yaml && comp=image-factor
-    dir=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['output_dir'])" "$cfg")
-    if [ ! -d "$dir/checkpoints" ] && [ -f "checkpoints/factor_$FACTOR/state.json" ]; then
-      step=$(python3 -c "import json; print(json.load(open('checkpoints/factor_$FACTOR/state.json'))['step'])")
-      mkdir -p "$dir/checkpoints/step-$(printf %07d "$step")"
-      cp "checkpoints/factor_$FACTOR"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
+    graph=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['extra']['graph'])" "$cfg")
+    g=$(basename "$graph")  # the graph it installs into travels as checkpoints/<g>.tar.part-*
+    if [ ! -f "$graph/graph.yaml" ] && ls "checkpoints/$g.tar.part-"* >/dev/null 2>&1; then
+      mkdir -p "$(dirname "$graph")" && cat "checkpoints/$g.tar.part-"* | tar -C "$(dirname "$graph")" -xf -
     fi
-    if [ ! -f runs/train/graph/graph.yaml ] && ls checkpoints/graph.tar.part-* >/dev/null 2>&1; then
-      mkdir -p runs/train && cat checkpoints/graph.tar.part-* | tar -C runs/train -xf -
-    fi
-    resume=()
-    [ -d "$dir/checkpoints" ] && resume=(--resume)
-    fgdm train "$comp" --config "$cfg" --quiet --steps "${STEPS:?set STEPS}" "${resume[@]}"
-    cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out"/
-    [ -f runs/train/graph/graph.yaml ] && tar -C runs/train -cf - graph | split -b 15m - "$out/graph.tar.part-" ;;
+    resumable "factor_$FACTOR" "$comp" "$cfg"
+    tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-" ;;
   graph)
     fgdm train assemble-graph --graph runs/train/graph --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;

@@ -89,6 +89,25 @@ def test_resume_continues_and_refuses_to_clobber(trained, capsys):
     assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5]
 
 
+def test_max_minutes_stops_cleanly_with_a_checkpoint(trained, tmp_path, capsys):
+    """A run whose wall-clock budget is spent stops after the step in progress, checkpoints it and
+    says so; --resume goes on from there."""
+    cfg, out = trained["unet_cfg"], tmp_path / "budget"
+    args = ["train", "unet", "--config", cfg, "--quiet", "--output-dir", str(out), "--steps", "50"]
+    assert main([*args, "--max-minutes", "0.00001"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stopped_early"] is True and m["steps"] == 1
+    assert [c.name for c in (out / "checkpoints").glob("step-*")] == ["step-0000001"]
+    assert (out / "final").is_dir()  # the newest weights are usable (e.g. to assemble a preview)
+    assert main([*args, "--resume", "--steps", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stopped_early"] is False and m["steps"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--max-minutes", "0"])
+    assert e.value.code == 2 and "--max-minutes" in capsys.readouterr().err
+
+
 def test_assemble_and_generate(trained, tmp_path):
     out = tmp_path / "minisd"
     assert main(["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder", str(trained["clip"]),
@@ -114,6 +133,9 @@ def test_config_errors(tmp_path):
         load_train_config(p)
     p.write_text("component: vae\noutput_dir: x\nmixed_precision: fp8\n")
     with pytest.raises(ValueError, match="mixed_precision"):
+        load_train_config(p)
+    p.write_text("component: vae\noutput_dir: x\nmax_minutes: -1\n")
+    with pytest.raises(ValueError, match="max_minutes"):
         load_train_config(p)
     assert main(["train", "vae", "--config", str(tmp_path / "none.yaml")]) == 2
 
@@ -198,3 +220,24 @@ def test_set_overrides_any_config_value(tmp_path):
         load_train_config(p, settings=["data.size"])
     with pytest.raises(ValueError, match="unknown keys"):
         load_train_config(p, settings=["data.colour=1"])
+
+
+def test_render_pool_matches_the_dataset_in_any_number_of_processes():
+    import numpy as np
+
+    from fgdm.training.pools import render_pool
+    from fgdm.world.dataset import make_sample
+
+    fields = ("image", "seg", "depth", "caption", "cond_seg", "cond_sketch")
+    one = render_pool(3, seed=5, size=64, fields=fields)
+    two = render_pool(3, seed=5, size=64, workers=2, fields=fields)
+    assert one["caption"] == two["caption"]
+    assert all(torch.equal(one[f], two[f]) for f in fields if f != "caption")
+    s = make_sample(2, seed=5, size=64)
+    assert one["caption"][2] == s.caption.text
+    assert one["image"].shape == (3, 3, 64, 64) and one["image"].dtype == torch.uint8
+    assert np.array_equal(one["image"][2].permute(1, 2, 0).numpy(), s.render.image)
+    assert np.array_equal(one["seg"][2].numpy(), s.render.seg)
+    assert np.array_equal(one["cond_sketch"][2].permute(1, 2, 0).numpy(), s.render.conditions()["sketch"])
+    with pytest.raises(ValueError, match="cond_heat"):
+        render_pool(2, seed=0, size=64, fields=("image", "cond_heat"))

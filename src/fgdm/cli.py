@@ -76,6 +76,13 @@ def _non_negative(text: str) -> float:
     return v
 
 
+def _positive_float(text: str) -> float:
+    v = _non_negative(text)
+    if not v > 0:
+        raise ValueError(f"must be > 0, got {v}")
+    return v
+
+
 def _unit_interval(text: str) -> float:
     v = float(text)
     if not 0 < v <= 1:
@@ -671,8 +678,10 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training.components import TRAINERS
     from .training.config import load_train_config
+    from .training.loop import start_clock
 
-    overrides = {"steps": args.steps, "output_dir": args.output_dir}
+    start_clock()  # --max-minutes counts pre-rendering and compilation too
+    overrides = {"steps": args.steps, "output_dir": args.output_dir, "max_minutes": args.max_minutes}
     cfg = load_train_config(args.config, overrides, args.set)
     if cfg.component != args.component:
         raise ValueError(f"config {args.config!r} is for component {cfg.component!r}, not {args.component!r}")
@@ -1048,6 +1057,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override any config value by dotted key, e.g. --set data.n_scenes=64 (repeatable)")
         p.add_argument("--output-dir", help="override the config's output_dir")
+        p.add_argument("--max-minutes", type=_arg_type(_positive_float, "max-minutes"),
+                       help="wall-clock budget from the command's start: stop cleanly with a checkpoint once "
+                            "spent (--resume goes on); e.g. 8.5 on a machine that kills commands at 10 minutes")
         p.add_argument("--quiet", action="store_true")
         p.set_defaults(func=cmd_train)
     p = tsub.add_parser("assemble", help="put trained components together as a diffusers SD pipeline")

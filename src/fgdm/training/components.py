@@ -3,8 +3,10 @@
 Component-specific settings (``extra:`` in the YAML):
 - tokenizer: ``vocab_size`` (model) — trained on captions of the training scenes.
 - vae: ``kl_weight`` (default 1e-6); trains on images and on every condition map (one modality
-  drawn per sample), as FG-DM encodes every condition with the same VAE.
-- clip: none; the image tower sees ``data.size`` images in [-1, 1].
+  drawn per sample), as FG-DM encodes every condition with the same VAE. ``pool``: scenes
+  pre-rendered once (all five modalities) and drawn from memory (default ``data.n_scenes``).
+- clip: ``pool`` as for the VAE (images and captions); the image tower sees ``data.size`` images
+  in [-1, 1].
 - unet: ``caption_dropout`` (0.1, for classifier-free guidance), ``min_snr_gamma`` (5.0; None =
   plain MSE), ``prerender`` (true: render, VAE-encode and text-encode all training scenes once,
   then train from memory).
@@ -17,7 +19,6 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..world.dataset import SceneWorldDataset, collate, make_sample, scene_seed
 from ..world.scene import WorldConfig, sample_scene
 from .config import TrainConfig
 from .loop import train
+from .pools import render_pool, to_unit
 
 log = logging.getLogger(__name__)
 MODALITIES = ("image", "seg", "depth", "normal", "sketch")
@@ -118,34 +120,49 @@ def build_vae(arch: dict):
     return AutoencoderKL(**a)
 
 
-def _vae_batch(batch: dict, rng: random.Random) -> torch.Tensor:
-    rows = []
-    for i in range(batch["image"].shape[0]):
-        m = MODALITIES[rng.randrange(len(MODALITIES))]
-        rows.append(batch["image"][i] if m == "image" else batch[f"cond_{m}"][i])
-    return torch.stack(rows)
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _pool(cfg: TrainConfig, fields: tuple[str, ...], dev: torch.device, progress: bool) -> dict:
+    """The trainer's pre-rendered pool (``extra.pool`` scenes, default ``data.n_scenes``), its
+    tensors moved to the training device."""
+    data = render_pool(int(cfg.extra.get("pool", cfg.data.n_scenes)), seed=cfg.data.seed, size=cfg.data.size,
+                       workers=cfg.data.workers, world=cfg.data.world, fields=fields, progress=progress)  # fmt: skip
+    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
 
 
 def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     vae = build_vae(cfg.model)
     kl_w = float(cfg.extra.get("kl_weight", 1e-6))
-    rng = random.Random(cfg.seed)
-    batches = (_vae_batch(b, rng) for b in _forever(_loader(cfg, cfg.data.seed, cfg.data.n_scenes, MODALITIES[1:])))
+    dev = _device()
+    keys = ("image", *(f"cond_{m}" for m in MODALITIES[1:]))
+    data = _pool(cfg, keys, dev, progress)
+    n = len(data["image"])
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+
+    def batches():  # one modality drawn per sample: images and every condition map, one VAE
+        while True:
+            idx = torch.randint(n, (cfg.batch_size,), generator=gen, device=dev)
+            mod = torch.randint(len(keys), (cfg.batch_size, 1, 1, 1), generator=gen, device=dev)
+            x = data[keys[0]][idx]
+            for k, key in enumerate(keys[1:], 1):
+                x = torch.where(mod == k, data[key][idx], x)
+            yield to_unit(x)
 
     def loss_fn(model, x, step):
-        x = x.to(next(model.parameters()).device)
         post = model.encode(x).latent_dist
         rec = model.decode(post.sample()).sample
         l1 = (rec.float() - x.float()).abs().mean()
         kl = post.kl().mean() / x[0].numel()
         return l1 + kl_w * kl, {"l1": round(float(l1.detach()), 5)}
 
-    res = train(cfg, vae, loss_fn, batches, resume=resume, progress=progress)
+    res = train(cfg, vae, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
     metrics = evaluate_vae(final, cfg)
     final.register_to_config(scaling_factor=metrics["scaling_factor"])
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
-    return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
+    return _write_metrics(cfg, {**metrics, **res.summary()})
 
 
 @torch.no_grad()
@@ -201,24 +218,26 @@ def build_clip(arch: dict, vocab_size: int, image_size: int, tok):
 def train_clip(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     tok = _tokenizer(cfg)
     clip = build_clip(cfg.model, len(tok), cfg.data.size, tok)
-    loader = _loader(cfg, cfg.data.seed, cfg.data.n_scenes)
+    dev = _device()
+    data = _pool(cfg, ("image", "caption"), dev, progress)
+    ids = tok(data["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids = ids.to(dev)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 
     def batches():
-        for b in _forever(loader):
-            ids = tok(b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-            yield {"pixel_values": b["image"], "input_ids": ids}
+        while True:
+            idx = torch.randint(len(ids), (cfg.batch_size,), generator=gen, device=dev)
+            yield {"pixel_values": to_unit(data["image"][idx]), "input_ids": ids[idx]}
 
     def loss_fn(model, batch, step):
-        dev = next(model.parameters()).device
-        out = model(input_ids=batch["input_ids"].to(dev), pixel_values=batch["pixel_values"].to(dev), return_loss=True)
-        return out.loss, {}
+        return model(**batch, return_loss=True).loss, {}
 
     res = train(cfg, clip, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     tok.save_pretrained(Path(cfg.output_dir) / "final")
     metrics = evaluate_clip(final, tok, cfg)
-    return _write_metrics(cfg, {**metrics, "steps": res.step, "train_seconds": round(res.seconds, 1)})
+    return _write_metrics(cfg, {**metrics, **res.summary()})
 
 
 @torch.no_grad()
@@ -398,7 +417,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
-    return _write_metrics(cfg, {"steps": res.step, "train_seconds": round(res.seconds, 1),
+    return _write_metrics(cfg, {**res.summary(),
                                 "parameters": sum(p.numel() for p in final.parameters())})  # fmt: skip
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     ema_decay: float | None = None
     checkpoint_dtype: str = "float32"  # the trained weights in checkpoints (the EMA is always bf16)
     compile: bool = False
+    max_minutes: float | None = None  # wall-clock budget: stop early (with a checkpoint) once spent
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: dict = field(default_factory=dict)  # architecture of the trained component
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.checkpoint_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"checkpoint_dtype must be float32 or bfloat16, got {self.checkpoint_dtype!r}")
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not isinstance(self.max_minutes, int | float) or self.max_minutes <= 0):
+            raise ValueError(f"max_minutes must be a positive number of minutes, got {self.max_minutes!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
 

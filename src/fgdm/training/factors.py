@@ -197,7 +197,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
-                                "steps": res.step, "train_seconds": round(res.seconds, 1),
+                                **res.summary(),
                                 "parameters": sum(p.numel() for p in final.parameters()),
                                 "distill_weight": w_distill, **metrics,
                                 "graph": str(graph_dir) if graph_dir else None})  # fmt: skip

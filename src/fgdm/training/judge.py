@@ -11,7 +11,6 @@ jitter, Gaussian noise, and a random down-up resize (the blur of generated image
 from __future__ import annotations
 
 import json
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -27,45 +26,28 @@ from ..world.dataset import make_sample
 from ..world.scene import WorldConfig
 from .config import TrainConfig
 from .loop import train
-
-
-def _render(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    i, seed, size, world = args
-    r = make_sample(i, seed=seed, size=size, config=WorldConfig.from_dict(world) if world else None).render
-    return r.image, r.seg, (normalize_depth(r.depth) * 255).astype(np.uint8)
-
-
-def render_pool(n: int, seed: int, size: int, workers: int, world: dict) -> dict[str, torch.Tensor]:
-    jobs = [(i, seed, size, world) for i in range(n)]
-    if workers > 1:
-        with Pool(workers) as pool:
-            rows = pool.map(_render, jobs, chunksize=64)
-    else:
-        rows = [_render(j) for j in jobs]
-    img, seg, dep = (np.stack(c) for c in zip(*rows, strict=True))
-    return {
-        "image": torch.from_numpy(img).permute(0, 3, 1, 2),
-        "seg": torch.from_numpy(seg),
-        "depth": torch.from_numpy(dep),
-    }
+from .pools import render_pool, to_unit
 
 
 def augment(x: torch.Tensor, seg: torch.Tensor, depth: torch.Tensor, gen: torch.Generator):
-    """x: (B, 3, H, W) float in [-1, 1]; seg (B, H, W); depth (B, H, W) in [0, 1]."""
+    """x: (B, 3, H, W) float in [-1, 1]; seg (B, H, W); depth (B, H, W) in [0, 1]. Runs on the
+    tensors' device; ``gen`` must live there too."""
     b, _, h, w = x.shape
-    flip = torch.rand(b, generator=gen) < 0.5
+    dev = x.device
+
+    def rand(*shape):
+        return torch.rand(shape, generator=gen, device=dev)
+
+    flip = rand(b) < 0.5
     x, seg, depth = (torch.where(flip.view(-1, *[1] * (t.dim() - 1)), t.flip(-1), t) for t in (x, seg, depth))
-    gain = 1 + 0.25 * (torch.rand(b, 3, 1, 1, generator=gen) - 0.5)
-    contrast = 1 + 0.4 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
-    x = (x * contrast * gain + 0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).clamp(-1, 1)
-    blur = torch.rand(b, generator=gen) < 0.4
-    if blur.any():
-        f = 2 if torch.rand(1, generator=gen).item() < 0.5 else 4
-        soft = F.interpolate(
-            F.interpolate(x, scale_factor=1 / f, mode="bilinear", antialias=True), size=(h, w), mode="bilinear"
-        )
-        x = torch.where(blur.view(-1, 1, 1, 1), soft, x)
-    x = x + 0.06 * torch.rand(b, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    gain = 1 + 0.25 * (rand(b, 3, 1, 1) - 0.5)
+    contrast = 1 + 0.4 * (rand(b, 1, 1, 1) - 0.5)
+    x = (x * contrast * gain + 0.2 * (rand(b, 1, 1, 1) - 0.5)).clamp(-1, 1)
+    blur = rand(b) < 0.4
+    f = 2 if rand(1).item() < 0.5 else 4
+    soft = F.interpolate(F.interpolate(x, scale_factor=1 / f, mode="bilinear", antialias=True), size=(h, w), mode="bilinear")
+    x = torch.where(blur.view(-1, 1, 1, 1), soft, x)
+    x = x + 0.06 * rand(b, 1, 1, 1) * torch.randn(x.shape, generator=gen, device=dev)
     return x.clamp(-1, 1), seg, depth
 
 
@@ -77,23 +59,25 @@ def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True
 
         data = load_labelled(cfg.extra["dataset"], size=cfg.data.size)
     else:
-        data = render_pool(int(cfg.extra.get("pool", cfg.data.n_scenes)), cfg.data.seed, cfg.data.size,
-                           max(1, cfg.data.workers), cfg.data.world)  # fmt: skip
+        data = render_pool(int(cfg.extra.get("pool", cfg.data.n_scenes)), seed=cfg.data.seed, size=cfg.data.size,
+                           workers=cfg.data.workers, world=cfg.data.world, fields=("image", "seg", "depth"),
+                           progress=progress)  # fmt: skip
         data["has_depth"] = torch.ones(len(data["image"]), dtype=torch.bool)
     weight = torch.ones(NUM_CLASSES)
     weight[: len(THINGS)] = float(cfg.extra.get("thing_weight", 2.0))
     dw = float(cfg.extra.get("depth_weight", 1.0))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = {k: v.to(dev) for k, v in data.items()}  # uint8: 100k scenes at 128 px are ~8 GB
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 
-    def batches():
+    def batches():  # drawn and augmented on the training device
         while True:
-            idx = torch.randint(len(data["image"]), (cfg.batch_size,), generator=gen)
-            x = data["image"][idx].float().div(127.5).sub(1)
+            idx = torch.randint(len(data["image"]), (cfg.batch_size,), generator=gen, device=dev)
+            x = to_unit(data["image"][idx])
             yield (*augment(x, data["seg"][idx].long(), data["depth"][idx].float() / 255, gen), data["has_depth"][idx])
 
     def loss_fn(model, batch, step):
-        dev = next(model.parameters()).device
-        x, seg, depth, has = (t.to(dev) for t in batch)
+        x, seg, depth, has = batch
         logits, d = model(x)
         ce = F.cross_entropy(logits.float(), seg, weight=weight.to(dev), ignore_index=VOID_ID)
         err = (d[:, 0].float() - depth).abs().mean((1, 2))
@@ -103,10 +87,10 @@ def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True
     res = train(cfg, judge, loss_fn, batches(), resume=resume, progress=progress)
     final = (res.ema or res.model).cpu().eval()
     out = final.save_pretrained(Path(cfg.output_dir) / "final")
-    metrics = evaluate_judge(Judge.from_pretrained(out), n=cfg.data.holdout_n, seed=cfg.data.holdout_seed,
+    metrics = evaluate_judge(Judge.from_pretrained(out).to(dev), n=cfg.data.holdout_n, seed=cfg.data.holdout_seed,
                              size=128, progress=progress)  # fmt: skip
-    metrics = {**{k: v for k, v in metrics.items() if k != "per_class"}, "steps": res.step,
-               "train_seconds": round(res.seconds, 1), "parameters": sum(p.numel() for p in final.parameters())}  # fmt: skip
+    metrics = {**{k: v for k, v in metrics.items() if k != "per_class"}, **res.summary(),
+               "parameters": sum(p.numel() for p in final.parameters())}  # fmt: skip
     Path(cfg.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

@@ -1,5 +1,7 @@
 """The shared training loop: accelerate, AdamW + warm-up, gradient accumulation, clipping, EMA,
-a loss curve in CSV, progress bars, atomic safetensors checkpoints and resume."""
+a loss curve in CSV, progress bars, atomic safetensors checkpoints and resume, and a wall-clock
+budget (``max_minutes``) that ends a run cleanly, with a checkpoint, before a remote machine's
+time limit would kill it."""
 
 from __future__ import annotations
 
@@ -20,6 +22,16 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+_clock_origin: float | None = None
+
+
+def start_clock() -> None:
+    """Count ``max_minutes`` from now (``fgdm train`` calls this when it starts, so data
+    pre-rendering and compilation are inside the budget); otherwise it counts from :func:`train`."""
+    global _clock_origin
+    _clock_origin = time.monotonic()
+
+
 LossFn = Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -30,6 +42,11 @@ class TrainResult:
     step: int
     seconds: float
     last_logs: dict[str, float]
+    stopped_early: bool = False  # ``max_minutes`` ran out before ``steps``
+
+    def summary(self) -> dict:
+        """What every trainer reports in its metrics.json."""
+        return {"steps": self.step, "train_seconds": round(self.seconds, 1), "stopped_early": self.stopped_early}
 
 
 class EMA(torch.nn.Module):
@@ -60,7 +77,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     """Optimise ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, step)``.
 
     ``batches`` must yield at least ``steps * grad_accum`` batches (from the resumed step on).
-    Checkpoints go to ``cfg.output_dir/checkpoints``; the loss curve to ``loss.csv``.
+    Checkpoints go to ``cfg.output_dir/checkpoints``; the loss curve to ``loss.csv``. With
+    ``cfg.max_minutes``, the run stops after the first step that ends past the budget (counted
+    from :func:`start_clock`, or from this call), saving a checkpoint there; ``--resume`` goes on.
     """
     from accelerate import Accelerator
 
@@ -98,7 +117,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"train {cfg.component}", disable=not progress or not acc.is_main_process
     )
-    t0, step, logs = time.perf_counter(), start, {}
+    t0, step, logs, stopped = time.perf_counter(), start, {}, False
+    deadline = None
+    if cfg.max_minutes is not None:
+        deadline = (_clock_origin if _clock_origin is not None else time.monotonic()) + 60 * cfg.max_minutes
     window: list[float] = []
     try:
         while step < cfg.steps:
@@ -117,7 +139,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             if ema is not None:
                 ema.update(acc.unwrap_model(model))
             bar.update()
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            stopped = deadline is not None and step < cfg.steps and time.monotonic() >= deadline
+            if step % cfg.log_every == 0 or step == cfg.steps or stopped:
                 row = {"step": step, "loss": sum(window) / len(window), "lr": sched.get_last_lr()[0],
                        "seconds": round(time.perf_counter() - t0, 2), **logs}  # fmt: skip
                 if not header_written:
@@ -127,11 +150,15 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                 curve.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window = []
-            if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
                 save_checkpoint(out, step, acc.unwrap_model(model), ema, {"component": cfg.component},
                                 getattr(torch, cfg.checkpoint_dtype))  # fmt: skip
+            if stopped:
+                log.warning("max_minutes=%s reached: stopped at step %d of %d (checkpoint saved; --resume goes on)",
+                            cfg.max_minutes, step, cfg.steps)  # fmt: skip
+                break
     finally:
         bar.close()
         curve.close()
     return TrainResult(acc.unwrap_model(model), ema.shadow if ema is not None else None, step,
-                       time.perf_counter() - t0, logs)  # fmt: skip
+                       time.perf_counter() - t0, logs, stopped)  # fmt: skip
