@@ -54,3 +54,23 @@ def tiny_judge_dir(tmp_path_factory):
                    "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
     assert main(["train", "judge", "--config", str(cfg), "--quiet"]) == 0
     return tmp / "j" / "final"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tiny_sd_dir, tmp_path_factory):
+    """A tiny random-weight CLIPModel folder (32-px image tower) with the tiny pipeline's tokenizer."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tiny_sd_dir / "tokenizer")
+    clip = CLIPModel(CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 4, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                     "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    ))  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny_clip")
+    clip.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

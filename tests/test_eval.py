@@ -17,7 +17,7 @@ from fgdm.eval.metrics import (
 )
 from fgdm.eval.prompts import RECIPES, load_prompt_entries, to_multigen_json
 from fgdm.eval.region import region_fidelity
-from fgdm.world.categories import category
+from fgdm.world.categories import THINGS, category
 from fgdm.world.dataset import make_sample
 from fgdm.world.scene import WorldConfig
 
@@ -28,7 +28,7 @@ MULTIGEN = ROOT.parent / "shared" / "benchmarks" / "multigen_coco_5_1k.json"
 @pytest.mark.parametrize(
     "recipe, n, name",
     [("multigen", 1000, "multigen_sceneworld_5_1k.json"), ("relations", 500, "relations_500.json"),
-     ("dense", 200, "dense_6to8_200.json")],
+     ("dense", 200, "dense_6to8_200.json"), ("single", 400, "single_400.json"), ("pairs", 500, "pairs_500.json")],
 )  # fmt: skip
 def test_versioned_prompt_files_regenerate_exactly(recipe, n, name):
     assert json.loads((ROOT / "prompts" / name).read_text()) == to_multigen_json(RECIPES[recipe](n, 0))
@@ -41,6 +41,10 @@ def test_prompt_recipes():
     rel = RECIPES["relations"](50, 1)
     assert {e.relation for e in rel} == {"left", "right", "above", "below"}
     assert RECIPES["multigen"](5, 2) != RECIPES["multigen"](5, 3)
+    single = RECIPES["single"](160, 4)
+    assert all(len(e.objects) == 1 for e in single) and {e.objects[0] for e in single[:80]} == {c.name for c in THINGS}
+    assert "a photo of an apple" in {e.text for e in single}
+    assert all(len(set(e.objects)) == 2 and " and " in e.text for e in RECIPES["pairs"](50, 1))
 
 
 @pytest.mark.skipif(not MULTIGEN.exists(), reason="shared benchmarks not present")
@@ -149,23 +153,10 @@ def test_make_prompts_cli(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_quality_runner(tiny_sd_dir, tmp_path, capsys):
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    tok = CLIPTokenizer.from_pretrained(tiny_sd_dir / "tokenizer")
-    clip = CLIPModel(CLIPConfig(
-        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 4, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                     "pad_token_id": tok.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    ))  # fmt: skip
-    clip.save_pretrained(tmp_path / "clip", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "clip")
+def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog\na cat and a bus\n")
-    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path / "clip"), "--model",
+    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--model",
                  str(tiny_sd_dir), "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json"]) == 0  # fmt: skip
     r = json.loads(capsys.readouterr().out)
     assert r["n_generated"] == 6 and r["n_real"] == 8

@@ -850,6 +850,47 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_fgdm(args: argparse.Namespace) -> int:
+    """FG-DM's quality table (paper Tables 2 and 5, joint vs ancestral, consistency)."""
+    from .eval.fgdm_quality import markdown_table, run_fgdm_quality, sample_sheet
+    from .eval.quality import MiniCLIPFeatures
+    from .models.judge import default_judge_dir, load_judge
+    from .models.pipeline import fingerprint
+    from .pipelines.factor_graph import FactorGraphPipeline
+    from .runs import next_run_dir, write_json
+    from .world.prompts import read_prompts
+
+    prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
+    out = Path(args.out) if args.out else next_run_dir("runs", "eval-fgdm")
+    device = _device(args.device)
+    graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
+    ablation = FactorGraphPipeline.from_pretrained(args.ablation_graph, device=device) if args.ablation_graph else None
+    judge, judge_fp = None, None
+    if not args.no_judge:
+        judge = load_judge(args.judge, device)
+        judge_fp = fingerprint(args.judge or default_judge_dir())
+    clip = MiniCLIPFeatures(args.clip, device)
+    settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "sets": args.sets, "modes": args.modes,
+                "images_per_prompt": args.images_per_prompt, "steps": args.steps, "seed": args.seed,
+                "n_real": args.n_real, "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
+                "ablation_graph": str(ablation.path) if ablation else None, "ablation_label": args.ablation_label,
+                "judge_fingerprint": judge_fp, "clip": str(args.clip)}  # fmt: skip
+    rec = _resumable_run(out, settings, args.resume)
+    command = shlex.join(["fgdm", *args.argv])
+    write_json(rec, {"settings": settings, "command": command, "status": "running"})
+    res = run_fgdm_quality(graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablation=ablation,
+                           ablation_label=args.ablation_label, images_per_prompt=args.images_per_prompt,
+                           steps=args.steps, seed=args.seed, n_real=args.n_real, progress=not args.json)  # fmt: skip
+    (out / "table.md").write_text(markdown_table(res["rows"]))
+    sample_sheet(out, res["configs"], prompts, n_prompts=args.sheet_prompts).save(out / "sheet.png")
+    write_json(rec, {"settings": settings, "command": command, "status": "done", "rows": res["rows"]})
+    if args.json:
+        print(json.dumps(res["rows"], indent=1))
+    else:
+        print(markdown_table(res["rows"]) + f"\n(table, contact sheet and samples in {out})")
+    return 0
+
+
 def cmd_eval_quality(args: argparse.Namespace) -> int:
     from .eval.prompts import load_prompt_entries
     from .eval.quality import MiniCLIPFeatures, evaluate_quality
@@ -1124,6 +1165,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_sbpc)
+    p = esub.add_parser("fgdm", help="FG-DM quality table: conditions and images vs the base model, joint vs "
+                        "ancestral, distillation ablation, image-map consistency")  # fmt: skip
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--n-prompts", type=_int_at_least(1), default=50, help="the first P prompts")
+    p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP) for the feature space")
+    p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
+    p.add_argument("--sets", type=_arg_type(lambda t: [_csv(g) for g in t.split(";") if g.strip()], "sets"),
+                   help="factor sets, ';'-separated, e.g. 'seg,image;depth,image;normal' "
+                        "(default: each condition with the image factor where it is the image's parent)")
+    p.add_argument("--modes", type=_arg_type(_csv, "modes"), default=["joint", "ancestral"],
+                   help="joint and/or ancestral (default both)")
+    p.add_argument("--ablation-graph", help="a graph whose factors are swapped in for extra rows "
+                   "(e.g. the seg factor trained without attention distillation)")
+    p.add_argument("--ablation-label", default="no-distill", help="suffix of the ablation rows")
+    p.add_argument("--judge", help="judge folder for the consistency columns (default: the shipped judge)")
+    p.add_argument("--no-judge", action="store_true", help="skip the consistency columns")
+    p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)
+    p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every factor and the base")
+    p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
+    p.add_argument("--sheet-prompts", type=_int_at_least(1), default=4, help="prompts in the contact sheet")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--out", help="run folder (default: a new runs/eval-fgdm-NNN)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_fgdm)
     p = esub.add_parser("quality", help="Fréchet distance, precision/recall, CLIP score, diversity (MiniCLIP features)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP, from `fgdm train clip`)")
@@ -1139,7 +1206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_quality)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
-    p.add_argument("--recipe", choices=["multigen", "relations", "dense"], required=True)
+    p.add_argument("--recipe", choices=["multigen", "relations", "dense", "single", "pairs"], required=True)
     p.add_argument("--n", type=_int_at_least(1), required=True)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", required=True)

@@ -4,6 +4,8 @@
   categories (the official list's exact template, article included).
 - Relations (VISOR-style): "a A to the left of a B" with left/right/above/below.
 - Dense scenes (SBPC, FG-DM Tables 3-4): 6-8 distinct categories in a natural sentence.
+- Single objects ("a photo of a dog": every category equally often) and pairs ("a photo of a dog
+  and a cat"): the base model's basic presence rates (MiniSD's quality targets).
 
 Every set is a pure function of (recipe, n, seed); the versioned files under ``prompts/`` record
 both and a test regenerates them.
@@ -74,6 +76,27 @@ def dense_prompts(n: int = 200, seed: int = 0, min_k: int = 6, max_k: int = 8) -
     return out
 
 
+def single_prompts(n: int = 400, seed: int = 0) -> list[PromptEntry]:
+    """"a photo of a X", the categories in seeded random order, each ``n // 80`` or one more times."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        for i in rng.permutation(len(THINGS))[: n - len(out)]:
+            name = THINGS[i].name
+            out.append(PromptEntry(f"a photo of {_a(name)}", (name,)))
+    return out
+
+
+def pair_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:
+    """"a photo of a A and a B" with two distinct categories."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a, b = _pick(rng, 2)
+        out.append(PromptEntry(f"a photo of {_a(a)} and {_a(b)}", (a, b)))
+    return out
+
+
 def to_multigen_json(entries: list[PromptEntry]) -> list[dict]:
     """The official MultiGen list format (plus 'relation' where there is one)."""
     rows = []
@@ -116,4 +139,6 @@ RECIPES = {
     "multigen": lambda n, seed: multigen_prompts(n, 5, seed),
     "relations": relation_prompts,
     "dense": dense_prompts,
+    "single": single_prompts,
+    "pairs": pair_prompts,
 }

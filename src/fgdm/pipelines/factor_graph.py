@@ -168,6 +168,24 @@ class FactorGraphPipeline:
         stage.rename(out)
         return out
 
+    def with_factors_from(self, other: FactorGraphPipeline) -> FactorGraphPipeline:
+        """This graph with ``other``'s modules for every factor ``other`` has (e.g. the seg factor
+        of a no-distillation ablation graph, the rest of the graph unchanged). The swapped
+        factors must have the same kind and parents here and there, and both graphs the same base."""
+        if other.base.fingerprint != self.base.fingerprint:
+            raise ValueError(f"the graphs were trained on different bases ({self.base.fingerprint} vs "
+                             f"{other.base.fingerprint}); factors only work on their own base")  # fmt: skip
+        modules = dict(self.modules)
+        for name, s in other.spec.factors.items():
+            mine = self.spec.factors.get(name)
+            if mine is None:
+                raise ValueError(f"factor {name!r} of {other.path} is not in this graph ({list(self.spec.factors)})")
+            if (mine.kind, tuple(mine.parents)) != (s.kind, tuple(s.parents)):
+                raise ValueError(f"factor {name!r}: {s.kind} on {list(s.parents)} there, {mine.kind} on "
+                                 f"{list(mine.parents)} here; only the same factor can be swapped")  # fmt: skip
+            modules[name] = other.modules[name].to(self.base.device, next(self.modules[name].parameters()).dtype)
+        return FactorGraphPipeline(self.base, self.spec, modules, self.path)
+
     # ------------------------------------------------------------------ helpers
 
     def native_size(self) -> int:

@@ -1,0 +1,293 @@
+"""``fgdm eval fgdm``: the quality of FG-DM's conditions and images — the analogue of the paper's
+Table 5 (per condition type, vs the base model alone), Table 2 (with vs without attention
+distillation) and of joint vs ancestral sampling, every configuration in one run.
+
+Configurations (rows), each on the same prompts and seeds:
+
+- ``base``: the base model alone;
+- ``FG-DM <factors> <mode>``: the graph sampling those factors (e.g. ``seg,image``), ``joint``
+  (every factor steps at every step on its parents' current estimates) or ``ancestral`` (each
+  factor finishes before its children start); parents not sampled are the null condition;
+- ``FG-DM <factors> joint <label>``: the same with an ablation graph's factors swapped in (e.g.
+  the seg factor trained without attention distillation).
+
+Per row: the images' Fréchet distance, precision and recall against real renders and their CLIP
+score with the prompt (all in MiniCLIP's feature space); the same distance / precision / recall
+for every sampled condition map against real condition maps; consistency, when a judge is given —
+the mIoU between the judge's segmentation of the image and the sampled segmentation map (the image
+factor must follow its map), and the mean absolute error between the judge's depth and the sampled
+depth map; and seconds per image. Samples are cached per (prompt, configuration) as PNG files, so
+an interrupted run resumes and the metrics can be recomputed from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from ..models.judge import Judge
+from ..pipelines.factor_graph import FactorGraphPipeline
+from ..pipelines.text2image import Text2ImagePipeline
+from ..world.categories import NUM_CLASSES
+from ..world.conditions import decode_depth, decode_segmentation, resize_labels
+from ..world.dataset import make_sample
+from ..world.sheet import contact_sheet
+from .features import clip_score, frechet_distance, precision_recall
+
+K_NEIGHBOURS = 3  # precision/recall's k
+
+
+def default_sets(graph: FactorGraphPipeline) -> list[list[str]]:
+    """One factor set per condition: ``[c, "image"]`` where the image factor takes ``c`` as a parent,
+    else ``[c]`` alone (its maps are measured, no image); then the whole graph, if it has more than
+    one condition."""
+    nodes = graph.spec.factors
+    image_parents = set(nodes["image"].parents) if "image" in nodes else set()
+    sets = [[c, "image"] if c in image_parents else [c] for c in nodes if c != "image"]
+    return sets + [list(nodes)] if len(sets) > 1 else sets
+
+
+def configurations(sets: list[list[str]], modes: list[str], ablation: list[str] | None = None,
+                   label: str = "ablation") -> list[dict]:  # fmt: skip
+    """The rows of the table, in order. Modes only differ for sets of two or more factors."""
+    rows = [{"config": "base", "kind": "base"}]
+    for s in sets:
+        for mode in modes if len(s) > 1 else modes[:1]:
+            rows.append({"config": f"FG-DM {','.join(s)} {mode}", "kind": "fgdm", "factors": s, "mode": mode})
+        if ablation and set(ablation) & set(s):
+            rows.append({"config": f"FG-DM {','.join(s)} {modes[0]} {label}", "kind": "fgdm", "factors": s,
+                         "mode": modes[0], "ablation": True})  # fmt: skip
+    return rows
+
+
+def _slug(config: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", config).strip("_")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, graph, ablated, base) -> tuple:
+    """(images, {condition: maps}, seconds) of one configuration on one prompt."""
+    s = seed + 1000 * p
+    _sync()
+    t0 = time.perf_counter()
+    if cfg["kind"] == "base":
+        res = base(prompt, num_images_per_prompt=k, num_inference_steps=steps, seed=s)
+        images, maps = res.images, {}
+    else:
+        pipe = ablated if cfg.get("ablation") else graph
+        res = pipe(prompt, factors=cfg["factors"], num_images_per_prompt=k, seed=s, mode=cfg["mode"],
+                   steps={f: steps for f in cfg["factors"]})  # fmt: skip
+        images, maps = res.images, res.maps
+    _sync()
+    return images, maps, time.perf_counter() - t0
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _unit(arrs: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
+
+
+def real_reference(n: int, size: int, conditions: list[str], seed: int) -> dict[str, list[np.ndarray]]:
+    """``n`` held-out renders (seed ``seed``): images and each condition map, (H, W, 3) uint8."""
+    out: dict[str, list[np.ndarray]] = {"image": [], **{c: [] for c in conditions}}
+    for i in range(n):
+        r = make_sample(i, seed=seed, size=size).render
+        out["image"].append(r.image)
+        conds = r.conditions() if conditions else {}
+        for c in conditions:
+            out[c].append(conds[c])
+    return out
+
+
+def _distribution(real: torch.Tensor, fake: torch.Tensor, clip, prefix: str) -> dict:
+    """Fréchet distance and precision/recall of ``fake`` vs ``real`` in MiniCLIP image features."""
+    out = {f"{prefix}_fd": None, f"{prefix}_precision": None, f"{prefix}_recall": None}
+    if min(len(real), len(fake)) >= 2:
+        out[f"{prefix}_fd"] = round(frechet_distance(real, fake, clip.images), 4)
+    if min(len(real), len(fake)) > K_NEIGHBOURS:
+        fr = torch.cat([clip.images(real[i : i + 64]) for i in range(0, len(real), 64)])
+        ff = torch.cat([clip.images(fake[i : i + 64]) for i in range(0, len(fake), 64)])
+        pr = precision_recall(fr, ff, k=K_NEIGHBOURS)
+        out[f"{prefix}_precision"], out[f"{prefix}_recall"] = round(pr["precision"], 4), round(pr["recall"], 4)
+    return out
+
+
+@torch.no_grad()
+def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarray] | None,
+                depth_maps: list[np.ndarray] | None) -> dict:  # fmt: skip
+    """The judge's view of each image vs the maps it was generated from (at the maps' size):
+    mIoU over the classes in either (accumulated over all images), and depth MAE in [0, 1]."""
+    out = {}
+    x = _unit(images).mul(2).sub(1).to(next(judge.parameters()).device)
+    logits, depth = judge(x)
+    if seg_maps is not None:
+        inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
+        pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
+        for p, m in zip(pred, seg_maps, strict=True):
+            want = decode_segmentation(m)
+            p = resize_labels(p, want.shape[0]) if p.shape != want.shape else p
+            for c in np.union1d(np.unique(p), np.unique(want)):
+                a, b = p == c, want == c
+                inter[c] += (a & b).sum()
+                union[c] += (a | b).sum()
+        seen = union > 0
+        out["consistency_miou"] = round(float((inter[seen] / union[seen]).mean()), 4)
+    if depth_maps is not None:
+        errs = []
+        for d, m in zip(depth[:, 0].float(), depth_maps, strict=True):
+            want = torch.from_numpy(decode_depth(m)).float()
+            got = F.interpolate(d[None, None].cpu(), size=want.shape, mode="bilinear")[0, 0]
+            errs.append(float((got - want).abs().mean()))
+        out["consistency_depth_mae"] = round(float(np.mean(errs)), 4)
+    return out
+
+
+def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: Path, *,
+                     judge: Judge | None = None, sets: list[list[str]] | None = None,
+                     modes: list[str] = ("joint", "ancestral"), ablation: FactorGraphPipeline | None = None,
+                     ablation_label: str = "ablation", images_per_prompt: int = 4, steps: int = 25,
+                     seed: int = 0, n_real: int = 500, real_seed: int = 40_000,
+                     progress: bool = True) -> dict:  # fmt: skip
+    """Sample every configuration on every prompt (resumable in ``out``) and measure it.
+
+    Returns ``{"rows": [...], "configs": [...]}``; one row per configuration (see the module doc).
+    """
+    if not prompts:
+        raise ValueError("prompts is empty")
+    sets = [list(s) for s in (sets or default_sets(graph))]
+    for s in sets:
+        bad = [f for f in s if f not in graph.spec.factors]
+        if bad or not s:
+            raise ValueError(f"factor set {s}: {bad or 'empty'} not in the graph {list(graph.spec.factors)}")
+    bad_modes = [m for m in modes if m not in ("joint", "ancestral")]
+    if bad_modes or not modes:
+        raise ValueError(f"modes must be joint and/or ancestral, got {list(modes)}")
+    ablated = graph.with_factors_from(ablation) if ablation is not None else None
+    configs = configurations(sets, list(modes), list(ablation.spec.factors) if ablation else None, ablation_label)
+    base = Text2ImagePipeline(graph.base)
+    bar = tqdm(total=len(prompts) * len(configs), desc="fgdm quality", disable=not progress)
+    for p, text in enumerate(prompts):
+        for cfg in configs:
+            folder = out / "samples" / _slug(cfg["config"])
+            rec = folder / f"p{p:05d}.json"
+            if not rec.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                images, maps, seconds = _sample(cfg, text, p, images_per_prompt, seed, steps,
+                                                graph=graph, ablated=ablated, base=base)  # fmt: skip
+                files = {"image": []} | {c: [] for c in maps}
+                for k, im in enumerate(images):
+                    im.save(folder / f"p{p:05d}-{k}-image.png")
+                    files["image"].append(f"p{p:05d}-{k}-image.png")
+                for c, ms in maps.items():
+                    for k, m in enumerate(ms):
+                        Image.fromarray(m).save(folder / f"p{p:05d}-{k}-{c}.png")
+                        files[c].append(f"p{p:05d}-{k}-{c}.png")
+                tmp = rec.with_suffix(".partial")
+                tmp.write_text(json.dumps({"prompt": text, "config": cfg["config"], "seconds": seconds,
+                                           "samples": max(len(v) for v in files.values()), "files": files}))  # fmt: skip
+                tmp.replace(rec)
+            bar.update()
+    bar.close()
+    return {"rows": measure(out, configs, prompts, clip, judge=judge, n_real=n_real, real_seed=real_seed),
+            "configs": configs}  # fmt: skip
+
+
+def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: Judge | None = None,
+            n_real: int = 500, real_seed: int = 40_000) -> list[dict]:  # fmt: skip
+    """The table's rows from the samples cached in ``out``."""
+    recs = {c["config"]: [json.loads((out / "samples" / _slug(c["config"]) / f"p{p:05d}.json").read_text())
+                          for p in range(len(prompts))] for c in configs}  # fmt: skip
+    conditions = sorted({c for rs in recs.values() for r in rs for c in r["files"] if c != "image"})
+    ref_size = None
+    for rs in recs.values():
+        for r in rs:
+            if r["files"]["image"]:
+                ref_size = _load_rgb(out / "samples" / _slug(r["config"]) / r["files"]["image"][0]).shape[0]
+                break
+        if ref_size:
+            break
+    if ref_size is None:  # only condition sets: real maps at the size of the first map
+        r = next(r for rs in recs.values() for r in rs)
+        c = next(iter(r["files"]))
+        ref_size = _load_rgb(out / "samples" / _slug(r["config"]) / r["files"][c][0]).shape[0]
+    # renders exist from 64 px; features are taken at MiniCLIP's input size either way
+    ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed)
+    real = {k: _unit(v) for k, v in ref.items()}
+    rows = []
+    for cfg in configs:
+        folder = out / "samples" / _slug(cfg["config"])
+        rs = recs[cfg["config"]]
+        got = {key: [_load_rgb(folder / f) for r in rs for f in r["files"].get(key, [])]
+               for key in ["image", *conditions]}  # fmt: skip
+        n_img = sum(r["samples"] for r in rs)
+        row = {"config": cfg["config"], "prompts": len(rs), "samples": n_img,
+               "seconds_per_image": round(sum(r["seconds"] for r in rs) / max(1, n_img), 4)}  # fmt: skip
+        if got["image"]:
+            fake = _unit(got["image"])
+            row.update(_distribution(real["image"], fake, clip, "image"))
+            texts = [r["prompt"] for r in rs for _ in r["files"]["image"]]
+            row["clip_score"] = round(clip_score(clip.images(fake), clip.texts(texts)), 3)
+        for c in conditions:
+            if got[c]:
+                row.update(_distribution(real[c], _unit(got[c]), clip, c))
+        segs, deps = got.get("seg") or None, got.get("depth") or None
+        if judge is not None and got["image"] and (segs or deps):  # maps and images pair one to one
+            row.update(consistency(judge, got["image"], segs, deps))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a markdown table; columns that no row has are left out, missing values are '—'."""
+    order = ["config", "image_fd", "image_precision", "image_recall", "clip_score"]
+    extra = [k for r in rows for k in r if k not in order and k not in ("prompts", "samples", "seconds_per_image")]
+    cols = [c for c in order if any(c in r for r in rows)]
+    cols += list(dict.fromkeys(extra)) + ["seconds_per_image"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join("—" if r.get(c) is None else str(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sample_sheet(out: Path, configs: list[dict], prompts: list[str], n_prompts: int = 4, cell: int = 128) -> Image.Image:
+    """A contact sheet from the cached samples: per prompt, one row per configuration (first
+    sample): each condition map it sampled, its image, and the base model's image beside it."""
+    conditions = []
+    for c in configs:
+        for f in c.get("factors", []):
+            if f != "image" and f not in conditions:
+                conditions.append(f)
+    rows, captions = [], []
+    blank = np.full((cell, cell, 3), 255, np.uint8)
+    for p in range(min(n_prompts, len(prompts))):
+        base_img = blank
+        for c in configs:
+            r = json.loads((out / "samples" / _slug(c["config"]) / f"p{p:05d}.json").read_text())
+            if c["kind"] == "base":
+                base_img = _load_rgb(out / "samples" / _slug(c["config"]) / r["files"]["image"][0])
+        for c in configs:
+            if c["kind"] == "base":
+                continue
+            folder = out / "samples" / _slug(c["config"])
+            r = json.loads((folder / f"p{p:05d}.json").read_text())
+            row = [_load_rgb(folder / r["files"][m][0]) if m in r["files"] else blank for m in conditions]
+            row.append(_load_rgb(folder / r["files"]["image"][0]) if r["files"]["image"] else blank)
+            row.append(base_img)
+            rows.append(row)
+            captions.append(f"{prompts[p]}  [{c['config']}]")
+    return contact_sheet(rows, headers=[*conditions, "FG-DM image", "base model"], captions=captions, cell=cell)

@@ -1,0 +1,117 @@
+"""FG-DM's quality table (`fgdm eval fgdm`): configurations, factor swapping, consistency on known
+cases, and the resumable runner end to end on a tiny random graph."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fgdm.cli import main
+from fgdm.eval.fgdm_quality import configurations, consistency, default_sets
+from fgdm.world.categories import NUM_CLASSES, category
+from fgdm.world.conditions import encode_segmentation
+
+GRAPH = {"factors": {
+    "seg": {"steps": 2},
+    "depth": {"parents": ["seg"], "steps": 2},
+    "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2},
+    "normal": {"parents": ["depth"], "steps": 2},
+}}  # fmt: skip
+
+
+def test_default_sets_and_configurations(random_graph):
+    g = random_graph(GRAPH)
+    sets = default_sets(g)
+    assert sets == [["seg", "image"], ["depth", "image"], ["normal"], list(g.spec.factors)]  # the whole graph last
+    assert sorted(sets[-1]) == ["depth", "image", "normal", "seg"]
+    rows = configurations(sets[:3], ["joint", "ancestral"], ablation=["seg"], label="no-distill")
+    assert [r["config"] for r in rows] == [
+        "base",
+        "FG-DM seg,image joint", "FG-DM seg,image ancestral", "FG-DM seg,image joint no-distill",
+        "FG-DM depth,image joint", "FG-DM depth,image ancestral",
+        "FG-DM normal joint",  # one factor: joint and ancestral are the same thing
+    ]  # fmt: skip
+
+
+def test_with_factors_from_swaps_only_the_named_factor(random_graph):
+    g = random_graph(GRAPH, seed=0)
+    other = random_graph({"factors": {"seg": {"steps": 2}}}, seed=1)
+    mixed = g.with_factors_from(other)
+    assert mixed.modules["seg"] is other.modules["seg"]
+    assert all(mixed.modules[n] is g.modules[n] for n in ("depth", "image", "normal"))
+    a = g("a dog", factors=["seg"], seed=3).maps["seg"][0]
+    b = mixed("a dog", factors=["seg"], seed=3).maps["seg"][0]
+    assert not np.array_equal(a, b)
+    wrong = random_graph({"factors": {"seg": {"steps": 2}, "depth": {"steps": 2}}}, seed=1)  # depth without parent
+    with pytest.raises(ValueError, match="depth"):
+        g.with_factors_from(wrong)
+
+
+class _Oracle(torch.nn.Module):
+    """A judge that 'sees' a fixed label map and a fixed depth, whatever the image."""
+
+    def __init__(self, labels: np.ndarray, depth: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.labels, self.depth = torch.from_numpy(labels.astype(np.int64)), depth
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        logits = torch.nn.functional.one_hot(self.labels, NUM_CLASSES).permute(2, 0, 1).float()
+        return logits[None].expand(b, -1, -1, -1), torch.full((b, 1, h, w), self.depth)
+
+
+def test_consistency_on_known_maps():
+    seen = np.full((32, 32), category("grass").id, np.uint8)
+    seen[8:20, 8:20] = category("dog").id
+    images = [np.zeros((32, 32, 3), np.uint8)] * 2
+    depth_half = np.full((32, 32, 3), 128, np.uint8)
+    same = consistency(_Oracle(seen, 128 / 255), images, [encode_segmentation(seen)] * 2, [depth_half] * 2)
+    assert same == {"consistency_miou": 1.0, "consistency_depth_mae": 0.0}
+    other = seen.copy()
+    other[8:20, 8:20] = category("cat").id  # the map says cat where the judge sees a dog
+    r = consistency(_Oracle(seen, 1.0), images, [encode_segmentation(other)] * 2, [depth_half] * 2)
+    # classes grass (IoU 1), dog (0) and cat (0): mIoU 1/3; depth 1.0 vs 128/255
+    assert r["consistency_miou"] == pytest.approx(1 / 3, abs=1e-4)
+    assert r["consistency_depth_mae"] == pytest.approx(1 - 128 / 255, abs=1e-3)
+    half = np.full((16, 16), category("grass").id, np.uint8)  # maps at a smaller size than the images
+    assert consistency(_Oracle(np.full((32, 32), category("grass").id, np.uint8), 0.0), images,
+                       [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0}  # fmt: skip
+
+
+def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_dir, tiny_judge_dir, tmp_path, capsys):
+    g = random_graph(GRAPH).save_pretrained(tmp_path / "g")
+    abl = random_graph({"factors": {"seg": {"steps": 2}}}, seed=7).save_pretrained(tmp_path / "g_nodistill")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\na bus on a road\n")
+    out = tmp_path / "run"
+    argv = ["eval", "fgdm", "--prompts", str(prompts), "--graph", str(g), "--clip", str(tiny_clip_dir),
+            "--judge", str(tiny_judge_dir), "--ablation-graph", str(abl), "--sets", "seg,image;normal",
+            "--images-per-prompt", "2", "--steps", "2", "--n-real", "6", "--out", str(out), "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["config"] for r in rows] == ["base", "FG-DM seg,image joint", "FG-DM seg,image ancestral",
+                                           "FG-DM seg,image joint no-distill", "FG-DM normal joint"]  # fmt: skip
+    by = {r["config"]: r for r in rows}
+    assert all(r["prompts"] == 2 and r["samples"] == 4 and r["seconds_per_image"] > 0 for r in rows)
+    assert by["base"]["image_fd"] >= 0 and 0 <= by["base"]["image_precision"] <= 1 and "seg_fd" not in by["base"]
+    joint = by["FG-DM seg,image joint"]
+    assert {"image_fd", "clip_score", "seg_fd", "seg_precision", "seg_recall", "consistency_miou"} <= set(joint)
+    assert 0 <= joint["consistency_miou"] <= 1 and "consistency_depth_mae" not in joint
+    assert "image_fd" not in by["FG-DM normal joint"] and by["FG-DM normal joint"]["normal_fd"] >= 0
+    # the ablation row differs from the joint row only by its seg factor: different maps
+    seg_joint = (out / "samples" / "FG-DM_seg_image_joint" / "p00000-0-seg.png").read_bytes()
+    seg_abl = (out / "samples" / "FG-DM_seg_image_joint_no-distill" / "p00000-0-seg.png").read_bytes()
+    assert seg_joint != seg_abl
+    assert (out / "table.md").read_text().startswith("| config") and (out / "sheet.png").exists()
+    assert json.loads((out / "record.json").read_text())["status"] == "done"
+    stamp = {f: f.stat().st_mtime_ns for f in (out / "samples").rglob("*.json")}
+    assert main([*argv, "--resume"]) == 0  # nothing is sampled again, the same table comes out
+    assert {f: f.stat().st_mtime_ns for f in (out / "samples").rglob("*.json")} == stamp
+    assert json.loads(capsys.readouterr().out) == rows
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    bad = ["eval", "fgdm", "--prompts", str(prompts), "--graph", str(g), "--clip", str(tiny_clip_dir), "--no-judge",
+           "--sets", "seg,sky", "--out", str(tmp_path / "bad")]  # fmt: skip
+    assert main(bad) == 2 and "sky" in capsys.readouterr().err
