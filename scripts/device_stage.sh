@@ -9,6 +9,9 @@
 #   bash scripts/device_stage.sh judge
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
+#   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
+#   bash scripts/device_stage.sh eval-fgdm        # FG-DM's tables: quality, SBPC, real-image edits
+#   bash scripts/device_stage.sh eval-data        # judge trained on FG-DM-generated data vs on real renders
 # STEPS=N caps a run's total steps below the config's; MINUTES=M changes the budget (default 8.5).
 # What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
 # for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*);
@@ -18,7 +21,7 @@
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
-stage=${1:?stage: base | unet | judge | assemble | factor | graph}
+stage=${1:?stage: base | unet | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 if [ -d .whl ]; then
@@ -40,6 +43,10 @@ fgdm() {
       unet) extra=(--set data.size=64) ;;
     esac
     "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
+  elif [ "${SMOKE:-0}" = 1 ] && [ "$1" = generate ]; then
+    "$PY" -m fgdm "$@" --n 1 --steps 2
+  elif [ "${SMOKE:-0}" = 1 ] && [ "$1 $2" = "eval make-prompts" ]; then
+    "$PY" -m fgdm "$@" --n 3
   else
     "$PY" -m fgdm "$@"
   fi
@@ -81,6 +88,50 @@ resumable() {
   cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
 }
 
+# Evaluation stages: each command gets what is left of the call's budget (MINUTES, from the
+# script's start) and runs in a resumable folder runs/eval/NAME, so the next call goes on where a
+# cut-off one stopped; finished ones (runs/eval/NAME.json) are skipped.
+J=${JUDGE:-src/fgdm/models/data/judge}; G=${GRAPH:-src/fgdm/models/data/fgdm}; C=${CLIP:-runs/train/clip/final}
+if [ "${SMOKE:-0}" = 1 ]; then J=runs/train/judge/final; G=runs/fgdm; fi
+MG=${MULTIGEN:-.bench/multigen_coco_5_1k.json}
+deadline=$(( SECONDS + ${EVAL_SECONDS:-$("$PY" -c "print(int(60 * ${MINUTES:-8.5}))")} - 30 ))
+_ev() {  # _ev RESUMABLE NAME ARGS...
+  local resumable=$1 name=$2; shift 2
+  local left=$(( deadline - SECONDS )) extra=()
+  mkdir -p runs/eval
+  if [ -s "runs/eval/$name.json" ]; then echo "eval $name: done before"; return 0; fi
+  if [ "$left" -lt 20 ]; then echo "eval $name: no time left in this call" | tee -a runs/eval/pending.txt; return 0; fi
+  if [ "$resumable" = 1 ]; then
+    extra=(--out "runs/eval/$name")
+    [ -f "runs/eval/$name/record.json" ] && extra+=(--resume)
+  fi
+  if [ "${SMOKE:-0}" = 1 ]; then  # tiny versions of every measurement, on the smoke-trained models
+    local m=(--model runs/minisd)
+    case "$1 $2" in
+      "eval judge") extra+=(--n 4) ;;
+      "eval recall"|"eval multigen"|"eval visor") extra+=("${m[@]}" --limit 2 --steps 2 --images-per-prompt 2) ;;
+      "eval quality") extra+=("${m[@]}" --limit 2 --steps 2 --n-real 4 --images-per-prompt 2) ;;
+      "eval fgdm") extra+=(--n-prompts 2 --images-per-prompt 2 --steps 2 --n-real 4) ;;
+      "eval sbpc") extra+=(--n-prompts 2 --ns 1,2 --cond-steps 2 --baseline-n 2 --steps 2) ;;
+      "eval real-edit") extra+=(--n 2 --steps 2) ;;
+      "bench generate") extra+=("${m[@]}" --n 1 --steps 2) ;;
+      "bench factors") extra+=("${m[@]}" --n 1 --steps 2 --batch 2 --distill-batch 2) ;;
+    esac
+  fi
+  if timeout "$left" "$PY" -m fgdm "$@" "${extra[@]}" --json > "runs/eval/$name.partial"; then
+    mv "runs/eval/$name.partial" "runs/eval/$name.json"
+  else
+    echo "eval $name: stopped (rc $?), resumes in the next call" | tee -a runs/eval/pending.txt
+  fi
+}
+rm -f runs/eval/pending.txt  # what this call could not finish
+evr() { _ev 1 "$@"; }
+evj() { _ev 0 "$@"; }
+pack_eval() {  # results, tables, plots and sheets; not the per-image samples
+  tar -C runs -czf "$out/eval.tgz" --exclude='*/samples' --exclude='*/images' --exclude='*/results' \
+    --exclude='*.partial' eval $(cd runs && ls -d train/judge_*/metrics.json 2>/dev/null)
+}
+
 case "$stage" in
   base)
     [ -f runs/train/tokenizer/final/vocab.json ] || fgdm train tokenizer --config configs/tokenizer.yaml --quiet
@@ -108,6 +159,37 @@ case "$stage" in
   graph)
     fgdm train assemble-graph --graph runs/train/graph --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
+  eval-base)  # MiniSD's quality targets, MultiGen, image quality, the judge, GPU timings
+    evj judge-eval eval judge --judge "$J" --n 500
+    evr single eval recall --prompts prompts/single_400.json --judge "$J" --images-per-prompt 4
+    evr pairs eval recall --prompts prompts/pairs_500.json --judge "$J" --images-per-prompt 2
+    if [ -f "$MG" ]; then evr multigen eval multigen --prompts "$MG" --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}"
+    else echo "no $MG: copy ../shared/benchmarks/multigen_coco_5_1k.json into .bench/ and carry .bench" | tee "$out/multigen-missing.txt"; fi
+    evr multigen-sceneworld eval multigen --prompts prompts/multigen_sceneworld_5_1k.json --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}"
+    evr visor eval visor --prompts prompts/relations_500.json --judge "$J"
+    evj quality eval quality --prompts prompts/multigen_sceneworld_5_1k.json --clip "$C" --limit 100 --images-per-prompt 4
+    evj bench-generate bench generate --n 8
+    pack_eval ;;
+  eval-fgdm)  # FG-DM's tables: quality/ablation/joint-vs-ancestral/consistency, SBPC, real-image edits
+    abl=()
+    [ -f runs/train/graph_nodistill/graph.yaml ] && abl=(--ablation-graph runs/train/graph_nodistill)
+    evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-100}" \
+      --clip "$C" --judge "$J" "${abl[@]}"
+    evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"
+    evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
+    evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
+    evj bench-factors bench factors
+    pack_eval ;;
+  eval-data)  # the FG-DM data claim: a judge trained only on generated samples vs one on as many real renders
+    mkdir -p runs/eval
+    [ -f runs/captions_400.json ] || fgdm eval make-prompts --recipe captions --n 400 --seed 3 --out runs/captions_400.json
+    [ -f runs/gen_dataset/samples.jsonl ] || fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" \
+      --factors seg,depth,image --export-dataset runs/gen_dataset
+    budget=(--max-minutes "${DATA_MINUTES:-3}")
+    resumable judge_generated judge configs/judge_generated.yaml
+    resumable judge_real_3200 judge configs/judge_real_3200.yaml
+    rm -rf "$out/checkpoint"  # two short runs: their metrics are what matters, not their weights
+    pack_eval ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)

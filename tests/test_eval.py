@@ -45,6 +45,11 @@ def test_prompt_recipes():
     assert all(len(e.objects) == 1 for e in single) and {e.objects[0] for e in single[:80]} == {c.name for c in THINGS}
     assert "a photo of an apple" in {e.text for e in single}
     assert all(len(set(e.objects)) == 2 and " and " in e.text for e in RECIPES["pairs"](50, 1))
+    caps = RECIPES["captions"](6, 3)
+    for i, e in enumerate(caps):
+        s = make_sample(i, seed=3, size=64)
+        assert e.text == s.caption.text and set(e.objects) <= {o.category for o in s.render.scene.objects}
+    assert any(e.objects for e in caps)
 
 
 @pytest.mark.skipif(not MULTIGEN.exists(), reason="shared benchmarks not present")

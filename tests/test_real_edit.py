@@ -86,3 +86,43 @@ def test_edit_real_cli(setup, tmp_path, capsys):
     assert main(["edit-real", str(tmp_path / "none.png"), "--prompt", "a dog", "--remove", "dog"]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_plan_edit_picks_the_largest_visible_object_and_a_new_class():
+    from fgdm.eval.real_edit_bench import plan_edit
+    from fgdm.world.vocab import parse_prompt
+
+    for i in range(6):
+        plan = plan_edit(i, seed=50_000, size=64)
+        if plan is None:
+            continue
+        r = make_sample(i, seed=50_000, size=64).render
+        present = {o.category for o in r.scene.objects}
+        assert plan["old"] in present and plan["new"] not in present
+        assert plan["old"] in parse_prompt(plan["prompt"]).things
+        assert plan == plan_edit(i, seed=50_000, size=64) | {"image": plan["image"]}  # deterministic
+
+
+@pytest.mark.parametrize("edit", ["text", "map"])
+def test_eval_real_edit_cli_resumes(setup, tmp_path, capsys, edit):
+    _, graph, judge_dir, _ = setup
+    out = tmp_path / f"run-{edit}"
+    argv = ["eval", "real-edit", "--n", "3", "--edit", edit, "--steps", "2", "--graph", str(graph), "--judge",
+            str(judge_dir), "--out", str(out), "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 3 and summary["edited"] + summary["skipped"] == 3
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "done" and len(rec["rows"]) == 3
+    for r in rec["rows"]:
+        if "skipped" in r:
+            continue
+        assert r["reconstruction_psnr"] > 0 and 0 <= r["new_class_recall"] <= 1 and r["seconds"] > 0
+        assert r["edited_prompt"] == r["prompt"].replace(r["old"], r["new"]) or edit == "map"
+    if edit == "text":
+        assert summary["edited"] == 3 and (out / "examples.png").exists()
+    stamp = {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()}
+    assert main([*argv, "--resume"]) == 0
+    assert {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()} == stamp
+    assert json.loads(capsys.readouterr().out) == summary

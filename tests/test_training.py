@@ -241,3 +241,20 @@ def test_render_pool_matches_the_dataset_in_any_number_of_processes():
     assert np.array_equal(one["cond_sketch"][2].permute(1, 2, 0).numpy(), s.render.conditions()["sketch"])
     with pytest.raises(ValueError, match="cond_heat"):
         render_pool(2, seed=0, size=64, fields=("image", "cond_heat"))
+
+
+def test_every_shipped_training_config_is_valid():
+    """The GPU recipes in configs/ parse and validate (a typo there would cost device minutes)."""
+    import yaml
+
+    from fgdm.training.components import TRAINERS
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+    seen = 0
+    for path in sorted(root.glob("*.yaml")):
+        if "component" not in (yaml.safe_load(path.read_text()) or {}):
+            continue  # e.g. world.yaml, a WorldConfig
+        cfg = load_train_config(path)
+        assert cfg.component in TRAINERS, path.name
+        seen += 1
+    assert seen >= 12

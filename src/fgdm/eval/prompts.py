@@ -6,6 +6,9 @@
 - Dense scenes (SBPC, FG-DM Tables 3-4): 6-8 distinct categories in a natural sentence.
 - Single objects ("a photo of a dog": every category equally often) and pairs ("a photo of a dog
   and a cat"): the base model's basic presence rates (MiniSD's quality targets).
+- Captions: the world's own captions of scenes ``0..n-1`` of world seed ``seed`` (the training
+  distribution's prompts, e.g. to generate a labelled dataset with FG-DM); objects = the
+  categories the caption names.
 
 Every set is a pure function of (recipe, n, seed); the versioned files under ``prompts/`` record
 both and a test regenerates them.
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..world.categories import THINGS, resolve_categories
+from ..world.categories import THINGS, category, resolve_categories
 
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 
@@ -97,6 +100,18 @@ def pair_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:
     return out
 
 
+def caption_prompts(n: int = 1000, seed: int = 3) -> list[PromptEntry]:
+    """SceneWorld captions of scenes ``0..n-1`` with world seed ``seed`` (use a seed no model trained on)."""
+    from ..world.dataset import make_sample
+
+    out = []
+    for i in range(n):
+        cap = make_sample(i, seed=seed, size=64).caption
+        names = tuple(dict.fromkeys(g.category for g in cap.grounding if category(g.category).is_thing))
+        out.append(PromptEntry(cap.text, names))
+    return out
+
+
 def to_multigen_json(entries: list[PromptEntry]) -> list[dict]:
     """The official MultiGen list format (plus 'relation' where there is one)."""
     rows = []
@@ -141,4 +156,5 @@ RECIPES = {
     "dense": dense_prompts,
     "single": single_prompts,
     "pairs": pair_prompts,
+    "captions": caption_prompts,
 }
