@@ -99,9 +99,12 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(trained, tmp_path, capsys):
     assert m["stopped_early"] is True and m["steps"] == 1
     assert [c.name for c in (out / "checkpoints").glob("step-*")] == ["step-0000001"]
     assert (out / "final").is_dir()  # the newest weights are usable (e.g. to assemble a preview)
-    assert main([*args, "--resume", "--steps", "2"]) == 0
+    assert main([*args, "--resume", "--steps", "2", "--set", "optim.rewarm_steps=4"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["stopped_early"] is False and m["steps"] == 2
+    rows = list(csv.DictReader((out / "loss.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 2 / 4)  # the resumed run re-warmed over 4 steps
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([*args, "--max-minutes", "0"])

@@ -27,6 +27,7 @@ class OptimConfig:
     lr: float = 4e-4
     weight_decay: float = 0.01
     warmup_steps: int = 200
+    rewarm_steps: int | None = None  # warm-up after --resume (AdamW's moments are not saved); default warmup_steps
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
 

@@ -102,8 +102,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
         )
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-    warm = max(1, cfg.optim.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))  # re-warms after a resume
+    warm = cfg.optim.warmup_steps if start == 0 or cfg.optim.rewarm_steps is None else cfg.optim.rewarm_steps
+    warm = max(1, warm)  # a resumed run re-warms: AdamW's moments start from zero again
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     model, opt, sched = acc.prepare(model, opt, sched)
     fwd = torch.compile(model) if cfg.compile else model
     if ema is not None:
