@@ -35,7 +35,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # tiny everything; the assembled pipeline lives 
               --set checkpoint_every=1 --set compile=false --set mixed_precision=no)
 fi
 fgdm() {
-  if [ "$1" = train ] && [ "${SMOKE:-0}" = 1 ] && [ "$2" != assemble ] && [ "$2" != assemble-graph ]; then
+  if [ "$1" = train ] && [ "${SMOKE:-0}" = 1 ] && [ "${2#assemble}" = "$2" ]; then  # not the assemble commands
     local extra=()
     case "$2" in
       factor|image-factor) extra=(--set base.model=runs/minisd --set "extra.sizes=[64]" --set data.size=64) ;;
@@ -68,8 +68,13 @@ budget=(--max-minutes "${MINUTES:-8.5}")
 assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also becomes the package's MiniSD here
   fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
     --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
-  tar -C runs -cf - minisd | split -b 15m - "$out/minisd.tar.part-"
-  if [ "${SMOKE:-0}" != 1 ]; then rm -rf src/fgdm/models/data/minisd && cp -r runs/minisd src/fgdm/models/data/minisd; fi
+  fgdm train assemble-clip --clip runs/train/clip/final --out runs/miniclip --overwrite  # for evaluation
+  tar -C runs -cf - minisd miniclip | split -b 15m - "$out/minisd.tar.part-"
+  if [ "${SMOKE:-0}" != 1 ]; then
+    mkdir -p src/fgdm/models/data
+    rm -rf src/fgdm/models/data/minisd src/fgdm/models/data/miniclip
+    cp -r runs/minisd runs/miniclip src/fgdm/models/data/
+  fi
 }
 
 # Train a component, resuming from its own checkpoints or, in a new session, from checkpoints/NAME
@@ -91,8 +96,8 @@ resumable() {
 # Evaluation stages: each command gets what is left of the call's budget (MINUTES, from the
 # script's start) and runs in a resumable folder runs/eval/NAME, so the next call goes on where a
 # cut-off one stopped; finished ones (runs/eval/NAME.json) are skipped.
-J=${JUDGE:-src/fgdm/models/data/judge}; G=${GRAPH:-src/fgdm/models/data/fgdm}; C=${CLIP:-runs/train/clip/final}
-if [ "${SMOKE:-0}" = 1 ]; then J=runs/train/judge/final; G=runs/fgdm; fi
+J=${JUDGE:-src/fgdm/models/data/judge}; G=${GRAPH:-src/fgdm/models/data/fgdm}; C=${CLIP:-src/fgdm/models/data/miniclip}
+if [ "${SMOKE:-0}" = 1 ]; then J=runs/train/judge/final; G=runs/fgdm; C=runs/train/clip/final; fi
 MG=${MULTIGEN:-.bench/multigen_coco_5_1k.json}
 deadline=$(( SECONDS + ${EVAL_SECONDS:-$("$PY" -c "print(int(60 * ${MINUTES:-8.5}))")} - 30 ))
 _ev() {  # _ev RESUMABLE NAME ARGS...

@@ -708,6 +708,17 @@ def cmd_train_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_assemble_clip(args: argparse.Namespace) -> int:
+    from .models.miniclip import load_eval_clip, save_eval_clip
+    from .runs import staged_output
+
+    clip, _ = load_eval_clip(args.clip)
+    with staged_output(args.out, marker="eval_clip.json", overwrite=args.overwrite) as stage:
+        save_eval_clip(clip, stage)  # the tokenizer, like the text tower, is the pipeline's
+    print(f"wrote the evaluation MiniCLIP (image tower + projections, fp16) to {args.out}")
+    return 0
+
+
 def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
     from .pipelines.factor_graph import FactorGraphPipeline
 
@@ -1139,6 +1150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
     p.set_defaults(func=cmd_train_assemble)
+    p = tsub.add_parser("assemble-clip", help="MiniCLIP for evaluation, without its text tower (that is MiniSD's "
+                        "text encoder): fp16 image tower and projections")  # fmt: skip
+    p.add_argument("--clip", required=True, help="a trained CLIPModel folder (`fgdm train clip`'s final/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_train_assemble_clip)
     p = tsub.add_parser("assemble-graph", help="copy a trained FG-DM graph as fp16 safetensors (e.g. for shipping)")
     p.add_argument("--graph", required=True, help="a trained graph folder (extra.graph of the factor configs)")
     p.add_argument("--out", required=True)
@@ -1198,7 +1215,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ancestral, distillation ablation, image-map consistency")  # fmt: skip
     p.add_argument("--prompts", required=True)
     p.add_argument("--n-prompts", type=_int_at_least(1), default=50, help="the first P prompts")
-    p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP) for the feature space")
+    p.add_argument("--clip", help="MiniCLIP for the feature space: a CLIPModel folder or an evaluation MiniCLIP "
+                   "(default: the shipped one)")
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--sets", type=_arg_type(lambda t: [_csv(g) for g in t.split(";") if g.strip()], "sets"),
                    help="factor sets, ';'-separated, e.g. 'seg,image;depth,image;normal' "
@@ -1237,7 +1255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_real_edit)
     p = esub.add_parser("quality", help="Fréchet distance, precision/recall, CLIP score, diversity (MiniCLIP features)")
     p.add_argument("--prompts", required=True)
-    p.add_argument("--clip", required=True, help="a CLIPModel folder (MiniCLIP, from `fgdm train clip`)")
+    p.add_argument("--clip", help="MiniCLIP: a CLIPModel folder (from `fgdm train clip`) or an evaluation "
+                   "MiniCLIP (`fgdm train assemble-clip`; default: the shipped one)")
     p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
     p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)
     p.add_argument("--limit", type=_int_at_least(1))

@@ -23,17 +23,12 @@ from .features import clip_score, diversity, frechet_distance, precision_recall
 class MiniCLIPFeatures:
     """Image and text features of a ``transformers.CLIPModel`` folder (MiniCLIP or any CLIP)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        from transformers import CLIPModel, CLIPTokenizer
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", text_encoder: str | Path | None = None) -> None:
+        """``path``: a CLIPModel folder, or the evaluation MiniCLIP (default: the shipped one, whose
+        text tower comes from ``text_encoder``, default the shipped MiniSD)."""
+        from ..models.miniclip import load_eval_clip
 
-        p = Path(path)
-        if not (p / "config.json").exists():
-            raise ValueError(f"clip {str(path)!r} is not a CLIPModel folder (no config.json)")
-        try:
-            self.model = CLIPModel.from_pretrained(p, use_safetensors=True).to(device).eval()
-            self.tokenizer = CLIPTokenizer.from_pretrained(p)
-        except Exception as e:  # transformers raises many types for bad folders
-            raise ValueError(f"clip {str(path)!r} could not be loaded: {type(e).__name__}: {e}") from None
+        self.model, self.tokenizer = load_eval_clip(path, text_encoder=text_encoder, device=device)
         self.size = self.model.config.vision_config.image_size
         self.device = device
 
