@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One stage of MiniSD / judge / FG-DM training on the lent GPU machine (see docs/training.md).
-# Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata, zipp, ...).
+# Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata: docs/training.md).
 # Every stage fits one device command (<= 10 minutes): each trainer gets a wall-clock budget
 # (--max-minutes) and stops cleanly with a checkpoint when it is spent; the next call resumes.
 #   bash scripts/device_stage.sh base             # MiniVAE + MiniCLIP (tokenizer: checkpoints/tokenizer)
@@ -142,7 +142,18 @@ case "$stage" in
     [ -f runs/train/tokenizer/final/vocab.json ] || fgdm train tokenizer --config configs/tokenizer.yaml --quiet
     [ -d runs/train/vae/final ] || fgdm train vae --config configs/vae.yaml --quiet --max-minutes "${VAE_MINUTES:-3.5}"
     [ -d runs/train/clip/final ] || fgdm train clip --config configs/clip.yaml --quiet --max-minutes "${CLIP_MINUTES:-3.5}"
-    tar -C runs/train -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-" ;;
+    # they are final: they travel in fp16 (13.6 MB instead of 27; they load as fp32 models again)
+    rm -rf runs/transport && mkdir -p runs/transport
+    for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done
+    "$PY" - runs/transport/vae/final runs/transport/clip/final <<'PYEOF'
+import sys, pathlib
+from safetensors.torch import load_file, save_file
+for d in sys.argv[1:]:
+    for f in pathlib.Path(d).glob("*.safetensors"):
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}, str(f),
+                  metadata={"format": "pt"})
+PYEOF
+    tar -C runs/transport -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-" ;;
   unet)
     resumable unet unet configs/unet.yaml
     assemble ;;
