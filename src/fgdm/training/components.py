@@ -371,7 +371,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
     uncond = te(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(dev))[0]
     rank = int(os.environ.get("RANK", "0"))  # one random stream per process under `accelerate launch`
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1000 * rank)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
     if cfg.extra.get("prerender", True):
         t0 = time.perf_counter()
@@ -388,7 +388,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
 
         def batches():
             while True:
-                idx = torch.randint(len(lats), (cfg.batch_size,), generator=gen)
+                idx = torch.randint(len(lats), (cfg.batch_size,), generator=gen, device=dev)
                 yield {"latents": lats[idx.to(lats.device)].float(), "emb": embs[idx.to(embs.device)].float()}
     else:
 
@@ -406,10 +406,10 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     def loss_fn(model, batch, step):
         z, emb = batch["latents"].to(dev), batch["emb"].to(dev)
         b = z.shape[0]
-        drop = torch.rand(b, generator=gen) < p_drop
-        emb = torch.where(drop.to(dev)[:, None, None], uncond.expand_as(emb), emb)
-        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen).to(dev)
-        eps = torch.randn(z.shape, generator=gen).to(dev)
+        drop = torch.rand(b, generator=gen, device=dev) < p_drop
+        emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
+        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen, device=dev)
+        eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
         pred = model(zt, t, encoder_hidden_states=emb).sample
         return min_snr_mse(pred, eps, ac[t], gamma).mean(), {}

@@ -142,7 +142,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     d_size = ex.get("distill_size")
     uncond = base.encode_text([""], allow_empty=True)[0]
     rank = int(os.environ.get("RANK", "0"))
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
     modalities = tuple(dict.fromkeys([*spec.parents, spec.name]))
     sizes = ex.get("sizes", [cfg.data.size])
@@ -156,7 +156,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     def batches():
         for i in itertools.count():
             data = datasets[i % len(datasets)]
-            idx = torch.randint(len(data["embeddings"]), (cfg.batch_size,), generator=gen).to(dev)
+            idx = torch.randint(len(data["embeddings"]), (cfg.batch_size,), generator=gen, device=dev)
             yield {k: v[idx].float() for k, v in data.items()}
 
     select = LayerSelector()
@@ -164,18 +164,18 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     def loss_fn(model, batch, step):
         z, emb = batch[f"lat_{spec.name}"], batch["embeddings"]
         b = z.shape[0]
-        drop = (torch.rand(b, generator=gen) < p_drop).to(dev)
+        drop = torch.rand(b, generator=gen, device=dev) < p_drop
         emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
         packed = None
         if spec.parents:
             rows = []
             for p in spec.parents:
-                keep = (torch.rand(b, generator=gen) >= p_null).to(dev).float()[:, None, None, None]
+                keep = (torch.rand(b, generator=gen, device=dev) >= p_null).float()[:, None, None, None]
                 zp = batch[f"lat_{p}"] * keep
                 rows.append(torch.cat([zp, keep.expand(-1, 1, *zp.shape[-2:])], 1))
             packed = torch.cat(rows, 1)
-        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen).to(dev)
-        eps = torch.randn(z.shape, generator=gen).to(dev)
+        t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen, device=dev)
+        eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
         pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
         loss = min_snr_mse(pred, eps, ac[t], gamma).mean()
