@@ -43,8 +43,6 @@ fgdm() {
       unet) extra=(--set data.size=64) ;;
     esac
     "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
-  elif [ "${SMOKE:-0}" = 1 ] && [ "$1" = generate ]; then
-    "$PY" -m fgdm "$@" --n 1 --steps 2
   elif [ "${SMOKE:-0}" = 1 ] && [ "$1 $2" = "eval make-prompts" ]; then
     "$PY" -m fgdm "$@" --n 3
   else
@@ -199,10 +197,15 @@ PYEOF
   eval-data)  # the FG-DM data claim: a judge trained only on generated samples vs one on as many real renders
     mkdir -p runs/eval
     [ -f runs/captions_400.json ] || fgdm eval make-prompts --recipe captions --n 400 --seed 3 --out runs/captions_400.json
-    [ -f runs/gen_dataset/samples.jsonl ] || fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" \
-      --factors seg,depth,image --export-dataset runs/gen_dataset
-    budget=(--max-minutes "${DATA_MINUTES:-3}")
+    if [ ! -f runs/gen_dataset/samples.jsonl ]; then  # written atomically: all or nothing
+      timeout $(( deadline - SECONDS )) "$PY" -m fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" \
+        --factors seg,depth,image --export-dataset runs/gen_dataset $([ "${SMOKE:-0}" = 1 ] && echo --n 1 --steps 2) \
+        || { echo "generation did not finish in this call's budget: run eval-data again" | tee "$out/pending.txt"; exit 3; }
+    fi
+    share() { "$PY" -c "print(round(max(0.5, ($deadline - $SECONDS) / 60 / $1), 2))"; }  # minutes for each of N runs left
+    budget=(--max-minutes "$(share 2)")
     resumable judge_generated judge configs/judge_generated.yaml
+    budget=(--max-minutes "$(share 1)")
     resumable judge_real_3200 judge configs/judge_real_3200.yaml
     rm -rf "$out/checkpoint"  # two short runs: their metrics are what matters, not their weights
     pack_eval ;;
