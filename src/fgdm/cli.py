@@ -90,6 +90,14 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+def _runner_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """The options every resumable benchmark runner shares."""
+    p.add_argument("--out", help=f"run folder (default: a new runs/eval-{kind}-NNN)")
+    p.add_argument("--resume", action="store_true", help="continue a run in --out (same settings)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+
 def _print_result(result: dict, as_json: bool) -> None:
     """A result dict as JSON, or as aligned ``key value`` lines."""
     if as_json:
@@ -768,17 +776,27 @@ def _resumable_run(out: Path, settings: dict, resume: bool) -> Path:
     return rec
 
 
+def _recorded_run(args: argparse.Namespace, out: Path, settings: dict, run: Callable[[], dict]) -> dict:
+    """Start (or, with --resume, continue) a benchmark run folder, call ``run()`` and record its
+    result in ``out/record.json`` with the settings and the command; returns the result."""
+    from .runs import write_json
+
+    rec = _resumable_run(out, settings, args.resume)
+    command = shlex.join(["fgdm", *args.argv])
+    write_json(rec, {"settings": settings, "command": command, "status": "running"})
+    res = run()
+    write_json(rec, {"settings": settings, "command": command, "status": "done", **res})
+    return res
+
+
 def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     """recall / multigen / visor: generate for a prompt set, judge, score (resumable run folder)."""
-    import numpy as np
-
-    from .eval.metrics import multigen_scores, object_recall, recall_summary, visor_scores
     from .eval.prompts import load_prompt_entries
     from .eval.runner import run_prompts
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.text2image import Text2ImagePipeline
-    from .runs import next_run_dir, write_json
+    from .runs import next_run_dir
 
     kind = args.eval_command
     entries = load_prompt_entries(args.prompts)
@@ -799,25 +817,34 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
                 "steps": args.steps, "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size,
                 "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
-    rec = _resumable_run(out, settings, args.resume)
-    write_json(rec, {"settings": settings, "command": shlex.join(["fgdm", *args.argv]), "status": "running"})
-    rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt, steps=args.steps,
-                       guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, progress=not args.json)  # fmt: skip
+
+    def run() -> dict:
+        rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
+                           steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
+                           progress=not args.json)  # fmt: skip
+        return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
+
+    result = _recorded_run(args, out, settings, run)["result"]
+    _print_result(result, args.json)
+    return 0
+
+
+def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_prompt: int) -> dict:
+    import numpy as np
+
+    from .eval.metrics import multigen_scores, object_recall, recall_summary, visor_scores
+
     if kind == "recall":
         result = recall_summary([object_recall(r["objects"], r["present"]) for r in rows])
     elif kind == "multigen":
-        counts = np.zeros((args.images_per_prompt, len(entries)), dtype=int)
+        counts = np.zeros((images_per_prompt, n_prompts), dtype=int)
         for r in rows:
             counts[r["k"], r["prompt_index"]] = len(set(r["objects"]) & set(r["present"]))
         result = multigen_scores(counts)
     else:
         result = visor_scores([(set(r["objects"]) <= set(r["present"]), r.get("relation_holds")) for r in rows])
     result["seconds_per_image"] = round(float(np.mean([r["seconds"] for r in rows])), 4)
-    write_json(
-        rec, {"settings": settings, "command": shlex.join(["fgdm", *args.argv]), "status": "done", "result": result}
-    )
-    _print_result(result, args.json)
-    return 0
+    return result
 
 
 def cmd_eval_sbpc(args: argparse.Namespace) -> int:
@@ -826,7 +853,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.factor_graph import FactorGraphPipeline
-    from .runs import next_run_dir, write_json
+    from .runs import next_run_dir
     from .world.prompts import read_prompts
 
     prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
@@ -845,19 +872,13 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
         from .eval.quality import MiniCLIPFeatures
 
         clip = MiniCLIPFeatures(args.clip, device)
-    rec = _resumable_run(out, settings, args.resume)
-    command = shlex.join(["fgdm", *args.argv])
-    write_json(rec, {"settings": settings, "command": command, "status": "running"})
-    res = run_sbpc_table(graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
-                         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip,
-                         progress=not args.json)  # fmt: skip
-    (out / "table.md").write_text(markdown_table(res["rows"]))
+    res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
+        graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
+        cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, progress=not args.json))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
-    write_json(rec, {"settings": settings, "command": command, "status": "done", **res})
-    if args.json:
-        print(json.dumps(res["rows"], indent=1))
-    else:
-        print(markdown_table(res["rows"]) + f"\n(table, plot and images in {out})")
+    table = markdown_table(res["rows"])
+    (out / "table.md").write_text(table)
+    print(json.dumps(res["rows"], indent=1) if args.json else f"{table}\n(table, plot and images in {out})")
     return 0
 
 
@@ -868,7 +889,7 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.factor_graph import FactorGraphPipeline
-    from .runs import next_run_dir, write_json
+    from .runs import next_run_dir
     from .world.prompts import read_prompts
 
     prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
@@ -886,19 +907,14 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
                 "n_real": args.n_real, "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
                 "ablation_graph": str(ablation.path) if ablation else None, "ablation_label": args.ablation_label,
                 "judge_fingerprint": judge_fp, "clip": str(args.clip)}  # fmt: skip
-    rec = _resumable_run(out, settings, args.resume)
-    command = shlex.join(["fgdm", *args.argv])
-    write_json(rec, {"settings": settings, "command": command, "status": "running"})
-    res = run_fgdm_quality(graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablation=ablation,
-                           ablation_label=args.ablation_label, images_per_prompt=args.images_per_prompt,
-                           steps=args.steps, seed=args.seed, n_real=args.n_real, progress=not args.json)  # fmt: skip
-    (out / "table.md").write_text(markdown_table(res["rows"]))
+    res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
+        graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablation=ablation,
+        ablation_label=args.ablation_label, images_per_prompt=args.images_per_prompt, steps=args.steps,
+        seed=args.seed, n_real=args.n_real, progress=not args.json))  # fmt: skip
     sample_sheet(out, res["configs"], prompts, n_prompts=args.sheet_prompts).save(out / "sheet.png")
-    write_json(rec, {"settings": settings, "command": command, "status": "done", "rows": res["rows"]})
-    if args.json:
-        print(json.dumps(res["rows"], indent=1))
-    else:
-        print(markdown_table(res["rows"]) + f"\n(table, contact sheet and samples in {out})")
+    table = markdown_table(res["rows"])
+    (out / "table.md").write_text(table)
+    print(json.dumps(res["rows"], indent=1) if args.json else f"{table}\n(table, contact sheet and samples in {out})")
     return 0
 
 
@@ -908,7 +924,7 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.factor_graph import FactorGraphPipeline
-    from .runs import next_run_dir, write_json
+    from .runs import next_run_dir
 
     out = Path(args.out) if args.out else next_run_dir("runs", "eval-real-edit")
     device = _device(args.device)
@@ -917,15 +933,12 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "steps": args.steps,
                 "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
-    rec = _resumable_run(out, settings, args.resume)
-    command = shlex.join(["fgdm", *args.argv])
-    write_json(rec, {"settings": settings, "command": command, "status": "running"})
-    res = run_real_edit(pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, steps=args.steps,
-                        progress=not args.json)  # fmt: skip
+    res = _recorded_run(args, out, settings, lambda: run_real_edit(
+        pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, steps=args.steps,
+        progress=not args.json))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:
         sheet.save(out / "examples.png")
-    write_json(rec, {"settings": settings, "command": command, "status": "done", **res})
     print(json.dumps(res["summary"], indent=1) if args.json else
           "\n".join(f"{k:22s} {v}" for k, v in res["summary"].items()) + f"\n(examples and per-image results in {out})")  # fmt: skip
     return 0
@@ -1187,10 +1200,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
         p.add_argument("--seed", type=_int_at_least(0), default=0)
         p.add_argument("--size", type=_int_at_least(8), default=None)
-        p.add_argument("--out", help="run folder (default: a new runs/eval-KIND-NNN)")
-        p.add_argument("--resume", action="store_true", help="continue a run in --out (same settings)")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--json", action="store_true")
+        _runner_args(p, kind)
         p.set_defaults(func=cmd_eval_benchmark)
     p = esub.add_parser("sbpc", help="SBPC table: FG-DM best-of-N vs the base model and image-space best-of-N")
     p.add_argument("--prompts", required=True, help="dense prompts (e.g. prompts/dense_6to8_200.json)")
@@ -1206,10 +1216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cond-size", type=_int_at_least(8), default=64)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--out", help="run folder (default: a new runs/eval-sbpc-NNN)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    _runner_args(p, "sbpc")
     p.set_defaults(func=cmd_eval_sbpc)
     p = esub.add_parser("fgdm", help="FG-DM quality table: conditions and images vs the base model, joint vs "
                         "ancestral, distillation ablation, image-map consistency")  # fmt: skip
@@ -1233,10 +1240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=4, help="prompts in the contact sheet")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--out", help="run folder (default: a new runs/eval-fgdm-NNN)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    _runner_args(p, "fgdm")
     p.set_defaults(func=cmd_eval_fgdm)
     p = esub.add_parser("real-edit", help="real-image editing over held-out renders: reconstruction and unchanged-region "
                         "PSNR, the judge's recall of the new class")  # fmt: skip
@@ -1248,10 +1252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_int_at_least(1), help="DDIM steps of inversion and sampling (default: the graph's)")
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
-    p.add_argument("--out", help="run folder (default: a new runs/eval-real-edit-NNN)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    _runner_args(p, "real-edit")
     p.set_defaults(func=cmd_eval_real_edit)
     p = esub.add_parser("quality", help="Fréchet distance, precision/recall, CLIP score, diversity (MiniCLIP features)")
     p.add_argument("--prompts", required=True)
