@@ -292,6 +292,16 @@ def test_save_load_round_trip_and_bad_graph_folders(graph, tmp_path, tiny_sd_dir
     half = graph.save_pretrained(tmp_path / "half", fp16=True)
     assert FactorGraphPipeline.from_pretrained(half).modules["seg"].dtype == torch.float32  # loaded at the asked dtype
     assert main(["train", "assemble-graph", "--graph", str(out), "--out", str(tmp_path / "half"), "--overwrite"]) == 0
+    # shipping a subset: the kept factors are byte-identical in behaviour; parents must come along
+    assert main(["train", "assemble-graph", "--graph", str(out), "--factors", "seg,depth", "--out",
+                 str(tmp_path / "sub"), "--fp32"]) == 0  # fmt: skip
+    sub = FactorGraphPipeline.from_pretrained(tmp_path / "sub")
+    assert list(sub.spec.factors) == ["seg", "depth"] and set(sub.spec.info.get("sources", {})) <= {"seg", "depth"}
+    c = sub("a dog", seed=1)
+    d = again("a dog", factors=["seg", "depth"], seed=1)
+    assert all(torch.allclose(c.latents[k], d.latents[k], atol=1e-5) for k in ("seg", "depth"))
+    with pytest.raises(ValueError, match="need their parents"):
+        again.subset(["depth", "image"])
     # missing weights
     import shutil
 

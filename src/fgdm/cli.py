@@ -731,6 +731,8 @@ def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
     from .pipelines.factor_graph import FactorGraphPipeline
 
     pipe = FactorGraphPipeline.from_pretrained(args.graph)
+    if args.factors:
+        pipe = pipe.subset(args.factors)
     pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
     print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}")
     return 0
@@ -1171,6 +1173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_assemble_clip)
     p = tsub.add_parser("assemble-graph", help="copy a trained FG-DM graph as fp16 safetensors (e.g. for shipping)")
     p.add_argument("--graph", required=True, help="a trained graph folder (extra.graph of the factor configs)")
+    p.add_argument("--factors", type=_arg_type(_csv, "factors"),
+                   help="only these factors, e.g. seg,depth,sketch,image (each one's parents included)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")

@@ -168,6 +168,22 @@ class FactorGraphPipeline:
         stage.rename(out)
         return out
 
+    def subset(self, names: list[str]) -> FactorGraphPipeline:
+        """The graph restricted to ``names`` (e.g. to ship without a factor); every kept factor's
+        parents must be kept too."""
+        unknown = [n for n in names if n not in self.spec.factors]
+        if unknown or not names:
+            raise ValueError(f"factors {unknown or names}: choose from {list(self.spec.factors)}")
+        orphans = {n: [p for p in self.spec.factors[n].parents if p not in names] for n in names}
+        orphans = {n: ps for n, ps in orphans.items() if ps}
+        if orphans:
+            raise ValueError(f"factors {sorted(orphans)} need their parents {orphans} kept as well")
+        keep = [n for n in self.spec.factors if n in names]
+        spec = GraphSpec({n: self.spec.factors[n] for n in keep}, self.spec.base, self.spec.base_fingerprint,
+                         {**self.spec.info, "sources": {n: v for n, v in self.spec.info.get("sources", {}).items()
+                                                        if n in keep}})  # fmt: skip
+        return FactorGraphPipeline(self.base, spec, {n: self.modules[n] for n in keep}, self.path)
+
     def with_factors_from(self, other: FactorGraphPipeline) -> FactorGraphPipeline:
         """This graph with ``other``'s modules for every factor ``other`` has (e.g. the seg factor
         of a no-distillation ablation graph, the rest of the graph unchanged). The swapped

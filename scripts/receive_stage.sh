@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Put what one `scripts/device_stage.sh STAGE` call brought back where the next call (or session)
+# and the package expect it. Run here, in the repository root, on the reply's files_at folder:
+#   bash scripts/receive_stage.sh STAGE FILES_AT            # FACTOR=seg for the factor stage
+#   FINAL=1 bash scripts/receive_stage.sh unet FILES_AT     # the UNet is done: ship MiniSD + MiniCLIP
+# Checkpoints go to checkpoints/ (tracked: they travel with the tree to the next call or session);
+# with FINAL=1 the weights go to src/fgdm/models/data/ and the checkpoints they replace are
+# deleted, so the travelling tree stays under the device's 64 MiB (docs/training.md).
+# Metrics, loss curves and eval results are unpacked under runs/received/ for the docs.
+set -euo pipefail
+stage=${1:?stage: base | unet | judge | factor | graph | eval-base | eval-fgdm | eval-data}
+src=${2:?the folder where the device call returned its files}
+[ -d "$src" ] || { echo "no folder $src" >&2; exit 2; }
+data=src/fgdm/models/data
+stamp=$(date -u +%Y%m%dT%H%M%S)
+keep="runs/received/$stage-$stamp"
+mkdir -p "$keep" "$data"
+[ -f "$src/reports.tgz" ] && tar -C "$keep" -xzf "$src/reports.tgz"
+[ -f "$src/eval.tgz" ] && tar -C "$keep" -xzf "$src/eval.tgz"
+[ -f "$src/gpu.txt" ] && cp "$src/gpu.txt" "$keep/"
+
+checkpoint() {  # checkpoints/NAME <- the returned checkpoint/ folder (replacing the older one)
+  [ -f "$src/checkpoint/state.json" ] || { echo "no checkpoint/ in $src" >&2; exit 2; }
+  rm -rf "checkpoints/$1" && mkdir -p "checkpoints/$1" && cp "$src"/checkpoint/* "checkpoints/$1/"
+  local step
+  step=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "checkpoints/$1/state.json")
+  echo "checkpoints/$1: step $step"
+}
+unpack() {  # unpack() PREFIX DEST: cat PREFIX.tar.part-* | tar -C DEST -x
+  ls "$src/$1".tar.part-* >/dev/null 2>&1 || { echo "no $1.tar.part-* in $src" >&2; exit 2; }
+  cat "$src/$1".tar.part-* | tar -C "$2" -xf -
+}
+
+case "$stage" in
+  base)
+    rm -f checkpoints/base.tar.part-* && cp "$src"/base.tar.part-* checkpoints/ ;;
+  unet)
+    checkpoint unet
+    if [ "${FINAL:-0}" = 1 ]; then
+      rm -rf "$data/minisd" "$data/miniclip" && unpack minisd "$data"
+      rm -rf checkpoints/unet checkpoints/base.tar.part-*
+      echo "shipped $data/minisd and $data/miniclip; removed the UNet checkpoint and base.tar"
+    else
+      mkdir -p "$keep/preview" && unpack minisd "$keep/preview"
+      echo "preview pipeline in $keep/preview (not shipped)"
+    fi ;;
+  judge)
+    checkpoint judge
+    if [ "${FINAL:-0}" = 1 ]; then
+      rm -rf "$data/judge" && mkdir -p "$keep/judge" && unpack judge "$keep/judge"
+      mv "$keep/judge/final" "$data/judge" && rm -rf checkpoints/judge
+      echo "shipped $data/judge"
+    fi ;;
+  factor)
+    checkpoint "factor_${FACTOR:?set FACTOR}"
+    for f in "$src"/*.tar.part-aa; do
+      g=$(basename "$f" .tar.part-aa)
+      rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
+    done ;;
+  graph)
+    rm -rf "$data/fgdm" && unpack fgdm "$data"
+    rm -rf checkpoints/factor_* checkpoints/graph.tar.part-*
+    echo "shipped $data/fgdm; removed the factor checkpoints and the graph parts" ;;
+  eval-base|eval-fgdm|eval-data)
+    echo "results in $keep/eval" ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
+du -sh checkpoints "$data" 2>/dev/null || true
