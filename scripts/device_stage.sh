@@ -8,6 +8,7 @@
 #                                                 # then the fp16 pipeline is assembled and packed
 #   bash scripts/device_stage.sh judge
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
+#                                   # (seg depth sketch image normal seg_nodistill image_adapter)
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
 #   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
 #   bash scripts/device_stage.sh eval-fgdm        # FG-DM's tables: quality, SBPC, real-image edits
@@ -162,11 +163,14 @@ PYEOF
     assemble ;;
   factor)  # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
     cfg=configs/factor_${FACTOR:?set FACTOR}.yaml; comp=factor
-    [ "$FACTOR" = image ] && cfg=configs/image_factor.yaml && comp=image-factor
+    case "$FACTOR" in image|image_adapter) cfg=configs/${FACTOR/image/image_factor}.yaml; comp=image-factor ;; esac
     graph=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['extra']['graph'])" "$cfg")
     g=$(basename "$graph")  # the graph it installs into travels as checkpoints/<g>.tar.part-*
     if [ ! -f "$graph/graph.yaml" ] && ls "checkpoints/$g.tar.part-"* >/dev/null 2>&1; then
       mkdir -p "$(dirname "$graph")" && cat "checkpoints/$g.tar.part-"* | tar -C "$(dirname "$graph")" -xf -
+    fi
+    if [ "$FACTOR" = image_adapter ] && [ ! -f "$graph/graph.yaml" ]; then  # the main graph's conditions
+      fgdm train assemble-graph --graph runs/train/graph --factors seg,depth,sketch --fp32 --out "$graph"
     fi
     resumable "factor_$FACTOR" "$comp" "$cfg"
     tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-" ;;
@@ -188,7 +192,8 @@ PYEOF
     pack_eval ;;
   eval-fgdm)  # FG-DM's tables: quality/ablation/joint-vs-ancestral/consistency, SBPC, real-image edits
     abl=()
-    [ -f runs/train/graph_nodistill/graph.yaml ] && abl=(--ablation-graph runs/train/graph_nodistill)
+    [ -f runs/train/graph_nodistill/graph.yaml ] && abl+=(--ablation no-distill=runs/train/graph_nodistill)
+    [ -f runs/train/graph_image_adapter/image/config.json ] && abl+=(--ablation adapter-image=runs/train/graph_image_adapter)
     evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-100}" \
       --clip "$C" --judge "$J" "${abl[@]}"
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"

@@ -25,7 +25,7 @@ def test_default_sets_and_configurations(random_graph):
     sets = default_sets(g)
     assert sets == [["seg", "image"], ["depth", "image"], ["normal"], list(g.spec.factors)]  # the whole graph last
     assert sorted(sets[-1]) == ["depth", "image", "normal", "seg"]
-    rows = configurations(sets[:3], ["joint", "ancestral"], ablation=["seg"], label="no-distill")
+    rows = configurations(sets[:3], ["joint", "ancestral"], [("no-distill", ["seg"])])
     assert [r["config"] for r in rows] == [
         "base",
         "FG-DM seg,image joint", "FG-DM seg,image ancestral", "FG-DM seg,image joint no-distill",
@@ -37,6 +37,7 @@ def test_default_sets_and_configurations(random_graph):
 def test_with_factors_from_swaps_only_the_named_factor(random_graph):
     g = random_graph(GRAPH, seed=0)
     other = random_graph({"factors": {"seg": {"steps": 2}}}, seed=1)
+    assert g.differing_factors(other) == ["seg"]  # no sources recorded: all of its factors
     mixed = g.with_factors_from(other)
     assert mixed.modules["seg"] is other.modules["seg"]
     assert all(mixed.modules[n] is g.modules[n] for n in ("depth", "image", "normal"))
@@ -46,6 +47,21 @@ def test_with_factors_from_swaps_only_the_named_factor(random_graph):
     wrong = random_graph({"factors": {"seg": {"steps": 2}, "depth": {"steps": 2}}}, seed=1)  # depth without parent
     with pytest.raises(ValueError, match="depth"):
         g.with_factors_from(wrong)
+
+
+def test_an_adapter_image_factor_can_stand_in_for_the_controlnet(random_graph):
+    """The budget comparison: same parents, another kind."""
+    g = random_graph(GRAPH, seed=0)
+    alt_spec = {"factors": {**GRAPH["factors"], "image": {"kind": "adapter", "parents": ["seg", "depth"], "steps": 2}}}
+    alt = random_graph(alt_spec, seed=2)
+    g.spec.info["sources"] = {n: f"/runs/{n}" for n in g.spec.factors}
+    alt.spec.info["sources"] = {**g.spec.info["sources"], "image": "/runs/image_adapter"}
+    assert g.differing_factors(alt) == ["image"]  # seg/depth/normal are the same runs' copies
+    mixed = g.with_factors_from(alt, ["image"])
+    assert mixed.spec.factors["image"].kind == "adapter" and g.spec.factors["image"].kind == "controlnet"
+    assert mixed.modules["seg"] is g.modules["seg"] and mixed.modules["image"] is alt.modules["image"]
+    out = mixed("a dog", factors=["seg", "depth", "image"], seed=1)
+    assert out.images[0].size == (32, 32)
 
 
 class _Oracle(torch.nn.Module):
@@ -87,7 +103,7 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     prompts.write_text("a dog and a cat\na bus on a road\n")
     out = tmp_path / "run"
     argv = ["eval", "fgdm", "--prompts", str(prompts), "--graph", str(g), "--clip", str(tiny_clip_dir),
-            "--judge", str(tiny_judge_dir), "--ablation-graph", str(abl), "--sets", "seg,image;normal",
+            "--judge", str(tiny_judge_dir), "--ablation", f"no-distill={abl}", "--sets", "seg,image;normal",
             "--images-per-prompt", "2", "--steps", "2", "--n-real", "6", "--out", str(out), "--json"]  # fmt: skip
     capsys.readouterr()
     assert main(argv) == 0
@@ -115,3 +131,5 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     bad = ["eval", "fgdm", "--prompts", str(prompts), "--graph", str(g), "--clip", str(tiny_clip_dir), "--no-judge",
            "--sets", "seg,sky", "--out", str(tmp_path / "bad")]  # fmt: skip
     assert main(bad) == 2 and "sky" in capsys.readouterr().err
+    assert main([*bad[:-4], "--ablation", str(abl), "--out", str(tmp_path / "bad2")]) == 2
+    assert "LABEL=GRAPH_DIR" in capsys.readouterr().err

@@ -898,7 +898,12 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else next_run_dir("runs", "eval-fgdm")
     device = _device(args.device)
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
-    ablation = FactorGraphPipeline.from_pretrained(args.ablation_graph, device=device) if args.ablation_graph else None
+    ablations = []
+    for item in args.ablation or []:
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or not path.strip():
+            raise ValueError(f"--ablation expects LABEL=GRAPH_DIR (e.g. no-distill=runs/train/graph_nodistill), got {item!r}")
+        ablations.append((label.strip(), FactorGraphPipeline.from_pretrained(path.strip(), device=device)))
     judge, judge_fp = None, None
     if not args.no_judge:
         judge = load_judge(args.judge, device)
@@ -907,11 +912,11 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "sets": args.sets, "modes": args.modes,
                 "images_per_prompt": args.images_per_prompt, "steps": args.steps, "seed": args.seed,
                 "n_real": args.n_real, "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
-                "ablation_graph": str(ablation.path) if ablation else None, "ablation_label": args.ablation_label,
+                "ablations": {label: str(g.path) for label, g in ablations},
                 "judge_fingerprint": judge_fp, "clip": str(args.clip)}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
-        graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablation=ablation,
-        ablation_label=args.ablation_label, images_per_prompt=args.images_per_prompt, steps=args.steps,
+        graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablations=ablations,
+        images_per_prompt=args.images_per_prompt, steps=args.steps,
         seed=args.seed, n_real=args.n_real, progress=not args.json))  # fmt: skip
     sample_sheet(out, res["configs"], prompts, n_prompts=args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
@@ -1234,9 +1239,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: each condition with the image factor where it is the image's parent)")
     p.add_argument("--modes", type=_arg_type(_csv, "modes"), default=["joint", "ancestral"],
                    help="joint and/or ancestral (default both)")
-    p.add_argument("--ablation-graph", help="a graph whose factors are swapped in for extra rows "
-                   "(e.g. the seg factor trained without attention distillation)")
-    p.add_argument("--ablation-label", default="no-distill", help="suffix of the ablation rows")
+    p.add_argument("--ablation", action="append", metavar="LABEL=GRAPH",
+                   help="extra rows with that graph's own factors swapped in, e.g. no-distill=runs/train/graph_nodistill "
+                        "or adapter-image=runs/train/graph_image_adapter (repeatable)")
     p.add_argument("--judge", help="judge folder for the consistency columns (default: the shipped judge)")
     p.add_argument("--no-judge", action="store_true", help="skip the consistency columns")
     p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)

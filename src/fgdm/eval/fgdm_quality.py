@@ -8,8 +8,9 @@ Configurations (rows), each on the same prompts and seeds:
 - ``FG-DM <factors> <mode>``: the graph sampling those factors (e.g. ``seg,image``), ``joint``
   (every factor steps at every step on its parents' current estimates) or ``ancestral`` (each
   factor finishes before its children start); parents not sampled are the null condition;
-- ``FG-DM <factors> joint <label>``: the same with an ablation graph's factors swapped in (e.g.
-  the seg factor trained without attention distillation).
+- ``FG-DM <factors> joint <label>``: the same with an ablation graph's own factors swapped in
+  (e.g. ``no-distill``: the seg factor trained without attention distillation; ``adapter-image``:
+  an adapter image factor in place of the ControlNet), for the sets that use them.
 
 Per row: the images' Fréchet distance, precision and recall against real renders and their CLIP
 score with the prompt (all in MiniCLIP's feature space); the same distance / precision / recall
@@ -55,16 +56,19 @@ def default_sets(graph: FactorGraphPipeline) -> list[list[str]]:
     return sets + [list(nodes)] if len(sets) > 1 else sets
 
 
-def configurations(sets: list[list[str]], modes: list[str], ablation: list[str] | None = None,
-                   label: str = "ablation") -> list[dict]:  # fmt: skip
-    """The rows of the table, in order. Modes only differ for sets of two or more factors."""
+def configurations(sets: list[list[str]], modes: list[str],
+                   ablations: list[tuple[str, list[str]]] = ()) -> list[dict]:  # fmt: skip
+    """The rows of the table, in order. Modes only differ for sets of two or more factors;
+    ``ablations`` are (label, swapped factors) pairs, each giving a joint row for every set that
+    uses one of its factors."""
     rows = [{"config": "base", "kind": "base"}]
     for s in sets:
         for mode in modes if len(s) > 1 else modes[:1]:
             rows.append({"config": f"FG-DM {','.join(s)} {mode}", "kind": "fgdm", "factors": s, "mode": mode})
-        if ablation and set(ablation) & set(s):
-            rows.append({"config": f"FG-DM {','.join(s)} {modes[0]} {label}", "kind": "fgdm", "factors": s,
-                         "mode": modes[0], "ablation": True})  # fmt: skip
+        for label, names in ablations:
+            if set(names) & set(s):
+                rows.append({"config": f"FG-DM {','.join(s)} {modes[0]} {label}", "kind": "fgdm", "factors": s,
+                             "mode": modes[0], "ablation": label})  # fmt: skip
     return rows
 
 
@@ -77,7 +81,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, graph, ablated, base) -> tuple:
+def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, graph, ablated: dict, base) -> tuple:
     """(images, {condition: maps}, seconds) of one configuration on one prompt."""
     s = seed + 1000 * p
     _sync()
@@ -86,7 +90,7 @@ def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, gr
         res = base(prompt, num_images_per_prompt=k, num_inference_steps=steps, seed=s)
         images, maps = res.images, {}
     else:
-        pipe = ablated if cfg.get("ablation") else graph
+        pipe = ablated[cfg["ablation"]] if cfg.get("ablation") else graph
         res = pipe(prompt, factors=cfg["factors"], num_images_per_prompt=k, seed=s, mode=cfg["mode"],
                    steps={f: steps for f in cfg["factors"]})  # fmt: skip
         images, maps = res.images, res.maps
@@ -159,8 +163,8 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
 
 def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: Path, *,
                      judge: Judge | None = None, sets: list[list[str]] | None = None,
-                     modes: list[str] = ("joint", "ancestral"), ablation: FactorGraphPipeline | None = None,
-                     ablation_label: str = "ablation", images_per_prompt: int = 4, steps: int = 25,
+                     modes: list[str] = ("joint", "ancestral"),
+                     ablations: list[tuple[str, FactorGraphPipeline]] = (), images_per_prompt: int = 4, steps: int = 25,
                      seed: int = 0, n_real: int = 500, real_seed: int = 40_000,
                      progress: bool = True) -> dict:  # fmt: skip
     """Sample every configuration on every prompt (resumable in ``out``) and measure it.
@@ -177,8 +181,15 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
     bad_modes = [m for m in modes if m not in ("joint", "ancestral")]
     if bad_modes or not modes:
         raise ValueError(f"modes must be joint and/or ancestral, got {list(modes)}")
-    ablated = graph.with_factors_from(ablation) if ablation is not None else None
-    configs = configurations(sets, list(modes), list(ablation.spec.factors) if ablation else None, ablation_label)
+    labels = [label for label, _ in ablations]
+    if len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
+        raise ValueError(f"ablation labels must be distinct and non-empty, got {labels}")
+    swapped = {label: graph.differing_factors(other) for label, other in ablations}
+    for label, names in swapped.items():
+        if not names:
+            raise ValueError(f"ablation {label!r}: its graph has no factor of its own (all come from the same runs)")
+    ablated = {label: graph.with_factors_from(other, swapped[label]) for label, other in ablations}
+    configs = configurations(sets, list(modes), [(label, swapped[label]) for label in labels])
     base = Text2ImagePipeline(graph.base)
     bar = tqdm(total=len(prompts) * len(configs), desc="fgdm quality", disable=not progress)
     for p, text in enumerate(prompts):

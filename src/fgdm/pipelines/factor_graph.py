@@ -184,23 +184,39 @@ class FactorGraphPipeline:
                                                         if n in keep}})  # fmt: skip
         return FactorGraphPipeline(self.base, spec, {n: self.modules[n] for n in keep}, self.path)
 
-    def with_factors_from(self, other: FactorGraphPipeline) -> FactorGraphPipeline:
-        """This graph with ``other``'s modules for every factor ``other`` has (e.g. the seg factor
-        of a no-distillation ablation graph, the rest of the graph unchanged). The swapped
-        factors must have the same kind and parents here and there, and both graphs the same base."""
+    def with_factors_from(self, other: FactorGraphPipeline, names: list[str] | None = None) -> FactorGraphPipeline:
+        """This graph with ``other``'s modules (and their kind and sampling settings) for ``names``
+        (default: every factor ``other`` has) — e.g. a seg factor trained without attention
+        distillation, or an adapter image factor in place of the ControlNet. A swapped factor must
+        have the same parents here and there, and both graphs the same base."""
         if other.base.fingerprint != self.base.fingerprint:
             raise ValueError(f"the graphs were trained on different bases ({self.base.fingerprint} vs "
                              f"{other.base.fingerprint}); factors only work on their own base")  # fmt: skip
-        modules = dict(self.modules)
-        for name, s in other.spec.factors.items():
-            mine = self.spec.factors.get(name)
-            if mine is None:
-                raise ValueError(f"factor {name!r} of {other.path} is not in this graph ({list(self.spec.factors)})")
-            if (mine.kind, tuple(mine.parents)) != (s.kind, tuple(s.parents)):
-                raise ValueError(f"factor {name!r}: {s.kind} on {list(s.parents)} there, {mine.kind} on "
-                                 f"{list(mine.parents)} here; only the same factor can be swapped")  # fmt: skip
+        names = list(other.spec.factors) if names is None else list(names)
+        factors, modules = dict(self.spec.factors), dict(self.modules)
+        for name in names:
+            mine, theirs = self.spec.factors.get(name), other.spec.factors.get(name)
+            if mine is None or theirs is None:
+                raise ValueError(f"factor {name!r} must be in both graphs ({list(self.spec.factors)} and "
+                                 f"{list(other.spec.factors)})")  # fmt: skip
+            if tuple(mine.parents) != tuple(theirs.parents):
+                raise ValueError(f"factor {name!r}: parents {list(theirs.parents)} there, {list(mine.parents)} here; "
+                                 "only a factor with the same parents can be swapped in")  # fmt: skip
+            factors[name] = theirs
             modules[name] = other.modules[name].to(self.base.device, next(self.modules[name].parameters()).dtype)
-        return FactorGraphPipeline(self.base, self.spec, modules, self.path)
+        spec = GraphSpec(factors, self.spec.base, self.spec.base_fingerprint, self.spec.info)
+        return FactorGraphPipeline(self.base, spec, modules, self.path)
+
+    def differing_factors(self, other: FactorGraphPipeline) -> list[str]:
+        """The factors of ``other`` that are not this graph's own: trained by another run (by the
+        graphs' ``info.sources``) or of another kind; all of them when sources are not recorded."""
+        mine, theirs = self.spec.info.get("sources", {}), other.spec.info.get("sources", {})
+        out = []
+        for n, s in other.spec.factors.items():
+            here = self.spec.factors.get(n)
+            if here is None or here.kind != s.kind or n not in mine or n not in theirs or mine[n] != theirs[n]:
+                out.append(n)
+        return out
 
     # ------------------------------------------------------------------ helpers
 
