@@ -395,6 +395,34 @@ def test_training_into_a_graph_and_continual_learning(tmp_path, tiny_sd_dir, cap
     assert "distil_weight" in capsys.readouterr().err
 
 
+def test_factor_runs_share_one_cache_and_installs_merge(tmp_path, tiny_sd_dir, capsys):
+    """With extra.cache_dir, the first run pre-encodes every modality once and later runs reuse it;
+    a factor installed from a stale view of the graph keeps the factors installed meanwhile."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from fgdm.models.factors import load_graph_spec
+    from fgdm.training.factors import install_factor
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    cache, g = tmp_path / "cache", str(tmp_path / "graph")
+    seg = _write(tmp_path, "seg", {"variable": "seg", "graph": g, "cache_dir": str(cache), "distill_weight": 0})
+    assert main(["train", "factor", "--config", seg, "--quiet"]) == 0
+    f = cache / "prerender-64.safetensors"
+    with safe_open(str(f), "pt") as h:
+        assert {k for k in h.keys() if k.startswith("lat_")} == {f"lat_{m}" for m in ("image", "seg", "depth", "normal", "sketch")}  # noqa: SIM118
+    stamp = f.stat().st_mtime_ns
+    depth = _write(tmp_path, "depth", {"variable": "depth", "parents": ["seg"], "graph": g, "cache_dir": str(cache)})
+    assert main(["train", "factor", "--config", depth, "--quiet"]) == 0
+    assert f.stat().st_mtime_ns == stamp and not list((tmp_path / "depth").glob("prerender-*"))
+    capsys.readouterr()
+    stale = load_graph_spec(g)  # as a run that started before depth was installed would see it...
+    stale.factors.pop("depth")
+    install_factor(tmp_path / "graph", stale, "seg", tmp_path / "seg" / "final")  # ...re-installing seg
+    assert list(load_graph_spec(g).factors) == ["seg", "depth"]
+
+
 def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, capsys):
     g = graph.save_pretrained(tmp_path / "g")
     out = tmp_path / "run"

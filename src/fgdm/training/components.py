@@ -319,16 +319,18 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
 
 
 def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict,
-                     name: str = "prerender") -> dict[str, torch.Tensor]:  # fmt: skip
-    """:func:`prerender`, cached in ``output_dir/<name>.safetensors`` so resumed runs skip it.
+                     name: str = "prerender", folder: str | Path | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """:func:`prerender`, cached in ``folder/<name>.safetensors`` (default folder: ``output_dir``)
+    so resumed runs — and, with a shared ``folder``, other runs on the same data — skip it.
 
     The cache is used only if it was made from the same data settings, modalities and ``sources``
     (fingerprints of the components that encoded it).
     """
     from safetensors.torch import load_file, save_file
 
-    key = json.dumps({"data": dataclasses.asdict(cfg.data), "modalities": list(modalities), **sources}, sort_keys=True)
-    path = Path(cfg.output_dir) / f"{name}.safetensors"
+    settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "workers"}  # workers change no sample
+    key = json.dumps({"data": settings, "modalities": list(modalities), **sources}, sort_keys=True)
+    path = Path(folder or cfg.output_dir) / f"{name}.safetensors"
     if path.exists():
         from safetensors import safe_open
 
@@ -338,8 +340,8 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
             return load_file(str(path), device=str(dev))
         log.info("prerender cache %s is for other settings; rebuilding it", path)
     data = prerender(cfg, vae, text_fn, dev, modalities)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".partial-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in data.items()}, str(tmp), metadata={"key": key})
     tmp.replace(path)
     return data

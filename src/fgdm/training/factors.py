@@ -17,6 +17,9 @@ Settings (``extra:`` in the YAML):
   (e.g. ``[128, 64]`` so the seg factor also samples well at quarter area, as SBPC does).
 - ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
   ``cond_guidance``).
+- ``cache_dir``: where the pre-encoded training data is cached. Set, the cache holds every
+  modality (image and the four conditions) and is shared by all factor runs on the same data and
+  base (the first run pays for it); unset, each run caches only what it needs in its output_dir.
 ``base.model``: the base SD directory (default: the shipped MiniSD). ``model:``: module options
 (adapter ``channels``, ``blocks_per_scale``, ``time_conditioned``; controlnet
 ``embedding_channels``; scratch: UNet config overrides).
@@ -46,13 +49,14 @@ from ..models.factors import (
 )
 from ..models.pipeline import load_base_model
 from ..pipelines.factor_graph import base_reference
+from ..world.dataset import CONDITIONS
 from .components import SHARD, _write_metrics, cached_prerender, min_snr_mse, prerender, sd_noise_scheduler
 from .config import TrainConfig
 from .loop import train
 
 log = logging.getLogger(__name__)
 EXTRA_KEYS = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
-              "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes"}  # fmt: skip
+              "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes", "cache_dir"}  # fmt: skip
 
 
 def factor_spec(cfg: TrainConfig) -> FactorSpec:
@@ -113,16 +117,30 @@ def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, s
 
 
 def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -> None:
-    """Copy a trained factor into a graph directory and add its node; other factors are untouched."""
+    """Copy a trained factor into a graph directory and add its node; other factors are untouched.
+
+    The node is merged into the graph as it is *now* (under a lock), so factors trained at the
+    same time into one graph all end up in it."""
+    import fcntl
+
     graph_dir.mkdir(parents=True, exist_ok=True)
-    stage = graph_dir / f".{name}.partial"
-    if stage.exists():
-        shutil.rmtree(stage)
-    shutil.copytree(folder, stage)
-    if (graph_dir / name).exists():
-        shutil.rmtree(graph_dir / name)
-    stage.rename(graph_dir / name)
-    save_graph_spec(graph, graph_dir)
+    with open(graph_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stage = graph_dir / f".{name}.partial"
+        if stage.exists():
+            shutil.rmtree(stage)
+        shutil.copytree(folder, stage)
+        if (graph_dir / name).exists():
+            shutil.rmtree(graph_dir / name)
+        stage.rename(graph_dir / name)
+        if (graph_dir / "graph.yaml").exists():
+            now = load_graph_spec(graph_dir)
+            sources = {**now.info.get("sources", {}), name: graph.info.get("sources", {}).get(name)}
+            factors = {n: s.to_dict() for n, s in now.factors.items()}
+            factors[name] = graph.factors[name].to_dict()
+            graph = GraphSpec.from_dict({"factors": factors, "base": graph.base, "base_fingerprint": graph.base_fingerprint,
+                                         "info": {**now.info, "sources": sources}}, where=str(graph_dir))  # fmt: skip
+        save_graph_spec(graph, graph_dir)
 
 
 def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -144,20 +162,26 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     rank = int(os.environ.get("RANK", "0"))
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
-    modalities = tuple(dict.fromkeys([*spec.parents, spec.name]))
+    needed = tuple(dict.fromkeys([*spec.parents, spec.name]))
+    modalities = ("image", *CONDITIONS) if ex.get("cache_dir") else needed  # a shared cache holds them all
     sizes = ex.get("sizes", [cfg.data.size])
     bad = [s for s in sizes if not isinstance(s, int) or s % base.size_factor or s < 64]
     if bad or not sizes:
         raise ValueError(f"extra.sizes must be render sizes >= 64 and multiples of {base.size_factor}, got {sizes!r}")
     text_fn = lambda c: base.encode_text(c)[0]
-    datasets = [cached_prerender(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=s)), base.vae, text_fn,
-                                 dev, modalities, {"base": base.fingerprint}, name=f"prerender-{s}") for s in sizes]  # fmt: skip
+    def data_at(size: int) -> dict[str, torch.Tensor]:
+        at = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=size))
+        return cached_prerender(at, base.vae, text_fn, dev, modalities, {"base": base.fingerprint},
+                                name=f"prerender-{size}", folder=ex.get("cache_dir"))  # fmt: skip
+
+    datasets = [data_at(s) for s in sizes]
+    keys = ["embeddings", *(f"lat_{m}" for m in needed)]
 
     def batches():
         for i in itertools.count():
             data = datasets[i % len(datasets)]
             idx = torch.randint(len(data["embeddings"]), (cfg.batch_size,), generator=gen, device=dev)
-            yield {k: v[idx].float() for k, v in data.items()}
+            yield {k: data[k][idx].float() for k in keys}
 
     select = LayerSelector()
 
@@ -193,7 +217,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
     held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
-    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, modalities))
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed))
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
