@@ -684,11 +684,16 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .training.loop import budget_clock
+
+    with budget_clock():  # --max-minutes counts pre-rendering and compilation too
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from .training.components import TRAINERS
     from .training.config import load_train_config
-    from .training.loop import start_clock
 
-    start_clock()  # --max-minutes counts pre-rendering and compilation too
     overrides = {"steps": args.steps, "output_dir": args.output_dir, "max_minutes": args.max_minutes}
     cfg = load_train_config(args.config, overrides, args.set)
     if cfg.component != args.component:

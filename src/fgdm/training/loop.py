@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,17 @@ log = logging.getLogger(__name__)
 _clock_origin: float | None = None
 
 
-def start_clock() -> None:
-    """Count ``max_minutes`` from now (``fgdm train`` calls this when it starts, so data
-    pre-rendering and compilation are inside the budget); otherwise it counts from :func:`train`."""
+@contextmanager
+def budget_clock() -> Iterator[None]:
+    """Inside this block ``max_minutes`` counts from the block's start (``fgdm train`` wraps a
+    whole command in it, so data pre-rendering and compilation are inside the budget); outside,
+    it counts from the start of :func:`train`."""
     global _clock_origin
     _clock_origin = time.monotonic()
+    try:
+        yield
+    finally:
+        _clock_origin = None
 
 
 LossFn = Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict[str, float]]]
@@ -79,7 +86,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     ``batches`` must yield at least ``steps * grad_accum`` batches (from the resumed step on).
     Checkpoints go to ``cfg.output_dir/checkpoints``; the loss curve to ``loss.csv``. With
     ``cfg.max_minutes``, the run stops after the first step that ends past the budget (counted
-    from :func:`start_clock`, or from this call), saving a checkpoint there; ``--resume`` goes on.
+    from the start of the enclosing :func:`budget_clock`, or from this call), saving a checkpoint there; ``--resume`` goes on.
     """
     from accelerate import Accelerator
 
