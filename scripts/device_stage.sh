@@ -3,6 +3,7 @@
 # Run there from the repository root, with `.whl` carried (diffusers, importlib_metadata: docs/training.md).
 # Every stage fits one device command (<= 10 minutes): each trainer gets a wall-clock budget
 # (--max-minutes) and stops cleanly with a checkpoint when it is spent; the next call resumes.
+#   bash scripts/device_stage.sh bench-train      # ms per UNet training step, fp32/bf16/compiled (first, ~2 min)
 #   bash scripts/device_stage.sh base             # MiniVAE + MiniCLIP (tokenizer: checkpoints/tokenizer)
 #   bash scripts/device_stage.sh unet             # UNet towards configs/unet.yaml's steps, ~8.5 min, resumed;
 #                                                 # then the fp16 pipeline is assembled and packed
@@ -22,7 +23,7 @@
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
-stage=${1:?stage: base | unet | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: bench-train | base | unet | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 if [ -d .whl ]; then
@@ -120,6 +121,7 @@ _ev() {  # _ev RESUMABLE NAME ARGS...
       "eval real-edit") extra+=(--n 2 --steps 2) ;;
       "bench generate") extra+=("${m[@]}" --n 1 --steps 2) ;;
       "bench factors") extra+=("${m[@]}" --n 1 --steps 2 --batch 2 --distill-batch 2) ;;
+      "bench train") extra+=(--batch 2 --steps 1 --warmup 0 --set data.size=64) ;;
     esac
   fi
   if timeout "$left" "$PY" -m fgdm "$@" "${extra[@]}" --json > "runs/eval/$name.partial"; then
@@ -179,6 +181,11 @@ PYEOF
     fgdm train assemble-graph --graph runs/train/graph --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
       --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
+  bench-train)  # ms per UNet step: fp32 / bf16 / compiled, at 256, 512 and 1024 — run first on a new machine
+    for b in 256 512 1024; do
+      evj "bench-train-$b" bench train --config configs/unet.yaml --batch "$b" --compile
+    done
+    pack_eval ;;
   eval-base)  # MiniSD's quality targets, MultiGen, image quality, the judge, GPU timings
     evj judge-eval eval judge --judge "$J" --n 500
     evr single eval recall --prompts prompts/single_400.json --judge "$J" --images-per-prompt 4

@@ -261,3 +261,20 @@ def test_every_shipped_training_config_is_valid():
         assert cfg.component in TRAINERS, path.name
         seen += 1
     assert seen >= 12
+
+
+def test_bench_train_times_every_variant(tmp_path, capsys):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text("component: unet\noutput_dir: x\nbatch_size: 2\ndata: {size: 64}\n"
+                   "model: {block_out_channels: [16, 32], down_block_types: [CrossAttnDownBlock2D, DownBlock2D], "
+                   "up_block_types: [UpBlock2D, CrossAttnUpBlock2D], attention_head_dim: 4, norm_num_groups: 8}\n")  # fmt: skip
+    assert main(["bench", "train", "--config", str(cfg), "--steps", "1", "--warmup", "0", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["batch"] == 2 and r["latent"] == 16 and r["parameters"] > 0
+    assert [v["variant"] for v in r["variants"]] == ["fp32 eager", "bf16 eager"]
+    assert all(v["ms_per_step"] > 0 and v["samples_per_s"] > 0 for v in r["variants"])
+    assert r["variants"][0]["speedup_vs_fp32"] == 1.0
+    bad = tmp_path / "v.yaml"
+    bad.write_text("component: vae\noutput_dir: x\n")
+    assert main(["bench", "train", "--config", str(bad)]) == 2
+    assert "UNet" in capsys.readouterr().err

@@ -672,6 +672,24 @@ def cmd_bench_factors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from .eval.bench_train import bench_train
+    from .training.config import load_train_config
+
+    cfg = load_train_config(args.config, settings=args.set)
+    result = bench_train(cfg, batch=args.batch, steps=args.steps, warmup=args.warmup, compile=args.compile,
+                         device=_device(args.device))  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['parameters']:,} parameters, batch {result['batch']}, {result['latent']}x{result['latent']} "
+              f"latents, {result['machine']}")  # fmt: skip
+        for r in result["variants"]:
+            print(f"  {r['variant']:14s} {r['ms_per_step']:9.2f} ms/step {r['samples_per_s']:9.1f} samples/s "
+                  f"x{r['speedup_vs_fp32']:.2f}" + (f"  {r['peak_memory_gb']} GB" if "peak_memory_gb" in r else ""))  # fmt: skip
+    return 0
+
+
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .eval.bench_generate import bench_generate
 
@@ -1316,6 +1334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
+    p = bsub.add_parser("train", help="seconds per UNet training step: fp32 vs bf16 vs compiled, side by side")
+    p.add_argument("--config", default="configs/unet.yaml", help="a UNet training config (its model and batch)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override config values (repeatable)")
+    p.add_argument("--batch", type=_int_at_least(1), help="override the config's batch size")
+    p.add_argument("--steps", type=_int_at_least(1), default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=_int_at_least(0), default=3, help="untimed steps first (compilation happens here)")
+    p.add_argument("--compile", action="store_true", help="also time bf16 with torch.compile")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_train)
     p = bsub.add_parser("factors", help="FG-DM costs: distillation per training step, joint vs ancestral, factor sizes")
     p.add_argument("--model", help="a diffusers SD directory (default: the shipped MiniSD)")
     p.add_argument("--batch", type=_int_at_least(1), default=16, help="training batch")
