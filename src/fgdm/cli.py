@@ -912,6 +912,7 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     from .eval.fgdm_quality import markdown_table, run_fgdm_quality, sample_sheet
     from .eval.quality import MiniCLIPFeatures
     from .models.judge import default_judge_dir, load_judge
+    from .models.miniclip import default_clip_dir
     from .models.pipeline import fingerprint
     from .pipelines.factor_graph import FactorGraphPipeline
     from .runs import next_run_dir
@@ -936,7 +937,8 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
                 "images_per_prompt": args.images_per_prompt, "steps": args.steps, "seed": args.seed,
                 "n_real": args.n_real, "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
                 "ablations": {label: str(g.path) for label, g in ablations},
-                "judge_fingerprint": judge_fp, "clip": str(args.clip)}  # fmt: skip
+                "judge_fingerprint": judge_fp, "clip": str(args.clip or "shipped"),
+                "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
         graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablations=ablations,
         images_per_prompt=args.images_per_prompt, steps=args.steps,
