@@ -201,7 +201,7 @@ PYEOF
     abl=()
     [ -f runs/train/graph_nodistill/graph.yaml ] && abl+=(--ablation no-distill=runs/train/graph_nodistill)
     [ -f runs/train/graph_image_adapter/image/config.json ] && abl+=(--ablation adapter-image=runs/train/graph_image_adapter)
-    evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-100}" \
+    evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-50}" \
       --clip "$C" --judge "$J" "${abl[@]}"
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
