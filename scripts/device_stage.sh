@@ -141,8 +141,17 @@ pack_eval() {  # results, tables, plots and sheets; not the per-image samples
 case "$stage" in
   base)
     [ -f runs/train/tokenizer/final/vocab.json ] || fgdm train tokenizer --config configs/tokenizer.yaml --quiet
-    [ -d runs/train/vae/final ] || fgdm train vae --config configs/vae.yaml --quiet --max-minutes "${VAE_MINUTES:-3.5}"
-    [ -d runs/train/clip/final ] || fgdm train clip --config configs/clip.yaml --quiet --max-minutes "${CLIP_MINUTES:-3.5}"
+    # MiniVAE and MiniCLIP are independent and small: they train side by side, each with most of the call
+    vae_pid=
+    if [ ! -d runs/train/vae/final ]; then
+      mkdir -p runs && fgdm train vae --config configs/vae.yaml --quiet --max-minutes "${VAE_MINUTES:-7.5}" > runs/vae.log 2>&1 &
+      vae_pid=$!
+    fi
+    [ -d runs/train/clip/final ] || fgdm train clip --config configs/clip.yaml --quiet --max-minutes "${CLIP_MINUTES:-7.5}"
+    if [ -n "$vae_pid" ]; then
+      wait "$vae_pid" || { tail -n 40 runs/vae.log; echo "MiniVAE failed (runs/vae.log)" >&2; exit 1; }
+      tail -n 25 runs/vae.log
+    fi
     # they are final: they travel in fp16 (13.6 MB instead of 27; they load as fp32 models again)
     rm -rf runs/transport && mkdir -p runs/transport
     for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done

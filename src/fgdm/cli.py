@@ -77,7 +77,10 @@ def _non_negative(text: str) -> float:
 
 
 def _positive_float(text: str) -> float:
-    v = _non_negative(text)
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
     if not v > 0:
         raise ValueError(f"must be > 0, got {v}")
     return v
