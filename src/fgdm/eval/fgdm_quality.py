@@ -42,6 +42,7 @@ from ..world.conditions import decode_depth, decode_segmentation, resize_labels
 from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
 from .features import clip_score, frechet_distance, precision_recall
+from .timing import sync
 
 K_NEIGHBOURS = 3  # precision/recall's k
 
@@ -76,15 +77,10 @@ def _slug(config: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", config).strip("_")
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, graph, ablated: dict, base) -> tuple:
     """(images, {condition: maps}, seconds) of one configuration on one prompt."""
     s = seed + 1000 * p
-    _sync()
+    sync()
     t0 = time.perf_counter()
     if cfg["kind"] == "base":
         res = base(prompt, num_images_per_prompt=k, num_inference_steps=steps, seed=s)
@@ -94,7 +90,7 @@ def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, gr
         res = pipe(prompt, factors=cfg["factors"], num_images_per_prompt=k, seed=s, mode=cfg["mode"],
                    steps={f: steps for f in cfg["factors"]})  # fmt: skip
         images, maps = res.images, res.maps
-    _sync()
+    sync()
     return images, maps, time.perf_counter() - t0
 
 
@@ -224,18 +220,10 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
     recs = {c["config"]: [json.loads((out / "samples" / _slug(c["config"]) / f"p{p:05d}.json").read_text())
                           for p in range(len(prompts))] for c in configs}  # fmt: skip
     conditions = sorted({c for rs in recs.values() for r in rs for c in r["files"] if c != "image"})
-    ref_size = None
-    for rs in recs.values():
-        for r in rs:
-            if r["files"]["image"]:
-                ref_size = _load_rgb(out / "samples" / _slug(r["config"]) / r["files"]["image"][0]).shape[0]
-                break
-        if ref_size:
-            break
-    if ref_size is None:  # only condition sets: real maps at the size of the first map
-        r = next(r for rs in recs.values() for r in rs)
-        c = next(iter(r["files"]))
-        ref_size = _load_rgb(out / "samples" / _slug(r["config"]) / r["files"][c][0]).shape[0]
+    # real renders at the size of the generated images (of the first map where no image was made)
+    first = min((key != "image", r["config"], files[0]) for rs in recs.values() for r in rs
+                for key, files in r["files"].items() if files)  # fmt: skip
+    ref_size = _load_rgb(out / "samples" / _slug(first[1]) / first[2]).shape[0]
     # renders exist from 64 px; features are taken at MiniCLIP's input size either way
     ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed)
     real = {k: _unit(v) for k, v in ref.items()}

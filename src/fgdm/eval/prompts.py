@@ -51,7 +51,7 @@ def multigen_prompts(n: int = 1000, k: int = 5, seed: int = 0) -> list[PromptEnt
     return out
 
 
-def _a(word: str) -> str:
+def with_article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
@@ -63,7 +63,7 @@ def relation_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:
     for _ in range(n):
         a, b = _pick(rng, 2)
         rel = keys[rng.integers(len(keys))]
-        out.append(PromptEntry(f"{_a(a)} {RELATIONS[rel]} {_a(b)}", (a, b), rel))
+        out.append(PromptEntry(f"{with_article(a)} {RELATIONS[rel]} {with_article(b)}", (a, b), rel))
     return out
 
 
@@ -74,7 +74,7 @@ def dense_prompts(n: int = 200, seed: int = 0, min_k: int = 6, max_k: int = 8) -
     out = []
     for _ in range(n):
         objs = _pick(rng, int(rng.integers(min_k, max_k + 1)))
-        text = f"{lead[rng.integers(len(lead))]} " + ", ".join(_a(o) for o in objs[:-1]) + f" and {_a(objs[-1])}."
+        text = f"{lead[rng.integers(len(lead))]} " + ", ".join(with_article(o) for o in objs[:-1]) + f" and {with_article(objs[-1])}."
         out.append(PromptEntry(text, tuple(objs)))
     return out
 
@@ -86,7 +86,7 @@ def single_prompts(n: int = 400, seed: int = 0) -> list[PromptEntry]:
     while len(out) < n:
         for i in rng.permutation(len(THINGS))[: n - len(out)]:
             name = THINGS[i].name
-            out.append(PromptEntry(f"a photo of {_a(name)}", (name,)))
+            out.append(PromptEntry(f"a photo of {with_article(name)}", (name,)))
     return out
 
 
@@ -96,7 +96,7 @@ def pair_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:
     out = []
     for _ in range(n):
         a, b = _pick(rng, 2)
-        out.append(PromptEntry(f"a photo of {_a(a)} and {_a(b)}", (a, b)))
+        out.append(PromptEntry(f"a photo of {with_article(a)} and {with_article(b)}", (a, b)))
     return out
 
 

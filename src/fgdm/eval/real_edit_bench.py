@@ -33,12 +33,9 @@ from ..world.categories import THINGS, category
 from ..world.conditions import encode_segmentation, resize_image
 from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
+from .prompts import with_article
 
 MIN_VISIBLE = 0.5  # an object must be at least this visible to be named and edited
-
-
-def _a(name: str) -> str:
-    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def plan_edit(index: int, *, seed: int, size: int) -> dict | None:
@@ -57,7 +54,8 @@ def plan_edit(index: int, *, seed: int, size: int) -> dict | None:
     rng = np.random.default_rng([seed, index, 0xED17])
     choices = [c.name for c in THINGS if c.name not in present]
     new = choices[int(rng.integers(len(choices)))]
-    prompt = "a photo of " + (", ".join(_a(n) for n in names[:-1]) + " and " if len(names) > 1 else "") + _a(names[-1])
+    listed = (", ".join(with_article(n) for n in names[:-1]) + " and " if len(names) > 1 else "") + with_article(names[-1])
+    prompt = "a photo of " + listed
     return {"index": index, "prompt": prompt, "old": target.category, "new": new, "image": r.image}
 
 

@@ -31,13 +31,9 @@ from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.vocab import parse_prompt
+from .timing import sync
 
 THRESHOLDS = (0.5, 0.75, 0.9)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def configurations(ns: list[int], cond_steps: list[int], baseline_n: int) -> list[dict]:
@@ -52,7 +48,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
              base: Text2ImagePipeline, judge: Judge, seed: int, cond_size: int, image_steps: int,
              image_dir: Path) -> dict:  # fmt: skip
     s = seed + 1000 * p
-    _sync()
+    sync()
     t0 = time.perf_counter()
     if cfg["kind"] == "base":
         res = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s)
@@ -63,7 +59,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
         res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
                    image_steps=image_steps, factors=["image"])  # fmt: skip
         image, cand = res.image, [c.recall for c in res.candidates]
-    _sync()
+    sync()
     seconds = time.perf_counter() - t0  # judging included for the image-space baseline: it is part of it
     final = object_recall(objects, present_categories(judge.segment_images([image])[0]))
     name = f"p{p:05d}-{cfg['config'].replace(' ', '_').replace('=', '').replace('+', '')}.png"

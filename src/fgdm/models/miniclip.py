@@ -83,10 +83,10 @@ def load_eval_clip(path: str | Path | None = None, *, text_encoder: str | Path |
         text = {}
         for f in files:
             text.update(load_file(str(f)))
-        want = json.loads((p / INFO).read_text())["text_fingerprint"]
-        if text_fingerprint(text) != want:
+        want, got = json.loads((p / INFO).read_text())["text_fingerprint"], text_fingerprint(text)
+        if got != want:
             raise ValueError(f"the text encoder {str(te_dir)!r} is not this MiniCLIP's text tower "
-                             f"(fingerprint {text_fingerprint(text)}, expected {want})")  # fmt: skip
+                             f"(fingerprint {got}, expected {want})")  # fmt: skip
         model = CLIPModel(CLIPConfig.from_json_file(str(p / "config.json")))
         state = {k: v.float() for k, v in load_file(str(p / WEIGHTS)).items()}
         state.update({(k if k.startswith(TEXT_PREFIX) else TEXT_PREFIX + k): v.float() for k, v in text.items()})

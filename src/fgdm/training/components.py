@@ -33,7 +33,7 @@ from ..world.conditions import decode_segmentation
 from ..world.dataset import SceneWorldDataset, collate, make_sample, scene_seed
 from ..world.scene import WorldConfig, sample_scene
 from .config import TrainConfig
-from .loop import train
+from .loop import train, training_device
 from .pools import render_pool, to_unit
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,6 @@ def build_vae(arch: dict):
     return AutoencoderKL(**a)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _pool(cfg: TrainConfig, fields: tuple[str, ...], dev: torch.device, progress: bool) -> dict:
     """The trainer's pre-rendered pool (``extra.pool`` scenes, default ``data.n_scenes``), its
     tensors moved to the training device."""
@@ -135,7 +131,7 @@ def _pool(cfg: TrainConfig, fields: tuple[str, ...], dev: torch.device, progress
 def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     vae = build_vae(cfg.model)
     kl_w = float(cfg.extra.get("kl_weight", 1e-6))
-    dev = _device()
+    dev = training_device()
     keys = ("image", *(f"cond_{m}" for m in MODALITIES[1:]))
     data = _pool(cfg, keys, dev, progress)
     n = len(data["image"])
@@ -218,7 +214,7 @@ def build_clip(arch: dict, vocab_size: int, image_size: int, tok):
 def train_clip(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     tok = _tokenizer(cfg)
     clip = build_clip(cfg.model, len(tok), cfg.data.size, tok)
-    dev = _device()
+    dev = training_device()
     data = _pool(cfg, ("image", "caption"), dev, progress)
     ids = tok(data["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     ids = ids.to(dev)
@@ -359,7 +355,7 @@ def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torc
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     from diffusers import AutoencoderKL
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = training_device()
     tok = _tokenizer(cfg)
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
     if "vae" not in cfg.base:

@@ -52,7 +52,7 @@ from ..pipelines.factor_graph import base_reference
 from ..world.dataset import CONDITIONS
 from .components import SHARD, _write_metrics, cached_prerender, min_snr_mse, prerender, sd_noise_scheduler
 from .config import TrainConfig
-from .loop import train
+from .loop import train, training_device
 
 log = logging.getLogger(__name__)
 EXTRA_KEYS = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
@@ -146,7 +146,7 @@ def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -
 def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     ex = cfg.extra
     spec = factor_spec(cfg)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = training_device()
     base = load_base_model(cfg.base.get("model"), device=dev, arg="base.model")
     graph_dir = Path(ex["graph"]) if ex.get("graph") else None
     graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(Path(cfg.output_dir).resolve()))

@@ -25,7 +25,7 @@ from ..world.conditions import normalize_depth
 from ..world.dataset import make_sample
 from ..world.scene import WorldConfig
 from .config import TrainConfig
-from .loop import train
+from .loop import train, training_device
 from .pools import render_pool, to_unit
 
 
@@ -66,7 +66,7 @@ def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True
     weight = torch.ones(NUM_CLASSES)
     weight[: len(THINGS)] = float(cfg.extra.get("thing_weight", 2.0))
     dw = float(cfg.extra.get("depth_weight", 1.0))
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = training_device()
     data = {k: v.to(dev) for k, v in data.items()}  # uint8: 100k scenes at 128 px are ~8 GB
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 

@@ -39,6 +39,11 @@ def budget_clock() -> Iterator[None]:
         _clock_origin = None
 
 
+def training_device() -> torch.device:
+    """Where the trainers put their data and models: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 LossFn = Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict[str, float]]]
 
 
