@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -20,7 +21,7 @@ from ..training.config import TrainConfig
 
 
 def _step_fn(unet: torch.nn.Module, batch: int, latent: int, ctx_len: int, cross: int, device: str,
-             autocast: bool) -> callable:  # fmt: skip
+             autocast: bool) -> Callable[[], float]:  # fmt: skip
     g = torch.Generator(device=device).manual_seed(0)
     z = torch.randn(batch, 4, latent, latent, generator=g, device=device)
     emb = torch.randn(batch, ctx_len, cross, generator=g, device=device)
