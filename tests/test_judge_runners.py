@@ -31,6 +31,24 @@ def test_judge_round_trip_and_shapes(judge_dir):
     assert Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=64)).segment(x).shape == (2, 96, 96)
 
 
+def test_patchify_stem_judge(tmp_path):
+    """stem_stride 4: the U-Net runs at a quarter of the input side, the outputs are at the input
+    size, and the setting survives a save/load round trip."""
+    j = Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=64, stem_stride=4)).eval()
+    assert j.stem[0].stride == (4, 4)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    feats = j.stem(x)
+    assert feats.shape[-2:] == (16, 16)
+    logits, depth = j(x)
+    assert logits.shape == (2, 90, 64, 64) and depth.shape == (2, 1, 64, 64)
+    again = Judge.from_pretrained(j.save_pretrained(tmp_path / "s4"))
+    assert again.config.stem_stride == 4
+    j = j.half().float()  # the saved weights are fp16
+    assert torch.allclose(again(x)[0], j(x)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="stem_stride must be 2 or 4, got 3"):
+        JudgeConfig(stem_stride=3)
+
+
 def test_bad_judge_paths(tmp_path):
     with pytest.raises(ValueError, match=r"model\.safetensors"):
         load_judge(tmp_path)
@@ -85,3 +103,29 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     assert main(["eval", "visor", "--prompts", str(prompts), "--model", str(tiny_sd_dir), "--judge", str(judge_dir),
                  "--steps", "2", "--out", str(tmp_path / "v2")]) == 2  # fmt: skip
     assert "relation prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "recall", "--prompts", "PROMPTS", "--model", "/nonexistent/model"],
+    ["eval", "sbpc", "--prompts", "PROMPTS", "--graph", "/nonexistent/graph"],
+    ["eval", "fgdm", "--prompts", "PROMPTS", "--graph", "/nonexistent/graph"],
+    ["eval", "real-edit", "--graph", "/nonexistent/graph"],
+])  # fmt: skip
+def test_runners_refuse_their_folder_before_loading_models(argv, tmp_path, capsys):
+    """A finished run (without --resume) or a foreign folder is refused at once, not after minutes
+    of model loading: the model paths here do not exist, and the error is about the folder."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\n")
+    argv = [str(prompts) if a == "PROMPTS" else a for a in argv]
+    done, foreign = tmp_path / "done", tmp_path / "foreign"
+    done.mkdir()
+    (done / "record.json").write_text('{"settings": {}}')
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main([*argv, "--out", str(done)]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--out", str(foreign)]) == 2
+    assert "holds no fgdm run" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    assert main([*argv, "--out", str(tmp_path / "fresh")]) != 0
+    assert "nonexistent" in capsys.readouterr().err  # past the folder check, the model path is what fails

@@ -787,19 +787,23 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resumable_run(out: Path, settings: dict, resume: bool) -> Path:
-    """Check (and create) a benchmark run folder; returns its record path.
-
-    A folder holding a run continues only with ``resume`` and the same settings; a non-empty
-    folder holding no run is refused."""
-    rec = out / "record.json"
-    if rec.exists():
+def _check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse a benchmark run folder before any model is loaded: one holding a run continues only
+    with ``resume``; a non-empty folder holding no run is never written to."""
+    if (out / "record.json").exists():
         if not resume:
             raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
-        if json.loads(rec.read_text()).get("settings") != settings:
-            raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"out {str(out)!r} is not empty and holds no fgdm run; refusing to write there")
+
+
+def _resumable_run(out: Path, settings: dict, resume: bool) -> Path:
+    """Check (and create) a benchmark run folder; returns its record path. A run continues only
+    with ``resume`` and the same settings."""
+    _check_run_folder(out, resume)
+    rec = out / "record.json"
+    if rec.exists() and json.loads(rec.read_text()).get("settings") != settings:
+        raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
     out.mkdir(parents=True, exist_ok=True)
     return rec
 
@@ -836,8 +840,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     if kind == "visor" and any(e.relation is None or len(e.objects) != 2 for e in entries):
         raise ValueError("prompts: visor needs relation prompts (e.g. prompts/relations_500.json)")
     out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}")
-    if (out / "record.json").exists() and not args.resume:
-        raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
+    _check_run_folder(out, args.resume)
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
     judge = load_judge(args.judge, device)
@@ -886,6 +889,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
     out = Path(args.out) if args.out else next_run_dir("runs", "eval-sbpc")
+    _check_run_folder(out, args.resume)
     device = _device(args.device)
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     if "image" not in graph.spec.factors or "seg" not in graph.spec.factors:
@@ -923,6 +927,7 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
     out = Path(args.out) if args.out else next_run_dir("runs", "eval-fgdm")
+    _check_run_folder(out, args.resume)
     device = _device(args.device)
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     ablations = []
@@ -962,6 +967,7 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     from .runs import next_run_dir
 
     out = Path(args.out) if args.out else next_run_dir("runs", "eval-real-edit")
+    _check_run_folder(out, args.resume)
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     judge = load_judge(args.judge, device)

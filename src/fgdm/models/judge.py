@@ -42,6 +42,13 @@ class JudgeConfig:
     num_classes: int = NUM_CLASSES
     input_size: int = 128  # images are resized to this side before the network
     groups: int = 8
+    # 2: a 3x3 stride-2 convolution; 4: a 4x4 patchify convolution (the U-Net then runs at a
+    # quarter of the input side, ~2.3x faster, and the logits are upsampled by 4 — as SegFormer's)
+    stem_stride: int = 2
+
+    def __post_init__(self) -> None:
+        if self.stem_stride not in (2, 4):
+            raise ValueError(f"judge stem_stride must be 2 or 4, got {self.stem_stride!r}")
 
 
 def _block(cin: int, cout: int, groups: int) -> nn.Sequential:
@@ -52,14 +59,15 @@ def _block(cin: int, cout: int, groups: int) -> nn.Sequential:
 
 
 class Judge(nn.Module):
-    """U-Net: a stride-2 stem, then one block per level (downsampling by 2), a mirrored decoder
+    """U-Net: a stride-2 (or patchify stride-4) stem, then one block per level (downsampling by 2), a mirrored decoder
     with skips, and two heads: class logits and normalised inverse depth, at the input size."""
 
     def __init__(self, config: JudgeConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or JudgeConfig()
         ch = c.channels
-        self.stem = nn.Sequential(nn.Conv2d(3, ch[0], 3, stride=2, padding=1), nn.GroupNorm(c.groups, ch[0]), nn.SiLU())
+        stem = nn.Conv2d(3, ch[0], 3, stride=2, padding=1) if c.stem_stride == 2 else nn.Conv2d(3, ch[0], 4, stride=4)
+        self.stem = nn.Sequential(stem, nn.GroupNorm(c.groups, ch[0]), nn.SiLU())
         self.down = nn.ModuleList(
             [_block(ch[0], ch[0], c.groups)] + [_block(ch[i - 1], ch[i], c.groups) for i in range(1, len(ch))]
         )
