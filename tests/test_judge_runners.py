@@ -47,6 +47,8 @@ def test_patchify_stem_judge(tmp_path):
     assert torch.allclose(again(x)[0], j(x)[0], atol=1e-4)
     with pytest.raises(ValueError, match="stem_stride must be 2 or 4, got 3"):
         JudgeConfig(stem_stride=3)
+    with pytest.raises(ValueError, match=r"model: unknown judge setting\(s\) \['stem_strid'\]"):
+        JudgeConfig.from_dict({"stem_strid": 4}, "model")
 
 
 def test_bad_judge_paths(tmp_path):

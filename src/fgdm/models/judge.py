@@ -7,7 +7,7 @@ Saved as ``config.json`` + ``model.safetensors``; never pickled.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,15 @@ class JudgeConfig:
         if self.stem_stride not in (2, 4):
             raise ValueError(f"judge stem_stride must be 2 or 4, got {self.stem_stride!r}")
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> JudgeConfig:
+        """A config from a config.json or a training config's ``model:``; unknown keys are an error
+        naming them and ``where`` they came from."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{where}: unknown judge setting(s) {unknown}; known: {[f.name for f in fields(cls)]}")
+        return cls(**d)
+
 
 def _block(cin: int, cout: int, groups: int) -> nn.Sequential:
     return nn.Sequential(
@@ -59,8 +68,9 @@ def _block(cin: int, cout: int, groups: int) -> nn.Sequential:
 
 
 class Judge(nn.Module):
-    """U-Net: a stride-2 (or patchify stride-4) stem, then one block per level (downsampling by 2), a mirrored decoder
-    with skips, and two heads: class logits and normalised inverse depth, at the input size."""
+    """U-Net: a stride-2 (or patchify stride-4) stem, then one block per level (downsampling by 2),
+    a mirrored decoder with skips, and two heads: class logits and normalised inverse depth, at the
+    input size."""
 
     def __init__(self, config: JudgeConfig | None = None) -> None:
         super().__init__()
@@ -124,6 +134,6 @@ class Judge(nn.Module):
         except (OSError, json.JSONDecodeError, Exception) as e:  # safetensors raises its own error types
             raise ValueError(f"judge {str(path)!r} could not be loaded: {e}") from None
         cfg.pop("class", None)
-        model = cls(JudgeConfig(**cfg))
+        model = cls(JudgeConfig.from_dict(cfg, f"judge {str(path)!r} config.json"))
         model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.eval()

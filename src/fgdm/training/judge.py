@@ -53,7 +53,7 @@ def augment(x: torch.Tensor, seg: torch.Tensor, depth: torch.Tensor, gen: torch.
 
 def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     arch = {"input_size": cfg.data.size, **cfg.model}
-    judge = Judge(JudgeConfig(**arch))
+    judge = Judge(JudgeConfig.from_dict(arch, "model"))
     if cfg.extra.get("dataset"):
         from ..world.export import load_labelled
 
