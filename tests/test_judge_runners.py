@@ -51,6 +51,38 @@ def test_patchify_stem_judge(tmp_path):
         JudgeConfig.from_dict({"stem_strid": 4}, "model")
 
 
+def test_presence_loss_targets_false_and_missed_presences():
+    """presence_loss is ~0 for a confident correct map, large for a stray patch of an absent class
+    covering >= the presence threshold, large for a present class that is not predicted, and blind
+    to classes present below the threshold (those are left out)."""
+    from fgdm.training.judge import presence_loss
+    from fgdm.world.categories import THINGS
+
+    n = 90
+    seg = torch.full((1, 64, 64), len(THINGS), dtype=torch.long)  # a stuff class everywhere
+    seg[0, 10:30, 10:30] = 3  # a present thing (400 px >> k = 12)
+    seg[0, 50, 50:55] = 7  # a sliver of thing 7 (5 px < k): ambiguous, left out
+
+    def logits_for(m):
+        return torch.nn.functional.one_hot(m, n).permute(0, 3, 1, 2).float() * 20
+
+    good = presence_loss(logits_for(seg), seg)
+    assert good < 1e-4
+    stray = seg.clone()
+    stray[0, 40:44, 40:44] = 5  # 16 px >= k of an absent class: a false presence
+    # the loss is a mean over (image, thing class) pairs (~80 here): one false presence of ~14 nats
+    assert presence_loss(logits_for(stray), seg) > 0.1
+    missed = seg.clone()
+    missed[0, 10:30, 10:30] = len(THINGS) + 1
+    assert presence_loss(logits_for(missed), seg) > 0.1
+    sliver_gone = seg.clone()
+    sliver_gone[0, 50, 50:55] = len(THINGS)
+    assert presence_loss(logits_for(sliver_gone), seg) == pytest.approx(float(good), abs=1e-6)
+    logits = (logits_for(stray) / 4).requires_grad_()  # not saturated
+    presence_loss(logits, seg).backward()
+    assert logits.grad[0, 5, 40:44, 40:44].abs().sum() > 0  # the gradient reaches the stray patch
+
+
 def test_bad_judge_paths(tmp_path):
     with pytest.raises(ValueError, match=r"model\.safetensors"):
         load_judge(tmp_path)

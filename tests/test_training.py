@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -104,11 +105,35 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(trained, tmp_path, capsys):
     assert m["stopped_early"] is False and m["steps"] == 2
     rows = list(csv.DictReader((out / "loss.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"]
-    assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 2 / 4)  # the resumed run re-warmed over 4 steps
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 1 / 4)  # the resumed run re-warms over 4 steps (1st of them)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([*args, "--max-minutes", "0"])
     assert e.value.code == 2 and "--max-minutes" in capsys.readouterr().err
+
+
+def test_cosine_schedule_follows_the_global_step_across_resumes(trained, tmp_path):
+    """optim.schedule=cosine decays over the run's total steps; a run cut by --max-minutes and resumed
+    logs the same learning rates as an uninterrupted one (warm-up 1 step, re-warm 1 step)."""
+    base = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--steps", "4",
+            "--set", "optim.schedule=cosine", "--set", "optim.min_lr_ratio=0.1", "--set", "optim.rewarm_steps=1"]  # fmt: skip
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*base, "--output-dir", str(whole)]) == 0
+    assert main([*base, "--output-dir", str(cut), "--max-minutes", "0.00001"]) == 0
+    assert main([*base, "--output-dir", str(cut), "--resume"]) == 0
+    lrs = [[float(r["lr"]) for r in csv.DictReader((d / "loss.csv").open())] for d in (whole, cut)]
+    want = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 4))) for s in range(4)]
+    assert lrs[0] == pytest.approx(want) and lrs[1] == pytest.approx(want)
+    assert lrs[0][0] == pytest.approx(1e-3) and lrs[0][-1] < 0.3e-3
+
+
+@pytest.mark.parametrize("setting", ["optim.schedule=linear", "optim.min_lr_ratio=1.5", "optim.min_lr_ratio=true",
+                                     "extra.min_snr_gama=5"])
+def test_bad_optim_and_extra_settings_are_clear_errors(trained, tmp_path, capsys, setting):
+    args = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--output-dir", str(tmp_path / "x"), "--set", setting]
+    assert main(args) == 2
+    assert setting.split("=")[0].split(".")[1] in capsys.readouterr().err  # the setting is named
+    assert not (tmp_path / "x").exists()  # refused before anything was written
 
 
 def test_assemble_and_generate(trained, tmp_path):

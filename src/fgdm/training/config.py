@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-factor")
+# the ``extra:`` settings each trainer reads (documented in its module); a misspelt one is an error,
+# not a silently ignored setting. The factors check theirs in training/factors.py.
+EXTRA_KEYS = {
+    "tokenizer": set(),
+    "clip": {"pool"},
+    "vae": {"kl_weight", "pool"},
+    "unet": {"caption_dropout", "min_snr_gamma", "prerender"},
+    "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight"},
+}
 
 
 @dataclass
@@ -30,6 +40,23 @@ class OptimConfig:
     rewarm_steps: int | None = None  # warm-up after --resume (AdamW's moments are not saved); default warmup_steps
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
+    # after warm-up: "constant", or "cosine" decay over the run's total ``steps`` down to
+    # ``min_lr_ratio * lr`` (keyed to the global step, so --resume and --max-minutes runs follow one curve)
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.schedule must be constant or cosine, got {self.schedule!r}")
+        if isinstance(self.min_lr_ratio, bool) or not isinstance(self.min_lr_ratio, int | float) or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optim.min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}")
+
+    def factor(self, step: int, total: int) -> float:
+        """The schedule's multiplier of ``lr`` at global ``step`` (0-based) of ``total`` (warm-up apart)."""
+        if self.schedule == "constant":
+            return 1.0
+        frac = min(1.0, step / max(1, total))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 @dataclass
@@ -68,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be a positive number of minutes, got {self.max_minutes!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
+        unknown = sorted(set(self.extra or {}) - EXTRA_KEYS.get(self.component, set(self.extra or {})))
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in extra for {self.component}; known: {sorted(EXTRA_KEYS[self.component])}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -116,8 +116,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     warm = cfg.optim.warmup_steps if start == 0 or cfg.optim.rewarm_steps is None else cfg.optim.rewarm_steps
     warm = max(1, warm)  # a resumed run re-warms: AdamW's moments start from zero again
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    model, opt, sched = acc.prepare(model, opt, sched)
+    model, opt = acc.prepare(model, opt)
     fwd = torch.compile(model) if cfg.compile else model
     if ema is not None:
         ema.to(acc.device)
@@ -137,6 +136,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     window: list[float] = []
     try:
         while step < cfg.steps:
+            # learning rate from our own step count (a torch scheduler prepared by accelerate advances
+            # once per process): warm-up from this run's start, the decay on the global step
+            lr = cfg.optim.lr * min(1.0, (step - start + 1) / warm) * cfg.optim.factor(step, cfg.steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
                 with acc.accumulate(model), acc.autocast():
@@ -145,7 +149,6 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                     if acc.sync_gradients and cfg.optim.grad_clip:
                         acc.clip_grad_norm_(trainable, cfg.optim.grad_clip)
                     opt.step()
-                    sched.step()
                     opt.zero_grad(set_to_none=True)
                 window.append(float(loss.detach()))
             step += 1
@@ -154,7 +157,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             bar.update()
             stopped = deadline is not None and step < cfg.steps and time.monotonic() >= deadline
             if step % cfg.log_every == 0 or step == cfg.steps or stopped:
-                row = {"step": step, "loss": sum(window) / len(window), "lr": sched.get_last_lr()[0],
+                row = {"step": step, "loss": sum(window) / len(window), "lr": lr,
                        "seconds": round(time.perf_counter() - t0, 2), **logs}  # fmt: skip
                 if not header_written:
                     writer.writerow(list(row))
