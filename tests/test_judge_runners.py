@@ -77,7 +77,7 @@ def test_presence_loss_targets_false_and_missed_presences():
     assert presence_loss(logits_for(missed), seg) > 0.1
     sliver_gone = seg.clone()
     sliver_gone[0, 50, 50:55] = len(THINGS)
-    assert presence_loss(logits_for(sliver_gone), seg) == pytest.approx(float(good), abs=1e-6)
+    assert presence_loss(logits_for(sliver_gone), seg) < 1e-4  # neither seeing nor missing it costs
     logits = (logits_for(stray) / 4).requires_grad_()  # not saturated
     presence_loss(logits, seg).backward()
     assert logits.grad[0, 5, 40:44, 40:44].abs().sum() > 0  # the gradient reaches the stray patch
