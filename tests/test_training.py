@@ -136,6 +136,14 @@ def test_bad_optim_and_extra_settings_are_clear_errors(trained, tmp_path, capsys
     assert not (tmp_path / "x").exists()  # refused before anything was written
 
 
+def test_factor_extra_keys_are_checked_with_the_others():
+    from fgdm.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"unknown keys \['distil_weight'\] in extra for factor"):
+        TrainConfig(component="factor", output_dir="x", extra={"variable": "seg", "distil_weight": 1.0})
+    assert TrainConfig(component="image-factor", output_dir="x", extra={"null_prob": 0.2}).extra == {"null_prob": 0.2}
+
+
 def test_assemble_and_generate(trained, tmp_path):
     out = tmp_path / "minisd"
     assert main(["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder", str(trained["clip"]),

@@ -11,13 +11,17 @@ import yaml
 
 COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-factor")
 # the ``extra:`` settings each trainer reads (documented in its module); a misspelt one is an error,
-# not a silently ignored setting. The factors check theirs in training/factors.py.
+# not a silently ignored setting
+_FACTOR_EXTRA = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
+                 "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes", "cache_dir"}  # fmt: skip
 EXTRA_KEYS = {
     "tokenizer": set(),
     "clip": {"pool"},
     "vae": {"kl_weight", "pool"},
     "unet": {"caption_dropout", "min_snr_gamma", "prerender"},
     "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight"},
+    "factor": _FACTOR_EXTRA,
+    "image-factor": _FACTOR_EXTRA,
 }
 
 
@@ -95,7 +99,7 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be a positive number of minutes, got {self.max_minutes!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
-        unknown = sorted(set(self.extra or {}) - EXTRA_KEYS.get(self.component, set(self.extra or {})))
+        unknown = sorted(set(self.extra or {}) - EXTRA_KEYS[self.component])
         if unknown:
             raise ValueError(f"unknown keys {unknown} in extra for {self.component}; known: {sorted(EXTRA_KEYS[self.component])}")
 
