@@ -190,10 +190,11 @@ PYEOF
     fgdm train assemble-graph --graph runs/train/graph --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
       --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
-  bench-train)  # ms per UNet step: fp32 / bf16 / compiled, at 256, 512 and 1024 — run first on a new machine
-    for b in 256 512 1024; do
+  bench-train)  # ms per UNet step: fp32 / bf16 / compiled, at 256, 512 and 1024 — run first on a new machine;
+    for b in 256 512 1024; do  # then the judge's: dense loss vs 2,048 sampled pixels, fp32 / bf16 / compiled
       evj "bench-train-$b" bench train --config configs/unet.yaml --batch "$b" --compile
     done
+    evj bench-train-judge bench train --config configs/judge.yaml --compile
     pack_eval ;;
   eval-base)  # MiniSD's quality targets, MultiGen, image quality, the judge, GPU timings
     evj judge-eval eval judge --judge "$J" --n 500

@@ -163,3 +163,58 @@ def test_runners_refuse_their_folder_before_loading_models(argv, tmp_path, capsy
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert main([*argv, "--out", str(tmp_path / "fresh")]) != 0
     assert "nonexistent" in capsys.readouterr().err  # past the folder check, the model path is what fails
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_losses_at_sampled_pixels_are_the_full_size_losses(stride):
+    """``loss_points``: the network's own maps read at sampled pixels equal the full-size upsampled
+    maps there, and the sampled losses estimate the dense ones (many points: within a few percent),
+    with gradient to every parameter."""
+    from fgdm.training.judge import at_pixels, class_weights, judge_loss
+    from fgdm.world.categories import VOID_ID
+
+    torch.manual_seed(0)
+    j = Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=32, stem_stride=stride))
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    full_logits, full_depth = j(x)
+    logits, depth = j(x, full_size=False)
+    assert logits.shape[-2:] == depth.shape[-2:] == (32 // stride, 32 // stride)
+    idx = torch.randint(32 * 32, (3, 300))
+    want = full_logits.flatten(2).gather(2, idx[:, None].expand(-1, 90, -1))
+    assert torch.allclose(at_pixels(logits, idx, (32, 32)), want, atol=1e-5)
+    assert torch.allclose(at_pixels(depth, idx, (32, 32)), full_depth.flatten(2).gather(2, idx[:, None]), atol=1e-6)
+
+    # targets the net half gets right: per-pixel losses vary a lot, so a wrong pixel pairing shows
+    seg = full_logits.argmax(1)
+    seg[:, 16:] = torch.randint(0, 90, (3, 16, 32))
+    seg[0, :4] = VOID_ID
+    target_depth = full_depth[:, 0].detach().clone()
+    target_depth[:, :, :10] = 1.0
+    batch = (x, seg, target_depth, torch.tensor([True, False, True]))
+    kw = {"class_weight": class_weights(), "presence_weight": 1.0}
+    dense, dense_logs = judge_loss(j, batch, **kw)
+    j.zero_grad()
+    sampled, logs = judge_loss(j, batch, **kw, points=40_000, gen=torch.Generator().manual_seed(0))
+    assert float(sampled.detach()) == pytest.approx(float(dense), rel=0.03)
+    assert logs["ce"] == pytest.approx(dense_logs["ce"], rel=0.03)
+    assert logs["depth_l1"] == pytest.approx(dense_logs["depth_l1"], rel=0.03)
+    assert dense_logs["depth_l1"] > 0.05 and logs["presence"] == pytest.approx(dense_logs["presence"], rel=0.1)
+    sampled.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in j.parameters())
+
+
+def test_judge_trains_with_sampled_loss_points_in_bf16(tmp_path, capsys):
+    cfg = tmp_path / "j.yaml"
+    cfg.write_text(f"component: judge\noutput_dir: {tmp_path}/j\nsteps: 2\nbatch_size: 2\nlog_every: 1\n"
+                   "mixed_precision: bf16\nextra: {loss_points: 64, presence_weight: 1.0}\n"
+                   "model: {channels: [8, 16], groups: 4, stem_stride: 4}\n"
+                   "data: {n_scenes: 4, size: 64, holdout_n: 2, holdout_seed: 5}\n")  # fmt: skip
+    assert main(["train", "judge", "--config", str(cfg), "--quiet"]) == 0
+    rows = (tmp_path / "j" / "loss.csv").read_text().splitlines()
+    assert rows[0].split(",")[-3:] == ["ce", "depth_l1", "presence"] and len(rows) == 3
+    for bad in ("-1", "2.5", "true"):
+        args = ["train", "judge", "--config", str(cfg), "--quiet", "--output-dir", str(tmp_path / "bad"),
+                "--set", f"extra.loss_points={bad}"]  # fmt: skip
+        assert main(args) == 2
+        assert "extra.loss_points must be an integer >= 0" in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

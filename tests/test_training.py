@@ -306,8 +306,16 @@ def test_bench_train_times_every_variant(tmp_path, capsys):
     assert r["batch"] == 2 and r["latent"] == 16 and r["parameters"] > 0
     assert [v["variant"] for v in r["variants"]] == ["fp32 eager", "bf16 eager"]
     assert all(v["ms_per_step"] > 0 and v["samples_per_s"] > 0 for v in r["variants"])
-    assert r["variants"][0]["speedup_vs_fp32"] == 1.0
+    assert r["variants"][0]["speedup"] == 1.0
+    judge = tmp_path / "j.yaml"
+    judge.write_text("component: judge\noutput_dir: x\nbatch_size: 2\ndata: {size: 64}\nextra: {loss_points: 100}\n"
+                     "model: {channels: [8, 16], groups: 4, stem_stride: 4}\n")  # fmt: skip
+    assert main(["bench", "train", "--config", str(judge), "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("judge: ") and "64 px" in out
+    for variant in ("fp32 dense loss", "fp32 100 points", "bf16 dense loss", "bf16 100 points"):
+        assert variant in out
     bad = tmp_path / "v.yaml"
     bad.write_text("component: vae\noutput_dir: x\n")
     assert main(["bench", "train", "--config", str(bad)]) == 2
-    assert "UNet" in capsys.readouterr().err
+    assert "UNet and judge" in capsys.readouterr().err

@@ -685,11 +685,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"{result['parameters']:,} parameters, batch {result['batch']}, {result['latent']}x{result['latent']} "
-              f"latents, {result['machine']}")  # fmt: skip
+        side = f"{result['latent']}x{result['latent']} latents" if "latent" in result else f"{result['size']} px"
+        print(f"{result['component']}: {result['parameters']:,} parameters, batch {result['batch']}, {side}, "
+              f"{result['machine']}")  # fmt: skip
         for r in result["variants"]:
-            print(f"  {r['variant']:14s} {r['ms_per_step']:9.2f} ms/step {r['samples_per_s']:9.1f} samples/s "
-                  f"x{r['speedup_vs_fp32']:.2f}" + (f"  {r['peak_memory_gb']} GB" if "peak_memory_gb" in r else ""))  # fmt: skip
+            print(f"  {r['variant']:28s} {r['ms_per_step']:9.2f} ms/step {r['samples_per_s']:9.1f} samples/s "
+                  f"x{r['speedup']:.2f}" + (f"  {r['peak_memory_gb']} GB" if "peak_memory_gb" in r else ""))  # fmt: skip
     return 0
 
 
@@ -1345,8 +1346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
-    p = bsub.add_parser("train", help="seconds per UNet training step: fp32 vs bf16 vs compiled, side by side")
-    p.add_argument("--config", default="configs/unet.yaml", help="a UNet training config (its model and batch)")
+    p = bsub.add_parser("train", help="seconds per UNet or judge training step, the variants side by side")
+    p.add_argument("--config", default="configs/unet.yaml", help="a UNet or judge training config (its model and batch)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override config values (repeatable)")
     p.add_argument("--batch", type=_int_at_least(1), help="override the config's batch size")
     p.add_argument("--steps", type=_int_at_least(1), default=10, help="timed steps per variant")

@@ -1,10 +1,14 @@
-"""``fgdm bench train``: seconds per training step of the UNet a config describes, under the
-settings a GPU run can choose from, measured side by side in one run on synthetic data (random
-latents and text embeddings: the data pipeline is not in the timing).
+"""``fgdm bench train``: seconds per training step of the UNet or the judge a config describes,
+under the settings a run can choose from, measured side by side in one run on synthetic data
+(random latents and text embeddings, or random images and maps: the data pipeline is not in the
+timing).
 
-Variants: fp32 eager, bf16 autocast eager, and (``compile=True``) bf16 with ``torch.compile``;
-each reports milliseconds per optimizer step, samples per second and peak GPU memory, plus its
-speed-up over fp32 eager. This is what to run first on a new machine before a long UNet run.
+UNet variants: fp32 eager, bf16 autocast eager, and (``compile=True``) bf16 with ``torch.compile``.
+Judge variants: the pixel losses at every pixel vs at ``extra.loss_points`` sampled pixels per image
+(2,048 if the config sets none), each in fp32 and bf16 autocast (plus compiled bf16 with
+``compile=True``). Each reports milliseconds per optimizer step, samples per second and peak GPU
+memory, plus its speed-up over the first variant. This is what to run first on a new machine
+before a long run.
 """
 
 from __future__ import annotations
@@ -45,27 +49,71 @@ def _step_fn(unet: torch.nn.Module, batch: int, latent: int, ctx_len: int, cross
     return step
 
 
+def _judge_step_fn(judge: torch.nn.Module, cfg: TrainConfig, batch: int, device: str, autocast: bool,
+                   points: int) -> Callable[[], float]:  # fmt: skip
+    from ..training.judge import class_weights, judge_loss
+
+    g = torch.Generator(device=device).manual_seed(0)
+    size = cfg.data.size
+    x = torch.rand(batch, 3, size, size, generator=g, device=device) * 2 - 1
+    seg = torch.randint(0, judge.config.num_classes, (batch, size, size), generator=g, device=device)
+    depth = torch.rand(batch, size, size, generator=g, device=device)
+    has = torch.ones(batch, dtype=torch.bool, device=device)
+    weights = {"class_weight": class_weights(float(cfg.extra.get("thing_weight", 2.0))),
+               "depth_weight": float(cfg.extra.get("depth_weight", 1.0)),
+               "presence_weight": float(cfg.extra.get("presence_weight", 0.0))}  # fmt: skip
+    opt = torch.optim.AdamW(judge.parameters(), lr=1e-4)
+
+    def step() -> float:
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+            loss, _ = judge_loss(judge, (x, seg, depth, has), **weights, points=points, gen=g)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
 def bench_train(cfg: TrainConfig, *, batch: int | None = None, steps: int = 10, warmup: int = 3,
                 compile: bool = False, device: str = "cpu", latent: int | None = None,
                 cross_dim: int = 192, ctx_len: int = 77) -> dict:  # fmt: skip
-    """Time ``steps`` training steps (after ``warmup``) of the UNet in ``cfg.model`` for each variant."""
-    if cfg.component != "unet":
-        raise ValueError(f"bench train measures the UNet trainer; the config is for {cfg.component!r}")
+    """Time ``steps`` training steps (after ``warmup``) of the UNet or judge in ``cfg.model`` for each
+    variant."""
+    if cfg.component not in ("unet", "judge"):
+        raise ValueError(f"bench train measures the UNet and judge trainers; the config is for {cfg.component!r}")
     batch = batch or cfg.batch_size
-    latent = latent or cfg.data.size // 4
-    variants = [("fp32 eager", False, False), ("bf16 eager", True, False)]
-    if compile:
-        variants.append(("bf16 compiled", True, True))
-    result: dict = {"batch": batch, "latent": latent, "steps": steps, "device": device,
+    result: dict = {"component": cfg.component, "batch": batch, "steps": steps, "device": device,
                     "machine": f"{platform.machine()} {os.cpu_count()} cores"
                     + (f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""),
                     "variants": []}  # fmt: skip
-    for name, autocast, compiled in variants:
+    if cfg.component == "unet":
+        latent = latent or cfg.data.size // 4
+        result["latent"] = latent
+        variants = [("fp32 eager", False, False, None), ("bf16 eager", True, False, None)]
+        if compile:
+            variants.append(("bf16 compiled", True, True, None))
+    else:
+        from ..models.judge import Judge, JudgeConfig
+
+        points = int(cfg.extra.get("loss_points") or 2048)
+        result["size"], result["loss_points"] = cfg.data.size, points
+        variants = [(f"{prec} {where}", prec == "bf16", False, n)
+                    for prec in ("fp32", "bf16") for where, n in (("dense loss", 0), (f"{points} points", points))]  # fmt: skip
+        if compile:
+            variants.append((f"bf16 compiled {points} points", True, True, points))
+    for name, autocast, compiled, points in variants:
         torch.manual_seed(0)
-        unet = build_unet(cfg.model, latent, cross_dim).to(device).train()
-        result["parameters"] = sum(p.numel() for p in unet.parameters())
-        fwd = torch.compile(unet) if compiled else unet
-        step = _step_fn(fwd, batch, latent, ctx_len, cross_dim, device, autocast)
+        if cfg.component == "unet":
+            model = build_unet(cfg.model, latent, cross_dim).to(device).train()
+        else:
+            model = Judge(JudgeConfig.from_dict({"input_size": cfg.data.size, **cfg.model}, "model")).to(device).train()
+        result["parameters"] = sum(p.numel() for p in model.parameters())
+        fwd = torch.compile(model) if compiled else model
+        if cfg.component == "unet":
+            step = _step_fn(fwd, batch, latent, ctx_len, cross_dim, device, autocast)
+        else:
+            step = _judge_step_fn(fwd, cfg, batch, device, autocast, points)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -85,8 +133,8 @@ def bench_train(cfg: TrainConfig, *, batch: int | None = None, steps: int = 10, 
         if device.startswith("cuda"):
             row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["variants"].append(row)
-        del unet, fwd, step
+        del model, fwd, step
     ref = result["variants"][0]["ms_per_step"]
     for row in result["variants"]:
-        row["speedup_vs_fp32"] = round(ref / row["ms_per_step"], 3)
+        row["speedup"] = round(ref / row["ms_per_step"], 3)  # over the first variant
     return result

@@ -85,8 +85,14 @@ class Judge(nn.Module):
         self.seg_head = nn.Conv2d(ch[0], c.num_classes, 1)
         self.depth_head = nn.Conv2d(ch[0], 1, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, 3, H, W) in [-1, 1] -> (class logits (B, C, H, W), depth (B, 1, H, W) in [0, 1])."""
+    def forward(self, x: torch.Tensor, full_size: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 3, H, W) in [-1, 1] -> (class logits (B, C, H, W), depth (B, 1, H, W) in [0, 1]).
+
+        ``full_size=False``: both maps at the network's own resolution (``input_size`` / stem
+        stride), before the bilinear upsampling to (H, W) — what a loss evaluated at sampled points
+        interpolates from (:func:`fgdm.training.judge.judge_loss`), instead of materialising every
+        class's logits at every pixel.
+        """
         h, w = x.shape[-2:]
         s = self.config.input_size
         if (h, w) != (s, s):
@@ -98,8 +104,11 @@ class Judge(nn.Module):
             feats.append(y)
         for blk, skip in zip(self.up, reversed(feats[:-1]), strict=True):
             y = blk(torch.cat([F.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], 1))
-        logits = F.interpolate(self.seg_head(y), size=(h, w), mode="bilinear", align_corners=False)
-        depth = F.interpolate(torch.sigmoid(self.depth_head(y)), size=(h, w), mode="bilinear", align_corners=False)
+        logits, depth = self.seg_head(y), torch.sigmoid(self.depth_head(y))
+        if not full_size:
+            return logits, depth
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
         return logits, depth
 
     @torch.no_grad()

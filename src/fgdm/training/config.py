@@ -19,7 +19,7 @@ EXTRA_KEYS = {
     "clip": {"pool"},
     "vae": {"kl_weight", "pool"},
     "unet": {"caption_dropout", "min_snr_gamma", "prerender"},
-    "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight"},
+    "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight", "loss_points"},
     "factor": _FACTOR_EXTRA,
     "image-factor": _FACTOR_EXTRA,
 }

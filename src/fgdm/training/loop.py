@@ -84,6 +84,18 @@ class EMA(torch.nn.Module):
         return self.shadow.load_state_dict(state, strict=strict)
 
 
+def _forget_other_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another
+    mixed precision ("restart your runtime"); a process that trains one component in bf16 and then
+    another in fp32 (a notebook, the tests) must be able to. Only the accelerator's settings are
+    dropped — the process group (``PartialState``) is kept."""
+    from accelerate.state import AcceleratorState
+
+    shared = getattr(AcceleratorState, "_shared_state", {})
+    if shared and shared.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: Iterator[dict], *,
           resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | None = None) -> TrainResult:  # fmt: skip
     """Optimise ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, step)``.
@@ -97,6 +109,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _forget_other_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())  # fmt: skip
     torch.manual_seed(cfg.seed)
