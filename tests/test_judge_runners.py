@@ -212,6 +212,10 @@ def test_judge_trains_with_sampled_loss_points_in_bf16(tmp_path, capsys):
     assert main(["train", "judge", "--config", str(cfg), "--quiet"]) == 0
     rows = (tmp_path / "j" / "loss.csv").read_text().splitlines()
     assert rows[0].split(",")[-3:] == ["ce", "depth_l1", "presence"] and len(rows) == 3
+    # then another precision in the same process (accelerate's process-wide state would refuse it)
+    args = ["train", "judge", "--config", str(cfg), "--quiet", "--output-dir", str(tmp_path / "fp32"),
+            "--set", "mixed_precision=no", "--set", "steps=1"]  # fmt: skip
+    assert main(args) == 0
     for bad in ("-1", "2.5", "true"):
         args = ["train", "judge", "--config", str(cfg), "--quiet", "--output-dir", str(tmp_path / "bad"),
                 "--set", f"extra.loss_points={bad}"]  # fmt: skip

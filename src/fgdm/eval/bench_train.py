@@ -51,7 +51,7 @@ def _step_fn(unet: torch.nn.Module, batch: int, latent: int, ctx_len: int, cross
 
 def _judge_step_fn(judge: torch.nn.Module, cfg: TrainConfig, batch: int, device: str, autocast: bool,
                    points: int) -> Callable[[], float]:  # fmt: skip
-    from ..training.judge import class_weights, judge_loss
+    from ..training.judge import judge_loss, loss_settings
 
     g = torch.Generator(device=device).manual_seed(0)
     size = cfg.data.size
@@ -59,14 +59,12 @@ def _judge_step_fn(judge: torch.nn.Module, cfg: TrainConfig, batch: int, device:
     seg = torch.randint(0, judge.config.num_classes, (batch, size, size), generator=g, device=device)
     depth = torch.rand(batch, size, size, generator=g, device=device)
     has = torch.ones(batch, dtype=torch.bool, device=device)
-    weights = {"class_weight": class_weights(float(cfg.extra.get("thing_weight", 2.0))),
-               "depth_weight": float(cfg.extra.get("depth_weight", 1.0)),
-               "presence_weight": float(cfg.extra.get("presence_weight", 0.0))}  # fmt: skip
+    settings = {**loss_settings(cfg.extra), "points": points}
     opt = torch.optim.AdamW(judge.parameters(), lr=1e-4)
 
     def step() -> float:
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
-            loss, _ = judge_loss(judge, (x, seg, depth, has), **weights, points=points, gen=g)
+            loss, _ = judge_loss(judge, (x, seg, depth, has), **settings, gen=g)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -95,8 +93,9 @@ def bench_train(cfg: TrainConfig, *, batch: int | None = None, steps: int = 10, 
             variants.append(("bf16 compiled", True, True, None))
     else:
         from ..models.judge import Judge, JudgeConfig
+        from ..training.judge import loss_settings
 
-        points = int(cfg.extra.get("loss_points") or 2048)
+        points = loss_settings(cfg.extra)["points"] or 2048
         result["size"], result["loss_points"] = cfg.data.size, points
         variants = [(f"{prec} {where}", prec == "bf16", False, n)
                     for prec in ("fp32", "bf16") for where, n in (("dense loss", 0), (f"{points} points", points))]  # fmt: skip

@@ -139,15 +139,20 @@ def class_weights(thing_weight: float = 2.0) -> torch.Tensor:
     return weight
 
 
+def loss_settings(extra: dict) -> dict:
+    """:func:`judge_loss`'s keyword arguments from a training config's ``extra:`` (checked)."""
+    points = extra.get("loss_points", 0)
+    if not isinstance(points, int) or isinstance(points, bool) or points < 0:
+        raise ValueError(f"extra.loss_points must be an integer >= 0 (0: every pixel), got {points!r}")
+    return {"class_weight": class_weights(float(extra.get("thing_weight", 2.0))),
+            "depth_weight": float(extra.get("depth_weight", 1.0)),
+            "presence_weight": float(extra.get("presence_weight", 0.0)), "points": points}  # fmt: skip
+
+
 def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     arch = {"input_size": cfg.data.size, **cfg.model}
     judge = Judge(JudgeConfig.from_dict(arch, "model"))
-    points = cfg.extra.get("loss_points", 0)
-    if not isinstance(points, int) or isinstance(points, bool) or points < 0:
-        raise ValueError(f"extra.loss_points must be an integer >= 0 (0: every pixel), got {points!r}")
-    weights = {"class_weight": class_weights(float(cfg.extra.get("thing_weight", 2.0))),
-               "depth_weight": float(cfg.extra.get("depth_weight", 1.0)),
-               "presence_weight": float(cfg.extra.get("presence_weight", 0.0))}  # fmt: skip
+    settings = loss_settings(cfg.extra)
     if cfg.extra.get("dataset"):
         from ..world.export import load_labelled
 
@@ -168,7 +173,7 @@ def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True
             yield (*augment(x, data["seg"][idx].long(), data["depth"][idx].float() / 255, gen), data["has_depth"][idx])
 
     def loss_fn(model, batch, step):
-        return judge_loss(model, batch, **weights, points=points, gen=gen)
+        return judge_loss(model, batch, **settings, gen=gen)
 
     res = train(cfg, judge, loss_fn, batches(), resume=resume, progress=progress)
     final = (res.ema or res.model).cpu().eval()
