@@ -91,6 +91,12 @@ def bench_train(cfg: TrainConfig, *, batch: int | None = None, steps: int = 10, 
         variants = [("fp32 eager", False, False, None), ("bf16 eager", True, False, None)]
         if compile:
             variants.append(("bf16 compiled", True, True, None))
+
+        def build() -> torch.nn.Module:
+            return build_unet(cfg.model, latent, cross_dim)
+
+        def make_step(fwd, autocast, _points):
+            return _step_fn(fwd, batch, latent, ctx_len, cross_dim, device, autocast)
     else:
         from ..models.judge import Judge, JudgeConfig
         from ..training.judge import loss_settings
@@ -101,18 +107,18 @@ def bench_train(cfg: TrainConfig, *, batch: int | None = None, steps: int = 10, 
                     for prec in ("fp32", "bf16") for where, n in (("dense loss", 0), (f"{points} points", points))]  # fmt: skip
         if compile:
             variants.append((f"bf16 compiled {points} points", True, True, points))
-    for name, autocast, compiled, points in variants:
+
+        def build() -> torch.nn.Module:
+            return Judge(JudgeConfig.from_dict({"input_size": cfg.data.size, **cfg.model}, "model"))
+
+        def make_step(fwd, autocast, n_points):
+            return _judge_step_fn(fwd, cfg, batch, device, autocast, n_points)
+    for name, autocast, compiled, n_points in variants:
         torch.manual_seed(0)
-        if cfg.component == "unet":
-            model = build_unet(cfg.model, latent, cross_dim).to(device).train()
-        else:
-            model = Judge(JudgeConfig.from_dict({"input_size": cfg.data.size, **cfg.model}, "model")).to(device).train()
+        model = build().to(device).train()
         result["parameters"] = sum(p.numel() for p in model.parameters())
         fwd = torch.compile(model) if compiled else model
-        if cfg.component == "unet":
-            step = _step_fn(fwd, batch, latent, ctx_len, cross_dim, device, autocast)
-        else:
-            step = _judge_step_fn(fwd, cfg, batch, device, autocast, points)
+        step = make_step(fwd, autocast, n_points)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
