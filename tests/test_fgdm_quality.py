@@ -77,6 +77,8 @@ class _Oracle(torch.nn.Module):
         logits = torch.nn.functional.one_hot(self.labels, NUM_CLASSES).permute(2, 0, 1).float()
         return logits[None].expand(b, -1, -1, -1), torch.full((b, 1, h, w), self.depth)
 
+    predict = forward  # what measurements read (Judge.predict)
+
 
 def test_consistency_on_known_maps():
     seen = np.full((32, 32), category("grass").id, np.uint8)

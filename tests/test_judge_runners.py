@@ -51,6 +51,34 @@ def test_patchify_stem_judge(tmp_path):
         JudgeConfig.from_dict({"stem_strid": 4}, "model")
 
 
+def test_flip_averaged_inference_is_mirror_equivariant(tmp_path, capsys):
+    """flip_average: predict() is the mean of the class probabilities (and depths) of the image and of
+    its mirror image, so mirroring the input mirrors the segmentation exactly; the raw network is not;
+    the setting survives a save/load round trip and `fgdm eval judge --flip-average` overrides it."""
+    torch.manual_seed(0)
+    j = Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=64, stem_stride=4)).eval()
+    for p in j.parameters():  # a random judge's outputs are nearly constant: make them vary
+        p.data.normal_(0, 0.5)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert not torch.equal(j.predict(x.flip(-1))[0].argmax(1), j.predict(x)[0].argmax(1).flip(-1))
+    j.config.flip_average = True
+    scores, depth = j.predict(x)
+    with torch.no_grad():
+        (l0, _), (l1, _) = j(x, full_size=False), j(x.flip(-1), full_size=False)
+    want = ((l0.softmax(1) + l1.flip(-1).softmax(1)) / 2).log()
+    up = torch.nn.functional.interpolate(want, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(scores, up, atol=1e-5) and scores.shape == (2, 90, 64, 64) and depth.shape == (2, 1, 64, 64)
+    assert torch.equal(j.segment(x.flip(-1)), j.segment(x).flip(-1))
+    assert torch.allclose(j.predict(x.flip(-1))[1], depth.flip(-1), atol=1e-6)
+    again = Judge.from_pretrained(j.save_pretrained(tmp_path / "flip"))
+    assert again.config.flip_average is True
+    with pytest.raises(ValueError, match="flip_average must be true or false, got 'yes'"):
+        JudgeConfig(flip_average="yes")
+    for flag, want_flag in (([], True), (["--no-flip-average"], False)):
+        assert main(["eval", "judge", "--judge", str(tmp_path / "flip"), "--n", "2", "--seed", "3", "--json", *flag]) == 0
+        assert json.loads(capsys.readouterr().out)["flip_average"] is want_flag
+
+
 def test_presence_loss_targets_false_and_missed_presences():
     """presence_loss is ~0 for a confident correct map, large for a stray patch of an absent class
     covering >= the presence threshold, large for a present class that is not predicted, and blind

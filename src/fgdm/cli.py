@@ -780,8 +780,10 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     from .models.judge import load_judge
     from .training.judge import evaluate_judge
 
-    result = evaluate_judge(load_judge(args.judge, _device(args.device)), n=args.n, seed=args.seed, size=args.size,
-                            progress=not args.json)  # fmt: skip
+    judge = load_judge(args.judge, _device(args.device))
+    if args.flip_average is not None:  # else the judge's own setting (its config.json)
+        judge.config.flip_average = args.flip_average
+    result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=not args.json)
     if not args.per_class:
         result.pop("per_class")
     _print_result(result, args.json)
@@ -1228,6 +1230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=20_000, help="held-out world seed")
     p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
     p.add_argument("--per-class", action="store_true", help="include per-class presence precision/recall")
+    p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the judge's view of each image and of its mirror image (default: the judge's own flip_average)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_judge)

@@ -134,7 +134,7 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
     mIoU over the classes in either (accumulated over all images), and depth MAE in [0, 1]."""
     out = {}
     x = _unit(images).mul(2).sub(1).to(next(judge.parameters()).device)
-    logits, depth = judge(x)
+    logits, depth = judge.predict(x)
     if seg_maps is not None:
         inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)

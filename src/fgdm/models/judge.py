@@ -45,10 +45,15 @@ class JudgeConfig:
     # 2: a 3x3 stride-2 convolution; 4: a 4x4 patchify convolution (the U-Net then runs at a
     # quarter of the input side, ~2.3x faster, and the logits are upsampled by 4 — as SegFormer's)
     stem_stride: int = 2
+    # inference (Judge.predict) averages the class probabilities and depths of the image and of its
+    # mirror image: equivariant to mirroring by construction, at twice the cost; training never does
+    flip_average: bool = False
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (2, 4):
             raise ValueError(f"judge stem_stride must be 2 or 4, got {self.stem_stride!r}")
+        if not isinstance(self.flip_average, bool):
+            raise ValueError(f"judge flip_average must be true or false, got {self.flip_average!r}")
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> JudgeConfig:
@@ -112,9 +117,27 @@ class Judge(nn.Module):
         return logits, depth
 
     @torch.no_grad()
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every measurement reads: (class scores (B, C, H, W), depth (B, 1, H, W)) at the input
+        size. The scores are logits, or with ``config.flip_average`` the log of the class
+        probabilities averaged over ``x`` and its mirror image (the depths averaged likewise, both at
+        the network's resolution before upsampling); their argmax is the segmentation either way."""
+        if not self.config.flip_average:
+            return self(x)
+        h, w = x.shape[-2:]
+        (l0, d0), (l1, d1) = self(x, full_size=False), self(x.flip(-1), full_size=False)
+        scores = ((l0.softmax(1) + l1.flip(-1).softmax(1)) / 2).log()
+        depth = (d0 + d1.flip(-1)) / 2
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+
+        return up(scores), up(depth)
+
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, H, W) int64 class ids."""
-        return self(images)[0].argmax(1)
+        return self.predict(images)[0].argmax(1)
 
     def segment_images(self, images: list, size: int | None = None) -> list[np.ndarray]:
         """PIL images (or (H, W, 3) uint8 arrays) -> uint8 class-id maps, resized to ``size`` first if given."""

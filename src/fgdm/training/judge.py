@@ -205,7 +205,7 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
         samples = [make_sample(i, seed=seed, size=size, config=config) for i in range(start, min(n, start + batch))]
         x = torch.stack([torch.from_numpy(s.render.image).permute(2, 0, 1) for s in samples]).float().div(127.5).sub(1)
         with torch.no_grad():
-            logits, depth = judge(x.to(next(judge.parameters()).device))
+            logits, depth = judge.predict(x.to(next(judge.parameters()).device))
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
         for s, p, d in zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True):
             truth = s.render.seg
@@ -235,6 +235,7 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
         "miou_things": round(float(np.mean([inter[c.id] / union[c.id] for c in THINGS if union[c.id] > 0])), 4),
         "depth_mae": round(float(np.mean(depth_err)), 4),
         "n": n, "seed": seed, "size": size, "presence_min_area": PRESENCE_MIN_AREA,
+        "flip_average": judge.config.flip_average,
         "worst_classes_by_recall": sorted(((c, v["recall"]) for c, v in per_class.items() if v["support"]), key=lambda x: x[1])[:8],
         "per_class": per_class,
         "stuff_iou": {category(i).name: round(float(inter[i] / union[i]), 3) for i in range(len(THINGS), NUM_CLASSES) if union[i] > 0},
