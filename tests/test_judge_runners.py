@@ -79,6 +79,79 @@ def test_flip_averaged_inference_is_mirror_equivariant(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["flip_average"] is want_flag
 
 
+def test_judge_tally_on_constructed_maps():
+    """Known answers: presence TP/FP/FN, P/R/F1, where the errors are, per-class scores, mIoU, depth."""
+    import numpy as np
+
+    from fgdm.training.judge import JudgeTally
+    from fgdm.world.categories import THINGS, category
+
+    def cid(name):
+        return category(name).id
+
+    ground = np.full((64, 64), len(THINGS), np.uint8)  # a stuff class; T = 0.3% of 4,096 px = 12.3 px
+    truth = ground.copy()
+    truth[0:10, 0:10] = cid("dog")  # 100 px: 8.1 T
+    truth[20:24, 20:24] = cid("cat")  # 16 px: 1.3 T
+    truth[40, 40:42] = cid("bird")  # 2 px: present below the threshold
+    pred = ground.copy()
+    pred[0:10, 0:10] = cid("dog")  # seen; the cat missed
+    pred[38:43, 38:43] = cid("bird")  # 25 px: a false presence of a class present below T
+    pred[50:55, 50:55] = cid("horse")  # 25 px each: false presences of absent classes
+    pred[56:61, 50:55] = cid("sheep")
+    tally = JudgeTally()
+    tally.add(pred, truth, np.zeros((64, 64)), np.full((64, 64), 0.5))
+    both = ground.copy()
+    both[30:36, 30:36] = cid("car")  # 36 px: 2.9 T, seen exactly
+    tally.add(both, both, np.full((64, 64), 0.25), np.full((64, 64), 0.25))
+    r = tally.result()  # TP 2 (dog, car), FP 3 (bird, horse, sheep), FN 1 (cat)
+    assert (r["presence_precision"], r["presence_recall"], r["presence_f1"]) == (0.4, 0.6667, 0.5)
+    assert r["false_presences"] == {"absent": 2, "below_threshold": 1}
+    assert r["misses_by_true_area"] == {"[T,2T)": 1, "[2T,4T)": 0, ">=4T": 0}
+    assert r["per_class"]["cat"] == {"precision": 0.0, "recall": 0.0, "support": 1}
+    assert r["per_class"]["horse"]["precision"] == 0.0 and r["per_class"]["dog"]["recall"] == 1.0
+    assert r["depth_mae"] == 0.25
+    assert r["miou_things"] < 1 and r["stuff_iou"][category(len(THINGS)).name] < 1
+    exact = JudgeTally()
+    exact.add(both, both)
+    assert exact.result()["miou"] == 1.0 and exact.result()["presence_f1"] == 1.0
+    big = ground.copy()
+    big[0:20, 0:20] = cid("bus")  # 400 px: 32 T, missed
+    tally.add(ground, big)
+    assert tally.result()["misses_by_true_area"][">=4T"] == 1
+
+
+def test_evaluate_judge_scores_a_judge_that_sees_the_truth():
+    """evaluate_judge end to end with an oracle (it looks each render up): F1 1, mIoU 1, depth 0."""
+    import numpy as np
+
+    from fgdm.training.judge import evaluate_judge
+    from fgdm.world import make_sample
+    from fgdm.world.categories import NUM_CLASSES
+    from fgdm.world.conditions import normalize_depth
+
+    samples = [make_sample(i, seed=11, size=64) for i in range(5)]
+    truth = {s.render.image.tobytes(): s for s in samples}
+
+    class Oracle(torch.nn.Module):
+        config = JudgeConfig(channels=[8, 16], groups=4)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def predict(self, x):
+            imgs = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            found = [truth[np.ascontiguousarray(im).tobytes()] for im in imgs]
+            seg = torch.from_numpy(np.stack([s.render.seg for s in found])).long()
+            depth = torch.from_numpy(np.stack([normalize_depth(s.render.depth) for s in found])).float()
+            return torch.nn.functional.one_hot(seg, NUM_CLASSES).permute(0, 3, 1, 2).float(), depth[:, None]
+
+    r = evaluate_judge(Oracle(), n=5, seed=11, size=64, batch=2, progress=False)
+    assert r["presence_f1"] == 1.0 and r["miou"] == 1.0 and r["depth_mae"] < 1e-6
+    assert r["false_presences"] == {"absent": 0, "below_threshold": 0} and sum(r["misses_by_true_area"].values()) == 0
+
+
 def test_presence_loss_targets_false_and_missed_presences():
     """presence_loss is ~0 for a confident correct map, large for a stray patch of an absent class
     covering >= the presence threshold, large for a present class that is not predicted, and blind

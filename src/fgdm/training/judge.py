@@ -186,20 +186,78 @@ def train_judge(cfg: TrainConfig, *, resume: bool = False, progress: bool = True
     return metrics
 
 
+class JudgeTally:
+    """Accumulates the judge's scores over (predicted, true) label maps and depths; :meth:`result`
+    gives what :func:`evaluate_judge` reports (see there)."""
+
+    MISS_BINS = (("[T,2T)", 2.0), ("[2T,4T)", 4.0), (">=4T", float("inf")))  # true area / threshold
+
+    def __init__(self) -> None:
+        self.tp = {c.name: 0 for c in THINGS}
+        self.fp, self.fn = dict(self.tp), dict(self.tp)
+        self.inter, self.union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
+        self.depth_err: list[float] = []
+        self.false_presences = {"absent": 0, "below_threshold": 0}
+        self.misses = dict.fromkeys((name for name, _ in self.MISS_BINS), 0)
+
+    def add(self, pred: np.ndarray, truth: np.ndarray, depth: np.ndarray | None = None,
+            true_depth: np.ndarray | None = None) -> None:  # fmt: skip
+        """One image: label maps of equal shape; optionally depths in [0, 1] (normalised inverse)."""
+        got, want = present_categories(pred), present_categories(truth)
+        truth_area = np.bincount(truth.ravel(), minlength=256) / truth.size
+        for c in got & want:
+            self.tp[c] += 1
+        for c in got - want:
+            self.fp[c] += 1
+            self.false_presences["below_threshold" if truth_area[category(c).id] > 0 else "absent"] += 1
+        for c in want - got:
+            self.fn[c] += 1
+            ratio = truth_area[category(c).id] / PRESENCE_MIN_AREA
+            self.misses[next(name for name, top in self.MISS_BINS if ratio < top)] += 1
+        for k in np.union1d(np.unique(pred), np.unique(truth)):
+            a, b = pred == k, truth == k
+            self.inter[k] += (a & b).sum()
+            self.union[k] += (a | b).sum()
+        if depth is not None:
+            self.depth_err.append(float(np.abs(depth - true_depth).mean()))
+
+    def result(self) -> dict:
+        tp, fp, fn, inter, union = self.tp, self.fp, self.fn, self.inter, self.union
+        T, P, N = sum(tp.values()), sum(fp.values()), sum(fn.values())
+        prec = T / max(1, T + P)
+        rec = T / max(1, T + N)
+        seen = union > 0
+        per_class = {c: {"precision": round(tp[c] / max(1, tp[c] + fp[c]), 3), "recall": round(tp[c] / max(1, tp[c] + fn[c]), 3),
+                         "support": tp[c] + fn[c]} for c in tp}  # fmt: skip
+        return {
+            "presence_f1": round(2 * prec * rec / max(1e-9, prec + rec), 4),
+            "presence_precision": round(prec, 4),
+            "presence_recall": round(rec, 4),
+            "miou": round(float((inter[seen] / union[seen]).mean()), 4),
+            "miou_things": round(float(np.mean([inter[c.id] / union[c.id] for c in THINGS if union[c.id] > 0] or [0.0])), 4),
+            "depth_mae": round(float(np.mean(self.depth_err)), 4) if self.depth_err else None,
+            "presence_min_area": PRESENCE_MIN_AREA,
+            "false_presences": dict(self.false_presences),
+            "misses_by_true_area": dict(self.misses),
+            "worst_classes_by_recall": sorted(((c, v["recall"]) for c, v in per_class.items() if v["support"]), key=lambda x: x[1])[:8],
+            "per_class": per_class,
+            "stuff_iou": {category(i).name: round(float(inter[i] / union[i]), 3) for i in range(len(THINGS), NUM_CLASSES) if union[i] > 0},
+        }  # fmt: skip
+
+
 def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, batch: int = 32,
                    config: WorldConfig | None = None, progress: bool = True) -> dict:  # fmt: skip
     """How well the judge sees SceneWorld on held-out renders (``fgdm eval judge``).
 
     Presence of a thing category = it covers >= ``PRESENCE_MIN_AREA`` of the map, for the judge's
     prediction and for the ground truth alike. Reported: presence precision / recall / F1 (micro over
-    every image and category), per-class presence P/R, mIoU over the classes that occur, and the mean
-    absolute error of the predicted normalised inverse depth.
+    every image and category), per-class presence P/R, mIoU over the classes that occur, the mean
+    absolute error of the predicted normalised inverse depth, and where the presence errors are:
+    false presences of categories wholly absent from the truth vs present below the threshold, and
+    misses by the category's true area (``T`` = the threshold) — errors near ``T`` are ambiguity,
+    errors far from it are the judge seeing the wrong thing.
     """
-    tp = {c.name: 0 for c in THINGS}
-    fp, fn = dict(tp), dict(tp)
-    inter = np.zeros(NUM_CLASSES)
-    union = np.zeros(NUM_CLASSES)
-    depth_err = []
+    tally = JudgeTally()
     judge = judge.eval()
     for start in tqdm(range(0, n, batch), desc="judge", disable=not progress):
         samples = [make_sample(i, seed=seed, size=size, config=config) for i in range(start, min(n, start + batch))]
@@ -208,35 +266,5 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
             logits, depth = judge.predict(x.to(next(judge.parameters()).device))
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
         for s, p, d in zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True):
-            truth = s.render.seg
-            got, want = present_categories(p), present_categories(truth)
-            for c in got & want:
-                tp[c] += 1
-            for c in got - want:
-                fp[c] += 1
-            for c in want - got:
-                fn[c] += 1
-            for k in np.union1d(np.unique(p), np.unique(truth)):
-                a, b = p == k, truth == k
-                inter[k] += (a & b).sum()
-                union[k] += (a | b).sum()
-            depth_err.append(float(np.abs(d - normalize_depth(s.render.depth)).mean()))
-    T, P, N = sum(tp.values()), sum(fp.values()), sum(fn.values())
-    prec = T / max(1, T + P)
-    rec = T / max(1, T + N)
-    seen = union > 0
-    per_class = {c: {"precision": round(tp[c] / max(1, tp[c] + fp[c]), 3), "recall": round(tp[c] / max(1, tp[c] + fn[c]), 3),
-                     "support": tp[c] + fn[c]} for c in tp}  # fmt: skip
-    return {
-        "presence_f1": round(2 * prec * rec / max(1e-9, prec + rec), 4),
-        "presence_precision": round(prec, 4),
-        "presence_recall": round(rec, 4),
-        "miou": round(float((inter[seen] / union[seen]).mean()), 4),
-        "miou_things": round(float(np.mean([inter[c.id] / union[c.id] for c in THINGS if union[c.id] > 0])), 4),
-        "depth_mae": round(float(np.mean(depth_err)), 4),
-        "n": n, "seed": seed, "size": size, "presence_min_area": PRESENCE_MIN_AREA,
-        "flip_average": judge.config.flip_average,
-        "worst_classes_by_recall": sorted(((c, v["recall"]) for c, v in per_class.items() if v["support"]), key=lambda x: x[1])[:8],
-        "per_class": per_class,
-        "stuff_iou": {category(i).name: round(float(inter[i] / union[i]), 3) for i in range(len(THINGS), NUM_CLASSES) if union[i] > 0},
-    }  # fmt: skip
+            tally.add(p, s.render.seg, d, normalize_depth(s.render.depth))
+    return {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average}
