@@ -100,10 +100,10 @@ def test_judge_tally_on_constructed_maps():
     pred[50:55, 50:55] = cid("horse")  # 25 px each: false presences of absent classes
     pred[56:61, 50:55] = cid("sheep")
     tally = JudgeTally()
-    tally.add(pred, truth, np.zeros((64, 64)), np.full((64, 64), 0.5))
+    tally.add(pred, truth, np.zeros((64, 64)), np.full((64, 64), 0.5), style="sketch")
     both = ground.copy()
     both[30:36, 30:36] = cid("car")  # 36 px: 2.9 T, seen exactly
-    tally.add(both, both, np.full((64, 64), 0.25), np.full((64, 64), 0.25))
+    tally.add(both, both, np.full((64, 64), 0.25), np.full((64, 64), 0.25), style="photo")
     r = tally.result()  # TP 2 (dog, car), FP 3 (bird, horse, sheep), FN 1 (cat)
     assert (r["presence_precision"], r["presence_recall"], r["presence_f1"]) == (0.4, 0.6667, 0.5)
     assert r["false_presences"] == {"absent": 2, "below_threshold": 1}
@@ -111,6 +111,9 @@ def test_judge_tally_on_constructed_maps():
     assert r["per_class"]["cat"] == {"precision": 0.0, "recall": 0.0, "support": 1}
     assert r["per_class"]["horse"]["precision"] == 0.0 and r["per_class"]["dog"]["recall"] == 1.0
     assert r["depth_mae"] == 0.25
+    # sketch: TP 1, FP 3, FN 1 -> F1 2/6; photo: TP 1 only
+    assert r["presence_f1_by_style"] == {"photo": {"images": 1, "presence_f1": 1.0},
+                                         "sketch": {"images": 1, "presence_f1": 0.3333}}  # fmt: skip
     assert r["miou_things"] < 1 and r["stuff_iou"][category(len(THINGS)).name] < 1
     exact = JudgeTally()
     exact.add(both, both)
@@ -149,6 +152,7 @@ def test_evaluate_judge_scores_a_judge_that_sees_the_truth():
 
     r = evaluate_judge(Oracle(), n=5, seed=11, size=64, batch=2, progress=False)
     assert r["presence_f1"] == 1.0 and r["miou"] == 1.0 and r["depth_mae"] < 1e-6
+    assert sum(v["images"] for v in r["presence_f1_by_style"].values()) == 5
     assert r["false_presences"] == {"absent": 0, "below_threshold": 0} and sum(r["misses_by_true_area"].values()) == 0
 
 
@@ -193,10 +197,23 @@ def test_bad_judge_paths(tmp_path):
         Judge.from_pretrained(tmp_path)
 
 
-def test_eval_judge_cli(judge_dir, capsys):
+def test_eval_judge_cli(judge_dir, capsys, tmp_path):
     assert main(["eval", "judge", "--judge", str(judge_dir), "--n", "4", "--seed", "3", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert 0 <= r["presence_f1"] <= 1 and 0 <= r["miou"] <= 1 and "per_class" not in r
+    assert 0 <= r["presence_f1"] <= 1 and 0 <= r["miou"] <= 1 and "per_class" not in r and "sheet" not in r
+    # the error sheet: one row per render with a presence error (a near-random judge errs on each)
+    sheet = tmp_path / "errors.png"
+    args = ["eval", "judge", "--judge", str(judge_dir), "--n", "4", "--seed", "3", "--json", "--sheet", str(sheet)]
+    assert main([*args, "--sheet-rows", "3"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["sheet"] == str(sheet) and r["presence_f1"] < 1
+    from PIL import Image
+
+    w, h = Image.open(sheet).size
+    assert w == 3 * 128 and h > 3 * 128  # 3 columns, 3 rows of tiles and their captions
+    assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main([*args[:-1], str(tmp_path / "e.jpg")]) == 2 and "must be a .png" in capsys.readouterr().err
 
 
 def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, capsys):

@@ -780,10 +780,16 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     from .models.judge import load_judge
     from .training.judge import evaluate_judge
 
+    if args.sheet is not None:
+        if args.sheet.suffix.lower() != ".png":
+            raise ValueError(f"sheet {str(args.sheet)!r} must be a .png file")
+        if args.sheet.exists() and not args.overwrite:
+            raise ValueError(f"sheet {str(args.sheet)!r} exists; pass --overwrite to replace it")
     judge = load_judge(args.judge, _device(args.device))
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
-    result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=not args.json)
+    result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=not args.json,
+                            sheet=args.sheet, sheet_rows=args.sheet_rows)  # fmt: skip
     if not args.per_class:
         result.pop("per_class")
     _print_result(result, args.json)
@@ -1232,6 +1238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="include per-class presence precision/recall")
     p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="average the judge's view of each image and of its mirror image (default: the judge's own flip_average)")
+    p.add_argument("--sheet", type=Path, help="write a contact sheet (.png) of the renders with the most presence errors")
+    p.add_argument("--sheet-rows", type=_int_at_least(1), default=12, help="rows of --sheet (default 12)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_judge)

@@ -199,11 +199,17 @@ class JudgeTally:
         self.depth_err: list[float] = []
         self.false_presences = {"absent": 0, "below_threshold": 0}
         self.misses = dict.fromkeys((name for name, _ in self.MISS_BINS), 0)
+        self.by_style: dict[str, list[int]] = {}  # style -> [images, TP, FP, FN]
 
     def add(self, pred: np.ndarray, truth: np.ndarray, depth: np.ndarray | None = None,
-            true_depth: np.ndarray | None = None) -> None:  # fmt: skip
-        """One image: label maps of equal shape; optionally depths in [0, 1] (normalised inverse)."""
+            true_depth: np.ndarray | None = None, style: str | None = None) -> None:  # fmt: skip
+        """One image: label maps of equal shape; optionally depths in [0, 1] (normalised inverse) and
+        the render's style (presence is then also scored per style)."""
         got, want = present_categories(pred), present_categories(truth)
+        if style is not None:
+            counts = self.by_style.setdefault(style, [0, 0, 0, 0])
+            for i, v in enumerate((1, len(got & want), len(got - want), len(want - got))):
+                counts[i] += v
         truth_area = np.bincount(truth.ravel(), minlength=256) / truth.size
         for c in got & want:
             self.tp[c] += 1
@@ -227,6 +233,8 @@ class JudgeTally:
         prec = T / max(1, T + P)
         rec = T / max(1, T + N)
         seen = union > 0
+        by_style = {st: {"images": k, "presence_f1": round(2 * t / max(1, 2 * t + f + m), 4)}
+                    for st, (k, t, f, m) in sorted(self.by_style.items())}  # fmt: skip
         per_class = {c: {"precision": round(tp[c] / max(1, tp[c] + fp[c]), 3), "recall": round(tp[c] / max(1, tp[c] + fn[c]), 3),
                          "support": tp[c] + fn[c]} for c in tp}  # fmt: skip
         return {
@@ -239,6 +247,7 @@ class JudgeTally:
             "presence_min_area": PRESENCE_MIN_AREA,
             "false_presences": dict(self.false_presences),
             "misses_by_true_area": dict(self.misses),
+            **({"presence_f1_by_style": by_style} if by_style else {}),
             "worst_classes_by_recall": sorted(((c, v["recall"]) for c, v in per_class.items() if v["support"]), key=lambda x: x[1])[:8],
             "per_class": per_class,
             "stuff_iou": {category(i).name: round(float(inter[i] / union[i]), 3) for i in range(len(THINGS), NUM_CLASSES) if union[i] > 0},
@@ -246,7 +255,8 @@ class JudgeTally:
 
 
 def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, batch: int = 32,
-                   config: WorldConfig | None = None, progress: bool = True) -> dict:  # fmt: skip
+                   config: WorldConfig | None = None, progress: bool = True,
+                   sheet: str | Path | None = None, sheet_rows: int = 12) -> dict:  # fmt: skip
     """How well the judge sees SceneWorld on held-out renders (``fgdm eval judge``).
 
     Presence of a thing category = it covers >= ``PRESENCE_MIN_AREA`` of the map, for the judge's
@@ -256,8 +266,12 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
     false presences of categories wholly absent from the truth vs present below the threshold, and
     misses by the category's true area (``T`` = the threshold) — errors near ``T`` are ambiguity,
     errors far from it are the judge seeing the wrong thing.
+
+    ``sheet``: also write a contact sheet (PNG) of the ``sheet_rows`` renders with the most presence
+    errors — render | true map | judge's map, the errors underneath.
     """
     tally = JudgeTally()
+    worst: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, str]] = []  # (-errors, index, ...)
     judge = judge.eval()
     for start in tqdm(range(0, n, batch), desc="judge", disable=not progress):
         samples = [make_sample(i, seed=seed, size=size, config=config) for i in range(start, min(n, start + batch))]
@@ -265,6 +279,31 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
         with torch.no_grad():
             logits, depth = judge.predict(x.to(next(judge.parameters()).device))
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
-        for s, p, d in zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True):
-            tally.add(p, s.render.seg, d, normalize_depth(s.render.depth))
-    return {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average}
+        for k, (s, p, d) in enumerate(zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True)):
+            tally.add(p, s.render.seg, d, normalize_depth(s.render.depth), style=s.render.scene.style)
+            if sheet is not None:
+                got, want = present_categories(p), present_categories(s.render.seg)
+                if got != want:
+                    caption = f"#{start + k}  missed: {', '.join(sorted(want - got)) or '-'}  false: {', '.join(sorted(got - want)) or '-'}"
+                    worst.append((-len(got ^ want), start + k, s.render.image, s.render.seg, p, caption))
+                    worst = sorted(worst, key=lambda w: w[:2])[:sheet_rows]
+    result = {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average}
+    if sheet is not None:
+        result["sheet"] = str(_error_sheet(Path(sheet), worst))
+    return result
+
+
+def _error_sheet(path: Path, worst: list) -> Path:
+    from ..world.conditions import encode_segmentation
+    from ..world.sheet import contact_sheet
+
+    if worst:
+        rows = [[img, encode_segmentation(truth), encode_segmentation(pred)] for _, _, img, truth, pred, _ in worst]
+        im = contact_sheet(rows, headers=["render", "true map", "judge's map"], captions=[w[-1] for w in worst])
+    else:  # nothing to show: say so rather than leave no file
+        im = contact_sheet([[np.full((8, 8, 3), 255, np.uint8)]], captions=["no presence errors"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    im.save(tmp)
+    tmp.replace(path)
+    return path
