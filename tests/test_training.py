@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -106,6 +107,10 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(trained, tmp_path, capsys):
     rows = list(csv.DictReader((out / "loss.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"]
     assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 1 / 4)  # the resumed run re-warms over 4 steps (1st of them)
+    moved = tmp_path / "moved"  # a checkpoint copied into a new folder resumes there, its curve with a header
+    shutil.copytree(out / "checkpoints", moved / "checkpoints")
+    assert main(["train", "unet", "--config", cfg, "--quiet", "--output-dir", str(moved), "--steps", "3", "--resume"]) == 0
+    assert [r["step"] for r in csv.DictReader((moved / "loss.csv").open())] == ["3"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([*args, "--max-minutes", "0"])
