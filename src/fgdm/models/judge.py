@@ -117,7 +117,6 @@ class Judge(nn.Module):
         return logits, depth
 
     @torch.no_grad()
-    @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every measurement reads: (class scores (B, C, H, W), depth (B, 1, H, W)) at the input
         size. The scores are logits, or with ``config.flip_average`` the log of the class
@@ -135,6 +134,7 @@ class Judge(nn.Module):
 
         return up(scores), up(depth)
 
+    @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, H, W) int64 class ids."""
         return self.predict(images)[0].argmax(1)

@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     writer = csv.writer(curve)
     if start == 0:
         curve.truncate(0)
-    header_written = curve.tell() > 0  # a run resumed from a checkpoint copied into a new folder starts one
+    header_written = start > 0 and curve.tell() > 0  # a checkpoint copied into a new folder starts a curve
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"train {cfg.component}", disable=not progress or not acc.is_main_process
     )
