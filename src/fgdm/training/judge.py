@@ -202,9 +202,10 @@ class JudgeTally:
         self.by_style: dict[str, list[int]] = {}  # style -> [images, TP, FP, FN]
 
     def add(self, pred: np.ndarray, truth: np.ndarray, depth: np.ndarray | None = None,
-            true_depth: np.ndarray | None = None, style: str | None = None) -> None:  # fmt: skip
+            true_depth: np.ndarray | None = None, style: str | None = None) -> tuple[set[str], set[str]]:  # fmt: skip
         """One image: label maps of equal shape; optionally depths in [0, 1] (normalised inverse) and
-        the render's style (presence is then also scored per style)."""
+        the render's style (presence is then also scored per style). Returns the categories present
+        in (pred, truth)."""
         got, want = present_categories(pred), present_categories(truth)
         if style is not None:
             counts = self.by_style.setdefault(style, [0, 0, 0, 0])
@@ -226,6 +227,7 @@ class JudgeTally:
             self.union[k] += (a | b).sum()
         if depth is not None:
             self.depth_err.append(float(np.abs(depth - true_depth).mean()))
+        return got, want
 
     def result(self) -> dict:
         tp, fp, fn, inter, union = self.tp, self.fp, self.fn, self.inter, self.union
@@ -280,13 +282,11 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
             logits, depth = judge.predict(x.to(next(judge.parameters()).device))
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
         for k, (s, p, d) in enumerate(zip(samples, pred, depth[:, 0].cpu().numpy(), strict=True)):
-            tally.add(p, s.render.seg, d, normalize_depth(s.render.depth), style=s.render.scene.style)
-            if sheet is not None:
-                got, want = present_categories(p), present_categories(s.render.seg)
-                if got != want:
-                    caption = f"#{start + k}  missed: {', '.join(sorted(want - got)) or '-'}  false: {', '.join(sorted(got - want)) or '-'}"
-                    worst.append((-len(got ^ want), start + k, s.render.image, s.render.seg, p, caption))
-                    worst = sorted(worst, key=lambda w: w[:2])[:sheet_rows]
+            got, want = tally.add(p, s.render.seg, d, normalize_depth(s.render.depth), style=s.render.scene.style)
+            if sheet is not None and got != want:
+                caption = f"#{start + k}  missed: {', '.join(sorted(want - got)) or '-'}  false: {', '.join(sorted(got - want)) or '-'}"
+                worst.append((-len(got ^ want), start + k, s.render.image, s.render.seg, p, caption))
+                worst = sorted(worst, key=lambda w: w[:2])[:sheet_rows]
     result = {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average}
     if sheet is not None:
         result["sheet"] = str(_error_sheet(Path(sheet), worst))
