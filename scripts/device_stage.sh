@@ -5,8 +5,10 @@
 # (--max-minutes) and stops cleanly with a checkpoint when it is spent; the next call resumes.
 #   bash scripts/device_stage.sh bench-train      # ms per UNet training step, fp32/bf16/compiled (first, ~2 min)
 #   bash scripts/device_stage.sh base             # MiniVAE + MiniCLIP (tokenizer: checkpoints/tokenizer)
+#   OUT=checkpoints bash scripts/device_stage.sh pack-base   # (here) commit a CPU-trained base as checkpoints/base.tar.part-*
 #   bash scripts/device_stage.sh unet             # UNet towards configs/unet.yaml's steps, ~8.5 min, resumed;
 #                                                 # then the fp16 pipeline is assembled and packed
+#   MINUTES=60 PYTHON=.venv/bin/python bash scripts/device_stage.sh unet-cpu   # (here) the UNet on this CPU, resumed
 #   bash scripts/device_stage.sh judge
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
@@ -23,7 +25,7 @@
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
-stage=${1:?stage: bench-train | base | unet | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: bench-train | base | pack-base | unet | unet-cpu | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 if [ -d .whl ]; then
@@ -51,7 +53,10 @@ fgdm() {
     "$PY" -m fgdm "$@"
   fi
 }
-(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt"
+case "$stage" in
+  pack-base|unet-cpu) ;;  # these run here, not on the GPU machine
+  *) (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt" ;;
+esac
 
 # Restore what earlier sessions brought back and committed under checkpoints/ (nothing else survives).
 if [ ! -f runs/train/tokenizer/final/vocab.json ] && [ -f checkpoints/tokenizer/vocab.json ]; then
@@ -89,7 +94,7 @@ resumable() {
   fi
   ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && resume=(--resume)
   fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${resume[@]}"
-  mkdir -p "$out/checkpoint"
+  rm -rf "$out/checkpoint" && mkdir -p "$out/checkpoint"
   cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
 }
 
@@ -138,6 +143,21 @@ pack_eval() {  # results, tables, plots and sheets; not the per-image samples
     --exclude='*.partial' eval $(cd runs && ls -d train/judge_*/metrics.json 2>/dev/null)
 }
 
+pack_base() {  # the finished tokenizer, VAE and MiniCLIP in fp16 (13.6 MB instead of 27; they load as fp32 again)
+  rm -rf runs/transport && mkdir -p runs/transport
+  for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done
+  "$PY" - runs/transport/vae/final runs/transport/clip/final <<'PYEOF'
+import sys, pathlib
+from safetensors.torch import load_file, save_file
+for d in sys.argv[1:]:
+    for f in pathlib.Path(d).glob("*.safetensors"):
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}, str(f),
+                  metadata={"format": "pt"})
+PYEOF
+  rm -f "$out"/base.tar.part-*
+  tar -C runs/transport -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-"
+}
+
 case "$stage" in
   base)
     [ -f runs/train/tokenizer/final/vocab.json ] || fgdm train tokenizer --config configs/tokenizer.yaml --quiet
@@ -152,21 +172,16 @@ case "$stage" in
       wait "$vae_pid" || { tail -n 40 runs/vae.log; echo "MiniVAE failed (runs/vae.log)" >&2; exit 1; }
       tail -n 25 runs/vae.log
     fi
-    # they are final: they travel in fp16 (13.6 MB instead of 27; they load as fp32 models again)
-    rm -rf runs/transport && mkdir -p runs/transport
-    for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done
-    "$PY" - runs/transport/vae/final runs/transport/clip/final <<'PYEOF'
-import sys, pathlib
-from safetensors.torch import load_file, save_file
-for d in sys.argv[1:]:
-    for f in pathlib.Path(d).glob("*.safetensors"):
-        save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}, str(f),
-                  metadata={"format": "pt"})
-PYEOF
-    tar -C runs/transport -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-" ;;
+    pack_base ;;
+  pack-base)  # the same parts from a base trained elsewhere (here on CPU: OUT=checkpoints)
+    pack_base ;;
   unet)
     resumable unet unet configs/unet.yaml
     assemble ;;
+  unet-cpu)  # here, on the 2-core CPU: the same UNet (configs/unet_cpu.yaml), resumed from checkpoints/unet/,
+             # whose newest checkpoint then replaces checkpoints/unet/ (commit it); MINUTES as long as the session allows
+    resumable unet unet configs/unet_cpu.yaml
+    [ "${SMOKE:-0}" = 1 ] || { rm -rf checkpoints/unet && cp -r "$out/checkpoint" checkpoints/unet; } ;;
   judge)
     resumable judge judge configs/judge.yaml
     tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;

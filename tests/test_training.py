@@ -324,3 +324,15 @@ def test_bench_train_times_every_variant(tmp_path, capsys):
     bad.write_text("component: vae\noutput_dir: x\n")
     assert main(["bench", "train", "--config", str(bad)]) == 2
     assert "UNet and judge" in capsys.readouterr().err
+
+
+def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
+    """configs/*_cpu.yaml train the architectures of the GPU recipes, so either machine resumes the
+    other's UNet checkpoints, and a base (VAE, MiniCLIP) trained on one serves the UNet of the other."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("unet", "vae", "clip"):
+        gpu, cpu = load_train_config(root / f"{name}.yaml"), load_train_config(root / f"{name}_cpu.yaml")
+        assert cpu.model == gpu.model and cpu.output_dir == gpu.output_dir and cpu.base == gpu.base, name
+        assert cpu.data.size == gpu.data.size and cpu.data.holdout_seed == gpu.data.holdout_seed, name
