@@ -336,3 +336,29 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
         gpu, cpu = load_train_config(root / f"{name}.yaml"), load_train_config(root / f"{name}_cpu.yaml")
         assert cpu.model == gpu.model and cpu.output_dir == gpu.output_dir and cpu.base == gpu.base, name
         assert cpu.data.size == gpu.data.size and cpu.data.holdout_seed == gpu.data.holdout_seed, name
+
+
+def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):
+    want = json.loads((trained["vae"].parent / "metrics.json").read_text())
+    sheet = tmp_path / "vae.png"
+    args = ["eval", "vae", "--vae", str(trained["vae"]), "--n", "3", "--seed", "99", "--size", "64", "--json"]
+    assert main([*args, "--sheet", str(sheet), "--sheet-rows", "2"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["psnr_db"] == want["psnr_db"] and got["seg_palette_accuracy"] == want["seg_palette_accuracy"]
+    from PIL import Image
+
+    w, h = Image.open(sheet).size
+    assert w == 10 * 96 and h > 2 * 96  # 5 modalities x (original, reconstruction); 2 rows + captions
+    assert main([*args, "--sheet", str(sheet)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--sheet", str(tmp_path / "vae.jpg")]) == 2
+    assert main(["eval", "vae", "--vae", str(tmp_path / "nothing")]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
+
+
+def test_eval_clip_reproduces_the_trainers_zero_shot_accuracy(trained, capsys):
+    want = json.loads((trained["clip"].parent / "metrics.json").read_text())
+    args = ["eval", "clip", "--clip", str(trained["clip"]), "--n", "3", "--seed", "99", "--size", "64", "--json"]
+    assert main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["zero_shot_accuracy"] == want["zero_shot_accuracy"] and got["classes"] == 80

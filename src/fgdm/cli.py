@@ -780,11 +780,7 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     from .models.judge import load_judge
     from .training.judge import evaluate_judge
 
-    if args.sheet is not None:
-        if args.sheet.suffix.lower() != ".png":
-            raise ValueError(f"sheet {str(args.sheet)!r} must be a .png file")
-        if args.sheet.exists() and not args.overwrite:
-            raise ValueError(f"sheet {str(args.sheet)!r} exists; pass --overwrite to replace it")
+    _check_sheet(args.sheet, args.overwrite)
     judge = load_judge(args.judge, _device(args.device))
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
@@ -793,6 +789,41 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     if not args.per_class:
         result.pop("per_class")
     _print_result(result, args.json)
+    return 0
+
+
+def _check_sheet(path: Path | None, overwrite: bool) -> None:
+    if path is not None:
+        if path.suffix.lower() != ".png":
+            raise ValueError(f"sheet {str(path)!r} must be a .png file")
+        if path.exists() and not overwrite:
+            raise ValueError(f"sheet {str(path)!r} exists; pass --overwrite to replace it")
+
+
+def _holdout_config(component: str, args: argparse.Namespace):
+    from .training.config import DataConfig, TrainConfig
+
+    return TrainConfig(component=component, output_dir=".",
+                       data=DataConfig(size=args.size, holdout_seed=args.seed, holdout_n=args.n))  # fmt: skip
+
+
+def cmd_eval_vae(args: argparse.Namespace) -> int:
+    from .training.components import evaluate_vae, load_vae
+
+    _check_sheet(args.sheet, args.overwrite)
+    vae = load_vae(args.vae).to(_device(args.device))
+    result = evaluate_vae(vae, _holdout_config("vae", args), sheet=args.sheet, sheet_rows=args.sheet_rows,
+                          progress=not args.json)  # fmt: skip
+    _print_result({"vae": str(args.vae), **result}, args.json)
+    return 0
+
+
+def cmd_eval_clip(args: argparse.Namespace) -> int:
+    from .training.components import evaluate_clip, load_clip
+
+    clip, tok = load_clip(args.clip)
+    result = evaluate_clip(clip.to(_device(args.device)), tok, _holdout_config("clip", args))
+    _print_result({"clip": str(args.clip), **result}, args.json)
     return 0
 
 
@@ -1244,6 +1275,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_judge)
+    p = esub.add_parser("vae", help="a MiniVAE's held-out reconstruction PSNR per modality and seg palette accuracy")
+    p.add_argument("--vae", required=True, help="a VAE folder (fgdm train vae's final/) or an SD pipeline folder")
+    p.add_argument("--n", type=_int_at_least(1), default=200, help="held-out scenes")
+    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="held-out world seed")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--sheet", type=Path, help="write a contact sheet (.png): each modality beside its reconstruction")
+    p.add_argument("--sheet-rows", type=_int_at_least(1), default=6, help="scenes in --sheet (default 6)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_vae)
+    p = esub.add_parser("clip", help="a MiniCLIP's zero-shot accuracy over the 80 categories on held-out single-object renders")
+    p.add_argument("--clip", required=True, help="a MiniCLIP folder (fgdm train clip's final/, with its tokenizer)")
+    p.add_argument("--n", type=_int_at_least(1), default=1000, help="held-out renders")
+    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="held-out world seed")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_clip)
     for kind, text in (("recall", "object recall of generated images against their prompts"),
                        ("multigen", "MultiGen MG2-5 (mean and std over rounds)"),
                        ("visor", "VISOR object accuracy and relation accuracy on relation prompts")):  # fmt: skip

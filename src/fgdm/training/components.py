@@ -77,6 +77,26 @@ def _load(loader, path, what: str):
         raise ValueError(f"{what} {str(path)!r} could not be loaded: {type(e).__name__}: {e}") from None
 
 
+def load_vae(path: str | Path, what: str = "vae"):
+    """A trained MiniVAE (``AutoencoderKL``) from its folder or from an SD pipeline folder's ``vae/``
+    (safetensors only)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        path = path / "vae"
+    return _load(lambda p: AutoencoderKL.from_pretrained(p, use_safetensors=True), path, what)
+
+
+def load_clip(path: str | Path, what: str = "clip"):
+    """A trained MiniCLIP (a full ``CLIPModel`` folder, as ``fgdm train clip`` writes it, with its
+    tokenizer) -> (model, tokenizer). Safetensors only."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    clip = _load(lambda p: CLIPModel.from_pretrained(p, use_safetensors=True), path, what)
+    return clip, _load(CLIPTokenizer.from_pretrained, path, f"{what} (its tokenizer)")
+
+
 def _write_metrics(cfg: TrainConfig, metrics: dict) -> dict:
     Path(cfg.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -162,31 +182,53 @@ def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
 
 
 @torch.no_grad()
-def evaluate_vae(vae, cfg: TrainConfig) -> dict:
+def evaluate_vae(vae, cfg: TrainConfig, *, sheet: str | Path | None = None, sheet_rows: int = 6,
+                 progress: bool = False) -> dict:  # fmt: skip
     """Held-out reconstruction PSNR per modality, palette decode accuracy of segmentation maps
-    after a round trip, and the latent scaling factor (1 / std of the latents)."""
+    after a round trip, and the latent scaling factor (1 / std of the latents).
+
+    ``sheet``: also write a contact sheet (PNG) of the first ``sheet_rows`` held-out scenes, each
+    modality next to its reconstruction.
+    """
+    from tqdm.auto import tqdm
+
     vae = vae.eval()
     dev = next(vae.parameters()).device
     ds = SceneWorldDataset(cfg.data.holdout_n, size=cfg.data.size, seed=cfg.data.holdout_seed, config=_world(cfg))
     psnr: dict[str, list[float]] = {m: [] for m in MODALITIES}
-    acc, zs = [], []
-    for i in range(len(ds)):
-        item = ds[i]
+    acc, zs, rows, notes = [], [], [], []
+
+    def u8(t: torch.Tensor) -> np.ndarray:
+        return ((t[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255)
+
+    for i in tqdm(range(len(ds)), desc="evaluate vae", unit="scene", disable=not progress):
+        item, row = ds[i], []
         for m in MODALITIES:
             x = (item["image"] if m == "image" else item[f"cond_{m}"])[None].to(dev)
-            z = vae.encode(x).latent_dist.mode()
+            z = vae.encode(x.to(vae.dtype)).latent_dist.mode()
             if m == "image":
-                zs.append(z.flatten().cpu())
-            rec = vae.decode(z).sample.clamp(-1, 1)
-            mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
+                zs.append(z.flatten().float().cpu())
+            rec = vae.decode(z).sample.float().clamp(-1, 1)
+            mse = F.mse_loss((rec + 1) / 2, (x.float() + 1) / 2).item()
             psnr[m].append(10 * math.log10(1 / max(mse, 1e-10)))
             if m == "seg":
-                rgb = ((rec[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).clip(0, 255)
-                acc.append(float((decode_segmentation(rgb) == item["seg"].numpy()).mean()))
+                acc.append(float((decode_segmentation(u8(rec)) == item["seg"].numpy()).mean()))
+            if i < sheet_rows:
+                row += [u8(x).astype(np.uint8), u8(rec).astype(np.uint8)]
+        if i < sheet_rows:
+            rows.append(row)
+            notes.append("PSNR " + ", ".join(f"{m} {psnr[m][-1]:.1f}" for m in MODALITIES)
+                         + f" dB; seg palette decode {acc[-1]:.3f}")  # fmt: skip
     std = torch.cat(zs).float().std().item()
-    return {"psnr_db": {m: round(float(np.mean(v)), 2) for m, v in psnr.items()},
-            "seg_palette_accuracy": round(float(np.mean(acc)), 4), "scaling_factor": round(1.0 / max(std, 1e-6), 5),
-            "holdout_n": len(ds)}  # fmt: skip
+    result = {"psnr_db": {m: round(float(np.mean(v)), 2) for m, v in psnr.items()},
+              "seg_palette_accuracy": round(float(np.mean(acc)), 4), "scaling_factor": round(1.0 / max(std, 1e-6), 5),
+              "holdout_n": len(ds)}  # fmt: skip
+    if sheet is not None:
+        from ..world.sheet import contact_sheet, save_sheet
+
+        headers = [h for m in MODALITIES for h in (m, f"{m} rec.")]
+        result["sheet"] = str(save_sheet(contact_sheet(rows, headers=headers, captions=notes, cell=96), sheet))
+    return result
 
 
 # ----------------------------------------------------------------------------- MiniCLIP

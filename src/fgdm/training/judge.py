@@ -295,15 +295,11 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
 
 def _error_sheet(path: Path, worst: list) -> Path:
     from ..world.conditions import encode_segmentation
-    from ..world.sheet import contact_sheet
+    from ..world.sheet import contact_sheet, save_sheet
 
     if worst:
         rows = [[img, encode_segmentation(truth), encode_segmentation(pred)] for _, _, img, truth, pred, _ in worst]
         im = contact_sheet(rows, headers=["render", "true map", "judge's map"], captions=[w[-1] for w in worst])
     else:  # nothing to show: say so rather than leave no file
         im = contact_sheet([[np.full((8, 8, 3), 255, np.uint8)]], captions=["no presence errors"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    im.save(tmp)
-    tmp.replace(path)
-    return path
+    return save_sheet(im, path)

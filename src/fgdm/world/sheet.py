@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -48,3 +49,13 @@ def contact_sheet(
             draw.text((4, y + cell + 3 + k * line_h), line, fill=(20, 20, 20), font=font)
         y += h
     return sheet
+
+
+def save_sheet(sheet: Image.Image, path: str | Path) -> Path:
+    """Write ``sheet`` as a PNG at ``path`` atomically (a half-written file never has that name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    sheet.save(tmp)
+    tmp.replace(path)
+    return path
