@@ -8,7 +8,8 @@
 #   OUT=checkpoints bash scripts/device_stage.sh pack-base   # (here) commit a CPU-trained base as checkpoints/base.tar.part-*
 #   bash scripts/device_stage.sh unet             # UNet towards configs/unet.yaml's steps, ~8.5 min, resumed;
 #                                                 # then the fp16 pipeline is assembled and packed
-#   MINUTES=60 PYTHON=.venv/bin/python bash scripts/device_stage.sh unet-cpu   # (here) the UNet on this CPU, resumed
+#   NAME=vae MINUTES=60 PYTHON=.venv/bin/python bash scripts/device_stage.sh cpu   # (here) configs/NAME_cpu.yaml on this
+#                                   # CPU (vae, clip, unet), resumed from checkpoints/NAME/, which it then replaces
 #   bash scripts/device_stage.sh judge
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
@@ -25,7 +26,7 @@
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
-stage=${1:?stage: bench-train | base | pack-base | unet | unet-cpu | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 if [ -d .whl ]; then
@@ -54,7 +55,7 @@ fgdm() {
   fi
 }
 case "$stage" in
-  pack-base|unet-cpu) ;;  # these run here, not on the GPU machine
+  pack-base|cpu) ;;  # these run here, not on the GPU machine
   *) (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$out/gpu.txt" ;;
 esac
 
@@ -66,6 +67,9 @@ if [ ! -f runs/train/tokenizer/final/vocab.json ] && [ -f checkpoints/tokenizer/
 fi
 if [ ! -d runs/train/vae/final ] && ls checkpoints/base.tar.part-* >/dev/null 2>&1; then
   mkdir -p runs/train && cat checkpoints/base.tar.part-* | tar -C runs/train -xf -
+fi
+if [ ! -d runs/train/clip/final ] && [ -f checkpoints/clip_final/config.json ]; then
+  mkdir -p runs/train/clip && cp -r checkpoints/clip_final runs/train/clip/final  # a finished MiniCLIP (fp16), trained on CPU
 fi
 steps=()
 [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
@@ -178,10 +182,12 @@ case "$stage" in
   unet)
     resumable unet unet configs/unet.yaml
     assemble ;;
-  unet-cpu)  # here, on the 2-core CPU: the same UNet (configs/unet_cpu.yaml), resumed from checkpoints/unet/,
-             # whose newest checkpoint then replaces checkpoints/unet/ (commit it); MINUTES as long as the session allows
-    resumable unet unet configs/unet_cpu.yaml
-    [ "${SMOKE:-0}" = 1 ] || { rm -rf checkpoints/unet && cp -r "$out/checkpoint" checkpoints/unet; } ;;
+  cpu)  # here, on the 2-core CPU: configs/${NAME}_cpu.yaml (the GPU recipe's architecture), resumed from
+        # checkpoints/NAME/ (or this checkout's runs/), whose newest checkpoint then replaces checkpoints/NAME/ (commit it)
+    name=${NAME:?NAME=vae, clip or unet}
+    [ -f "configs/${name}_cpu.yaml" ] || { echo "no configs/${name}_cpu.yaml" >&2; exit 2; }
+    resumable "$name" "$name" "configs/${name}_cpu.yaml"
+    [ "${SMOKE:-0}" = 1 ] || { rm -rf "checkpoints/$name" && cp -r "$out/checkpoint" "checkpoints/$name"; } ;;
   judge)
     resumable judge judge configs/judge.yaml
     tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;
