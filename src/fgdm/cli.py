@@ -1083,6 +1083,16 @@ def _world_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _holdout_args(p: argparse.ArgumentParser, n: int, what: str) -> None:
+    """--n/--seed/--size of the held-out renders a trained component is measured on (the trainers'
+    defaults), and --device/--json."""
+    p.add_argument("--n", type=_int_at_least(1), default=n, help=what)
+    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="held-out world seed")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -1277,22 +1287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_judge)
     p = esub.add_parser("vae", help="a MiniVAE's held-out reconstruction PSNR per modality and seg palette accuracy")
     p.add_argument("--vae", required=True, help="a VAE folder (fgdm train vae's final/) or an SD pipeline folder")
-    p.add_argument("--n", type=_int_at_least(1), default=200, help="held-out scenes")
-    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="held-out world seed")
-    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
     p.add_argument("--sheet", type=Path, help="write a contact sheet (.png): each modality beside its reconstruction")
     p.add_argument("--sheet-rows", type=_int_at_least(1), default=6, help="scenes in --sheet (default 6)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    _holdout_args(p, 200, "held-out scenes")
     p.set_defaults(func=cmd_eval_vae)
     p = esub.add_parser("clip", help="a MiniCLIP's zero-shot accuracy over the 80 categories on held-out single-object renders")
     p.add_argument("--clip", required=True, help="a MiniCLIP folder (fgdm train clip's final/, with its tokenizer)")
-    p.add_argument("--n", type=_int_at_least(1), default=1000, help="held-out renders")
-    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="held-out world seed")
-    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    _holdout_args(p, 1000, "held-out renders")
     p.set_defaults(func=cmd_eval_clip)
     for kind, text in (("recall", "object recall of generated images against their prompts"),
                        ("multigen", "MultiGen MG2-5 (mean and std over rounds)"),
