@@ -362,3 +362,11 @@ def test_eval_clip_reproduces_the_trainers_zero_shot_accuracy(trained, capsys):
     assert main(args) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["zero_shot_accuracy"] == want["zero_shot_accuracy"] and got["classes"] == 80
+    assert got["holdout_n"] == 3 and got["clip"] == str(trained["clip"])
+
+
+def test_eval_clip_names_a_folder_it_cannot_load(trained, tmp_path, capsys):
+    assert main(["eval", "clip", "--clip", str(tmp_path / "nothing")]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
+    assert main(["eval", "clip", "--clip", str(trained["vae"])]) == 2  # a folder of another component
+    assert "could not be loaded" in capsys.readouterr().err

@@ -395,14 +395,13 @@ def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torc
 
 
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    from diffusers import AutoencoderKL
 
     dev = training_device()
     tok = _tokenizer(cfg)
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
     if "vae" not in cfg.base:
         raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
-    vae = _load(lambda p: AutoencoderKL.from_pretrained(p, use_safetensors=True), cfg.base["vae"], "base.vae")
+    vae = load_vae(cfg.base["vae"], "base.vae")
     vae = vae.to(dev).eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
@@ -468,7 +467,7 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
                       out: str | Path, fp16: bool = True) -> Path:  # fmt: skip
     """Put trained components together as a stock diffusers StableDiffusionPipeline directory
     (DDIM scheduler with SD's betas), weights as (fp16) safetensors."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
     from ..models.tokenizer import save_bpe
@@ -477,7 +476,7 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
     cfg = TrainConfig(component="unet", output_dir=str(out), base={"text_encoder": str(text_encoder)})
     te = _text_encoder(cfg)
     pipe = StableDiffusionPipeline(
-        vae=_load(lambda p: AutoencoderKL.from_pretrained(p, use_safetensors=True), vae, "vae"), text_encoder=te,
+        vae=load_vae(vae), text_encoder=te,
         tokenizer=tok, unet=_load(lambda p: UNet2DConditionModel.from_pretrained(p, use_safetensors=True), unet, "unet"),
         scheduler=DDIMScheduler.from_config(sd_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
