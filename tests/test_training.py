@@ -356,6 +356,52 @@ def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp
     assert "could not be loaded" in capsys.readouterr().err
 
 
+def _tensors_file(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def _tensors(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(_tensors_file(f))
+    return out
+
+
+def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_scale_exactly(trained, tmp_path, capsys):
+    base = trained["vae"]
+    body = (f"component: vae\noutput_dir: {tmp_path}/dec\nema_decay: 0.9\nbase: {{vae: {base}}}\n"
+            "extra: {freeze_encoder: true, modality_probs: {seg: 3, image: 1}}\n")  # fmt: skip
+    cfg = _cfg(tmp_path, "dec", body, steps=3)
+    assert main(["train", "vae", "--config", cfg, "--quiet", "--steps", "2"]) == 0
+    assert main(["train", "vae", "--config", cfg, "--quiet", "--resume"]) == 0  # through a bf16 EMA checkpoint
+    before, after = _tensors(base), _tensors(tmp_path / "dec" / "final")
+    assert before.keys() == after.keys()
+    enc = [k for k in before if k.split(".")[0] in ("encoder", "quant_conv")]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    ck = sorted((tmp_path / "dec" / "checkpoints").glob("step-*"))[-1]  # the trained copy itself never moved
+    raw = {k: v for f in ck.glob("model-*.safetensors") for k, v in _tensors_file(f).items()}
+    assert all(torch.equal(before[k], raw[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    m = json.loads((tmp_path / "dec" / "metrics.json").read_text())
+    scale = json.loads((base / "config.json").read_text())["scaling_factor"]
+    assert m["scaling_factor"] == scale == json.loads((tmp_path / "dec" / "final" / "config.json").read_text())["scaling_factor"]
+    assert m["frozen_encoder_from"] == str(base) and m["steps"] == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("{freeze_encoder: true}", "needs base.vae"),
+    ("{modality_probs: {rgb: 1}}", "unknown modalities ['rgb']"),
+    ("{modality_probs: {seg: -1}}", "modality_probs.seg must be a number >= 0"),
+    ("{modality_probs: {seg: 0}}", "odds 0"),
+])  # fmt: skip
+def test_vae_fine_tune_settings_are_checked(tmp_path, capsys, extra, message):
+    cfg = _cfg(tmp_path, "bad", f"component: vae\noutput_dir: {tmp_path}/bad\nextra: {extra}\n")
+    assert main(["train", "vae", "--config", cfg, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_eval_clip_reproduces_the_trainers_zero_shot_accuracy(trained, capsys):
     want = json.loads((trained["clip"].parent / "metrics.json").read_text())
     args = ["eval", "clip", "--clip", str(trained["clip"]), "--n", "3", "--seed", "99", "--size", "64", "--json"]

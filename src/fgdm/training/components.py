@@ -5,6 +5,11 @@ Component-specific settings (``extra:`` in the YAML):
 - vae: ``kl_weight`` (default 1e-6); trains on images and on every condition map (one modality
   drawn per sample), as FG-DM encodes every condition with the same VAE. ``pool``: scenes
   pre-rendered once (all five modalities) and drawn from memory (default ``data.n_scenes``).
+  ``modality_probs`` (e.g. ``{image: 1, seg: 3}``): relative odds of drawing each modality
+  (unlisted: 0; default: all equal). ``base.vae`` starts from a trained VAE; with it,
+  ``freeze_encoder: true`` trains only the decoder (SD's ft-MSE recipe): the encoder, its latents
+  and the latent scaling factor stay exactly those of ``base.vae``, so a UNet trained on them
+  stays valid with the new decoder.
 - clip: ``pool`` as for the VAE (images and captions); the image tower sees ``data.size`` images
   in [-1, 1].
 - unet: ``caption_dropout`` (0.1, for classifier-free guidance), ``min_snr_gamma`` (5.0; None =
@@ -148,25 +153,74 @@ def _pool(cfg: TrainConfig, fields: tuple[str, ...], dev: torch.device, progress
     return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
 
 
+def _modality_probs(extra: dict) -> torch.Tensor | None:
+    """``extra.modality_probs`` -> normalised odds over MODALITIES (None: all equal)."""
+    given = extra.get("modality_probs")
+    if given is None:
+        return None
+    if not isinstance(given, dict) or not given:
+        raise ValueError(f"extra.modality_probs must map modalities to odds, e.g. {{image: 1, seg: 3}}; got {given!r}")
+    unknown = sorted(set(given) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"extra.modality_probs: unknown modalities {unknown}; known: {list(MODALITIES)}")
+    w = []
+    for m in MODALITIES:
+        v = given.get(m, 0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"extra.modality_probs.{m} must be a number >= 0, got {v!r}")
+        w.append(float(v))
+    if sum(w) <= 0:
+        raise ValueError(f"extra.modality_probs gives every modality odds 0: {given!r}")
+    return torch.tensor(w) / sum(w)
+
+
+_ENCODER_PARTS = ("encoder", "quant_conv")  # what turns an image into latents in an AutoencoderKL
+
+
 def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    vae = build_vae(cfg.model)
+    freeze = bool(cfg.extra.get("freeze_encoder", False))
+    probs = _modality_probs(cfg.extra)
+    start_from = cfg.base.get("vae")
+    if freeze and not start_from:
+        raise ValueError("extra.freeze_encoder needs base.vae: the trained VAE whose encoder is kept")
+    if start_from:  # fine-tune a trained VAE (its architecture; the config's model: is not used)
+        vae = load_vae(start_from, "base.vae")
+        if cfg.model:
+            log.info("base.vae given: the architecture is %s's, model: in the config is ignored", start_from)
+    else:
+        vae = build_vae(cfg.model)
+    if freeze:
+        for part in _ENCODER_PARTS:
+            getattr(vae, part).requires_grad_(False)
+        kept = {k: v.clone() for k, v in vae.state_dict().items() if k.split(".")[0] in _ENCODER_PARTS}
+        kept_scale = vae.config.scaling_factor
     kl_w = float(cfg.extra.get("kl_weight", 1e-6))
     dev = training_device()
     keys = ("image", *(f"cond_{m}" for m in MODALITIES[1:]))
     data = _pool(cfg, keys, dev, progress)
     n = len(data["image"])
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    probs = probs.to(dev) if probs is not None else None
 
     def batches():  # one modality drawn per sample: images and every condition map, one VAE
         while True:
             idx = torch.randint(n, (cfg.batch_size,), generator=gen, device=dev)
-            mod = torch.randint(len(keys), (cfg.batch_size, 1, 1, 1), generator=gen, device=dev)
+            if probs is None:
+                mod = torch.randint(len(keys), (cfg.batch_size, 1, 1, 1), generator=gen, device=dev)
+            else:
+                mod = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen).view(-1, 1, 1, 1)
             x = data[keys[0]][idx]
             for k, key in enumerate(keys[1:], 1):
                 x = torch.where(mod == k, data[key][idx], x)
             yield to_unit(x)
 
     def loss_fn(model, x, step):
+        if freeze:  # the encoder is fixed: no graph through it, and no KL term to learn from
+            with torch.no_grad():
+                post = model.encode(x).latent_dist
+            rec = model.decode(post.sample()).sample
+            l1 = (rec.float() - x.float()).abs().mean()
+            return l1, {"l1": round(float(l1.detach()), 5)}
         post = model.encode(x).latent_dist
         rec = model.decode(post.sample()).sample
         l1 = (rec.float() - x.float()).abs().mean()
@@ -175,7 +229,13 @@ def train_vae(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
 
     res = train(cfg, vae, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
+    if freeze:  # exactly base.vae's encoder (a resumed EMA went through a bf16 checkpoint)
+        missing = final.load_state_dict(kept, strict=False).missing_keys
+        assert all(k.split(".")[0] not in _ENCODER_PARTS for k in missing)
     metrics = evaluate_vae(final, cfg)
+    if freeze:  # the latents are base.vae's, so is their scale (the UNet learnt with it)
+        metrics["scaling_factor"] = kept_scale
+        metrics["frozen_encoder_from"] = str(start_from)
     final.register_to_config(scaling_factor=metrics["scaling_factor"])
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {**metrics, **res.summary()})

@@ -17,7 +17,7 @@ _FACTOR_EXTRA = {"variable", "parents", "kind", "null_prob", "caption_dropout", 
 EXTRA_KEYS = {
     "tokenizer": set(),
     "clip": {"pool"},
-    "vae": {"kl_weight", "pool"},
+    "vae": {"kl_weight", "pool", "freeze_encoder", "modality_probs"},
     "unet": {"caption_dropout", "min_snr_gamma", "prerender"},
     "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight", "loss_points"},
     "factor": _FACTOR_EXTRA,
