@@ -17,7 +17,8 @@
 #   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
 #   bash scripts/device_stage.sh eval-fgdm        # FG-DM's tables: quality, SBPC, real-image edits
 #   bash scripts/device_stage.sh eval-data        # judge trained on FG-DM-generated data vs on real renders
-# STEPS=N caps a run's total steps below the config's; MINUTES=M changes the budget (default 8.5).
+# STEPS=N caps a run's total steps below the config's; MINUTES=M changes the budget (default 8.5);
+# SET="data.seed=3 optim.lr=1e-4" passes config overrides to the trainer (e.g. fresh scenes each CPU session).
 # What comes back (under $OUT, at most 8 files of <= 15 MiB): metrics and loss curves in one tar;
 # for `base` the trained tokenizer/VAE/MiniCLIP in parts (commit them as checkpoints/base.tar.part-*);
 # for `unet`, `judge` and `factor` the newest checkpoint in checkpoint/ (commit it as
@@ -26,6 +27,7 @@
 # SMOKE=1 runs every stage here on CPU in seconds (tiny data, 2 steps, no .whl needed), to catch
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
+{  # the whole script is parsed before it runs, so editing or checking out this file mid-run cannot derail it
 stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
@@ -74,6 +76,7 @@ fi
 steps=()
 [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
 budget=(--max-minutes "${MINUTES:-8.5}")
+sets=(); for kv in ${SET:-}; do sets+=(--set "$kv"); done  # SET="data.seed=3 optim.lr=1e-4": config overrides for the trainer
 assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also becomes the package's MiniSD here
   fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
     --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
@@ -97,7 +100,7 @@ resumable() {
     cp "checkpoints/$name"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
   fi
   ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && resume=(--resume)
-  fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${resume[@]}"
+  fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${sets[@]}" "${resume[@]}"
   rm -rf "$out/checkpoint" && mkdir -p "$out/checkpoint"
   cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
 }
@@ -184,9 +187,10 @@ case "$stage" in
     assemble ;;
   cpu)  # here, on the 2-core CPU: configs/${NAME}_cpu.yaml (the GPU recipe's architecture), resumed from
         # checkpoints/NAME/ (or this checkout's runs/), whose newest checkpoint then replaces checkpoints/NAME/ (commit it)
-    name=${NAME:?NAME=vae, clip or unet}
+    name=${NAME:?NAME=vae, vae_decoder, clip or unet}
     [ -f "configs/${name}_cpu.yaml" ] || { echo "no configs/${name}_cpu.yaml" >&2; exit 2; }
-    resumable "$name" "$name" "configs/${name}_cpu.yaml"
+    resumable "$name" "$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['component'])" "configs/${name}_cpu.yaml")" \
+      "configs/${name}_cpu.yaml"
     [ "${SMOKE:-0}" = 1 ] || { rm -rf "checkpoints/$name" && cp -r "$out/checkpoint" "checkpoints/$name"; } ;;
   judge)
     resumable judge judge configs/judge.yaml
@@ -258,3 +262,5 @@ case "$stage" in
 esac
 tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)
 ls -la "$out"
+exit
+}
