@@ -356,16 +356,12 @@ def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp
     assert "could not be loaded" in capsys.readouterr().err
 
 
-def _tensors_file(path):
+def _tensors(folder, pattern="*.safetensors"):
     from safetensors.torch import load_file
 
-    return load_file(path)
-
-
-def _tensors(folder):
     out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update(_tensors_file(f))
+    for f in sorted(folder.glob(pattern)):
+        out.update(load_file(f))
     return out
 
 
@@ -381,13 +377,21 @@ def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_scale_exactly(trained, 
     enc = [k for k in before if k.split(".")[0] in ("encoder", "quant_conv")]
     assert enc and all(torch.equal(before[k], after[k]) for k in enc)
     ck = sorted((tmp_path / "dec" / "checkpoints").glob("step-*"))[-1]  # the trained copy itself never moved
-    raw = {k: v for f in ck.glob("model-*.safetensors") for k, v in _tensors_file(f).items()}
+    raw = _tensors(ck, "model-*.safetensors")
     assert all(torch.equal(before[k], raw[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     m = json.loads((tmp_path / "dec" / "metrics.json").read_text())
     scale = json.loads((base / "config.json").read_text())["scaling_factor"]
     assert m["scaling_factor"] == scale == json.loads((tmp_path / "dec" / "final" / "config.json").read_text())["scaling_factor"]
     assert m["frozen_encoder_from"] == str(base) and m["steps"] == 3
+
+
+def test_vae_modality_odds_are_normalised_and_unlisted_ones_never_drawn():
+    from fgdm.training.components import MODALITIES, _modality_probs
+
+    assert _modality_probs({}) is None
+    p = _modality_probs({"modality_probs": {"seg": 3, "image": 1}})
+    assert dict(zip(MODALITIES, p.tolist(), strict=True)) == {"image": 0.25, "seg": 0.75, "depth": 0.0, "normal": 0.0, "sketch": 0.0}
 
 
 @pytest.mark.parametrize("extra, message", [
