@@ -222,7 +222,7 @@ def test_shipped_factor_configs_make_one_valid_graph():
 def test_missing_base_components_are_clear_errors(tmp_path, capsys):
     cfg = _cfg(tmp_path, "u", f"component: clip\noutput_dir: {tmp_path}/c\nbase: {{tokenizer: {tmp_path}/nothing}}\n")
     assert main(["train", "clip", "--config", cfg, "--quiet"]) == 2
-    assert "base.tokenizer" in capsys.readouterr().err
+    assert f"base.tokenizer {str(tmp_path / 'nothing')!r} does not exist" in capsys.readouterr().err
     assert main(["train", "assemble", "--tokenizer", str(tmp_path / "no"), "--text-encoder", str(tmp_path / "no"),
                  "--vae", str(tmp_path / "no"), "--unet", str(tmp_path / "no"), "--out", str(tmp_path / "o")]) == 2  # fmt: skip
     assert not (tmp_path / "o").exists()
@@ -353,7 +353,7 @@ def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--sheet", str(tmp_path / "vae.jpg")]) == 2
     assert main(["eval", "vae", "--vae", str(tmp_path / "nothing")]) == 2
-    assert "could not be loaded" in capsys.readouterr().err
+    assert f"vae {str(tmp_path / 'nothing')!r} does not exist" in capsys.readouterr().err
 
 
 def _tensors(folder, pattern="*.safetensors"):
@@ -417,6 +417,47 @@ def test_eval_clip_reproduces_the_trainers_zero_shot_accuracy(trained, capsys):
 
 def test_eval_clip_names_a_folder_it_cannot_load(trained, tmp_path, capsys):
     assert main(["eval", "clip", "--clip", str(tmp_path / "nothing")]) == 2
-    assert "could not be loaded" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "clip", "--clip", str(trained["vae"])]) == 2  # a folder of another component
     assert "could not be loaded" in capsys.readouterr().err
+
+
+def test_prerender_encodes_in_the_run_precision(trained, tmp_path):
+    """bf16 runs pre-encode under bf16 autocast, fp32 runs without it, and each precision has its
+    own cache entry: a cache made in one is rebuilt, not reused, by the other."""
+    import dataclasses
+
+    from fgdm.training.components import cached_prerender, load_vae
+
+    seen = []
+
+    class Spy(torch.nn.Module):  # the VAE, recording the autocast state each encode runs in
+        def __init__(self, vae):
+            super().__init__()
+            self.vae, self.config, self.dtype = vae, vae.config, vae.dtype
+
+        def encode(self, x):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return self.vae.encode(x)
+
+    vae = Spy(load_vae(trained["vae"]).eval())
+    cfg = load_train_config(trained["unet_cfg"], {"output_dir": str(tmp_path)})
+    text_fn = lambda caps: torch.zeros(len(caps), 2, 3)  # noqa: E731 (not what is tested here)
+    lat = {}
+    for mp in ("no", "bf16", "no"):
+        seen.clear()
+        c = dataclasses.replace(cfg, mixed_precision=mp)
+        lat[mp] = cached_prerender(c, vae, text_fn, "cpu", ("image",), {}, progress=False)["lat_image"].float()
+        assert seen == ([None] * 2 if mp == "no" else [torch.bfloat16] * 2)  # 8 scenes, batch 4: rebuilt each time
+    assert lat["bf16"].shape == lat["no"].shape == (8, 4, 16, 16)
+
+
+def test_bench_encode_reports_both_precisions(trained, capsys):
+    assert main(["bench", "encode", "--vae", str(trained["vae"]), "--size", "64", "--batch", "2", "--n", "1",
+                 "--device", "cpu", "--json"]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    assert r["ms_per_scene_fp32"] > 0 and r["ms_per_scene_bf16"] > 0 and r["batches"] == 1
+    assert r["bf16_speedup"] == pytest.approx(r["ms_per_scene_fp32"] / r["ms_per_scene_bf16"], rel=0.05)
+    assert 0 < r["bf16_latent_rel_error"] < 0.1  # bf16 rounding: small but not zero
+    assert main(["bench", "encode", "--vae", str(trained["root"] / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -694,6 +694,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_encode(args: argparse.Namespace) -> int:
+    from .eval.bench_encode import bench_encode
+
+    result = bench_encode(args.vae, size=args.size, batch=args.batch, n=args.n, device=_device(args.device))
+    _print_result(result, args.json)
+    return 0
+
+
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .eval.bench_generate import bench_generate
 
@@ -1421,6 +1429,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_train)
+    p = bsub.add_parser("encode", help="ms per scene of VAE pre-encoding, fp32 vs bf16 autocast, and the bf16 error")
+    p.add_argument("--vae", help="a MiniVAE folder or an SD pipeline directory (default: the shipped MiniSD)")
+    p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
+    p.add_argument("--batch", type=_int_at_least(1), default=32)
+    p.add_argument("--n", type=_int_at_least(1), default=3, help="timed batches per variant")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_encode)
     p = bsub.add_parser("factors", help="FG-DM costs: distillation per training step, joint vs ancestral, factor sizes")
     p.add_argument("--model", help="a diffusers SD directory (default: the shipped MiniSD)")
     p.add_argument("--batch", type=_int_at_least(1), default=16, help="training batch")

@@ -77,6 +77,9 @@ def _captions(cfg: TrainConfig, seed: int, n: int) -> list[str]:
 
 def _load(loader, path, what: str):
     """Load a trained component, reporting a missing or broken folder as a ValueError naming it."""
+    if not Path(path).is_dir():  # else the hub loaders report a failed hub connection
+        why = "is not a folder" if Path(path).exists() else "does not exist"
+        raise ValueError(f"{what} {str(path)!r} {why} (expected a trained component's folder)")
     try:
         return loader(path)
     except Exception as e:  # transformers/diffusers raise OSError, ValueError, EnvironmentError, ...
@@ -390,39 +393,55 @@ def _text_encoder(cfg: TrainConfig):
     return _load(lambda p: CLIPTextModel.from_pretrained(p, use_safetensors=True), path, "base.text_encoder")
 
 
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}  # mixed_precision -> autocast dtype ("no": none)
+
+
 @torch.no_grad()
-def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] = ("image",)) -> dict[str, torch.Tensor]:
-    """Render, VAE-encode and text-encode every training scene once.
+def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] = ("image",),
+              progress: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Render, VAE-encode and text-encode every training scene once (a progress bar per scene).
 
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
-    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)``.
+    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)``. The encoders run
+    under autocast in the run's ``mixed_precision`` (bf16: 3x faster VAE encoding on a CPU, the
+    latents within 0.5% of fp32 — results.md; they are stored in fp16 either way).
     """
     conds = tuple(m for m in modalities if m != "image")
     ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg),
                            conditions=conds)  # fmt: skip
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
     out: dict[str, list[torch.Tensor]] = {f"lat_{m}": [] for m in modalities} | {"embeddings": []}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(ds), desc=f"pre-encode {'+'.join(modalities)}", unit="scene", disable=not progress)
+    amp = _AMP.get(cfg.mixed_precision)
+    dev_type = torch.device(dev).type
     for b in loader:
-        for m in modalities:
-            x = b["image"] if m == "image" else b[f"cond_{m}"]
-            z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
-            out[f"lat_{m}"].append(z.half())
-        out["embeddings"].append(text_fn(b["caption"]).half())
+        bar.update(len(b["caption"]))
+        with torch.autocast(dev_type, amp) if amp is not None else contextlib.nullcontext():
+            for m in modalities:
+                x = b["image"] if m == "image" else b[f"cond_{m}"]
+                z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
+                out[f"lat_{m}"].append(z.half())
+            out["embeddings"].append(text_fn(b["caption"]).half())
+    bar.close()
     return {k: torch.cat(v) for k, v in out.items()}
 
 
 def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict,
-                     name: str = "prerender", folder: str | Path | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                     name: str = "prerender", folder: str | Path | None = None,
+                     progress: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
     """:func:`prerender`, cached in ``folder/<name>.safetensors`` (default folder: ``output_dir``)
     so resumed runs — and, with a shared ``folder``, other runs on the same data — skip it.
 
-    The cache is used only if it was made from the same data settings, modalities and ``sources``
-    (fingerprints of the components that encoded it).
+    The cache is used only if it was made from the same data settings, modalities, encoding
+    precision and ``sources`` (fingerprints of the components that encoded it).
     """
     from safetensors.torch import load_file, save_file
 
     settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "workers"}  # workers change no sample
-    key = json.dumps({"data": settings, "modalities": list(modalities), **sources}, sort_keys=True)
+    key = json.dumps({"data": settings, "modalities": list(modalities), "encode_precision": cfg.mixed_precision,
+                      **sources}, sort_keys=True)  # fmt: skip
     path = Path(folder or cfg.output_dir) / f"{name}.safetensors"
     if path.exists():
         from safetensors import safe_open
@@ -432,7 +451,7 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
         if same:
             return load_file(str(path), device=str(dev))
         log.info("prerender cache %s is for other settings; rebuilding it", path)
-    data = prerender(cfg, vae, text_fn, dev, modalities)
+    data = prerender(cfg, vae, text_fn, dev, modalities, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".partial-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in data.items()}, str(tmp), metadata={"key": key})
@@ -476,7 +495,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
             return te(ids.to(dev))[0]
 
         sources = {k: fingerprint(cfg.base[k]) for k in ("vae", "text_encoder", "tokenizer")}
-        data = cached_prerender(cfg, vae, text_fn, dev, ("image",), sources)
+        data = cached_prerender(cfg, vae, text_fn, dev, ("image",), sources, progress=progress)
         lats, embs = data["lat_image"], data["embeddings"]
         log.info("pre-encoded %d scenes in %.1f s", len(lats), time.perf_counter() - t0)
 

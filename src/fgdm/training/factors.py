@@ -167,7 +167,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     def data_at(size: int) -> dict[str, torch.Tensor]:
         at = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=size))
         return cached_prerender(at, base.vae, text_fn, dev, modalities, {"base": base.fingerprint},
-                                name=f"prerender-{size}", folder=ex.get("cache_dir"))  # fmt: skip
+                                name=f"prerender-{size}", folder=ex.get("cache_dir"), progress=progress)  # fmt: skip
 
     datasets = [data_at(s) for s in sizes]
     keys = ["embeddings", *(f"lat_{m}" for m in needed)]
@@ -212,7 +212,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
     held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
-    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed))
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed, progress))
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
