@@ -423,9 +423,11 @@ def test_eval_clip_names_a_folder_it_cannot_load(trained, tmp_path, capsys):
 
 
 def test_prerender_encodes_in_the_run_precision(trained, tmp_path):
-    """bf16 runs pre-encode under bf16 autocast, fp32 runs without it, and each precision has its
-    own cache entry: a cache made in one is rebuilt, not reused, by the other."""
+    """bf16 runs pre-encode under bf16 autocast, fp32 runs without it; an fp32 run rebuilds a bf16
+    cache, while a bf16 run reuses an fp32 one (or one written before the key named the precision)."""
     import dataclasses
+
+    from safetensors.torch import load_file, save_file
 
     from fgdm.training.components import cached_prerender, load_vae
 
@@ -442,14 +444,31 @@ def test_prerender_encodes_in_the_run_precision(trained, tmp_path):
 
     vae = Spy(load_vae(trained["vae"]).eval())
     cfg = load_train_config(trained["unet_cfg"], {"output_dir": str(tmp_path)})
-    text_fn = lambda caps: torch.zeros(len(caps), 2, 3)  # noqa: E731 (not what is tested here)
-    lat = {}
-    for mp in ("no", "bf16", "no"):
+    text_fn = lambda caps: torch.zeros(len(caps), 2, 3)  # text encoding is not what is tested here
+    bf16, fp32 = torch.bfloat16, None
+    for mp, want in (("bf16", [bf16, bf16]), ("no", [fp32, fp32]), ("bf16", []), ("no", [])):  # 8 scenes, batch 4
         seen.clear()
-        c = dataclasses.replace(cfg, mixed_precision=mp)
-        lat[mp] = cached_prerender(c, vae, text_fn, "cpu", ("image",), {}, progress=False)["lat_image"].float()
-        assert seen == ([None] * 2 if mp == "no" else [torch.bfloat16] * 2)  # 8 scenes, batch 4: rebuilt each time
-    assert lat["bf16"].shape == lat["no"].shape == (8, 4, 16, 16)
+        lat = cached_prerender(dataclasses.replace(cfg, mixed_precision=mp), vae, text_fn, "cpu", ("image",), {},
+                               progress=False)["lat_image"]  # fmt: skip
+        assert seen == want and lat.shape == (8, 4, 16, 16)
+    cache = tmp_path / "prerender.safetensors"
+    key = json.loads(_cache_key(cache))
+    assert key.pop("encode_precision") == "no"
+    save_file(load_file(str(cache)), str(cache), metadata={"key": json.dumps(key, sort_keys=True)})  # an older cache
+    seen.clear()
+    cached_prerender(dataclasses.replace(cfg, mixed_precision="bf16"), vae, text_fn, "cpu", ("image",), {}, progress=False)
+    assert seen == []
+    key["data"]["seed"] += 1  # other scenes: rebuilt
+    save_file(load_file(str(cache)), str(cache), metadata={"key": json.dumps(key, sort_keys=True)})
+    cached_prerender(dataclasses.replace(cfg, mixed_precision="bf16"), vae, text_fn, "cpu", ("image",), {}, progress=False)
+    assert seen == [bf16, bf16]
+
+
+def _cache_key(path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["key"]
 
 
 def test_bench_encode_reports_both_precisions(trained, capsys):

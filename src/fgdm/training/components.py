@@ -434,20 +434,23 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
     """:func:`prerender`, cached in ``folder/<name>.safetensors`` (default folder: ``output_dir``)
     so resumed runs — and, with a shared ``folder``, other runs on the same data — skip it.
 
-    The cache is used only if it was made from the same data settings, modalities, encoding
-    precision and ``sources`` (fingerprints of the components that encoded it).
+    The cache is used only if it was made from the same data settings, modalities and ``sources``
+    (fingerprints of the components that encoded it), in the run's precision or in fp32.
     """
     from safetensors.torch import load_file, save_file
 
     settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "workers"}  # workers change no sample
-    key = json.dumps({"data": settings, "modalities": list(modalities), "encode_precision": cfg.mixed_precision,
-                      **sources}, sort_keys=True)  # fmt: skip
+    base = {"data": settings, "modalities": list(modalities), **sources}
+    key = json.dumps({**base, "encode_precision": cfg.mixed_precision}, sort_keys=True)
+    # an fp32-encoded cache serves any run (a mixed-precision one gets better latents than its own);
+    # caches written before the key named the precision were all encoded in fp32
+    usable = {key, json.dumps({**base, "encode_precision": "no"}, sort_keys=True), json.dumps(base, sort_keys=True)}
     path = Path(folder or cfg.output_dir) / f"{name}.safetensors"
     if path.exists():
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            same = (f.metadata() or {}).get("key") == key
+            same = (f.metadata() or {}).get("key") in usable
         if same:
             return load_file(str(path), device=str(dev))
         log.info("prerender cache %s is for other settings; rebuilding it", path)
