@@ -403,7 +403,7 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
 
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
     condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)``. The encoders run
-    under autocast in the run's ``mixed_precision`` (bf16: 3x faster VAE encoding on a CPU, the
+    under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on a CPU, the
     latents within 0.5% of fp32 — results.md; they are stored in fp16 either way).
     """
     conds = tuple(m for m in modalities if m != "image")
