@@ -134,3 +134,34 @@ def test_generate_checks_the_output_folder_before_any_work(tmp_path, capsys):
     assert main(["generate", "a dog", "--model", str(tmp_path / "no-such-model"), "-o", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and "no-such-model" not in err
+
+
+def test_eval_samples_sheet_matches_generate(tiny_sd_dir, tmp_path, capsys):
+    """fgdm eval samples: rows are prompts, columns model x seed; each image is the very image
+    `fgdm generate PROMPT --seed S --n N` makes; the run folder holds images, sheet and record."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "samples"
+    args = ["eval", "samples", "--model", str(tiny_sd_dir), "--model", str(tiny_sd_dir), "--label", "a", "--label", "b",
+            "--prompt", "a photo of a dog", "--prompt", "a cat on the grass", "--n", "2", "--seed", "3",
+            "--steps", "2", "--cell", "32", "-o", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads((out / "record.json").read_text())
+    assert [m["label"] for m in rec["models"]] == ["a", "b"] and rec["parameters"]["size"] == 32
+    assert rec["models"][1]["files"][1] == ["images/m1-p001-s3.png", "images/m1-p001-s4.png"]
+    sheet = Image.open(out / "sheet.png")
+    assert sheet.width == 4 * 32 and sheet.height > 2 * 32
+    assert main(["generate", "a cat on the grass", "--model", str(tiny_sd_dir), "--seed", "3", "--n", "2", "--steps",
+                 "2", "-o", str(tmp_path / "gen"), "--quiet"]) == 0  # fmt: skip
+    for k in range(2):
+        want = np.asarray(Image.open(tmp_path / "gen" / f"image-00{k}.png"))
+        for m in (0, 1):
+            assert np.array_equal(np.asarray(Image.open(out / "images" / f"m{m}-p001-s{3 + k}.png")), want)
+    capsys.readouterr()
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # nothing overwritten
+    assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--label", "a", "--label", "b", "--prompt", "x",
+                 "-o", str(tmp_path / "n1")]) == 2  # fmt: skip
+    assert "one per --model" in capsys.readouterr().err
+    assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--prompt", "x", "--prompts", "f.txt"]) == 2
+    assert "not both" in capsys.readouterr().err

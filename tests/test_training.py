@@ -2,6 +2,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,6 +163,34 @@ def test_assemble_and_generate(trained, tmp_path):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (safe_open is not iterable)
     res = Text2ImagePipeline.from_pretrained(out)("a photo of a dog", num_inference_steps=2)
     assert res.images[0].size == (64, 64)
+
+
+def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
+    """--unet may be a training checkpoint: its EMA weights go into the pipeline, its architecture
+    from the run's config.json beside it or from --unet-config; a mismatch is a clear error."""
+    from safetensors.torch import load_file
+
+    ckpt = sorted((trained["unet"].parent / "checkpoints").glob("step-*"))[-1]
+    parts = ["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder", str(trained["clip"]),
+             "--vae", str(trained["vae"])]  # fmt: skip
+    assert main([*parts, "--unet", str(ckpt), "--out", str(tmp_path / "a")]) == 0
+    ema = {k: v.half() for k, v in load_file(str(next(ckpt.glob("ema-*.safetensors")))).items()}
+    got = load_file(str(tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert got.keys() == ema.keys() and all(torch.equal(got[k], ema[k]) for k in ema)
+    moved = tmp_path / "copied"  # e.g. checkpoints/unet: no run folder around it
+    shutil.copytree(ckpt, moved)
+    assert main([*parts, "--unet", str(moved), "--out", str(tmp_path / "b")]) == 2
+    assert "--unet-config" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main([*parts, "--unet", str(moved), "--unet-config", trained["unet_cfg"], "--out", str(tmp_path / "b")]) == 0
+    got_b = load_file(str(tmp_path / "b" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(got_b[k], ema[k]) for k in ema)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(Path(trained["unet_cfg"]).read_text().replace("[16, 32]", "[8, 32]"))
+    assert main([*parts, "--unet", str(moved), "--unet-config", str(wrong), "--out", str(tmp_path / "c")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert main([*parts, "--unet", str(moved), "--unet-config", trained["unet_cfg"].replace("unet.yaml", "vae.yaml"),
+                 "--out", str(tmp_path / "c")]) == 2  # fmt: skip
+    assert "not a UNet one" in capsys.readouterr().err
 
 
 def test_config_errors(tmp_path):

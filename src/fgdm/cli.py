@@ -746,7 +746,7 @@ def cmd_train_assemble(args: argparse.Namespace) -> int:
 
     with staged_output(args.out, marker="model_index.json", overwrite=args.overwrite) as stage:
         assemble_pipeline(tokenizer=args.tokenizer, text_encoder=args.text_encoder, vae=args.vae, unet=args.unet,
-                          out=stage, fp16=not args.fp32)  # fmt: skip
+                          out=stage, fp16=not args.fp32, unet_config=args.unet_config)  # fmt: skip
     print(f"assembled a Stable Diffusion pipeline at {args.out}")
     return 0
 
@@ -1049,6 +1049,46 @@ def cmd_eval_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_samples(args: argparse.Namespace) -> int:
+    from .eval.samples import sample_models
+    from .runs import check_output_dir, next_run_dir, staged_output, write_json
+    from .world.prompts import read_prompts
+    from .world.sheet import save_sheet
+
+    if (args.prompt is None) == (args.prompts is None):
+        raise ValueError("give prompts either with --prompt (repeatable) or with --prompts FILE, not both")
+    prompts = args.prompt if args.prompt is not None else read_prompts(args.prompts)
+    prompts = prompts[: args.limit or None]
+    if any(not p.strip() for p in prompts):
+        raise ValueError("--prompt: a prompt is empty")
+    models = args.model or [None]
+    if args.label is not None and len(args.label) != len(models):
+        raise ValueError(f"--label: {len(args.label)} given for {len(models)} model(s); give one per --model")
+    out = check_output_dir(args.out or next_run_dir("runs", "samples"), marker="record.json", overwrite=args.overwrite)
+    device = _device(args.device)
+    res = sample_models(models, prompts, labels=args.label, seed=args.seed, n=args.n, steps=args.steps,
+                        guidance_scale=args.guidance_scale, size=args.size, device=device,
+                        progress=not args.quiet)  # fmt: skip
+    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
+        (stage / "images").mkdir()
+        for m, per_model in enumerate(res.images):
+            res.models[m]["files"] = []  # [prompt][k]
+            for i, images in enumerate(per_model):
+                names = [f"images/m{m}-p{i:03d}-s{args.seed + k}.png" for k in range(len(images))]
+                for img, name in zip(images, names, strict=True):
+                    img.save(stage / name)
+                res.models[m]["files"].append(names)
+        save_sheet(res.sheet(prompts, cell=args.cell), stage / "sheet.png")
+        write_json(stage / "record.json", {
+            "kind": "samples", "prompts": prompts, "models": res.models,
+            "parameters": {"seed": args.seed, "n": args.n, "steps": args.steps, "guidance_scale": args.guidance_scale,
+                           "size": res.size, "sampler": "ddim"},
+            "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
+        })  # fmt: skip
+    print(f"wrote {len(models)} x {len(prompts)} x {args.n} samples and their sheet to {out / 'sheet.png'}")
+    return 0
+
+
 def cmd_eval_make_prompts(args: argparse.Namespace) -> int:
     from .eval.prompts import RECIPES, to_multigen_json
 
@@ -1256,8 +1296,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true")
         p.set_defaults(func=cmd_train)
     p = tsub.add_parser("assemble", help="put trained components together as a diffusers SD pipeline")
-    for name in ("tokenizer", "text-encoder", "vae", "unet"):
+    for name in ("tokenizer", "text-encoder", "vae"):
         p.add_argument(f"--{name}", required=True, help=f"trained {name} folder")
+    p.add_argument("--unet", required=True, help="trained unet folder (a run's final/), or a training checkpoint "
+                   "(e.g. checkpoints/unet: its EMA weights) to look at a UNet part-way through training")  # fmt: skip
+    p.add_argument("--unet-config", type=Path, help="the architecture of a checkpoint --unet: its UNet training "
+                   "config (default: the run's config.json beside its checkpoints/ folder)")  # fmt: skip
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
@@ -1386,6 +1430,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval_quality)
+    p = esub.add_parser("samples", help="a contact sheet of the same prompts and seeds through several models "
+                        "(e.g. a UNet at several points of its training)")  # fmt: skip
+    p.add_argument("--model", action="append", help="diffusers SD directory, repeatable: one column group each "
+                   "(default: the shipped MiniSD)")  # fmt: skip
+    p.add_argument("--label", action="append", help="a column title per --model (default: its folder name)")
+    p.add_argument("--prompt", action="append", help="a prompt, repeatable: one row each")
+    p.add_argument("--prompts", help="a prompt file (one per line, or MultiGen JSON) instead of --prompt")
+    p.add_argument("--limit", type=_int_at_least(1), help="the first N prompts")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="image k of a prompt uses seed + k")
+    p.add_argument("--n", type=_int_at_least(1), default=2, help="images per prompt and model (default 2)")
+    p.add_argument("--steps", type=_int_at_least(1), default=25)
+    p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
+    p.add_argument("--size", type=_int_at_least(8), default=None, help="image side (default: the first model's)")
+    p.add_argument("--cell", type=_int_at_least(32), default=128, help="tile side in the sheet (default 128)")
+    p.add_argument("-o", "--out", help="output folder (default: a new runs/samples-NNN)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval_samples)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
     p.add_argument("--recipe", choices=["multigen", "relations", "dense", "single", "pairs", "captions"], required=True)
     p.add_argument("--n", type=_int_at_least(1), required=True)

@@ -371,6 +371,45 @@ def build_unet(arch: dict, latent_size: int, cross_dim: int):
     return UNet2DConditionModel(**a)
 
 
+def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str | Path | None = None,
+              what: str = "unet"):  # fmt: skip
+    """A trained UNet from a ``save_pretrained`` folder (a run's ``final/``, a pipeline's ``unet/``) or
+    from a training checkpoint (``state.json`` + ``ema-*``/``model-*`` shards, e.g. ``checkpoints/unet``
+    or ``runs/train/unet/checkpoints/step-NNNNNNN``): its EMA weights where it has them, else its
+    weights. A checkpoint holds no architecture: it is read from ``config`` (a UNet training config,
+    YAML) or else from the run's own ``config.json`` beside its ``checkpoints/`` folder.
+    ``vae_factor`` (the VAE's downsampling; the latent side is the config's ``data.size`` over it) and
+    ``cross_dim`` (the text encoder's width) complete it."""
+    from diffusers import UNet2DConditionModel
+
+    from .checkpoint import load_sharded
+    from .config import load_train_config, train_config_from_dict
+
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        path = path / "unet"
+    if not (path / "state.json").exists():
+        return _load(lambda p: UNet2DConditionModel.from_pretrained(p, use_safetensors=True), path, what)
+    run_cfg = path.parent.parent / "config.json"
+    if config is not None:
+        cfg = load_train_config(config)
+    elif run_cfg.exists():
+        cfg = train_config_from_dict(json.loads(run_cfg.read_text()))
+    else:
+        raise ValueError(f"{what} {str(path)!r} is a training checkpoint with no run config.json beside it: "
+                         "give its architecture with a UNet training config (--unet-config)")  # fmt: skip
+    if cfg.component != "unet":
+        raise ValueError(f"the config for {what} {str(path)!r} is a {cfg.component!r} config, not a UNet one")
+    unet = build_unet(cfg.model, cfg.data.size // vae_factor, cross_dim)
+    prefix = "ema" if any(path.glob("ema-*.safetensors")) else "model"
+    try:
+        unet.load_state_dict({k: v.float() for k, v in load_sharded(path, prefix).items()})
+    except RuntimeError as e:  # the architecture does not match the weights
+        first = str(e).strip().splitlines()[:3]
+        raise ValueError(f"{what} {str(path)!r} does not fit the UNet its config describes: {' '.join(first)}") from None
+    return unet
+
+
 def sd_noise_scheduler():
     from diffusers import DDPMScheduler
 
@@ -541,10 +580,12 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
 
 
 def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: str | Path, unet: str | Path,
-                      out: str | Path, fp16: bool = True) -> Path:  # fmt: skip
+                      out: str | Path, fp16: bool = True, unet_config: str | Path | None = None) -> Path:  # fmt: skip
     """Put trained components together as a stock diffusers StableDiffusionPipeline directory
-    (DDIM scheduler with SD's betas), weights as (fp16) safetensors."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    (DDIM scheduler with SD's betas), weights as (fp16) safetensors. ``unet`` may be a training
+    checkpoint (:func:`load_unet`; ``unet_config`` gives its architecture if its run's config.json
+    is not beside it), so a UNet part-way through training can be looked at."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     from ..models.tokenizer import save_bpe
@@ -552,9 +593,11 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
     tok = _load(CLIPTokenizer.from_pretrained, tokenizer, "tokenizer")
     cfg = TrainConfig(component="unet", output_dir=str(out), base={"text_encoder": str(text_encoder)})
     te = _text_encoder(cfg)
+    vae = load_vae(vae)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
     pipe = StableDiffusionPipeline(
-        vae=load_vae(vae), text_encoder=te,
-        tokenizer=tok, unet=_load(lambda p: UNet2DConditionModel.from_pretrained(p, use_safetensors=True), unet, "unet"),
+        vae=vae, text_encoder=te, tokenizer=tok,
+        unet=load_unet(unet, vae_factor=factor, cross_dim=te.config.hidden_size, config=unet_config),
         scheduler=DDIMScheduler.from_config(sd_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
