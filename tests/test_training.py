@@ -108,6 +108,9 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(trained, tmp_path, capsys):
     rows = list(csv.DictReader((out / "loss.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"]
     assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 1 / 4)  # the resumed run re-warms over 4 steps (1st of them)
+    state = json.loads((out / "checkpoints" / "step-0000002" / "state.json").read_text())
+    assert [h["steps"] for h in state["history"]] == [[0, 1], [1, 2]]  # how the checkpoint was made, run by run
+    assert state["history"][1]["data"] == {"n_scenes": 8, "seed": 0, "size": 64} and state["history"][1]["batch_size"] == 4
     moved = tmp_path / "moved"  # a checkpoint copied into a new folder resumes there, its curve with a header
     shutil.copytree(out / "checkpoints", moved / "checkpoints")
     assert main(["train", "unet", "--config", cfg, "--quiet", "--output-dir", str(moved), "--steps", "3", "--resume"]) == 0

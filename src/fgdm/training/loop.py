@@ -114,12 +114,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                       cpu=not torch.cuda.is_available())  # fmt: skip
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    start = 0
+    start, history = 0, []  # history: one entry per run that led to a checkpoint, kept in its state.json
     if resume:
         ck = latest_checkpoint(out)
         if ck is None:
             raise ValueError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}")
         start = load_checkpoint(ck, model, ema)
+        history = json.loads((ck / "state.json").read_text()).get("history", [])
         log.info("resumed from %s (step %d)", ck, start)
     elif latest_checkpoint(out) is not None:
         raise ValueError(
@@ -180,7 +181,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window = []
             if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
-                save_checkpoint(out, step, acc.unwrap_model(model), ema, {"component": cfg.component},
+                this_run = {"steps": [start, step], "seconds": round(time.perf_counter() - t0, 1),
+                            "batch_size": cfg.batch_size * cfg.grad_accum * acc.num_processes, "lr": cfg.optim.lr,
+                            "mixed_precision": cfg.mixed_precision,
+                            "data": {k: getattr(cfg.data, k) for k in ("n_scenes", "seed", "size")},
+                            "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+                save_checkpoint(out, step, acc.unwrap_model(model), ema,
+                                {"component": cfg.component, "history": [*history, this_run]},
                                 getattr(torch, cfg.checkpoint_dtype))  # fmt: skip
             if stopped:
                 log.warning("max_minutes=%s reached: stopped at step %d of %d (checkpoint saved; --resume goes on)",
