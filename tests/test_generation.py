@@ -165,3 +165,34 @@ def test_eval_samples_sheet_matches_generate(tiny_sd_dir, tmp_path, capsys):
     assert "one per --model" in capsys.readouterr().err
     assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--prompt", "x", "--prompts", "f.txt"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_denoise_error_and_caption_gain(tiny_sd_dir, tmp_path, capsys):
+    """fgdm eval denoise: deterministic; a UNet whose cross-attention adds nothing reads no caption,
+    so its three errors are equal and both gains 0; the random tiny UNet's are not; bad input named."""
+    from fgdm.eval.denoise import denoise_error
+
+    kw = {"n": 4, "timesteps": (100, 900), "batch": 3, "size": 64, "progress": False}  # renders are >= 64 px
+    a, b = denoise_error(tiny_sd_dir, **kw), denoise_error(tiny_sd_dir, **kw)
+    assert a["mse"] == b["mse"] and len(a["mse"]["caption"]) == 2
+    assert a["mse"]["caption"] != a["mse"]["empty"] and a["caption_gain"]["vs_empty"] != 0
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
+    with torch.no_grad():
+        for name, mod in pipe.unet.named_modules():
+            if name.endswith("attn2.to_out.0"):
+                mod.weight.zero_()
+                mod.bias.zero_()
+    blind = tmp_path / "blind"
+    pipe.save_pretrained(blind, safe_serialization=True)
+    c = denoise_error(blind, **kw)
+    assert c["mse"]["caption"] == c["mse"]["empty"] == c["mse"]["wrong"]
+    assert c["caption_gain"] == {"vs_empty": 0.0, "vs_wrong": 0.0}
+    with pytest.raises(ValueError, match="timesteps"):
+        denoise_error(tiny_sd_dir, n=2, timesteps=(1000,), progress=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["eval", "denoise", "--model", str(tiny_sd_dir), "--n", "1"])
+    assert "--n" in capsys.readouterr().err
+    assert main(["eval", "denoise", "--model", str(tiny_sd_dir), "--n", "3", "--size", "64", "--timesteps", "10,500",
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["timesteps"] == [10, 500]

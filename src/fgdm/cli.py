@@ -1089,6 +1089,25 @@ def cmd_eval_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_denoise(args: argparse.Namespace) -> int:
+    from .eval.denoise import denoise_error
+
+    result = denoise_error(args.model, n=args.n, seed=args.seed, size=args.size, timesteps=tuple(args.timesteps),
+                           batch=args.batch, noise_seed=args.noise_seed, device=_device(args.device),
+                           progress=not args.json)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['model']} ({result['fingerprint']}): {result['n']} held-out renders (seed {result['seed']})")
+    print("| t | right caption | empty caption | wrong caption |\n|---:|---:|---:|---:|")
+    for j, t in enumerate(result["timesteps"]):
+        print(f"| {t} | " + " | ".join(f"{result['mse'][k][j]:.5f}" for k in ("caption", "empty", "wrong")) + " |")
+    mean, gain = result["mean_mse"], result["caption_gain"]
+    print(f"| mean | {mean['caption']:.5f} | {mean['empty']:.5f} | {mean['wrong']:.5f} |")
+    print(f"caption gain: {100 * gain['vs_empty']:.2f}% vs no caption, {100 * gain['vs_wrong']:.2f}% vs a wrong one")
+    return 0
+
+
 def cmd_eval_make_prompts(args: argparse.Namespace) -> int:
     from .eval.prompts import RECIPES, to_multigen_json
 
@@ -1449,6 +1468,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval_samples)
+    p = esub.add_parser("denoise", help="held-out denoising error with the right, the empty and a wrong caption: "
+                        "a judge-free measure of a UNet's progress and of how much it reads its prompt")  # fmt: skip
+    p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
+    p.add_argument("--n", type=_int_at_least(2), default=256, help="held-out renders (default 256)")
+    p.add_argument("--seed", type=_int_at_least(0), default=10_000, help="their world seed (default 10000)")
+    p.add_argument("--timesteps", type=_arg_type(lambda t: [int(x) for x in _csv(t)], "list"),
+                   default=[50, 200, 400, 600, 800, 950], help="noise levels (default 50,200,400,600,800,950)")  # fmt: skip
+    p.add_argument("--noise-seed", type=_int_at_least(0), default=0)
+    p.add_argument("--size", type=_int_at_least(8), default=None, help="image side (default: the model's)")
+    p.add_argument("--batch", type=_int_at_least(1), default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_denoise)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
     p.add_argument("--recipe", choices=["multigen", "relations", "dense", "single", "pairs", "captions"], required=True)
     p.add_argument("--n", type=_int_at_least(1), required=True)
