@@ -194,6 +194,9 @@ def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
     assert main([*parts, "--unet", str(moved), "--unet-config", trained["unet_cfg"].replace("unet.yaml", "vae.yaml"),
                  "--out", str(tmp_path / "c")]) == 2  # fmt: skip
     assert "not a UNet one" in capsys.readouterr().err
+    assert main([*parts, "--unet", str(trained["unet"]), "--unet-config", trained["unet_cfg"], "--out",
+                 str(tmp_path / "d")]) == 2  # a saved UNet has its own architecture  # fmt: skip
+    assert "not a training checkpoint" in capsys.readouterr().err
 
 
 def test_config_errors(tmp_path):

@@ -389,6 +389,9 @@ def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str 
     if (path / "model_index.json").exists():
         path = path / "unet"
     if not (path / "state.json").exists():
+        if config is not None:  # a saved UNet carries its own architecture: a config would be ignored
+            raise ValueError(f"{what} {str(path)!r} is not a training checkpoint (no state.json): its architecture "
+                             "is its own config.json, so give no UNet config (--unet-config) with it")  # fmt: skip
         return _load(lambda p: UNet2DConditionModel.from_pretrained(p, use_safetensors=True), path, what)
     run_cfg = path.parent.parent / "config.json"
     if config is not None:
