@@ -165,6 +165,11 @@ def test_eval_samples_sheet_matches_generate(tiny_sd_dir, tmp_path, capsys):
     assert "one per --model" in capsys.readouterr().err
     assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--prompt", "x", "--prompts", "f.txt"]) == 2
     assert "not both" in capsys.readouterr().err
+    assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--model", str(tmp_path / "nope"), "--prompt", "x",
+                 "-o", str(tmp_path / "n2")]) == 2  # fmt: skip
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "n2").exists()
+    assert main(["eval", "samples", "--model", str(tiny_sd_dir), "--prompt", " ", "-o", str(tmp_path / "n3")]) == 2
+    assert "non-empty prompts" in capsys.readouterr().err
 
 
 def test_denoise_error_and_caption_gain(tiny_sd_dir, tmp_path, capsys):

@@ -1059,8 +1059,6 @@ def cmd_eval_samples(args: argparse.Namespace) -> int:
         raise ValueError("give prompts either with --prompt (repeatable) or with --prompts FILE, not both")
     prompts = args.prompt if args.prompt is not None else read_prompts(args.prompts)
     prompts = prompts[: args.limit or None]
-    if any(not p.strip() for p in prompts):
-        raise ValueError("--prompt: a prompt is empty")
     models = args.model or [None]
     if args.label is not None and len(args.label) != len(models):
         raise ValueError(f"--label: {len(args.label)} given for {len(models)} model(s); give one per --model")

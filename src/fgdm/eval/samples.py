@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..models.pipeline import check_model_dir, default_model_dir
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.sheet import contact_sheet
 
@@ -48,6 +49,8 @@ def sample_models(models: list[str | Path | None], prompts: list[str], *, labels
         raise ValueError("prompts must be a non-empty list of non-empty prompts")
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    for m in models:  # every folder checked before any image is drawn: a bad last one wastes no work
+        check_model_dir(default_model_dir() if m is None else m)
     labels = list(labels) if labels is not None else [_label(m) for m in models]
     res = SamplesResult(images=[], labels=labels)
     bar = tqdm(total=len(models) * len(prompts), desc="samples", unit="prompt", disable=not progress)

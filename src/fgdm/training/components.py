@@ -397,7 +397,11 @@ def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str 
     if config is not None:
         cfg = load_train_config(config)
     elif run_cfg.exists():
-        cfg = train_config_from_dict(json.loads(run_cfg.read_text()))
+        try:
+            cfg = train_config_from_dict(json.loads(run_cfg.read_text()))
+        except ValueError as e:  # broken JSON or keys this version does not know
+            raise ValueError(f"the run config {str(run_cfg)!r} of {what} {str(path)!r} cannot be used ({e}); "
+                             "give its architecture with --unet-config") from None  # fmt: skip
     else:
         raise ValueError(f"{what} {str(path)!r} is a training checkpoint with no run config.json beside it: "
                          "give its architecture with a UNet training config (--unet-config)")  # fmt: skip
