@@ -197,6 +197,11 @@ def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
     assert main([*parts, "--unet", str(trained["unet"]), "--unet-config", trained["unet_cfg"], "--out",
                  str(tmp_path / "d")]) == 2  # a saved UNet has its own architecture  # fmt: skip
     assert "not a training checkpoint" in capsys.readouterr().err
+    broken = tmp_path / "run"  # a run folder whose config.json is not JSON
+    shutil.copytree(ckpt, broken / "checkpoints" / ckpt.name)
+    (broken / "config.json").write_text("{not json")
+    assert main([*parts, "--unet", str(broken / "checkpoints" / ckpt.name), "--out", str(tmp_path / "e")]) == 2
+    assert "cannot be used" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_config_errors(tmp_path):
