@@ -191,7 +191,10 @@ case "$stage" in
     [ -f "configs/${name}_cpu.yaml" ] || { echo "no configs/${name}_cpu.yaml" >&2; exit 2; }
     resumable "$name" "$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['component'])" "configs/${name}_cpu.yaml")" \
       "configs/${name}_cpu.yaml"
-    [ "${SMOKE:-0}" = 1 ] || { rm -rf "checkpoints/$name" && cp -r "$out/checkpoint" "checkpoints/$name"; } ;;
+    if [ "${SMOKE:-0}" != 1 ]; then  # committed with its EMA only, as receive_stage.sh does (the weights budget)
+      rm -rf "checkpoints/$name" && cp -r "$out/checkpoint" "checkpoints/$name"
+      if ls "checkpoints/$name"/ema-*.safetensors >/dev/null 2>&1; then rm -f "checkpoints/$name"/model-*.safetensors; fi
+    fi ;;
   judge)
     resumable judge judge configs/judge.yaml
     tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;

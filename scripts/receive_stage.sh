@@ -22,6 +22,9 @@ mkdir -p "$keep" "$data"
 checkpoint() {  # checkpoints/NAME <- the returned checkpoint/ folder (replacing the older one)
   [ -f "$src/checkpoint/state.json" ] || { echo "no checkpoint/ in $src" >&2; exit 2; }
   rm -rf "checkpoints/$1" && mkdir -p "checkpoints/$1" && cp "$src"/checkpoint/* "checkpoints/$1/"
+  if ls "checkpoints/$1"/ema-*.safetensors >/dev/null 2>&1; then  # keep the EMA only (the weights budget;
+    rm -f "checkpoints/$1"/model-*.safetensors                      # a resume starts the model from it)
+  fi
   local step
   step=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "checkpoints/$1/state.json")
   echo "checkpoints/$1: step $step"

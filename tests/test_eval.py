@@ -13,6 +13,7 @@ from fgdm.eval.metrics import (
     present_categories,
     recall_summary,
     relation_holds,
+    shuffled_recall,
     visor_scores,
 )
 from fgdm.eval.prompts import RECIPES, load_prompt_entries, to_multigen_json
@@ -78,6 +79,18 @@ def test_recall_on_a_render_with_known_objects():
     with pytest.raises(ValueError):
         object_recall([], present)
     assert recall_summary([1.0, 0.5, 1.0]) == {"mean_recall": 0.8333, "all_present_rate": 0.6667, "n": 3}
+
+
+def test_shuffled_recall_is_the_chance_level_of_recall():
+    objects = [["dog"], ["cat"], ["dog", "cat"], ["bus"]]
+    present = [["dog", "bus"], ["dog"], [], ["cat"]]
+    # dog found in 1 of the 2 images not asking for it, cat in 1 of 2, bus in 1 of 3
+    assert shuffled_recall(objects, present) == pytest.approx(round((0.5 + 0.5 + 0.5 + 1 / 3) / 4, 4))
+    assert shuffled_recall(objects, [["dog", "cat", "bus"]] * 4) == 1.0  # a judge that sees everything
+    assert shuffled_recall(objects, [[]] * 4) == 0.0
+    assert shuffled_recall([["dog"], ["dog", "cat"]], [["dog"], ["cat"]]) is None  # every prompt names dog
+    with pytest.raises(ValueError, match="equally long"):
+        shuffled_recall(objects, present[:3])
 
 
 def test_presence_threshold():

@@ -225,6 +225,7 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert {"mean_recall", "all_present_rate"} <= set(r) and r["n"] == 4
+    assert 0.0 <= r["shuffled_recall"] <= 1.0  # every prompted category is missing from some prompt
     assert len(list((out / "images").glob("*.png"))) == 4
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     (out / "results" / "p00001-01.json").unlink()  # simulate an interrupted run

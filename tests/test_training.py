@@ -136,6 +136,31 @@ def test_cosine_schedule_follows_the_global_step_across_resumes(trained, tmp_pat
     assert lrs[0][0] == pytest.approx(1e-3) and lrs[0][-1] < 0.3e-3
 
 
+def test_a_checkpoint_slimmed_to_its_ema_resumes_from_the_ema(tmp_path):
+    """Committed checkpoints may keep only their EMA shards (the weights budget): the model then starts
+    from the EMA; a checkpoint with neither is a clear error."""
+    from fgdm.training.checkpoint import load_checkpoint, save_checkpoint
+    from fgdm.training.loop import EMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the model moves away from its EMA
+    ck = save_checkpoint(tmp_path, 7, model, ema, {"component": "x"})
+    for f in ck.glob("model-*.safetensors"):
+        f.unlink()
+    fresh, fresh_ema = torch.nn.Linear(3, 2), EMA(torch.nn.Linear(3, 2), 0.5)
+    assert load_checkpoint(ck, fresh, fresh_ema) == 7
+    want = ema.state_dict()["weight"].to(torch.bfloat16).float()  # EMA shards are bf16
+    assert torch.equal(fresh.weight.detach(), want) and torch.equal(fresh_ema.state_dict()["weight"], want)
+    assert not torch.allclose(fresh.weight, model.weight)
+    for f in ck.glob("ema-*.safetensors"):
+        f.unlink()
+    with pytest.raises(ValueError, match="neither model nor ema"):
+        load_checkpoint(ck, fresh, fresh_ema)
+
+
 @pytest.mark.parametrize("setting", ["optim.schedule=linear", "optim.min_lr_ratio=1.5", "optim.min_lr_ratio=true",
                                      "extra.min_snr_gama=5"])
 def test_bad_optim_and_extra_settings_are_clear_errors(trained, tmp_path, capsys, setting):

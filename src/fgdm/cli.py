@@ -911,10 +911,11 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
 def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_prompt: int) -> dict:
     import numpy as np
 
-    from .eval.metrics import multigen_scores, object_recall, recall_summary, visor_scores
+    from .eval.metrics import multigen_scores, object_recall, recall_summary, shuffled_recall, visor_scores
 
     if kind == "recall":
         result = recall_summary([object_recall(r["objects"], r["present"]) for r in rows])
+        result["shuffled_recall"] = shuffled_recall([r["objects"] for r in rows], [r["present"] for r in rows])
     elif kind == "multigen":
         counts = np.zeros((images_per_prompt, n_prompts), dtype=int)
         for r in rows:

@@ -1,6 +1,7 @@
 """Compliance metrics with the papers' definitions, on label maps (from the judge or generated).
 
-- object recall: |prompt objects present| / |prompt objects| (FG-DM);
+- object recall: |prompt objects present| / |prompt objects| (FG-DM); and its chance level, the
+  shuffled recall: the same images scored against the objects of prompts they were not made for;
 - MultiGen MG-k: % of images with at least k of the prompt's objects present, mean ± std over
   rounds (TokenCompose);
 - VISOR object accuracy: both objects of a relation prompt present; relation accuracy given both
@@ -17,7 +18,7 @@ from ..compliance.recall import PRESENCE_MIN_AREA, object_recall, present_catego
 from ..world.categories import category
 
 __all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "present_categories",
-           "recall_summary", "relation_holds", "visor_scores"]  # fmt: skip
+           "recall_summary", "relation_holds", "shuffled_recall", "visor_scores"]  # fmt: skip
 
 
 def recall_summary(recalls: Sequence[float]) -> dict:
@@ -26,6 +27,34 @@ def recall_summary(recalls: Sequence[float]) -> dict:
         raise ValueError("no recalls to summarise")
     return {"mean_recall": round(float(r.mean()), 4), "all_present_rate": round(float((r == 1.0).mean()), 4),
             "n": int(r.size)}  # fmt: skip
+
+
+def shuffled_recall(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> float | None:
+    """The recall the same images score against prompts they were not made for: the chance level of
+    :func:`object_recall` for this generator and judge.
+
+    ``objects[i]`` are image i's prompt objects, ``present[i]`` what the judge found in it. For each
+    category c, ``rate[c]`` is the share of images whose prompt does not name c in which c is found
+    anyway (the generator drawing it unasked, or the judge seeing it where it is not). The result
+    averages ``rate`` over each image's prompt objects and then over images, as the mean recall
+    does: a generator that ignored its prompts would score about this, so the gap between the mean
+    recall and this number is what the prompt buys. None when some prompted category is named by
+    every prompt (no image to measure its rate on).
+    """
+    if len(objects) != len(present):
+        raise ValueError(f"objects and present must be equally long, got {len(objects)} and {len(present)}")
+    named = [set(o) for o in objects]
+    found = [set(p) for p in present]
+    rate = {}
+    for c in set().union(*named):
+        others = [f for n, f in zip(named, found, strict=True) if c not in n]
+        if not others:
+            return None
+        rate[c] = sum(c in f for f in others) / len(others)
+    per_image = [float(np.mean([rate[c] for c in o])) for o in objects if o]
+    if not per_image:
+        raise ValueError("no prompt objects to score")
+    return round(float(np.mean(per_image)), 4)
 
 
 def multigen_scores(counts: np.ndarray, ks: Sequence[int] = (2, 3, 4, 5)) -> dict:

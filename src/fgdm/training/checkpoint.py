@@ -76,9 +76,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | None) -> int:
-    """Load weights (and EMA) into the modules; returns the step it was taken at."""
+    """Load weights (and EMA) into the modules; returns the step it was taken at.
+
+    A checkpoint slimmed to its EMA (``model-*`` shards deleted to fit the committed-weights budget,
+    docs/training.md) resumes with the model starting from the EMA weights.
+    """
     state = json.loads((path / "state.json").read_text())
-    model.load_state_dict({k: v.float() for k, v in load_sharded(path, "model").items()})
+    has_model = any(path.glob("model-*.safetensors"))
+    if not has_model and not any(path.glob("ema-*.safetensors")):
+        raise ValueError(f"checkpoint {str(path)!r} holds neither model nor ema weights")
+    model.load_state_dict({k: v.float() for k, v in load_sharded(path, "model" if has_model else "ema").items()})
     if ema is not None:
         try:
             ema.load_state_dict({k: v.float() for k, v in load_sharded(path, "ema").items()})
