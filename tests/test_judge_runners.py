@@ -226,6 +226,9 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     r = json.loads(capsys.readouterr().out)
     assert {"mean_recall", "all_present_rate"} <= set(r) and r["n"] == 4
     assert 0.0 <= r["shuffled_recall"] <= 1.0  # every prompted category is missing from some prompt
+    from PIL import Image
+
+    assert Image.open(out / "sheet.png").size[0] == 4 * 128  # both prompts' two images in one row of tiles
     assert len(list((out / "images").glob("*.png"))) == 4
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     (out / "results" / "p00001-01.json").unlink()  # simulate an interrupted run
@@ -341,3 +344,25 @@ def test_judge_trains_with_sampled_loss_points_in_bf16(tmp_path, capsys):
         assert main(args) == 2
         assert "extra.loss_points must be an integer >= 0" in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fgdm.eval.runner import verdict_sheet
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for p in range(3):
+        for k in range(3):
+            Image.fromarray(np.full((32, 32, 3), 40 * p + 10 * k, np.uint8)).save(tmp_path / "images" / f"p{p:05d}-{k:02d}.png")
+            rows.append({"prompt_index": p, "k": k, "objects": ["dog", "cat"], "present": ["dog"] if k else []})
+    sheet = np.asarray(verdict_sheet(tmp_path, rows, tiles_per_row=6))
+    assert sheet.shape[1] == 6 * 128  # two prompts of three images a row
+    assert sheet[64, 3 * 128 + 64].tolist() == [40, 40, 40]  # prompt 1, image 0 starts the 4th column
+    y = 128 + 14 + 6 + 64  # the second row, below the first row's one-line caption
+    assert sheet[y, 64].tolist() == [80, 80, 80]  # prompt 2, image 0
+    assert sheet[y, 3 * 128 + 64].tolist() == [255, 255, 255]  # padding, not a repeated image
+    with pytest.raises(ValueError, match="no results"):
+        verdict_sheet(tmp_path, [])

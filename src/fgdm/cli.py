@@ -872,11 +872,12 @@ def _recorded_run(args: argparse.Namespace, out: Path, settings: dict, run: Call
 def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     """recall / multigen / visor: generate for a prompt set, judge, score (resumable run folder)."""
     from .eval.prompts import load_prompt_entries
-    from .eval.runner import run_prompts
+    from .eval.runner import run_prompts, verdict_sheet
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.text2image import Text2ImagePipeline
     from .runs import next_run_dir
+    from .world.sheet import save_sheet
 
     kind = args.eval_command
     entries = load_prompt_entries(args.prompts)
@@ -901,6 +902,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
         rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
                            steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
                            progress=not args.json)  # fmt: skip
+        save_sheet(verdict_sheet(out, rows), out / "sheet.png")
         return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
 
     result = _recorded_run(args, out, settings, run)["result"]

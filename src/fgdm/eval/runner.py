@@ -2,7 +2,7 @@
 
 Work is split across processes with ``accelerate`` (``accelerate launch -m fgdm.cli eval ...``
 uses every GPU), shows progress, and resumes: an image whose result file exists is not
-generated again.
+generated again. :func:`verdict_sheet` draws the first prompts' images with the judge's verdicts.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..models.judge import Judge
 from ..pipelines.text2image import Text2ImagePipeline
+from ..world.sheet import contact_sheet
 from .metrics import present_categories, relation_holds
 from .prompts import PromptEntry
 
@@ -68,3 +71,30 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
         for k in range(images_per_prompt):
             rows.append(json.loads((out / "results" / f"p{p:05d}-{k:02d}.json").read_text()))
     return rows
+
+
+def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_per_row: int = 8) -> Image.Image:
+    """A contact sheet of a run's first ``max_prompts`` prompts: each prompt's images side by side,
+    as many prompts per row as fit in ``tiles_per_row`` tiles (at least one), each row captioned
+    with its prompts' objects and in how many of their images the judge found each
+    ("dog + cat 2/1 of 2"). ``rows`` are :func:`run_prompts`' results, images under ``out/images``."""
+    by_prompt: dict[int, list[dict]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_index"], []).append(r)
+    if not by_prompt:
+        raise ValueError("no results to draw")
+    prompts = sorted(by_prompt)[:max_prompts]
+    per_row = max(1, tiles_per_row // max(len(v) for v in by_prompt.values()))
+    tiles_rows, captions = [], []
+    for i in range(0, len(prompts), per_row):
+        tiles, parts = [], []
+        for p in prompts[i : i + per_row]:
+            images = sorted(by_prompt[p], key=lambda r: r["k"])
+            tiles += [np.asarray(Image.open(out / "images" / f"p{p:05d}-{r['k']:02d}.png").convert("RGB")) for r in images]
+            found = [sum(o in r["present"] for r in images) for o in images[0]["objects"]]
+            parts.append(" + ".join(images[0]["objects"]) + f" {'/'.join(map(str, found))} of {len(images)}")
+        tiles_rows.append(tiles)
+        captions.append(" | ".join(parts))
+    width = max(len(t) for t in tiles_rows)  # a short last row is padded with white tiles
+    blank = np.full_like(tiles_rows[0][0], 255)
+    return contact_sheet([t + [blank] * (width - len(t)) for t in tiles_rows], captions=captions)
