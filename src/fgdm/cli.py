@@ -871,6 +871,8 @@ def _recorded_run(args: argparse.Namespace, out: Path, settings: dict, run: Call
 
 def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     """recall / multigen / visor: generate for a prompt set, judge, score (resumable run folder)."""
+    from accelerate import PartialState
+
     from .eval.prompts import load_prompt_entries
     from .eval.runner import run_prompts, verdict_sheet
     from .models.judge import default_judge_dir, load_judge
@@ -902,7 +904,8 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
         rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
                            steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
                            progress=not args.json)  # fmt: skip
-        save_sheet(verdict_sheet(out, rows), out / "sheet.png")
+        if PartialState().is_main_process:  # every process holds all rows; one draws
+            save_sheet(verdict_sheet(out, rows), out / "sheet.png")
         return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
 
     result = _recorded_run(args, out, settings, run)["result"]
