@@ -82,13 +82,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | N
     docs/training.md) resumes with the model starting from the EMA weights.
     """
     state = json.loads((path / "state.json").read_text())
-    has_model = any(path.glob("model-*.safetensors"))
-    if not has_model and not any(path.glob("ema-*.safetensors")):
+
+    def weights(prefix: str) -> dict[str, torch.Tensor] | None:
+        if not any(path.glob(f"{prefix}-*.safetensors")):
+            return None
+        return {k: v.float() for k, v in load_sharded(path, prefix).items()}
+
+    trained = weights("model")
+    averaged = weights("ema") if ema is not None or trained is None else None  # read once, only if needed
+    if trained is None and averaged is None:
         raise ValueError(f"checkpoint {str(path)!r} holds neither model nor ema weights")
-    model.load_state_dict({k: v.float() for k, v in load_sharded(path, "model" if has_model else "ema").items()})
+    model.load_state_dict(trained if trained is not None else averaged)
     if ema is not None:
-        try:
-            ema.load_state_dict({k: v.float() for k, v in load_sharded(path, "ema").items()})
-        except ValueError:
-            ema.load_state_dict(model.state_dict())
+        ema.load_state_dict(averaged if averaged is not None else model.state_dict())
     return int(state["step"])
