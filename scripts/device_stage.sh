@@ -11,6 +11,8 @@
 #   NAME=vae MINUTES=60 PYTHON=.venv/bin/python bash scripts/device_stage.sh cpu   # (here) configs/NAME_cpu.yaml on this
 #                                   # CPU (vae, clip, unet), resumed from checkpoints/NAME/, which it then replaces
 #   bash scripts/device_stage.sh judge
+#   bash scripts/device_stage.sh unet-judge       # both side by side on the one GPU, ~MINUTES each (UNET_STEPS, UNET_SET,
+#                                                 # JUDGE_STEPS, JUDGE_SET for each one's STEPS and SET); trimmed to 7 files
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
@@ -28,11 +30,12 @@
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
 {  # the whole script is parsed before it runs, so editing or checking out this file mid-run cannot derail it
-stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | unet-judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
-if [ -d .whl ]; then
+if [ -d .whl ] && [ "$(cat /tmp/site/.fgdm-wheels 2>/dev/null)" != "$(ls .whl)" ]; then  # once per machine and set of wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  ls .whl > /tmp/site/.fgdm-wheels
 fi
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-python3}
@@ -198,6 +201,24 @@ case "$stage" in
   judge)
     resumable judge judge configs/judge.yaml
     tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;
+  unet-judge)  # the UNet and the judge side by side (two processes on the one GPU, CPU workers shared), each with
+               # its own STEPS/SET and MINUTES' budget; what comes back is cut to what is committed or read:
+               # unet/ (the UNet checkpoint: model, EMA, state.json), judge-run.tar (the judge's newest checkpoint,
+               # final/, metrics, loss curve), logs.tgz, reports.tgz, gpu.txt. The wheels and base are in place already.
+    mkdir -p runs
+    STEPS=${UNET_STEPS:-} SET=${UNET_SET:-} OUT="$out/u" bash "$0" unet > runs/unet.log 2>&1 & upid=$!
+    STEPS=${JUDGE_STEPS:-} SET=${JUDGE_SET:-} OUT="$out/j" bash "$0" judge > runs/judge.log 2>&1 & jpid=$!
+    urc=0; wait "$upid" || urc=$?
+    jrc=0; wait "$jpid" || jrc=$?
+    echo "unet: rc $urc; judge: rc $jrc"; tail -n 15 runs/unet.log runs/judge.log
+    rm -rf "$out/unet" && mkdir -p "$out/unet"
+    cp "$out/u/checkpoint/"* "$out/unet/" 2>/dev/null || echo "no UNet checkpoint came out"
+    jck=$(ls -d runs/train/judge/checkpoints/step-* 2>/dev/null | tail -n 1 || true)
+    tar -C runs -cf "$out/judge-run.tar" --ignore-failed-read train/judge/final train/judge/metrics.json \
+      train/judge/loss.csv ${jck#runs/} || echo "no judge run came out"
+    tar -C runs -czf "$out/logs.tgz" unet.log judge.log
+    rm -rf "$out/u" "$out/j"
+    if [ "$urc" != 0 ] || [ "$jrc" != 0 ]; then echo "a side failed: see logs.tgz" >&2; stage_rc=1; fi ;;
   assemble)
     assemble ;;
   factor)  # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
@@ -264,6 +285,6 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)
-ls -la "$out"
-exit
+ls -laR "$out"
+exit "${stage_rc:-0}"
 }

@@ -3,12 +3,13 @@
 # and the package expect it. Run here, in the repository root, on the reply's files_at folder:
 #   bash scripts/receive_stage.sh STAGE FILES_AT            # FACTOR=seg for the factor stage
 #   FINAL=1 bash scripts/receive_stage.sh unet FILES_AT     # the UNet is done: ship MiniSD + MiniCLIP
+#   JUDGE_FINAL=1 bash scripts/receive_stage.sh unet-judge FILES_AT   # UNet checkpoint kept, judge shipped
 # Checkpoints go to checkpoints/ (tracked: they travel with the tree to the next call or session);
 # with FINAL=1 the weights go to src/fgdm/models/data/ and the checkpoints they replace are
 # deleted, so the travelling tree stays under the device's 64 MiB (docs/training.md).
 # Metrics, loss curves and eval results are unpacked under runs/received/ for the docs.
 set -euo pipefail
-stage=${1:?stage: base | unet | judge | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: base | unet | unet-judge | judge | factor | graph | eval-base | eval-fgdm | eval-data}
 src=${2:?the folder where the device call returned its files}
 [ -d "$src" ] || { echo "no folder $src" >&2; exit 2; }
 data=src/fgdm/models/data
@@ -19,9 +20,11 @@ mkdir -p "$keep" "$data"
 [ -f "$src/eval.tgz" ] && tar -C "$keep" -xzf "$src/eval.tgz"
 [ -f "$src/gpu.txt" ] && cp "$src/gpu.txt" "$keep/"
 
-checkpoint() {  # checkpoints/NAME <- the returned checkpoint/ folder (replacing the older one)
-  [ -f "$src/checkpoint/state.json" ] || { echo "no checkpoint/ in $src" >&2; exit 2; }
-  rm -rf "checkpoints/$1" && mkdir -p "checkpoints/$1" && cp "$src"/checkpoint/* "checkpoints/$1/"
+checkpoint() {  # checkpoints/NAME <- the returned checkpoint folder (default checkpoint/; replacing the older one)
+  local from=$src/${2:-checkpoint}
+  [ -f "$from/state.json" ] || { echo "no $from/state.json" >&2; exit 2; }
+  rm -rf "checkpoints/$1" && mkdir -p "checkpoints/$1" && cp "$from"/* "checkpoints/$1/"
+  chmod -R u+w,a+r "checkpoints/$1"  # the device's files arrive read-only
   if ls "checkpoints/$1"/ema-*.safetensors >/dev/null 2>&1; then  # keep the EMA only (the weights budget;
     rm -f "checkpoints/$1"/model-*.safetensors                      # a resume starts the model from it)
   fi
@@ -53,6 +56,18 @@ case "$stage" in
       rm -rf "$data/judge" && mkdir -p "$keep/judge" && unpack judge "$keep/judge"
       mv "$keep/judge/final" "$data/judge" && rm -rf checkpoints/judge
       echo "shipped $data/judge"
+    fi ;;
+  unet-judge)  # the UNet's checkpoint (never final here: no pipeline came back); the judge's run under $keep,
+               # and with JUDGE_FINAL=1 its final/ shipped, else its checkpoint kept in checkpoints/judge/
+    checkpoint unet unet
+    tar -C "$keep" -xf "$src/judge-run.tar" && tar -C "$keep" -xzf "$src/logs.tgz"
+    if [ "${JUDGE_FINAL:-0}" = 1 ]; then
+      rm -rf "$data/judge" && cp -r "$keep/train/judge/final" "$data/judge" && rm -rf checkpoints/judge
+      chmod -R u+w,a+r "$data/judge" && echo "shipped $data/judge"
+    else
+      rm -rf checkpoints/judge && cp -r "$(ls -d "$keep"/train/judge/checkpoints/step-* | tail -n 1)" checkpoints/judge
+      rm -f checkpoints/judge/model-*.safetensors && chmod -R u+w,a+r checkpoints/judge
+      echo "checkpoints/judge: the judge's EMA"
     fi ;;
   factor)
     checkpoint "factor_${FACTOR:?set FACTOR}"

@@ -33,8 +33,10 @@ def test_shipped_judge_sees_fresh_renders():
     from fgdm.models.judge import load_judge
     from fgdm.training.judge import evaluate_judge
 
-    m = evaluate_judge(load_judge(), n=40, seed=987_654, progress=False)  # seeds no run has used
-    assert m["presence_f1"] >= 0.9 and m["miou"] >= 0.5, m
+    # seeds no run has used; 200 renders (~12 s), not 40: the shipped judge (F1 0.945-0.95 on 500-2,000
+    # renders of other seeds) scored 0.896 on the first 40 of these and 0.920 on all 200 (mIoU 0.79)
+    m = evaluate_judge(load_judge(), n=200, seed=987_654, progress=False)
+    assert m["presence_f1"] >= 0.9 and m["miou"] >= 0.7, m
 
 
 def test_shipped_miniclip_pairs_with_minisd():
@@ -80,3 +82,15 @@ def test_committed_cpu_judge_still_measures_presence():
     assert judge.config.flip_average and judge.config.stem_stride == 4
     m = evaluate_judge(judge, n=40, seed=987_654, progress=False)
     assert m["presence_f1"] >= 0.8 and m["miou"] >= 0.55, m  # measured: 0.845, 0.628
+
+
+def test_weights_in_the_tree_fit_the_budget():
+    """Every weight file the repository carries (shipped folders and committed checkpoints, the
+    base's tar parts included) together stays within 40 MiB, so the tree still travels to the GPU."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in (root / "src" / "fgdm" / "models" / "data", root / "checkpoints") if d.exists()
+             for p in d.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or ".tar.part-" in p.name)]  # fmt: skip
+    total = sum(p.stat().st_size for p in files)
+    assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights: {sorted(str(p.relative_to(root)) for p in files)}"
