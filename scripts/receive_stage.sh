@@ -20,8 +20,8 @@ mkdir -p "$keep" "$data"
 [ -f "$src/eval.tgz" ] && tar -C "$keep" -xzf "$src/eval.tgz"
 [ -f "$src/gpu.txt" ] && cp "$src/gpu.txt" "$keep/"
 
-checkpoint() {  # checkpoints/NAME <- the returned checkpoint folder (default checkpoint/; replacing the older one)
-  local from=$src/${2:-checkpoint}
+checkpoint() {  # checkpoint NAME [FOLDER]: checkpoints/NAME <- FOLDER (default: the returned checkpoint/), replacing it
+  local from=${2:-$src/checkpoint}
   [ -f "$from/state.json" ] || { echo "no $from/state.json" >&2; exit 2; }
   rm -rf "checkpoints/$1" && mkdir -p "checkpoints/$1" && cp "$from"/* "checkpoints/$1/"
   chmod -R u+w,a+r "checkpoints/$1"  # the device's files arrive read-only
@@ -31,6 +31,10 @@ checkpoint() {  # checkpoints/NAME <- the returned checkpoint folder (default ch
   local step
   step=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "checkpoints/$1/state.json")
   echo "checkpoints/$1: step $step"
+}
+ship_judge() {  # ship_judge FOLDER: a judge's final/ folder becomes the package's judge; its checkpoint goes
+  rm -rf "$data/judge" && cp -r "$1" "$data/judge" && chmod -R u+w,a+r "$data/judge" && rm -rf checkpoints/judge
+  echo "shipped $data/judge"
 }
 unpack() {  # unpack() PREFIX DEST: cat PREFIX.tar.part-* | tar -C DEST -x
   ls "$src/$1".tar.part-* >/dev/null 2>&1 || { echo "no $1.tar.part-* in $src" >&2; exit 2; }
@@ -53,21 +57,16 @@ case "$stage" in
   judge)
     checkpoint judge
     if [ "${FINAL:-0}" = 1 ]; then
-      rm -rf "$data/judge" && mkdir -p "$keep/judge" && unpack judge "$keep/judge"
-      mv "$keep/judge/final" "$data/judge" && rm -rf checkpoints/judge
-      echo "shipped $data/judge"
+      mkdir -p "$keep/judge" && unpack judge "$keep/judge" && ship_judge "$keep/judge/final"
     fi ;;
   unet-judge)  # the UNet's checkpoint (never final here: no pipeline came back); the judge's run under $keep,
                # and with JUDGE_FINAL=1 its final/ shipped, else its checkpoint kept in checkpoints/judge/
-    checkpoint unet unet
+    checkpoint unet "$src/unet"
     tar -C "$keep" -xf "$src/judge-run.tar" && tar -C "$keep" -xzf "$src/logs.tgz"
     if [ "${JUDGE_FINAL:-0}" = 1 ]; then
-      rm -rf "$data/judge" && cp -r "$keep/train/judge/final" "$data/judge" && rm -rf checkpoints/judge
-      chmod -R u+w,a+r "$data/judge" && echo "shipped $data/judge"
+      ship_judge "$keep/train/judge/final"
     else
-      rm -rf checkpoints/judge && cp -r "$(ls -d "$keep"/train/judge/checkpoints/step-* | tail -n 1)" checkpoints/judge
-      rm -f checkpoints/judge/model-*.safetensors && chmod -R u+w,a+r checkpoints/judge
-      echo "checkpoints/judge: the judge's EMA"
+      checkpoint judge "$(ls -d "$keep"/train/judge/checkpoints/step-* | tail -n 1)"
     fi ;;
   factor)
     checkpoint "factor_${FACTOR:?set FACTOR}"
