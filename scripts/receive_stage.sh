@@ -32,9 +32,16 @@ checkpoint() {  # checkpoint NAME [FOLDER]: checkpoints/NAME <- FOLDER (default:
   step=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "checkpoints/$1/state.json")
   echo "checkpoints/$1: step $step"
 }
-ship_judge() {  # ship_judge FOLDER: a judge's final/ folder becomes the package's judge; its checkpoint goes
-  rm -rf "$data/judge" && cp -r "$1" "$data/judge" && chmod -R u+w,a+r "$data/judge" && rm -rf checkpoints/judge
-  echo "shipped $data/judge"
+ship_judge() {  # ship_judge FOLDER: a judge's final/ folder becomes the package's judge, with its provenance
+               # (the run's metrics.json, its newest checkpoint's state.json) where the run has them; its checkpoint goes
+  rm -rf "$data/judge" && cp -r "$1" "$data/judge"
+  local run newest
+  run=$(dirname "$1")
+  [ -f "$run/metrics.json" ] && cp "$run/metrics.json" "$data/judge/"
+  newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$newest" ] && [ -f "$newest/state.json" ] && cp "$newest/state.json" "$data/judge/"
+  chmod -R u+w,a+r "$data/judge" && rm -rf checkpoints/judge
+  echo "shipped $data/judge ($(ls "$data/judge" | tr '\n' ' '))"
 }
 unpack() {  # unpack() PREFIX DEST: cat PREFIX.tar.part-* | tar -C DEST -x
   ls "$src/$1".tar.part-* >/dev/null 2>&1 || { echo "no $1.tar.part-* in $src" >&2; exit 2; }
