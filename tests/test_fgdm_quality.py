@@ -9,7 +9,7 @@ import torch
 
 from fgdm.cli import main
 from fgdm.eval.fgdm_quality import configurations, consistency, default_sets
-from fgdm.world.categories import NUM_CLASSES, category
+from fgdm.world.categories import NUM_CLASSES, VOID_ID, category
 from fgdm.world.conditions import encode_segmentation
 
 GRAPH = {"factors": {
@@ -86,7 +86,7 @@ def test_consistency_on_known_maps():
     images = [np.zeros((32, 32, 3), np.uint8)] * 2
     depth_half = np.full((32, 32, 3), 128, np.uint8)
     same = consistency(_Oracle(seen, 128 / 255), images, [encode_segmentation(seen)] * 2, [depth_half] * 2)
-    assert same == {"consistency_miou": 1.0, "consistency_depth_mae": 0.0}
+    assert same == {"consistency_miou": 1.0, "seg_void_fraction": 0.0, "consistency_depth_mae": 0.0}
     other = seen.copy()
     other[8:20, 8:20] = category("cat").id  # the map says cat where the judge sees a dog
     r = consistency(_Oracle(seen, 1.0), images, [encode_segmentation(other)] * 2, [depth_half] * 2)
@@ -95,7 +95,15 @@ def test_consistency_on_known_maps():
     assert r["consistency_depth_mae"] == pytest.approx(1 - 128 / 255, abs=1e-3)
     half = np.full((16, 16), category("grass").id, np.uint8)  # maps at a smaller size than the images
     assert consistency(_Oracle(np.full((32, 32), category("grass").id, np.uint8), 0.0), images,
-                       [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0}  # fmt: skip
+                       [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0, "seg_void_fraction": 0.0}  # fmt: skip
+    # a sampled map that is partly black (void): those pixels are not scored, whatever the judge sees there;
+    # with one class left this also decodes (it used to fail in the decoder's unblending)
+    holed = np.full((32, 32), category("grass").id, np.uint8)
+    holed[:8] = VOID_ID
+    r = consistency(_Oracle(seen, 0.0), images, [encode_segmentation(holed)] * 2, None)
+    assert r["seg_void_fraction"] == 0.25
+    # grass: judge 32*32 - 144 pixels, map 768 known pixels; the dog square lies inside the known rows
+    assert r["consistency_miou"] == pytest.approx(((768 - 144) / 768 + 0) / 2, abs=1e-4)
 
 
 def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_dir, tiny_judge_dir, tmp_path, capsys):
@@ -135,3 +143,22 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     assert main(bad) == 2 and "sky" in capsys.readouterr().err
     assert main([*bad[:-4], "--ablation", str(abl), "--out", str(tmp_path / "bad2")]) == 2
     assert "LABEL=GRAPH_DIR" in capsys.readouterr().err
+
+
+def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
+    """scripts/image_factor_follows_map.py (a figure in results.md): real maps in, two consistency rows out."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "image_factor_follows_map.py")
+    g = random_graph(GRAPH).save_pretrained(tmp_path / "g")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir)])
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 2 and set(r["rows"]) == {"image factor, given the map", "base model, caption only"}
+    assert all(0 <= row["consistency_miou"] <= 1 and row["seg_void_fraction"] == 0 for row in r["rows"].values())
+    no_image = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_image), "--n", "2"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "no image factor" in capsys.readouterr().err

@@ -401,6 +401,10 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
         gpu, cpu = load_train_config(root / f"{name}.yaml"), load_train_config(root / f"{name}_cpu.yaml")
         assert cpu.model == gpu.model and cpu.output_dir == gpu.output_dir and cpu.base == gpu.base, name
         assert cpu.data.size == gpu.data.size and cpu.data.holdout_seed == gpu.data.holdout_seed, name
+    # the CPU seg factor is the GPU recipe's module on the same sizes, in a graph of its own
+    gpu, cpu = load_train_config(root / "factor_seg.yaml"), load_train_config(root / "factor_seg_cpu.yaml")
+    assert cpu.model == gpu.model and cpu.extra["sizes"] == gpu.extra["sizes"] and cpu.extra["variable"] == "seg"
+    assert cpu.extra["graph"] != gpu.extra["graph"] and cpu.output_dir != gpu.output_dir
 
 
 def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):

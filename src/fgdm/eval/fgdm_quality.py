@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
-from ..world.categories import NUM_CLASSES
+from ..world.categories import NUM_CLASSES, VOID_ID
 from ..world.conditions import decode_depth, decode_segmentation, resize_labels
 from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
@@ -131,22 +131,28 @@ def _distribution(real: torch.Tensor, fake: torch.Tensor, clip, prefix: str) -> 
 def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarray] | None,
                 depth_maps: list[np.ndarray] | None) -> dict:  # fmt: skip
     """The judge's view of each image vs the maps it was generated from (at the maps' size):
-    mIoU over the classes in either (accumulated over all images), and depth MAE in [0, 1]."""
+    mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
+    are not scored, and their share is ``seg_void_fraction``), and depth MAE in [0, 1]."""
     out = {}
     x = _unit(images).mul(2).sub(1).to(next(judge.parameters()).device)
     logits, depth = judge.predict(x)
     if seg_maps is not None:
         inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
         pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
+        void = total = 0
         for p, m in zip(pred, seg_maps, strict=True):
             want = decode_segmentation(m)
             p = resize_labels(p, want.shape[0]) if p.shape != want.shape else p
+            known = want != VOID_ID  # pixels the map does not label (black, or undecodable) are not scored
+            void, total = void + int((~known).sum()), total + want.size
+            p, want = p[known], want[known]
             for c in np.union1d(np.unique(p), np.unique(want)):
                 a, b = p == c, want == c
                 inter[c] += (a & b).sum()
                 union[c] += (a | b).sum()
         seen = union > 0
-        out["consistency_miou"] = round(float((inter[seen] / union[seen]).mean()), 4)
+        out["consistency_miou"] = round(float((inter[seen] / union[seen]).mean()), 4) if seen.any() else None
+        out["seg_void_fraction"] = round(void / max(1, total), 4)
     if depth_maps is not None:
         errs = []
         for d, m in zip(depth[:, 0].float(), depth_maps, strict=True):

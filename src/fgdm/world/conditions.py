@@ -161,8 +161,10 @@ def _unblend(
     own_valid = valid[ys, xs]
     own_idx = np.searchsorted(classes, labels[ys, xs]).clip(0, len(classes) - 1)
     v[own_idx[own_valid], np.arange(n)[own_valid]] = 0  # a pixel's own class cannot explain it
-    order = np.argsort(-v, axis=0, kind="stable")[:2].T  # (N, 2)
+    order = np.argsort(-v, axis=0, kind="stable")[:2].T  # (N, 2); (N, 1) when the map has one class
     has = np.take_along_axis(v.T, order, 1) > 0
+    if order.shape[1] == 1:  # no second class: the mix is with the one class itself
+        order, has = np.repeat(order, 2, axis=1), np.concatenate([has, np.zeros_like(has)], axis=1)
     keep = has[:, 0]  # pixels with at least one other class nearby
     ys, xs, order, has, own_valid = ys[keep], xs[keep], order[keep], has[keep], own_valid[keep]
     x = colors[ys, xs].astype(np.float64)
