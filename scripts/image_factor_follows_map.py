@@ -35,11 +35,14 @@ def main() -> None:
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
-    graph = FactorGraphPipeline.from_pretrained(a.graph)
+    try:  # a bad folder is the user's input: an argument error, not a traceback
+        graph, judge = FactorGraphPipeline.from_pretrained(a.graph), load_judge(a.judge)
+    except ValueError as e:
+        ap.error(str(e))
     image = graph.spec.factors.get("image")
     if image is None or "seg" not in image.parents:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
-    base, judge = Text2ImagePipeline(graph.base), load_judge(a.judge)
+    base = Text2ImagePipeline(graph.base)
     size = graph.native_size()
     maps, with_map, without, secs = [], [], [], {"image factor": 0.0, "base": 0.0}
     for i in tqdm(range(a.n), desc="renders"):

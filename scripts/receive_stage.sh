@@ -38,7 +38,7 @@ ship_judge() {  # ship_judge FOLDER: a judge's final/ folder becomes the package
   local run newest
   run=$(dirname "$1")
   [ -f "$run/metrics.json" ] && cp "$run/metrics.json" "$data/judge/"
-  newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort -V | tail -n 1)
+  newest=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | tail -n 1)  # zero-padded: ls sorts them
   [ -n "$newest" ] && [ -f "$newest/state.json" ] && cp "$newest/state.json" "$data/judge/"
   chmod -R u+w,a+r "$data/judge" && rm -rf checkpoints/judge
   echo "shipped $data/judge ($(ls "$data/judge" | tr '\n' ' '))"

@@ -162,3 +162,7 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     with pytest.raises(SystemExit) as e:
         runpy.run_path(script, run_name="__main__")
     assert e.value.code == 2 and "no image factor" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(tmp_path / "missing"), "--n", "2"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
