@@ -162,7 +162,8 @@ def test_a_checkpoint_slimmed_to_its_ema_resumes_from_the_ema(tmp_path):
 
 
 @pytest.mark.parametrize("setting", ["optim.schedule=linear", "optim.min_lr_ratio=1.5", "optim.min_lr_ratio=true",
-                                     "extra.min_snr_gama=5"])
+                                     "extra.min_snr_gama=5", "optim.lr=0", "optim.lr=fast", "optim.weight_decay=-1",
+                                     "optim.warmup_steps=2.5", "optim.grad_clip=none"])
 def test_bad_optim_and_extra_settings_are_clear_errors(trained, tmp_path, capsys, setting):
     args = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--output-dir", str(tmp_path / "x"), "--set", setting]
     assert main(args) == 2
@@ -191,6 +192,35 @@ def test_assemble_and_generate(trained, tmp_path):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (safe_open is not iterable)
     res = Text2ImagePipeline.from_pretrained(out)("a photo of a dog", num_inference_steps=2)
     assert res.images[0].size == (64, 64)
+
+
+def test_unet_starts_from_a_pipelines_unet(trained, tmp_path, capsys):
+    """base.unet: training starts from a trained UNet (here an assembled fp16 pipeline's; every base
+    part may name the pipeline folder); an architecture or latent size that does not fit is a clear error."""
+    from safetensors.torch import load_file
+
+    pipe = tmp_path / "minisd"
+    assert main(["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder", str(trained["clip"]),
+                 "--vae", str(trained["vae"]), "--unet", str(trained["unet"]), "--out", str(pipe)]) == 0  # fmt: skip
+    start = {k: v.float() for k, v in load_file(str(pipe / "unet" / "diffusion_pytorch_model.safetensors")).items()}
+    run = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--steps", "1", "--set", "optim.lr=1e-9"]
+    parts = [f"base.{k}={pipe}" for k in ("tokenizer", "text_encoder", "vae", "unet")]
+
+    def final(out):
+        return load_file(str(next((out / "final").glob("*.safetensors"))))
+
+    assert main([*run, "--output-dir", str(tmp_path / "a"), *(x for kv in parts for x in ("--set", kv))]) == 0
+    got = final(tmp_path / "a")
+    assert max((got[k] - start[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-9: the start itself
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["started_from"] == str(pipe / "unet")
+    assert main([*run, "--output-dir", str(tmp_path / "b")]) == 0  # from scratch: far from it
+    assert max((final(tmp_path / "b")[k] - start[k]).abs().max().item() for k in start) > 1e-4
+    wider = ["--set", "model.block_out_channels=[16, 48]"]
+    assert main([*run, "--output-dir", str(tmp_path / "c"), "--set", f"base.unet={pipe}", *wider]) == 2
+    assert "does not fit the UNet that model: describes" in capsys.readouterr().err
+    assert main([*run, "--output-dir", str(tmp_path / "d"), "--set", f"base.unet={pipe}", "--set", "data.size=128"]) == 2
+    assert "works on 16-px latents, this run on 32" in capsys.readouterr().err
 
 
 def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
@@ -326,6 +356,11 @@ def test_set_overrides_any_config_value(tmp_path):
         load_train_config(p, settings=["data.size"])
     with pytest.raises(ValueError, match="unknown keys"):
         load_train_config(p, settings=["data.colour=1"])
+    # YAML 1.2 floats: 1e-4 is a number (PyYAML's YAML 1.1 would read the string "1e-4", which AdamW rejects)
+    assert apply_settings({}, ["optim.lr=1e-4", "x=1.5e3", "y=1.2.3"]) == {"optim": {"lr": 1e-4}, "x": 1500.0, "y": "1.2.3"}
+    p.write_text("component: vae\noutput_dir: x\noptim: {lr: 2e-4, weight_decay: 1E-2}\n")
+    cfg = load_train_config(p)
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (2e-4, 1e-2)
 
 
 def test_render_pool_matches_the_dataset_in_any_number_of_processes():

@@ -35,6 +35,8 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..world.yaml12 import load_yaml
+
 VARIABLES = ("seg", "depth", "normal", "sketch", "image")
 KINDS = ("adapter", "controlnet", "scratch")
 LATENT_CHANNELS = 4
@@ -263,7 +265,7 @@ def load_graph_spec(path: str | Path) -> GraphSpec:
     p = Path(path)
     f = p / GRAPH_FILE if p.is_dir() else p
     try:
-        d = yaml.safe_load(f.read_text())
+        d = load_yaml(f.read_text())
     except OSError as e:
         raise ValueError(f"graph {str(path)!r} cannot be read: {e.strerror}") from None
     except yaml.YAMLError as e:

@@ -14,7 +14,8 @@ Component-specific settings (``extra:`` in the YAML):
   in [-1, 1].
 - unet: ``caption_dropout`` (0.1, for classifier-free guidance), ``min_snr_gamma`` (5.0; None =
   plain MSE), ``prerender`` (true: render, VAE-encode and text-encode all training scenes once,
-  then train from memory).
+  then train from memory). ``base.unet`` starts from a trained UNet (a pipeline folder works for
+  every ``base`` part: ``base: {tokenizer: D, text_encoder: D, vae: D, unet: D}`` with D = MiniSD).
 """
 
 from __future__ import annotations
@@ -517,8 +518,39 @@ def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torc
     return err
 
 
-def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+_PIPELINE_PARTS = ("tokenizer", "text_encoder", "vae", "unet")
 
+
+def _pipeline_parts(base: dict) -> dict:
+    """``base`` with every part that names a whole SD pipeline folder (``model_index.json``) pointed
+    at that part's subfolder, so ``base.{tokenizer,text_encoder,vae,unet}: runs/minisd`` all work
+    (and the pre-encoding cache is keyed by the parts it used, not by the whole pipeline)."""
+    out = dict(base)
+    for k in _PIPELINE_PARTS:
+        if k in out and (Path(out[k]) / "model_index.json").exists():
+            out[k] = str(Path(out[k]) / k)
+    return out
+
+
+def _start_unet(unet, path: str | Path, *, vae_factor: int, cross_dim: int) -> None:
+    """Load ``base.unet``'s weights (a saved UNet, a pipeline's, or a training checkpoint's EMA) into
+    ``unet``, the architecture ``model:`` describes; they must match."""
+    start = load_unet(path, vae_factor=vae_factor, cross_dim=cross_dim, what="base.unet")
+    if start.config.sample_size != unet.config.sample_size:
+        raise ValueError(f"base.unet {str(path)!r} works on {start.config.sample_size}-px latents, this run on "
+                         f"{unet.config.sample_size} (data.size {unet.config.sample_size * vae_factor})")  # fmt: skip
+    try:
+        unet.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
+    except RuntimeError as e:
+        raise ValueError(f"base.unet {str(path)!r} does not fit the UNet that model: describes (set model: to its "
+                         f"architecture, e.g. the config it was trained with): {str(e).splitlines()[0]}") from None  # fmt: skip
+
+
+def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """The UNet, from scratch or, with ``base.unet``, from a trained one (e.g. MiniSD's, to go on
+    training the shipped fp16 weights or to fine-tune them on other scenes); a resumed run's own
+    checkpoint takes precedence over ``base.unet``."""
+    cfg = dataclasses.replace(cfg, base=_pipeline_parts(cfg.base))
     dev = training_device()
     tok = _tokenizer(cfg)
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
@@ -528,6 +560,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     vae = vae.to(dev).eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
+    if cfg.base.get("unet"):
+        _start_unet(unet, cfg.base["unet"], vae_factor=factor, cross_dim=te.config.hidden_size)
     noise = sd_noise_scheduler()
     p_drop = float(cfg.extra.get("caption_dropout", 0.1))
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
@@ -579,8 +613,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
-    return _write_metrics(cfg, {**res.summary(),
-                                "parameters": sum(p.numel() for p in final.parameters())})  # fmt: skip
+    return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final.parameters()),
+                                "started_from": cfg.base.get("unet")})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- assembly

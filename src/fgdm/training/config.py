@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from ..world.yaml12 import load_yaml
+
 COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-factor")
 # the ``extra:`` settings each trainer reads (documented in its module); a misspelt one is an error,
 # not a silently ignored setting
@@ -43,13 +45,22 @@ class OptimConfig:
     warmup_steps: int = 200
     rewarm_steps: int | None = None  # warm-up after --resume (AdamW's moments are not saved); default warmup_steps
     betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     # after warm-up: "constant", or "cosine" decay over the run's total ``steps`` down to
     # ``min_lr_ratio * lr`` (keyed to the global step, so --resume and --max-minutes runs follow one curve)
     schedule: str = "constant"
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, low in (("lr", 0), ("weight_decay", None), ("grad_clip", None)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or (v <= low if low is not None else v < 0):
+                need = "a positive number" if low is not None else "a number >= 0"
+                raise ValueError(f"optim.{name} must be {need}, got {v!r}")
+        for name in ("warmup_steps", "rewarm_steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"optim.{name} must be an integer >= 0, got {v!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be constant or cosine, got {self.schedule!r}")
         if isinstance(self.min_lr_ratio, bool) or not isinstance(self.min_lr_ratio, int | float) or not 0 <= self.min_lr_ratio <= 1:
@@ -136,7 +147,7 @@ def apply_settings(d: dict, settings: list[str]) -> dict:
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE (e.g. data.n_scenes=64), got {item!r}")
         try:  # YAML 1.2 booleans only: "no" stays the string "no" (e.g. mixed_precision=no)
-            value = text.strip() if text.strip().lower() in ("yes", "no", "on", "off", "y", "n") else yaml.safe_load(text)
+            value = text.strip() if text.strip().lower() in ("yes", "no", "on", "off", "y", "n") else load_yaml(text)
         except yaml.YAMLError:
             raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
         parts = key.strip().split(".")
@@ -155,7 +166,7 @@ def load_train_config(path: str | Path, overrides: dict | None = None, settings:
     """Read a YAML training config; ``settings`` (``--set KEY=VALUE``) and ``overrides`` (e.g.
     from the command line) win."""
     try:
-        d = yaml.safe_load(Path(path).read_text()) or {}
+        d = load_yaml(Path(path).read_text()) or {}
     except OSError as e:
         raise ValueError(f"config {str(path)!r} cannot be read: {e.strerror}") from None
     except yaml.YAMLError as e:

@@ -23,6 +23,7 @@ import yaml
 
 from .categories import SCENE_KINDS, THINGS, Category, category, resolve_categories
 from .sprites import layer_origin, sprite_layer, sprite_rgba, sprites_by_category
+from .yaml12 import load_yaml
 
 CAMERA_HEIGHT = 1.6
 SKY_DEPTH = 100.0
@@ -119,7 +120,7 @@ class WorldConfig:
         except OSError as e:
             raise ValueError(f"cannot read config {str(path)!r}: {e.strerror}") from None
         try:
-            d = yaml.safe_load(text) or {}
+            d = load_yaml(text) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"config {str(path)!r} is not valid YAML: {e}") from None
         if not isinstance(d, dict):
