@@ -80,10 +80,21 @@ steps=()
 [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")
 budget=(--max-minutes "${MINUTES:-8.5}")
 sets=(); for kv in ${SET:-}; do sets+=(--set "$kv"); done  # SET="data.seed=3 optim.lr=1e-4": config overrides for the trainer
+# Once MiniSD has shipped, base.tar and checkpoints/unet are gone from the tree: the UNet then trains on
+# from the shipped pipeline (its tokenizer, text encoder and VAE, and its UNet as the starting point).
+MINISD=${MINISD:-src/fgdm/models/data/minisd}
+shipped() { [ ! -d runs/train/vae/final ] && [ -f "$MINISD/model_index.json" ]; }
 assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also becomes the package's MiniSD here
-  fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
-    --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
-  fgdm train assemble-clip --clip runs/train/clip/final --out runs/miniclip --overwrite  # for evaluation
+  if shipped; then  # the shipped parts, and the shipped evaluation MiniCLIP as it is
+    fgdm train assemble --tokenizer "$MINISD/tokenizer" --text-encoder "$MINISD/text_encoder" \
+      --vae "$MINISD/vae" --unet runs/train/unet/final --out runs/minisd.new --overwrite
+    rm -rf runs/miniclip && cp -r "$(dirname "$MINISD")/miniclip" runs/miniclip
+    rm -rf runs/minisd && mv runs/minisd.new runs/minisd
+  else
+    fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
+      --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
+    fgdm train assemble-clip --clip runs/train/clip/final --out runs/miniclip --overwrite  # for evaluation
+  fi
   tar -C runs -cf - minisd miniclip | split -b 15m - "$out/minisd.tar.part-"
   if [ "${SMOKE:-0}" != 1 ]; then
     mkdir -p src/fgdm/models/data
@@ -103,7 +114,12 @@ resumable() {
     cp "checkpoints/$name"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
   fi
   ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && resume=(--resume)
-  fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${sets[@]}" "${resume[@]}"
+  local from=()
+  if [ "$comp" = unet ] && shipped; then
+    from=(--set "base.tokenizer=$MINISD" --set "base.text_encoder=$MINISD" --set "base.vae=$MINISD")
+    [ ${#resume[@]} -eq 0 ] && from+=(--set "base.unet=$MINISD")  # a new run starts from the shipped UNet
+  fi
+  fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${sets[@]}" "${from[@]}" "${resume[@]}"
   rm -rf "$out/checkpoint" && mkdir -p "$out/checkpoint"
   cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
 }
