@@ -52,6 +52,12 @@ case "$stage" in
   base)
     rm -f checkpoints/base.tar.part-* && cp "$src"/base.tar.part-* checkpoints/ ;;
   unet)
+    if [ -f "$data/minisd/model_index.json" ] && [ "${FINAL:-0}" != 1 ]; then  # MiniSD has shipped: a further run
+      # either replaces it (FINAL=1) or stays out of the tree (shipped MiniSD + a 14 MB checkpoint exceed 40 MiB)
+      mkdir -p "$keep/checkpoint" "$keep/preview" && cp "$src"/checkpoint/* "$keep/checkpoint/" && unpack minisd "$keep/preview"
+      echo "MiniSD has shipped: checkpoint and preview kept in $keep (not committed); FINAL=1 ships the preview"
+      exit 0
+    fi
     checkpoint unet
     if [ "${FINAL:-0}" = 1 ]; then
       rm -rf "$data/minisd" "$data/miniclip" && unpack minisd "$data"
