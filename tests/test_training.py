@@ -214,6 +214,10 @@ def test_unet_starts_from_a_pipelines_unet(trained, tmp_path, capsys):
     assert max((got[k] - start[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-9: the start itself
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert m["started_from"] == str(pipe / "unet")
+    resumed = [*run[:-4], "--steps", "2", "--set", "optim.lr=1e-9", "--output-dir", str(tmp_path / "a"), "--resume",
+               "--set", f"base.unet={pipe}"]  # fmt: skip
+    assert main(resumed) == 0  # goes on from its checkpoint; base.unet is not loaded again
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["started_from"] is None
     assert main([*run, "--output-dir", str(tmp_path / "b")]) == 0  # from scratch: far from it
     assert max((final(tmp_path / "b")[k] - start[k]).abs().max().item() for k in start) > 1e-4
     wider = ["--set", "model.block_out_channels=[16, 48]"]

@@ -548,8 +548,8 @@ def _start_unet(unet, path: str | Path, *, vae_factor: int, cross_dim: int) -> N
 
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """The UNet, from scratch or, with ``base.unet``, from a trained one (e.g. MiniSD's, to go on
-    training the shipped fp16 weights or to fine-tune them on other scenes); a resumed run's own
-    checkpoint takes precedence over ``base.unet``."""
+    training the shipped fp16 weights or to fine-tune them on other scenes); a resumed run goes on
+    from its own checkpoint and ignores ``base.unet``."""
     cfg = dataclasses.replace(cfg, base=_pipeline_parts(cfg.base))
     dev = training_device()
     tok = _tokenizer(cfg)
@@ -560,8 +560,9 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     vae = vae.to(dev).eval().requires_grad_(False)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
-    if cfg.base.get("unet"):
-        _start_unet(unet, cfg.base["unet"], vae_factor=factor, cross_dim=te.config.hidden_size)
+    started_from = cfg.base.get("unet") if not resume else None  # a resumed run continues its own checkpoint
+    if started_from:
+        _start_unet(unet, started_from, vae_factor=factor, cross_dim=te.config.hidden_size)
     noise = sd_noise_scheduler()
     p_drop = float(cfg.extra.get("caption_dropout", 0.1))
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
@@ -614,7 +615,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     final = res.ema or res.model
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final.parameters()),
-                                "started_from": cfg.base.get("unet")})  # fmt: skip
+                                "started_from": started_from})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- assembly
