@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fgdm.cli import main
+from fgdm.compliance.recall import present_categories
 from fgdm.compliance.sbpc import Candidate, choose, sbpc, score_map
 from fgdm.world.categories import category
 
@@ -32,6 +33,51 @@ def test_score_map_on_known_maps():
     assert c.area == pytest.approx(0.07, abs=0.01) and c.seed == 7
     speck = score_map(_map(("dog", 0.001)), ["dog"], 0, 0)  # below the presence threshold
     assert speck.recall == 0 and speck.missing == ["dog"]
+
+
+def test_component_rule_ignores_scattered_specks():
+    """Specks of a class that add up past the threshold are present by area, not by component."""
+    seg = _map(("dog", 0.05))
+    cat = category("cat").id
+    for k in range(8):  # 8 isolated 2x2 specks: 32 px = 0.78% in all, 0.1% each
+        seg[50 + 2 * (k % 2) * 2, 8 * k : 8 * k + 2] = cat
+        seg[51 + 2 * (k % 2) * 2, 8 * k : 8 * k + 2] = cat
+    area, comp = (score_map(seg, ["dog", "cat"], 0, 0, rule=r) for r in ("area", "component"))
+    assert area.present == ["dog", "cat"] and comp.present == ["dog"] and comp.missing == ["cat"]
+    assert comp.area == pytest.approx(area.area - 32 / 64**2)  # the dog's one region, no specks
+    assert present_categories(seg, rule="component") == {"dog"}
+    seg[50:56, 0:6] = cat  # one solid 36-px region: present by either rule
+    assert score_map(seg, ["cat"], 0, 0, rule="component").recall == 1
+    with pytest.raises(ValueError, match=r"rule.*'biggest'"):
+        present_categories(seg, rule="biggest")
+
+
+def test_map_presence_rules_script(graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
+    """scripts/map_presence_rules.py (a figure in results.md): every candidate rendered and judged, both rules summarised."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "map_presence_rules.py")
+    g = graph.save_pretrained(tmp_path / "g")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a qwzx\na dog and a cat on grass\na bus\n")
+    argv = ["x", "--graph", str(g), "--prompts", str(prompts), "--n-prompts", "2", "--n", "2", "--cond-steps", "1",
+            "--cond-size", "32", "--image-steps", "1", "--real", "3", "--judge", str(tiny_judge_dir)]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_prompts"] == 2 and len(r["candidates"]) == 4  # the prompt with no known object is skipped
+    assert {c["prompt_index"] for c in r["candidates"]} == {0, 1}
+    for rule in ("area", "component"):
+        assert set(r["summary"][rule]) == {"corr_map_vs_image_recall", "N=1", "N=2"}
+        assert all(c[f"map_recall_{rule}"] in (0, 0.5, 1) for c in r["candidates"])
+    best = [max(c["image_recall"] for c in r["candidates"] if c["prompt_index"] == p) for p in (0, 1)]
+    assert r["summary"]["oracle N=2"] == pytest.approx(np.mean(best), abs=1e-4)
+    assert r["real_maps"]["renders"] == 3 and 0 < r["real_maps"]["recall"]["area"] <= 1
+    monkeypatch.setattr("sys.argv", [*argv[:7], "--n", "0"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "--n must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_choice_rule_recall_then_area_then_earliest():

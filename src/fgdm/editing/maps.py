@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..world.categories import category
-from ..world.conditions import normals_from_depth
+from ..world.conditions import connected_components, normals_from_depth
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +86,13 @@ def thing_instances(seg: np.ndarray) -> np.ndarray:
     """Connected components (4-neighbour) of every thing class, numbered from 1."""
     seg = np.asarray(seg)
     out = np.zeros(seg.shape, np.int32)
-    nxt = 1
+    nxt = 0
     for cid in np.unique(seg):
         if cid == 255 or not category(int(cid)).is_thing:
             continue
-        todo = seg == cid
-        for y, x in zip(*np.nonzero(todo), strict=True):
-            if not todo[y, x]:
-                continue
-            stack = [(y, x)]
-            todo[y, x] = False
-            while stack:
-                cy, cx = stack.pop()
-                out[cy, cx] = nxt
-                for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
-                    if 0 <= ny < seg.shape[0] and 0 <= nx < seg.shape[1] and todo[ny, nx]:
-                        todo[ny, nx] = False
-                        stack.append((ny, nx))
-            nxt += 1
+        lab, n = connected_components(seg == cid)
+        out[lab > 0] = lab[lab > 0] + nxt
+        nxt += n
     return out
 
 

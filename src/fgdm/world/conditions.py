@@ -246,6 +246,47 @@ def decode_segmentation(rgb: np.ndarray, *, tolerance: float = 30.0, min_area: f
     return labels
 
 
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-neighbour connected components of a boolean (H, W) mask: (int32 labels numbered from 1,
+    0 outside the mask; their count)."""
+    todo = np.array(mask, dtype=bool)  # a copy: cleared as pixels are labelled
+    if todo.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {todo.shape}")
+    h, w = todo.shape
+    out = np.zeros((h, w), np.int32)
+    n = 0
+    for y, x in zip(*np.nonzero(todo), strict=True):
+        if not todo[y, x]:
+            continue
+        n += 1
+        stack = [(y, x)]
+        todo[y, x] = False
+        while stack:
+            cy, cx = stack.pop()
+            out[cy, cx] = n
+            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                if 0 <= ny < h and 0 <= nx < w and todo[ny, nx]:
+                    todo[ny, nx] = False
+                    stack.append((ny, nx))
+    return out, n
+
+
+def largest_component_areas(seg: np.ndarray, min_area: float = 0.0) -> dict[int, float]:
+    """Class id -> area fraction of its largest 4-connected region, for every class (void
+    excluded) whose largest region covers at least ``min_area``. Unlike :func:`class_areas`,
+    scattered specks of a class do not add up."""
+    seg = np.asarray(seg)
+    out = {}
+    for cid in np.unique(seg):
+        if cid == VOID_ID:
+            continue
+        lab, n = connected_components(seg == cid)
+        frac = np.bincount(lab.ravel(), minlength=n + 1)[1:].max() / seg.size
+        if frac >= min_area:
+            out[int(cid)] = float(frac)
+    return out
+
+
 def class_areas(seg: np.ndarray, min_area: float = 0.0) -> dict[int, float]:
     """Class id -> area fraction for every class (void excluded) covering at least ``min_area``."""
     seg = np.asarray(seg)
