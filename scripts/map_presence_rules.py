@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--cond-steps", type=int, default=10)
     ap.add_argument("--cond-size", type=int, default=64)
     ap.add_argument("--image-steps", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0, help="prompt p uses seeds seed + 1000 p + i (as fgdm eval sbpc)")
+    ap.add_argument("--seed", type=int, default=0, help="the prompt on line q uses seeds seed + 1000 q + i (as fgdm eval sbpc)")
     ap.add_argument("--real", type=int, default=0, help="also check the rules on this many true maps")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     a = ap.parse_args()
@@ -78,20 +78,21 @@ def main() -> None:
         ap.error(f"--real must be >= 0, got {a.real}")
     try:  # bad folders and files are the user's input: argument errors, not tracebacks
         graph, judge = FactorGraphPipeline.from_pretrained(a.graph), load_judge(a.judge)
-        prompts = [p for p in read_prompts(a.prompts) if parse_prompt(p).things][: a.n_prompts]
+        # (index in the file, prompt): a prompt's seeds follow its place in the file, as in fgdm eval sbpc
+        prompts = [(q, p) for q, p in enumerate(read_prompts(a.prompts)) if parse_prompt(p).things][: a.n_prompts]
     except ValueError as e:
         ap.error(str(e))
     if "seg" not in graph.spec.factors or "image" not in graph.spec.factors:
         ap.error(f"--graph {a.graph!r} needs a seg and an image factor, has {list(graph.spec.factors)}")
     rows, t0 = [], time.perf_counter()
-    for p, text in enumerate(tqdm(prompts, desc="prompts")):
+    for p, (q, text) in enumerate(tqdm(prompts, desc="prompts")):
         objects = list(parse_prompt(text).things)
-        out = graph(text, factors=["seg"], num_images_per_prompt=a.n, seed=a.seed + 1000 * p,
+        out = graph(text, factors=["seg"], num_images_per_prompt=a.n, seed=a.seed + 1000 * q,
                     sizes={"seg": a.cond_size}, steps={"seg": a.cond_steps})  # fmt: skip
         for i, (lab, s) in enumerate(zip(out.labels, out.seeds, strict=True)):
             img = graph(text, factors=["image"], given={"seg": lab}, seed=s, steps={"image": a.image_steps}).images[0]
             seen = present_categories(judge.segment_images([img])[0])
-            row = {"prompt_index": p, "candidate": i, "image_recall": object_recall(objects, seen)}
+            row = {"prompt_index": p, "candidate": i, "seed": s, "image_recall": object_recall(objects, seen)}
             for rule in PRESENCE_RULES:
                 c = score_map(lab, objects, i, s, rule=rule)
                 row[f"map_recall_{rule}"], row[f"map_area_{rule}"] = c.recall, c.area

@@ -68,6 +68,7 @@ def test_map_presence_rules_script(graph, tiny_judge_dir, tmp_path, capsys, monk
     r = json.loads(capsys.readouterr().out)
     assert r["n_prompts"] == 2 and len(r["candidates"]) == 4  # the prompt with no known object is skipped
     assert {c["prompt_index"] for c in r["candidates"]} == {0, 1}
+    assert [c["seed"] for c in r["candidates"]] == [1000, 1001, 2000, 2001]  # seeds follow the file's lines
     for rule in ("area", "component"):
         assert set(r["summary"][rule]) == {"corr_map_vs_image_recall", "N=1", "N=2"}
         assert all(c[f"map_recall_{rule}"] in (0, 0.5, 1) for c in r["candidates"])
