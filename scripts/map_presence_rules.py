@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fgdm.compliance.recall import PRESENCE_RULES, object_recall, present_categories
-from fgdm.compliance.sbpc import choose, score_map
+from fgdm.compliance.sbpc import Candidate, choose, score_map
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.world.categories import category
@@ -126,8 +126,6 @@ def main() -> None:
 
 def score_map_row(row: dict, rule: str):
     """The candidate of a result row as SBPC's chooser sees it under ``rule``."""
-    from fgdm.compliance.sbpc import Candidate
-
     return Candidate(row["candidate"], 0, row[f"map_recall_{rule}"], [], [], row[f"map_area_{rule}"])
 
 

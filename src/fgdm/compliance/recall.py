@@ -13,14 +13,18 @@ PRESENCE_MIN_AREA = 0.003  # a category is present if it covers >= 0.3% of the i
 PRESENCE_RULES = ("area", "component")
 
 
-def present_categories(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA, rule: str = "area") -> set[str]:
-    """Thing categories present in a label map: covering at least ``min_area`` of it in all
-    (``rule="area"``, the judge's rule for images), or with one 4-connected region that large
-    (``rule="component"``: scattered specks of a class do not add up)."""
+def presence_areas(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA, rule: str = "area") -> dict[int, float]:
+    """Class id -> area fraction of every class (void excluded) present under ``rule``: its total
+    area (``"area"``, the judge's rule for images) or its largest 4-connected region
+    (``"component"``: scattered specks of a class do not add up), if at least ``min_area``."""
     if rule not in PRESENCE_RULES:
         raise ValueError(f"rule must be one of {PRESENCE_RULES}, got {rule!r}")
-    areas = class_areas(seg, min_area) if rule == "area" else largest_component_areas(seg, min_area)
-    return {category(i).name for i in areas if category(i).is_thing}
+    return class_areas(seg, min_area) if rule == "area" else largest_component_areas(seg, min_area)
+
+
+def present_categories(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA, rule: str = "area") -> set[str]:
+    """Thing categories present in a label map under ``rule`` (see :func:`presence_areas`)."""
+    return {category(i).name for i in presence_areas(seg, min_area, rule) if category(i).is_thing}
 
 
 def object_recall(objects: Sequence[str], present: Iterable[str]) -> float:

@@ -20,9 +20,8 @@ from PIL import Image
 
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..world.categories import category
-from ..world.conditions import class_areas, largest_component_areas
 from ..world.vocab import parse_prompt
-from .recall import PRESENCE_MIN_AREA, object_recall, present_categories
+from .recall import PRESENCE_MIN_AREA, object_recall, presence_areas
 
 
 @dataclass
@@ -64,11 +63,10 @@ def choose(candidates: list[Candidate]) -> int:
 def score_map(labels: np.ndarray, objects: list[str], index: int, seed: int,
               min_area: float = PRESENCE_MIN_AREA, rule: str = "area") -> Candidate:  # fmt: skip
     """A candidate map's recall of ``objects`` and the area they cover, under presence ``rule``
-    (see :func:`~fgdm.compliance.recall.present_categories`; with "component" the area counted is
+    (see :func:`~fgdm.compliance.recall.presence_areas`; with "component" the area counted is
     each object's largest region)."""
-    present = present_categories(labels, min_area, rule)
-    regions = class_areas(labels, min_area) if rule == "area" else largest_component_areas(labels, min_area)
-    areas = {category(i).name: a for i, a in regions.items()}
+    areas = {category(i).name: a for i, a in presence_areas(labels, min_area, rule).items() if category(i).is_thing}
+    present = set(areas)
     found = [o for o in objects if o in present]
     return Candidate(index, seed, object_recall(objects, present), found, [o for o in objects if o not in present],
                      float(sum(areas[o] for o in found)))  # fmt: skip

@@ -52,11 +52,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, low in (("lr", 0), ("weight_decay", None), ("grad_clip", None)):
+        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or (v <= low if low is not None else v < 0):
-                need = "a positive number" if low is not None else "a number >= 0"
-                raise ValueError(f"optim.{name} must be {need}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or (positive and v == 0):
+                raise ValueError(f"optim.{name} must be {'a positive number' if positive else 'a number >= 0'}, got {v!r}")
         for name in ("warmup_steps", "rewarm_steps"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
