@@ -155,5 +155,7 @@ def test_world_stats(tmp_path, capsys):
     assert code == 0 and stats["samples"] == 6
     assert stats["objects_per_scene_mean"] == round(sum(len(r["objects"]) for r in recs) / 6, 3)
     assert sum(stats["scene_kinds"].values()) == 6
+    named = [len({g["category"] for g in r["grounding"] if g["kind"] == "thing"}) for r in recs]
+    assert stats["categories_named_per_caption_hist"] == {str(k): named.count(k) for k in sorted(set(named))}
     code, _, err = run(capsys, "world", "stats", str(tmp_path / "nothing"))
     assert code == 2 and "nothing" in err

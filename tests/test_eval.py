@@ -10,6 +10,7 @@ from fgdm.eval.features import clip_score, diversity, frechet_distance, precisio
 from fgdm.eval.metrics import (
     multigen_scores,
     object_recall,
+    presence_by_position,
     present_categories,
     recall_summary,
     relation_holds,
@@ -91,6 +92,18 @@ def test_shuffled_recall_is_the_chance_level_of_recall():
     assert shuffled_recall([["dog"], ["dog", "cat"]], [["dog"], ["cat"]]) is None  # every prompt names dog
     with pytest.raises(ValueError, match="equally long"):
         shuffled_recall(objects, present[:3])
+
+
+def test_presence_by_position_counts_each_named_slot_over_the_prompts_that_have_it():
+    objects = [["dog", "cat"], ["bus", "dog"], ["cat", "bus", "cake"], ["car"]]
+    present = [["dog"], ["bus", "dog"], ["cake", "cat"], []]
+    # 1st named: dog yes, bus yes, cat yes, car no -> 3/4; 2nd: cat no, dog yes, bus no -> 1/3; 3rd: cake yes -> 1/1
+    assert presence_by_position(objects, present) == [75.0, 33.33, 100.0]
+    assert presence_by_position([["dog", "cat"]] * 2, [["cat"], ["cat", "dog"]]) == [50.0, 100.0]  # order, not names
+    with pytest.raises(ValueError, match="equally long"):
+        presence_by_position(objects, present[:2])
+    with pytest.raises(ValueError, match="no prompt objects"):
+        presence_by_position([[]], [["dog"]])
 
 
 def test_presence_threshold():

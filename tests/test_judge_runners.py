@@ -226,6 +226,11 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     r = json.loads(capsys.readouterr().out)
     assert {"mean_recall", "all_present_rate"} <= set(r) and r["n"] == 4
     assert 0.0 <= r["shuffled_recall"] <= 1.0  # every prompted category is missing from some prompt
+    rows = [json.loads(f.read_text()) for f in sorted((out / "results").glob("*.json"))]
+    first = [r_["objects"][0] in r_["present"] for r_ in rows]  # 1st named object: all 4 images
+    second = [r_["objects"][1] in r_["present"] for r_ in rows if len(r_["objects"]) > 1]  # only the pair's 2
+    assert len(second) == 2
+    assert r["presence_by_position"] == [round(100 * sum(first) / 4, 2), round(100 * sum(second) / 2, 2)]
     from PIL import Image
 
     assert Image.open(out / "sheet.png").size[0] == 4 * 128  # both prompts' two images in one row of tiles

@@ -136,6 +136,20 @@ def test_cosine_schedule_follows_the_global_step_across_resumes(trained, tmp_pat
     assert lrs[0][0] == pytest.approx(1e-3) and lrs[0][-1] < 0.3e-3
 
 
+def test_decay_start_holds_the_rate_then_cools_down_on_resume(trained, tmp_path):
+    """optim.decay_start: a constant-rate run, resumed with a cosine tail over [decay_start, steps]
+    (warmup-stable-decay), keeps the rate up to decay_start and decays after it, on the global step."""
+    base = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--set", "optim.rewarm_steps=1"]
+    out = tmp_path / "wsd"
+    assert main([*base, "--steps", "2", "--output-dir", str(out)]) == 0  # the constant-rate run
+    assert main([*base, "--steps", "6", "--output-dir", str(out), "--resume", "--set", "optim.schedule=cosine",
+                 "--set", "optim.decay_start=3", "--set", "optim.min_lr_ratio=0.1"]) == 0  # fmt: skip
+    lrs = [float(r["lr"]) for r in csv.DictReader((out / "loss.csv").open())]
+    want = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * max(0, s - 3) / 3))) for s in range(6)]
+    assert lrs == pytest.approx(want)
+    assert lrs[:4] == pytest.approx([1e-3] * 4) and lrs[5] == pytest.approx(0.325e-3)
+
+
 def test_a_checkpoint_slimmed_to_its_ema_resumes_from_the_ema(tmp_path):
     """Committed checkpoints may keep only their EMA shards (the weights budget): the model then starts
     from the EMA; a checkpoint with neither is a clear error."""
@@ -163,7 +177,8 @@ def test_a_checkpoint_slimmed_to_its_ema_resumes_from_the_ema(tmp_path):
 
 @pytest.mark.parametrize("setting", ["optim.schedule=linear", "optim.min_lr_ratio=1.5", "optim.min_lr_ratio=true",
                                      "extra.min_snr_gama=5", "optim.lr=0", "optim.lr=fast", "optim.weight_decay=-1",
-                                     "optim.warmup_steps=2.5", "optim.grad_clip=none"])
+                                     "optim.warmup_steps=2.5", "optim.grad_clip=none", "optim.decay_start=-1",
+                                     "optim.decay_start=1", "optim.decay_start=1000000"])
 def test_bad_optim_and_extra_settings_are_clear_errors(trained, tmp_path, capsys, setting):
     args = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--output-dir", str(tmp_path / "x"), "--set", setting]
     assert main(args) == 2

@@ -916,7 +916,14 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
 def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_prompt: int) -> dict:
     import numpy as np
 
-    from .eval.metrics import multigen_scores, object_recall, recall_summary, shuffled_recall, visor_scores
+    from .eval.metrics import (
+        multigen_scores,
+        object_recall,
+        presence_by_position,
+        recall_summary,
+        shuffled_recall,
+        visor_scores,
+    )
 
     if kind == "recall":
         result = recall_summary([object_recall(r["objects"], r["present"]) for r in rows])
@@ -928,6 +935,7 @@ def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_pr
         result = multigen_scores(counts)
     else:
         result = visor_scores([(set(r["objects"]) <= set(r["present"]), r.get("relation_holds")) for r in rows])
+    result["presence_by_position"] = presence_by_position([r["objects"] for r in rows], [r["present"] for r in rows])
     result["seconds_per_image"] = round(float(np.mean([r["seconds"] for r in rows])), 4)
     return result
 

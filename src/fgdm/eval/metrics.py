@@ -5,7 +5,9 @@
 - MultiGen MG-k: % of images with at least k of the prompt's objects present, mean ± std over
   rounds (TokenCompose);
 - VISOR object accuracy: both objects of a relation prompt present; relation accuracy given both
-  are present, from the centroids of their regions.
+  are present, from the centroids of their regions;
+- presence by position: how often the prompt's first, second, ... named object is present (the
+  order bias of text-to-image models, which tend to draw the first-named object and drop a later one).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 from ..compliance.recall import PRESENCE_MIN_AREA, object_recall, present_categories
 from ..world.categories import category
 
-__all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "present_categories",
-           "recall_summary", "relation_holds", "shuffled_recall", "visor_scores"]  # fmt: skip
+__all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "presence_by_position",
+           "present_categories", "recall_summary", "relation_holds", "shuffled_recall", "visor_scores"]  # fmt: skip
 
 
 def recall_summary(recalls: Sequence[float]) -> dict:
@@ -27,6 +29,24 @@ def recall_summary(recalls: Sequence[float]) -> dict:
         raise ValueError("no recalls to summarise")
     return {"mean_recall": round(float(r.mean()), 4), "all_present_rate": round(float((r == 1.0).mean()), 4),
             "n": int(r.size)}  # fmt: skip
+
+
+def presence_by_position(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> list[float]:
+    """Percentage of images in which the prompt's i-th named object (prompt order) is present, for
+    i = 1, 2, ...: entry i is taken over the images whose prompt names at least i objects.
+
+    ``objects[i]`` are image i's prompt objects in prompt order, ``present[i]`` what the judge found.
+    """
+    if len(objects) != len(present):
+        raise ValueError(f"objects and present must be equally long, got {len(objects)} and {len(present)}")
+    longest = max((len(o) for o in objects), default=0)
+    if longest == 0:
+        raise ValueError("no prompt objects to score")
+    out = []
+    for i in range(longest):
+        found = [o[i] in set(p) for o, p in zip(objects, present, strict=True) if len(o) > i]
+        out.append(round(100 * float(np.mean(found)), 2))
+    return out
 
 
 def shuffled_recall(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> float | None:

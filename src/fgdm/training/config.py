@@ -47,9 +47,12 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     # after warm-up: "constant", or "cosine" decay over the run's total ``steps`` down to
-    # ``min_lr_ratio * lr`` (keyed to the global step, so --resume and --max-minutes runs follow one curve)
+    # ``min_lr_ratio * lr`` (keyed to the global step, so --resume and --max-minutes runs follow one curve);
+    # with ``decay_start`` the rate stays constant until that global step and the cosine runs from there
+    # to ``steps`` (warmup-stable-decay: a cool-down appended to a constant-rate run that is resumed)
     schedule: str = "constant"
     min_lr_ratio: float = 0.0
+    decay_start: int = 0
 
     def __post_init__(self) -> None:
         for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
@@ -64,12 +67,16 @@ class OptimConfig:
             raise ValueError(f"optim.schedule must be constant or cosine, got {self.schedule!r}")
         if isinstance(self.min_lr_ratio, bool) or not isinstance(self.min_lr_ratio, int | float) or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}")
+        if isinstance(self.decay_start, bool) or not isinstance(self.decay_start, int) or self.decay_start < 0:
+            raise ValueError(f"optim.decay_start must be an integer >= 0, got {self.decay_start!r}")
+        if self.decay_start and self.schedule != "cosine":
+            raise ValueError(f"optim.decay_start ({self.decay_start}) needs optim.schedule: cosine, got {self.schedule!r}")
 
     def factor(self, step: int, total: int) -> float:
         """The schedule's multiplier of ``lr`` at global ``step`` (0-based) of ``total`` (warm-up apart)."""
         if self.schedule == "constant":
             return 1.0
-        frac = min(1.0, step / max(1, total))
+        frac = min(1.0, max(0, step - self.decay_start) / max(1, total - self.decay_start))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
@@ -109,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be a positive number of minutes, got {self.max_minutes!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
+        if self.optim.decay_start >= self.steps:
+            raise ValueError(f"optim.decay_start ({self.optim.decay_start}) must be below steps ({self.steps})")
         unknown = sorted(set(self.extra or {}) - EXTRA_KEYS[self.component])
         if unknown:
             raise ValueError(f"unknown keys {unknown} in extra for {self.component}; known: {sorted(EXTRA_KEYS[self.component])}")
