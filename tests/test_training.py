@@ -148,6 +148,10 @@ def test_decay_start_holds_the_rate_then_cools_down_on_resume(trained, tmp_path)
     want = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * max(0, s - 3) / 3))) for s in range(6)]
     assert lrs == pytest.approx(want)
     assert lrs[:4] == pytest.approx([1e-3] * 4) and lrs[5] == pytest.approx(0.325e-3)
+    history = json.loads((out / "checkpoints" / "step-0000006" / "state.json").read_text())["history"]
+    assert "schedule" not in history[0] and history[0]["lr_at_end"] == pytest.approx(1e-3)  # how each run ran
+    assert history[1]["schedule"] == {"schedule": "cosine", "decay_start": 3, "min_lr_ratio": 0.1, "steps": 6}
+    assert history[1]["lr_at_end"] == pytest.approx(0.325e-3)
 
 
 def test_a_checkpoint_slimmed_to_its_ema_resumes_from_the_ema(tmp_path):

@@ -183,9 +183,12 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
                 this_run = {"steps": [start, step], "seconds": round(time.perf_counter() - t0, 1),
                             "batch_size": cfg.batch_size * cfg.grad_accum * acc.num_processes, "lr": cfg.optim.lr,
-                            "mixed_precision": cfg.mixed_precision,
+                            "lr_at_end": lr, "mixed_precision": cfg.mixed_precision,
                             "data": {k: getattr(cfg.data, k) for k in ("n_scenes", "seed", "size")},
                             "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+                if cfg.optim.schedule != "constant":
+                    this_run["schedule"] = {k: getattr(cfg.optim, k) for k in ("schedule", "decay_start", "min_lr_ratio")}
+                    this_run["schedule"]["steps"] = cfg.steps
                 save_checkpoint(out, step, acc.unwrap_model(model), ema,
                                 {"component": cfg.component, "history": [*history, this_run]},
                                 getattr(torch, cfg.checkpoint_dtype))  # fmt: skip
