@@ -42,11 +42,9 @@ def presence_by_position(objects: Sequence[Sequence[str]], present: Sequence[Seq
     longest = max((len(o) for o in objects), default=0)
     if longest == 0:
         raise ValueError("no prompt objects to score")
-    out = []
-    for i in range(longest):
-        found = [o[i] in set(p) for o, p in zip(objects, present, strict=True) if len(o) > i]
-        out.append(round(100 * float(np.mean(found)), 2))
-    return out
+    found = [set(p) for p in present]
+    return [round(100 * float(np.mean([o[i] in f for o, f in zip(objects, found, strict=True) if len(o) > i])), 2)
+            for i in range(longest)]  # fmt: skip
 
 
 def shuffled_recall(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> float | None:

@@ -187,8 +187,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                             "data": {k: getattr(cfg.data, k) for k in ("n_scenes", "seed", "size")},
                             "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
                 if cfg.optim.schedule != "constant":
-                    this_run["schedule"] = {k: getattr(cfg.optim, k) for k in ("schedule", "decay_start", "min_lr_ratio")}
-                    this_run["schedule"]["steps"] = cfg.steps
+                    o = cfg.optim
+                    this_run["schedule"] = {"schedule": o.schedule, "decay_start": o.decay_start,
+                                            "min_lr_ratio": o.min_lr_ratio, "steps": cfg.steps}  # fmt: skip
                 save_checkpoint(out, step, acc.unwrap_model(model), ema,
                                 {"component": cfg.component, "history": [*history, this_run]},
                                 getattr(torch, cfg.checkpoint_dtype))  # fmt: skip

@@ -171,14 +171,18 @@ def export_stats(records: list[dict]) -> dict:
             cat_counts[o["category"]] = cat_counts.get(o["category"], 0) + 1
     frac_named = [len(nm) / len(pr) for nm, pr in zip(named, present, strict=True)]
     n_named = np.array([len(nm) for nm in named])
+
+    def hist(a: np.ndarray) -> dict[int, int]:
+        return {int(k): int((a == k).sum()) for k in np.unique(a)}
+
     return {
         "samples": len(records),
         "objects_per_scene_mean": round(float(n_obj.mean()), 3),
-        "objects_per_scene_hist": {int(k): int((n_obj == k).sum()) for k in np.unique(n_obj)},
+        "objects_per_scene_hist": hist(n_obj),
         "categories_seen": len(cat_counts),
         "captions_naming_every_category": round(float(np.mean([f == 1.0 for f in frac_named])), 3),
         "fraction_of_categories_named_mean": round(float(np.mean(frac_named)), 3),
-        "categories_named_per_caption_hist": {int(k): int((n_named == k).sum()) for k in np.unique(n_named)},
+        "categories_named_per_caption_hist": hist(n_named),
         "captions_with_relation": round(float(np.mean([any(w in r["caption"] for w in (" to the left of ", " to the right of ", " above ", " below ", " in front of ", " behind ", " next to ")) for r in records])), 3),
         "scene_kinds": dict(sorted(counts["kind"].items())),
         "styles": dict(sorted(counts["style"].items())),
