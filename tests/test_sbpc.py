@@ -139,6 +139,10 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert "names no known objects" in capsys.readouterr().err
     assert main(["generate", "a dog", "--keep-candidates", "-o", str(tmp_path / "y")]) == 2
     assert "pass --sbpc" in capsys.readouterr().err
+    for extra in (["--sbpc", "2"], ["--factors", "seg,image"]):  # the option is named, before any sampling
+        assert main(["generate", "a dog", *extra, "--graph", str(g), "--cond-size", "17", "-o", str(tmp_path / "z")]) == 2
+        assert "--cond-size must be a multiple of" in capsys.readouterr().err
+        assert not (tmp_path / "z").exists()
 
 
 def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, capsys):

@@ -321,6 +321,14 @@ def _versions() -> dict:
             "python": platform.python_version()}  # fmt: skip
 
 
+def _check_sizes(pipe, **sizes: int | None) -> None:
+    """``--size`` / ``--cond-size`` against the loaded model's size factor, naming the option."""
+    f = pipe.base.size_factor
+    for name, v in sizes.items():
+        if v is not None and v % f:
+            raise ValueError(f"--{name.replace('_', '-')} must be a multiple of {f} for this model, got {v}")
+
+
 def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     """``fgdm generate PROMPT --factors seg,image``: sample through the FG-DM factor graph."""
     from .compliance.recall import PRESENCE_MIN_AREA, present_categories
@@ -332,6 +340,7 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=device)
+    _check_sizes(pipe, size=args.size, cond_size=args.cond_size)
     factors = list(dict.fromkeys(args.factors))
     bad = [f for f in factors if f not in pipe.spec.factors]
     if bad:
@@ -430,6 +439,7 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
         if bad:
             raise ValueError(f"--factors: {bad} not in the graph; it has {list(pipe.spec.factors)}")
     cond_steps, cond_size = args.cond_steps or 10, args.cond_size or 64
+    _check_sizes(pipe, size=args.size, cond_size=cond_size)
     res = sbpc(pipe, args.prompt, n=args.sbpc, cond_steps=cond_steps, cond_size=cond_size, seed=args.seed,
                early_stop=args.early_stop, factors=factors, image_size=args.size, image_steps=args.steps,
                guidance=args.guidance_scale, keep_candidates=args.keep_candidates, mode=args.mode or "joint",
@@ -956,6 +966,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     if "image" not in graph.spec.factors or "seg" not in graph.spec.factors:
         raise ValueError(f"eval sbpc needs a graph with seg and image factors; it has {list(graph.spec.factors)}")
+    _check_sizes(graph, cond_size=args.cond_size)
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
                 "baseline_n": args.baseline_n, "cond_size": args.cond_size, "image_steps": args.steps, "seed": args.seed,

@@ -1,0 +1,193 @@
+"""How much does a causal text encoder change the second object's token state? (docs/results.md)
+
+For every two-object prompt "a photo of a A and a B" this compares the text encoder's output state
+(the UNet's cross-attention context) at each object's last token with the state the same object
+gets alone ("a photo of a A", "a photo of a B"): its cosine similarity to its own solo state and
+to the *other* object's. In a causal encoder the first object's state is its solo state exactly
+(the solo prompt is a prefix); the second object's has read the first. With the per-image verdicts
+of a finished `fgdm eval recall` run on the same prompts (--results), it splits the similarities
+by whether the judge found each object, to see whether the images that lose B are those whose B
+state is least like B.
+
+    python scripts/text_encoder_order.py --model runs/minisd-32787 --prompts prompts/pairs_500.json \
+        --results runs/eval-pairs500-32787 > runs/text_encoder_order.json
+
+With --intervene DIR it then tests the association by intervention: every pair prompt is generated
+again, with the seeds, steps, guidance and judge of `fgdm eval recall`, but with B's token states
+replaced by the states B's tokens get in "a photo of a B" (everything else, the end-of-text and
+padding states included, stays the pair's). DIR is a resumable folder like eval recall's --out;
+the JSON then holds both runs' rates and a paired sign test against --results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+
+def object_states(tokenizer, encoder, prompts: list[str], ends: list[list[str]]) -> list[list[torch.Tensor]]:
+    """For each prompt, the output state at the last token of each prefix in ``ends`` (prefixes of it)."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    with torch.no_grad():
+        h = encoder(ids).last_hidden_state
+    out = []
+    for i, prefixes in enumerate(ends):
+        idx = [len(tokenizer(p).input_ids) - 2 for p in prefixes]  # BOS ... last token of the prefix, EOS
+        out.append([h[i, j] for j in idx])
+    return out
+
+
+def _auc(images: list[tuple[str, float, bool]]) -> float:
+    """How often an image that kept B has a larger margin (B state nearer B than A) than one that lost it."""
+    kept = [m for _, m, f in images if f]
+    lost = [m for _, m, f in images if not f]
+    wins = sum((k > x) + 0.5 * (k == x) for k in kept for x in lost)
+    return wins / max(1, len(kept) * len(lost))
+
+
+def _permutation_p(images: list[tuple[str, float, bool]], rounds: int = 2000, seed: int = 0) -> float:
+    """One-sided p of the AUC when the found/lost verdicts are shuffled within each B category
+    (so a category that is simply hard to draw cannot produce the association)."""
+    rng = random.Random(seed)
+    by_cat: dict[str, list[int]] = {}
+    for i, (c, _, _) in enumerate(images):
+        by_cat.setdefault(c, []).append(i)
+    observed, hits = _auc(images), 0
+    for _ in range(rounds):
+        verdicts = [f for _, _, f in images]
+        for idx in by_cat.values():
+            vals = [verdicts[i] for i in idx]
+            rng.shuffle(vals)
+            for i, v in zip(idx, vals, strict=True):
+                verdicts[i] = v
+        hits += _auc([(c, m, v) for (c, m, _), v in zip(images, verdicts, strict=True)]) >= observed
+    return round((hits + 1) / (rounds + 1), 4)
+
+
+def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list[set]]) -> dict:
+    """Generate every pair prompt with B's token states taken from "a photo of a B"; judge; compare."""
+    import math
+
+    from fgdm.eval.prompts import PromptEntry
+    from fgdm.eval.runner import run_prompts
+    from fgdm.models.judge import load_judge
+    from fgdm.pipelines.text2image import Text2ImagePipeline
+
+    pipe = Text2ImagePipeline.from_pretrained(args.model)
+    m = pipe.model
+    encode = m.encode_text
+    spans = {}  # pair prompt -> (solo prompt, B's token positions in the pair, B's in the solo prompt)
+    for text, _, b in rows:
+        head = text[: text.index(" and ")] + " and"
+        n_b = len(tok(f"a {b}").input_ids) - 2  # "a", then B's tokens
+        start = len(tok(head).input_ids) - 1
+        solo = f"a photo of {text.split(' and ', 1)[1]}"
+        solo_start = len(tok("a photo of").input_ids) - 1
+        spans[text] = (solo, range(start, start + n_b), range(solo_start, solo_start + n_b))
+
+    def encode_with_solo_b(prompts, **kw):
+        emb, tokens = encode(prompts, **kw)
+        for i, p in enumerate(prompts):
+            if p in spans:
+                solo, at, src = spans[p]
+                emb[i, list(at)] = encode([solo])[0][0, list(src)]
+        return emb, tokens
+
+    m.encode_text = encode_with_solo_b
+    entries = [PromptEntry(t, (a, b)) for t, a, b in rows][: args.limit]
+    res = run_prompts(entries, Path(args.intervene), pipe=pipe, judge=load_judge(None), images_per_prompt=1,
+                      steps=25, guidance_scale=7.5, seed=0, size=None)  # fmt: skip
+    gained = lost = 0
+    rate = lambda hits: round(sum(hits) / len(hits), 4)
+    both_new, both_old, b_new, b_old = [], [], [], []
+    for r in res:
+        (a, b), old = r["objects"], found[r["prompt_index"]][r["k"]]
+        bn, bo = a in r["present"] and b in r["present"], a in old and b in old
+        both_new.append(bn)
+        both_old.append(bo)
+        b_new.append(b in r["present"])
+        b_old.append(b in old)
+        gained += bn and not bo
+        lost += bo and not bn
+    k, n = min(gained, lost), gained + lost
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    a_new = [r["objects"][0] in r["present"] for r in res]
+    a_old = [r["objects"][0] in found[r["prompt_index"]][r["k"]] for r in res]
+    return {"images": len(res), "both_present": [rate(both_old), rate(both_new)],
+            "first_present": [rate(a_old), rate(a_new)], "second_present": [rate(b_old), rate(b_new)],
+            "both_gained": gained, "both_lost": lost, "sign_test_p": round(p, 4)}
+
+
+def _solo(texts: list[str]) -> tuple[list[str], list[list[str]]]:
+    return texts, [[t] for t in texts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from fgdm.world.prompts import read_prompts
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a diffusers SD directory (tokenizer/, text_encoder/)")
+    ap.add_argument("--prompts", required=True, help="two-object prompts: 'a photo of a A and a B' (MultiGen JSON)")
+    ap.add_argument("--results", help="a finished `fgdm eval recall` run on the same prompts (its results/)")
+    ap.add_argument("--intervene", help="generate again with B's solo token states, into this folder (resumable)")
+    ap.add_argument("--limit", type=int, help="with --intervene: the first N prompts")
+    args = ap.parse_args(argv)
+    tok = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
+    enc = CLIPTextModel.from_pretrained(args.model, subfolder="text_encoder").eval()
+    rows = []
+    for text in read_prompts(args.prompts, "--prompts"):
+        m = re.fullmatch(r"a photo of an? (.+) and an? (.+)", text)
+        if m is None:
+            raise ValueError(f"--prompts: expected 'a photo of a A and a B', got {text!r}")
+        rows.append((text, m.group(1), m.group(2)))
+    pair = object_states(tok, enc, [t for t, _, _ in rows], [[t[: t.index(" and ")], t] for t, _, _ in rows])
+    solo_a = object_states(tok, enc, *_solo([t[: t.index(" and ")] for t, _, _ in rows]))
+    solo_b = object_states(tok, enc, *_solo([f"a photo of {t.split(' and ', 1)[1]}" for t, _, _ in rows]))
+    cos = torch.nn.functional.cosine_similarity
+    per = []
+    for i, (text, a, b) in enumerate(rows):
+        (ha, hb), (sa,), (sb,) = pair[i], solo_a[i], solo_b[i]
+        per.append({"prompt": text, "a": a, "b": b, "a_vs_solo_a": float(cos(ha, sa, dim=0)),
+                    "b_vs_solo_b": float(cos(hb, sb, dim=0)), "b_vs_solo_a": float(cos(hb, sa, dim=0)),
+                    "solo_a_vs_solo_b": float(cos(sa, sb, dim=0))})  # fmt: skip
+    mean = lambda xs: round(statistics.fmean(xs), 4) if xs else None
+    keys = ("a_vs_solo_a", "b_vs_solo_b", "b_vs_solo_a", "solo_a_vs_solo_b")
+    summary = {"prompts": len(per), **{f"mean_{k}": mean([p[k] for p in per]) for k in keys},
+               "b_closer_to_a_than_to_b": sum(p["b_vs_solo_a"] > p["b_vs_solo_b"] for p in per)}  # fmt: skip
+    if args.results:
+        found = {}
+        for f in sorted(Path(args.results, "results").glob("*.json")):
+            x = json.loads(f.read_text())
+            found.setdefault(x["prompt_index"], []).append(set(x["present"]))
+        split = {}
+        for i, p in enumerate(per):
+            for present in found.get(i, []):
+                key = ("A" if p["a"] in present else "-") + ("B" if p["b"] in present else "-")
+                split.setdefault(key, []).append(p)
+        summary["by_verdict"] = {k: {"images": len(v), **{f"mean_{c}": mean([p[c] for p in v]) for c in keys[1:3]}}
+                                 for k, v in sorted(split.items())}  # fmt: skip
+        images = [(p["b"], p["b_vs_solo_b"] - p["b_vs_solo_a"], p["b"] in present)
+                  for i, p in enumerate(per) for present in found.get(i, [])]  # fmt: skip
+        summary["b_found_auc_of_margin"] = round(_auc(images), 4)
+        summary["b_found_auc_p_within_category"] = _permutation_p(images)
+    if args.intervene:
+        if not args.results:
+            raise ValueError("--intervene needs --results (the unmodified run to compare with)")
+        summary["intervention"] = intervene(args, tok, rows, found)
+    json.dump({"summary": summary, "per_prompt": per}, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
