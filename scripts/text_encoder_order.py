@@ -103,7 +103,7 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
 
     m.encode_text = encode_with_solo_b
     entries = [PromptEntry(t, (a, b)) for t, a, b in rows][: args.limit]
-    res = run_prompts(entries, Path(args.intervene), pipe=pipe, judge=load_judge(None), images_per_prompt=1,
+    res = run_prompts(entries, Path(args.intervene), pipe=pipe, judge=load_judge(args.judge), images_per_prompt=1,
                       steps=25, guidance_scale=7.5, seed=0, size=None)  # fmt: skip
     gained = lost = 0
     rate = lambda hits: round(sum(hits) / len(hits), 4)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", help="a finished `fgdm eval recall` run on the same prompts (its results/)")
     ap.add_argument("--intervene", help="generate again with B's solo token states, into this folder (resumable)")
     ap.add_argument("--limit", type=int, help="with --intervene: the first N prompts")
+    ap.add_argument("--judge", help="with --intervene: the judge (default: the shipped one, as eval recall)")
     args = ap.parse_args(argv)
     tok = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
     enc = CLIPTextModel.from_pretrained(args.model, subfolder="text_encoder").eval()

@@ -196,3 +196,64 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     assert (
         main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir)]) == 2
     )
+
+
+def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys, monkeypatch):
+    """scripts/text_encoder_order.py (a figure in results.md): causal-prefix states, verdict split, intervention."""
+    import runpy
+
+    def run(args):
+        monkeypatch.setattr("sys.argv", args)
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 0
+        return json.loads(capsys.readouterr().out)
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "text_encoder_order.py")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a photo of a dog and a cat\na photo of a teddy bear and a bus\na photo of an apple and a cup\n")
+    results = tmp_path / "base" / "results"
+    results.mkdir(parents=True)
+    present = [["dog"], ["bus", "teddy bear"], ["cup"]]
+    for p, found in enumerate(present):
+        (results / f"p{p:05d}-00.json").write_text(json.dumps({"prompt_index": p, "k": 0, "present": found}))
+    argv = ["x", "--model", str(tiny_sd_dir), "--prompts", str(prompts), "--results", str(tmp_path / "base")]
+    r = run(argv)
+    s = r["summary"]
+    assert s["prompts"] == 3 and [p["b"] for p in r["per_prompt"]] == ["cat", "bus", "cup"]
+    assert s["mean_a_vs_solo_a"] == pytest.approx(1.0, abs=1e-4)  # a causal encoder: A's prefix is A alone
+    assert all(p["b_vs_solo_b"] < 0.9999 for p in r["per_prompt"])  # B has read A
+    assert {k: v["images"] for k, v in s["by_verdict"].items()} == {"A-": 1, "AB": 1, "-B": 1}
+    assert 0 <= s["b_found_auc_of_margin"] <= 1 and 0 < s["b_found_auc_p_within_category"] <= 1
+    iv = run([*argv, "--intervene", str(tmp_path / "iv"), "--limit", "2", "--judge", str(tiny_judge_dir)])
+    iv = iv["summary"]["intervention"]
+    assert iv["images"] == 2 and iv["both_present"][0] == 0.5  # the old verdicts of prompts 0 and 1
+    assert sorted(f.name for f in (tmp_path / "iv" / "images").iterdir()) == ["p00000-00.png", "p00001-00.png"]
+    from PIL import Image
+
+    from fgdm.pipelines.text2image import Text2ImagePipeline
+
+    plain = Text2ImagePipeline.from_pretrained(tiny_sd_dir)("a photo of a dog and a cat", seed=0).images[0]
+    changed = np.asarray(Image.open(tmp_path / "iv" / "images" / "p00000-00.png"), dtype=int)
+    assert np.abs(changed - np.asarray(plain, dtype=int)).max() > 0  # B's states were replaced
+    prompts.write_text("a dog next to a cat\n")
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(ValueError, match="expected 'a photo of a A and a B'"):
+        runpy.run_path(script, run_name="__main__")
+
+
+def test_text_encoder_order_auc():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("teo", Path(__file__).resolve().parents[1] / "scripts" / "text_encoder_order.py")
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    assert m._auc([("x", 1.0, True), ("x", 0.0, False)]) == 1.0
+    assert m._auc([("x", 0.0, True), ("x", 1.0, False)]) == 0.0
+    assert m._auc([("x", 0.5, True), ("x", 0.5, False)]) == 0.5
+    # one category whose verdicts follow the margin perfectly: shuffling within it rarely does as well
+    images = [("x", i / 20, i >= 10) for i in range(20)]
+    assert m._permutation_p(images, rounds=200) < 0.05
+    # verdicts that are constant within each category: every shuffle is the same, p = 1
+    flat = [("a", 0.1, True), ("a", 0.9, True), ("b", 0.2, False), ("b", 0.8, False)]
+    assert m._permutation_p(flat, rounds=50) == 1.0
