@@ -1,10 +1,12 @@
 """How much does a causal text encoder change the second object's token state? (docs/results.md)
 
-For every two-object prompt "a photo of a A and a B" this compares the text encoder's output state
+For every two-object prompt ("a photo of a A and a B", or any other with two objects, e.g. the
+relation prompts "a A to the left of a B"; objects from the MultiGen JSON or the vocabulary) this compares the text encoder's output state
 (the UNet's cross-attention context) at each object's last token with the state the same object
 gets alone ("a photo of a A", "a photo of a B"): its cosine similarity to its own solo state and
-to the *other* object's. In a causal encoder the first object's state is its solo state exactly
-(the solo prompt is a prefix); the second object's has read the first. With the per-image verdicts
+to the *other* object's. In a causal encoder, with the "a photo of a A and a B" template, the first
+object's state is its solo state exactly (the solo prompt is a prefix); the second object's has
+read the first. With the per-image verdicts
 of a finished `fgdm eval recall` run on the same prompts (--results), it splits the similarities
 by whether the judge found each object, to see whether the images that lose B are those whose B
 state is least like B.
@@ -12,7 +14,8 @@ state is least like B.
     python scripts/text_encoder_order.py --model runs/minisd-32787 --prompts prompts/pairs_500.json \
         --results runs/eval-pairs500-32787 > runs/text_encoder_order.json
 
-With --intervene DIR it then tests the association by intervention: every pair prompt is generated
+With --intervene DIR (the "a photo of a A and a B" template only) it then tests the association
+by intervention: every pair prompt is generated
 again, with the seeds, steps, guidance and judge of `fgdm eval recall`, but with B's token states
 replaced by the states B's tokens get in "a photo of a B" (everything else, the end-of-text and
 padding states included, stays the pair's). DIR is a resumable folder like eval recall's --out;
@@ -32,17 +35,31 @@ from pathlib import Path
 import torch
 
 
-def object_states(tokenizer, encoder, prompts: list[str], ends: list[list[str]]) -> list[list[torch.Tensor]]:
-    """For each prompt, the output state at the last token of each prefix in ``ends`` (prefixes of it)."""
+def object_states(tokenizer, encoder, prompts: list[str], names: list[list[str]]) -> list[list[torch.Tensor]]:
+    """For each prompt, the output state at the last token of each name in ``names`` (found in that
+    order in the prompt's tokens, each after the one before)."""
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids  # fmt: skip
     with torch.no_grad():
         h = encoder(ids).last_hidden_state
     out = []
-    for i, prefixes in enumerate(ends):
-        idx = [len(tokenizer(p).input_ids) - 2 for p in prefixes]  # BOS ... last token of the prefix, EOS
-        out.append([h[i, j] for j in idx])
+    for i, (text, row) in enumerate(zip(prompts, names, strict=True)):
+        seq, at, states = ids[i].tolist(), 0, []
+        for name in row:
+            sub = tokenizer(name).input_ids[1:-1]
+            hit = next((j for j in range(at, len(seq) - len(sub) + 1) if seq[j : j + len(sub)] == sub), None)
+            if hit is None:
+                raise ValueError(f"--prompts: {name!r} not found in the tokens of {text!r}")
+            at = hit + len(sub)
+            states.append(h[i, at - 1])
+        out.append(states)
     return out
+
+
+def _solo_prompt(text: str, name: str) -> str:
+    """'a photo of a NAME', with the article the prompt gives NAME."""
+    m = re.search(r"\b(an?) " + re.escape(name) + r"\b", text)
+    return f"a photo of {m.group(1) if m else 'a'} {name}"
 
 
 def _auc(images: list[tuple[str, float, bool]]) -> float:
@@ -86,6 +103,8 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
     encode = m.encode_text
     spans = {}  # pair prompt -> (solo prompt, B's token positions in the pair, B's in the solo prompt)
     for text, _, b in rows:
+        if re.fullmatch(r"a photo of an? .+ and an? .+", text) is None:
+            raise ValueError(f"--intervene: expects prompts 'a photo of a A and a B', got {text!r}")
         head = text[: text.index(" and ")] + " and"
         n_b = len(tok(f"a {b}").input_ids) - 2  # "a", then B's tokens
         start = len(tok(head).input_ids) - 1
@@ -126,18 +145,14 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
             "both_gained": gained, "both_lost": lost, "sign_test_p": round(p, 4)}
 
 
-def _solo(texts: list[str]) -> tuple[list[str], list[list[str]]]:
-    return texts, [[t] for t in texts]
-
-
 def main(argv: list[str] | None = None) -> int:
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from fgdm.world.prompts import read_prompts
+    from fgdm.eval.prompts import load_prompt_entries
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a diffusers SD directory (tokenizer/, text_encoder/)")
-    ap.add_argument("--prompts", required=True, help="two-object prompts: 'a photo of a A and a B' (MultiGen JSON)")
+    ap.add_argument("--prompts", required=True, help="two-object prompts (a text file or MultiGen JSON)")
     ap.add_argument("--results", help="a finished `fgdm eval recall` run on the same prompts (its results/)")
     ap.add_argument("--intervene", help="generate again with B's solo token states, into this folder (resumable)")
     ap.add_argument("--limit", type=int, help="with --intervene: the first N prompts")
@@ -146,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     tok = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
     enc = CLIPTextModel.from_pretrained(args.model, subfolder="text_encoder").eval()
     rows = []
-    for text in read_prompts(args.prompts, "--prompts"):
-        m = re.fullmatch(r"a photo of an? (.+) and an? (.+)", text)
-        if m is None:
-            raise ValueError(f"--prompts: expected 'a photo of a A and a B', got {text!r}")
-        rows.append((text, m.group(1), m.group(2)))
-    pair = object_states(tok, enc, [t for t, _, _ in rows], [[t[: t.index(" and ")], t] for t, _, _ in rows])
-    solo_a = object_states(tok, enc, *_solo([t[: t.index(" and ")] for t, _, _ in rows]))
-    solo_b = object_states(tok, enc, *_solo([f"a photo of {t.split(' and ', 1)[1]}" for t, _, _ in rows]))
+    for i, e in enumerate(load_prompt_entries(args.prompts, "--prompts")):
+        if len(e.objects) != 2:
+            raise ValueError(f"--prompts: entry {i} ({e.text!r}) names {len(e.objects)} objects; two-object prompts only")
+        rows.append((e.text, *e.objects))
+    pair = object_states(tok, enc, [t for t, _, _ in rows], [[a, b] for _, a, b in rows])
+    solos = [[_solo_prompt(t, a), _solo_prompt(t, b)] for t, a, b in rows]
+    solo_a = object_states(tok, enc, [x for x, _ in solos], [[a] for _, a, _ in rows])
+    solo_b = object_states(tok, enc, [y for _, y in solos], [[b] for _, _, b in rows])
     cos = torch.nn.functional.cosine_similarity
     per = []
     for i, (text, a, b) in enumerate(rows):

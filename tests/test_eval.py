@@ -236,9 +236,15 @@ def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys
     plain = Text2ImagePipeline.from_pretrained(tiny_sd_dir)("a photo of a dog and a cat", seed=0).images[0]
     changed = np.asarray(Image.open(tmp_path / "iv" / "images" / "p00000-00.png"), dtype=int)
     assert np.abs(changed - np.asarray(plain, dtype=int)).max() > 0  # B's states were replaced
-    prompts.write_text("a dog next to a cat\n")
+    prompts.write_text("a dog to the left of a cat\n")  # another two-object template: states compared, no prefix identity
+    r = run(argv[:5])
+    assert [(p["a"], p["b"]) for p in r["per_prompt"]] == [("dog", "cat")] and r["summary"]["mean_a_vs_solo_a"] < 0.9999
+    monkeypatch.setattr("sys.argv", [*argv, "--intervene", str(tmp_path / "iv2")])
+    with pytest.raises(ValueError, match="expects prompts 'a photo of a A and a B'"):
+        runpy.run_path(script, run_name="__main__")
+    prompts.write_text("a photo of a dog\n")
     monkeypatch.setattr("sys.argv", argv)
-    with pytest.raises(ValueError, match="expected 'a photo of a A and a B'"):
+    with pytest.raises(ValueError, match="names 1 objects; two-object prompts only"):
         runpy.run_path(script, run_name="__main__")
 
 
