@@ -18,7 +18,8 @@ With --intervene DIR (the "a photo of a A and a B" template only) it then tests 
 by intervention: every pair prompt is generated
 again, with the seeds, steps, guidance and judge of `fgdm eval recall`, but with B's token states
 replaced by the states B's tokens get in "a photo of a B" (everything else, the end-of-text and
-padding states included, stays the pair's). DIR is a resumable folder like eval recall's --out;
+padding states included, stays the pair's; with --intervene-mode b+tail those become the mean of
+the two solo prompts' end-of-text and padding states). DIR is a resumable folder like eval recall's --out;
 the JSON then holds both runs' rates and a paired sign test against --results.
 """
 
@@ -111,13 +112,21 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
         solo = f"a photo of {text.split(' and ', 1)[1]}"
         solo_start = len(tok("a photo of").input_ids) - 1
         spans[text] = (solo, range(start, start + n_b), range(solo_start, solo_start + n_b))
+    max_len = tok.model_max_length
 
     def encode_with_solo_b(prompts, **kw):
         emb, tokens = encode(prompts, **kw)
         for i, p in enumerate(prompts):
             if p in spans:
                 solo, at, src = spans[p]
-                emb[i, list(at)] = encode([solo])[0][0, list(src)]
+                solo_b = encode([solo])[0][0]
+                emb[i, list(at)] = solo_b[list(src)]
+                if args.intervene_mode == "b+tail":  # end-of-text and padding: the mean of the two solo prompts'
+                    solo_a = encode([p[: p.index(" and ")]])[0][0]
+                    eos = len(tok(p).input_ids) - 1
+                    n = max_len - eos
+                    ea, eb = (len(tok(x).input_ids) - 1 for x in (p[: p.index(" and ")], solo))
+                    emb[i, eos:] = (solo_a[ea : ea + n] + solo_b[eb : eb + n]) / 2
         return emb, tokens
 
     m.encode_text = encode_with_solo_b
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", help="a finished `fgdm eval recall` run on the same prompts (its results/)")
     ap.add_argument("--intervene", help="generate again with B's solo token states, into this folder (resumable)")
     ap.add_argument("--limit", type=int, help="with --intervene: the first N prompts")
+    ap.add_argument("--intervene-mode", choices=("b", "b+tail"), default="b",
+                    help="b: B's tokens get their solo states; b+tail: also the end-of-text and padding states "
+                         "become the mean of the two solo prompts' (aligned from their end-of-text token)")
     ap.add_argument("--judge", help="with --intervene: the judge (default: the shipped one, as eval recall)")
     args = ap.parse_args(argv)
     tok = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")

@@ -236,6 +236,10 @@ def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys
     plain = Text2ImagePipeline.from_pretrained(tiny_sd_dir)("a photo of a dog and a cat", seed=0).images[0]
     changed = np.asarray(Image.open(tmp_path / "iv" / "images" / "p00000-00.png"), dtype=int)
     assert np.abs(changed - np.asarray(plain, dtype=int)).max() > 0  # B's states were replaced
+    run([*argv, "--intervene", str(tmp_path / "iv3"), "--limit", "1", "--judge", str(tiny_judge_dir),
+         "--intervene-mode", "b+tail"])  # fmt: skip
+    tail = np.asarray(Image.open(tmp_path / "iv3" / "images" / "p00000-00.png"), dtype=int)
+    assert np.abs(tail - changed).max() > 0  # the end-of-text and padding states were replaced as well
     prompts.write_text("a dog to the left of a cat\n")  # another two-object template: states compared, no prefix identity
     r = run(argv[:5])
     assert [(p["a"], p["b"]) for p in r["per_prompt"]] == [("dog", "cat")] and r["summary"]["mean_a_vs_solo_a"] < 0.9999
