@@ -131,6 +131,10 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
 
     m.encode_text = encode_with_solo_b
     entries = [PromptEntry(t, (a, b)) for t, a, b in rows][: args.limit]
+    missing = [i for i in range(len(entries)) if i not in found]
+    if missing:
+        raise ValueError(f"--results has no verdict for prompts {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
+                         "it must be a run on the same --prompts")
     res = run_prompts(entries, Path(args.intervene), pipe=pipe, judge=load_judge(args.judge), images_per_prompt=1,
                       steps=25, guidance_scale=7.5, seed=0, size=None)  # fmt: skip
     gained = lost = 0
@@ -155,10 +159,6 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from fgdm.eval.prompts import load_prompt_entries
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a diffusers SD directory (tokenizer/, text_encoder/)")
     ap.add_argument("--prompts", required=True, help="two-object prompts (a text file or MultiGen JSON)")
@@ -170,6 +170,23 @@ def main(argv: list[str] | None = None) -> int:
                          "become the mean of the two solo prompts' (aligned from their end-of-text token)")
     ap.add_argument("--judge", help="with --intervene: the judge (default: the shipped one, as eval recall)")
     args = ap.parse_args(argv)
+    if args.intervene and not args.results:
+        ap.error("--intervene needs --results (the unmodified run to compare with)")
+    if not (Path(args.model, "tokenizer").is_dir() and Path(args.model, "text_encoder").is_dir()):
+        ap.error(f"--model {args.model!r} is not a diffusers SD folder (no tokenizer/ and text_encoder/)")
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit must be >= 1, got {args.limit}")
+    try:
+        return run(args)
+    except (ValueError, OSError) as e:  # bad prompts, results or model folder: a one-line message, exit 2
+        ap.error(str(e))
+
+
+def run(args) -> int:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from fgdm.eval.prompts import load_prompt_entries
+
     tok = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
     enc = CLIPTextModel.from_pretrained(args.model, subfolder="text_encoder").eval()
     rows = []
@@ -197,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         for f in sorted(Path(args.results, "results").glob("*.json")):
             x = json.loads(f.read_text())
             found.setdefault(x["prompt_index"], []).append(set(x["present"]))
+        if not found:
+            raise ValueError(f"--results: no results/*.json in {args.results!r} (a finished `fgdm eval recall --out` folder)")
         split = {}
         for i, p in enumerate(per):
             for present in found.get(i, []):
@@ -209,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         summary["b_found_auc_of_margin"] = round(_auc(images), 4)
         summary["b_found_auc_p_within_category"] = _permutation_p(images)
     if args.intervene:
-        if not args.results:
-            raise ValueError("--intervene needs --results (the unmodified run to compare with)")
         summary["intervention"] = intervene(args, tok, rows, found)
     json.dump({"summary": summary, "per_prompt": per}, sys.stdout, indent=1)
     print()

@@ -243,13 +243,18 @@ def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys
     prompts.write_text("a dog to the left of a cat\n")  # another two-object template: states compared, no prefix identity
     r = run(argv[:5])
     assert [(p["a"], p["b"]) for p in r["per_prompt"]] == [("dog", "cat")] and r["summary"]["mean_a_vs_solo_a"] < 0.9999
-    monkeypatch.setattr("sys.argv", [*argv, "--intervene", str(tmp_path / "iv2")])
-    with pytest.raises(ValueError, match="expects prompts 'a photo of a A and a B'"):
-        runpy.run_path(script, run_name="__main__")
+    def fails(args, message):  # a one-line error naming the problem, exit 2 (no traceback)
+        monkeypatch.setattr("sys.argv", args)
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+    fails([*argv, "--intervene", str(tmp_path / "iv2")], "expects prompts 'a photo of a A and a B'")
+    fails([*argv[:5], "--intervene", str(tmp_path / "iv2")], "--intervene needs --results")
+    fails([*argv[:5], "--results", str(tmp_path / "nothing")], "no results/*.json")
+    fails(["x", "--model", str(tmp_path / "nope"), "--prompts", str(prompts)], "is not a diffusers SD folder")
     prompts.write_text("a photo of a dog\n")
-    monkeypatch.setattr("sys.argv", argv)
-    with pytest.raises(ValueError, match="names 1 objects; two-object prompts only"):
-        runpy.run_path(script, run_name="__main__")
+    fails(argv, "names 1 objects; two-object prompts only")
 
 
 def test_text_encoder_order_auc():
