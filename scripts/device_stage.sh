@@ -286,8 +286,8 @@ case "$stage" in
   eval-data)  # the FG-DM data claim: a judge trained only on generated samples vs one on as many real renders
     mkdir -p runs/eval
     [ -f runs/captions_400.json ] || fgdm eval make-prompts --recipe captions --n 400 --seed 3 --out runs/captions_400.json
-    if [ ! -f runs/gen_dataset/samples.jsonl ]; then  # written atomically: all or nothing
-      timeout $(( deadline - SECONDS )) "$PY" -m fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" \
+    if [ ! -f runs/gen_dataset/world.json ]; then  # prompt by prompt into runs/.gen_dataset.partial; --resume goes on
+      timeout $(( deadline - SECONDS )) "$PY" -m fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" --resume \
         --factors seg,depth,image --export-dataset runs/gen_dataset $([ "${SMOKE:-0}" = 1 ] && echo --n 1 --steps 2) \
         || { echo "generation did not finish in this call's budget: run eval-data again" | tee "$out/pending.txt"; exit 3; }
     fi

@@ -259,6 +259,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.export_dataset is not None or args.prompts is not None:
         return cmd_generate_dataset(args)
+    if args.resume:
+        raise ValueError("--resume continues an interrupted --export-dataset; a single generation has nothing to resume")
     if args.prompt is None:
         raise ValueError("give a prompt (or --prompts FILE with --export-dataset DIR)")
     if not args.prompt.strip():
@@ -410,7 +412,8 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         steps["image"] = args.steps
     out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
                            mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
-                           progress=not args.quiet, command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
+                           resume=args.resume, progress=not args.quiet,
+                           command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
     print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
 
@@ -1250,6 +1253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="image i uses seed + i")
     p.add_argument("-o", "--out", help="output folder (default: a new runs/generate-NNN)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="with --export-dataset: continue an interrupted export (same prompts and settings)")
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps (default 25, FG-DM: the graph's)")
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=None,

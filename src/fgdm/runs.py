@@ -59,6 +59,11 @@ def staged_output(out: str | Path, *, marker: str, overwrite: bool = False, arg:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    promote(stage, out)
+
+
+def promote(stage: Path, out: Path) -> None:
+    """Move a finished staging folder to ``out``, replacing what is there (checked by the caller)."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -12,6 +12,7 @@ be trained on generated data: ``extra.dataset`` of ``fgdm train judge``, read by
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..editing.maps import thing_instances
 from ..pipelines.factor_graph import FactorGraphPipeline
-from ..runs import staged_output, write_json
+from ..runs import check_output_dir, promote, write_json
 from ..world.categories import CATEGORIES, category
 from ..world.conditions import decode_depth, encode_normals, normals_from_depth
 from ..world.export import CONVENTIONS, MARKER
@@ -30,6 +31,7 @@ from ..world.palette import PALETTE
 from ..world.vocab import parse_prompt
 
 FORMAT = "fgdm.generated/1"
+PROGRESS = "progress.json"  # in the staging folder only: the settings and seconds so far
 
 
 def _boxes(instance: np.ndarray, seg: np.ndarray) -> list[dict]:
@@ -43,14 +45,44 @@ def _boxes(instance: np.ndarray, seg: np.ndarray) -> list[dict]:
     return out
 
 
+def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, float]:
+    """The prompts an interrupted export in ``stage`` finished, and the seconds it spent; its
+    samples.jsonl is cut back to the last whole prompt (a record is written after its files)."""
+    try:
+        before = json.loads((stage / PROGRESS).read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{str(stage)!r} holds no readable {PROGRESS}; remove it or pass --overwrite") from None
+    differ = sorted(k for k in settings.keys() | before.get("settings", {}).keys()
+                    if settings.get(k) != before.get("settings", {}).get(k))  # fmt: skip
+    if differ:
+        raise ValueError(f"the interrupted export in {str(stage)!r} used other settings ({', '.join(differ)}); "
+                         "resume it with the same ones, or pass --overwrite to start over")  # fmt: skip
+    lines = (stage / "samples.jsonl").read_text().splitlines(keepends=True) if (stage / "samples.jsonl").exists() else []
+    whole = []
+    for line in lines:  # a line cut by a kill is not whole JSON; it and what follows are redone
+        try:
+            ok = line.endswith("\n") and json.loads(line)["index"] == len(whole)
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            break
+        whole.append(line)
+    done = len(whole) // per_prompt
+    (stage / "samples.jsonl").write_text("".join(whole[: done * per_prompt]))
+    return done, float(before.get("seconds", 0.0))
+
+
 def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | Path, *, per_prompt: int = 1,
                      seed: int = 0, factors: list[str] | None = None, mode: str = "joint",
-                     steps: dict[str, int] | None = None, overwrite: bool = False, progress: bool = True,
-                     command: str | None = None) -> Path:  # fmt: skip
+                     steps: dict[str, int] | None = None, overwrite: bool = False, resume: bool = False,
+                     progress: bool = True, command: str | None = None) -> Path:  # fmt: skip
     """Sample ``per_prompt`` samples of every prompt and write them as a labelled dataset.
 
     Prompt p's sample k uses seed ``seed + p * per_prompt + k``. ``factors`` must include seg and
-    image (default: the whole graph). Written atomically (nothing half-written is left).
+    image (default: the whole graph). The samples go to a hidden folder beside ``out``
+    (``.NAME.partial``), prompt by prompt, which becomes ``out`` when every prompt is done: an
+    interrupted export (an error, Ctrl-C, a kill) is continued with ``resume`` — the same
+    settings give the same samples as an uninterrupted run — or discarded with ``overwrite``.
     """
     factors = list(pipe.spec.factors) if factors is None else list(factors)
     missing = [f for f in ("seg", "image") if f not in factors]
@@ -65,47 +97,74 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
         folders += ["depth", "normal"]
     if "sketch" in factors:
         folders.append("sketch")
+    out = check_output_dir(out, marker=MARKER, overwrite=overwrite or resume, arg="export_dataset")
+    if resume and (out / MARKER).exists() and not overwrite:
+        raise ValueError(f"export_dataset {str(out)!r} is already complete; pass --overwrite to make it again")
+    stage = out.parent / f".{out.name}.partial"
+    settings = {"prompts": list(prompts), "per_prompt": per_prompt, "seed": seed, "factors": factors, "mode": mode,
+                "steps": steps, "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint}  # fmt: skip
+    done, spent = 0, 0.0
+    if stage.exists() and resume:
+        done, spent = _interrupted(stage, settings, per_prompt)
+    elif stage.exists() and not overwrite:
+        raise ValueError(f"export_dataset {str(out)!r} has an interrupted export in {str(stage)!r}; "
+                         "pass --resume to continue it or --overwrite to start over")  # fmt: skip
+    else:
+        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            stage.mkdir(parents=True)
+        except OSError as e:
+            raise ValueError(f"export_dataset {str(out)!r} cannot be created: {e.strerror}") from None
+    for f in folders:
+        (stage / f).mkdir(exist_ok=True)
+    write_json(stage / PROGRESS, {"settings": settings, "seconds": spent})
     t0 = time.perf_counter()
-    with staged_output(out, marker=MARKER, overwrite=overwrite) as stage:
-        for f in folders:
-            (stage / f).mkdir()
-        index = 0
-        with (stage / "samples.jsonl").open("w") as jl:
-            for p, prompt in enumerate(tqdm(prompts, desc="generate", unit="prompt", disable=not progress)):
-                res = pipe(prompt, factors=factors, num_images_per_prompt=per_prompt, seed=seed + p * per_prompt,
-                           mode=mode, steps=steps)  # fmt: skip
-                mentions = parse_prompt(prompt).mentions
-                for k in range(per_prompt):
-                    name = f"{index:06d}.png"
-                    seg = res.labels[k]
-                    inst = thing_instances(seg)
-                    arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
-                              "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
-                    if "depth" in factors:
-                        arrays["depth"] = res.maps["depth"][k]
-                        arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
-                    if "sketch" in factors:
-                        arrays["sketch"] = res.maps["sketch"][k]
-                    for f, a in arrays.items():
-                        Image.fromarray(a).save(stage / f / name, compress_level=1)
-                    rec = {"index": index, "seed": res.seeds[k], "caption": prompt, "kind": "generated",
-                           "style": "generated",
-                           "grounding": [{"category": m.category, "span": [m.start, m.end],
-                                          "kind": "thing" if category(m.category).is_thing else "stuff"}
-                                         for m in mentions],
-                           "objects": _boxes(inst, seg), "files": {f: f"{f}/{name}" for f in folders}}  # fmt: skip
-                    jl.write(json.dumps(rec) + "\n")
-                    index += 1
-        write_json(stage / MARKER, {
-            "format": FORMAT, "fgdm_version": __version__, "n": index, "seed": seed, "per_prompt": per_prompt,
-            "size": int(np.asarray(res.images[0]).shape[0]), "command": command,
-            "seconds": round(time.perf_counter() - t0, 3), "folders": folders,
-            "conventions": {f: CONVENTIONS[f] for f in folders if f in CONVENTIONS}
-            | {"instance": "connected components of each thing class in the generated seg map, 0 = none "
-               "(16-bit where a map has more than 255)"},
-            "graph": {"path": str(pipe.path), "factors": factors, "mode": mode},
-            "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
-            "categories": [{"id": c.id, "name": c.name, "kind": c.kind} for c in CATEGORIES],
-            "palette": [list(p) for p in PALETTE],
-        })  # fmt: skip
-    return Path(out)
+    index = done * per_prompt
+    with (stage / "samples.jsonl").open("a") as jl:
+        for p in tqdm(range(done, len(prompts)), desc="generate", unit="prompt", disable=not progress,
+                      initial=done, total=len(prompts)):  # fmt: skip
+            prompt = prompts[p]
+            res = pipe(prompt, factors=factors, num_images_per_prompt=per_prompt, seed=seed + p * per_prompt,
+                       mode=mode, steps=steps)  # fmt: skip
+            mentions = parse_prompt(prompt).mentions
+            rows = []
+            for k in range(per_prompt):
+                name = f"{index:06d}.png"
+                seg = res.labels[k]
+                inst = thing_instances(seg)
+                arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
+                          "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
+                if "depth" in factors:
+                    arrays["depth"] = res.maps["depth"][k]
+                    arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
+                if "sketch" in factors:
+                    arrays["sketch"] = res.maps["sketch"][k]
+                for f, a in arrays.items():
+                    Image.fromarray(a).save(stage / f / name, compress_level=1)
+                rows.append({"index": index, "seed": res.seeds[k], "caption": prompt, "kind": "generated",
+                             "style": "generated",
+                             "grounding": [{"category": m.category, "span": [m.start, m.end],
+                                            "kind": "thing" if category(m.category).is_thing else "stuff"}
+                                           for m in mentions],
+                             "objects": _boxes(inst, seg), "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
+                index += 1
+            jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
+            jl.flush()
+            write_json(stage / PROGRESS, {"settings": settings, "seconds": round(spent + time.perf_counter() - t0, 3)})
+    with Image.open(stage / "images" / "000000.png") as im:
+        size = im.height
+    write_json(stage / MARKER, {
+        "format": FORMAT, "fgdm_version": __version__, "n": index, "seed": seed, "per_prompt": per_prompt,
+        "size": size, "command": command, "seconds": round(spent + time.perf_counter() - t0, 3),
+        "resumed": done > 0, "folders": folders,
+        "conventions": {f: CONVENTIONS[f] for f in folders if f in CONVENTIONS}
+        | {"instance": "connected components of each thing class in the generated seg map, 0 = none "
+           "(16-bit where a map has more than 255)"},
+        "graph": {"path": str(pipe.path), "factors": factors, "mode": mode},
+        "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
+        "categories": [{"id": c.id, "name": c.name, "kind": c.kind} for c in CATEGORIES],
+        "palette": [list(p) for p in PALETTE],
+    })  # fmt: skip
+    (stage / PROGRESS).unlink()
+    promote(stage, out)
+    return out
