@@ -360,6 +360,7 @@ def test_training_into_a_graph_and_continual_learning(tmp_path, tiny_sd_dir, cap
     assert main(["train", "factor", "--config", seg, "--quiet"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["factor"] == "seg" and metrics["distill_weight"] == 0.1 and "eval_mse_ratio" in metrics
+    assert metrics["eval_attention_kl"] > 0  # the trained adapter's attention has left the base's
     rows = (tmp_path / "seg" / "loss.csv").read_text().splitlines()
     assert rows[0].endswith("distill") and len(rows) == 3
     assert {p.name for p in (tmp_path / "seg").glob("prerender-*")} == {"prerender-64.safetensors", "prerender-72.safetensors"}
@@ -368,10 +369,11 @@ def test_training_into_a_graph_and_continual_learning(tmp_path, tiny_sd_dir, cap
     # a resumed run may re-install the factor it installed itself
     assert main(["train", "image-factor", "--config", img, "--quiet", "--resume", "--steps", "3"]) == 0
     before = {n: _digest(tmp_path / "graph" / n) for n in ("seg", "image")}
+    capsys.readouterr()
     # continual learning: add a normals factor; only it trains, the others are untouched
     nrm = _write(tmp_path, "nrm", {"variable": "normal", "parents": ["seg"], "graph": g, "sample": {"steps": 2}})
     assert main(["train", "factor", "--config", nrm, "--quiet"]) == 0
-    capsys.readouterr()
+    assert "eval_attention_kl" not in json.loads(capsys.readouterr().out)  # not a first, text-only factor
     assert {n: _digest(tmp_path / "graph" / n) for n in ("seg", "image")} == before
     pipe = FactorGraphPipeline.from_pretrained(g)
     assert pipe.spec.order == ["seg", "normal", "image"]
@@ -479,3 +481,30 @@ def test_pipeline_inverts_a_map_and_regenerates_it(graph):
         graph("a dog", factors=["seg"], init_latents={"seg": xt}, sizes={"seg": 16})
     with pytest.raises(ValueError, match="image must be RGB"):
         graph.encode_value("image", np.zeros((8, 8)), 32)
+
+
+def test_factor_heldout_script(random_graph, tmp_path, capsys, monkeypatch):
+    """scripts/factor_heldout.py (the distillation ablation in results.md): one row per graph on the
+    same held-out latents; an untouched (zero-initialised) adapter's attention KL to the base is 0."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "factor_heldout.py")
+    spec = {"factors": {"seg": {"steps": 2}}}
+    same = random_graph(spec, scale=0.0).save_pretrained(tmp_path / "same")
+    moved = random_graph(spec, scale=0.05).save_pretrained(tmp_path / "moved")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(same), str(moved), "--n", "4", "--size", "64", "--kl-n", "2"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["graph"] for r in rows] == [str(same), str(moved)] and all(r["eval_n"] == 4 for r in rows)
+    assert rows[0]["eval_attention_kl"] == pytest.approx(0.0, abs=1e-6) and rows[1]["eval_attention_kl"] > 1e-4
+    assert rows[0]["eval_mse_ratio"] == pytest.approx(1.0, abs=1e-3)  # the zero adapter is the base
+    for argv, err in ((["--graph", str(same), "--factor", "depth"], "no factor 'depth'"),
+                      (["--graph", str(tmp_path / "missing")], "does not exist"),
+                      (["--graph", str(same), "--kl-n", "-1"], "--kl-n must be >= 0")):  # fmt: skip
+        monkeypatch.setattr("sys.argv", ["x", *argv])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and err in capsys.readouterr().err

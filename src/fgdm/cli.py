@@ -311,6 +311,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars (on stderr) for an eval: always with a table, and with ``--json`` (on stdout)
+    when stderr is a terminal, so a long run is never silent to the person watching it."""
+    return not getattr(args, "json", False) or sys.stderr.isatty()
+
+
 def _versions() -> dict:
     import platform
 
@@ -805,7 +811,7 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, _device(args.device))
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
-    result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=not args.json,
+    result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=_progress(args),
                             sheet=args.sheet, sheet_rows=args.sheet_rows)  # fmt: skip
     if not args.per_class:
         result.pop("per_class")
@@ -834,7 +840,7 @@ def cmd_eval_vae(args: argparse.Namespace) -> int:
     _check_sheet(args.sheet, args.overwrite)
     vae = load_vae(args.vae).to(_device(args.device))
     result = evaluate_vae(vae, _holdout_config("vae", args), sheet=args.sheet, sheet_rows=args.sheet_rows,
-                          progress=not args.json)  # fmt: skip
+                          progress=_progress(args))  # fmt: skip
     _print_result({"vae": str(args.vae), **result}, args.json)
     return 0
 
@@ -916,7 +922,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     def run() -> dict:
         rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
                            steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
-                           progress=not args.json)  # fmt: skip
+                           progress=_progress(args))  # fmt: skip
         if PartialState().is_main_process:  # every process holds all rows; one draws
             save_sheet(verdict_sheet(out, rows), out / "sheet.png")
         return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
@@ -982,7 +988,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
         clip = MiniCLIPFeatures(args.clip, device)
     res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
         graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
-        cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, progress=not args.json))  # fmt: skip
+        cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
@@ -1026,7 +1032,7 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
         graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablations=ablations,
         images_per_prompt=args.images_per_prompt, steps=args.steps,
-        seed=args.seed, n_real=args.n_real, progress=not args.json))  # fmt: skip
+        seed=args.seed, n_real=args.n_real, progress=_progress(args)))  # fmt: skip
     sample_sheet(out, res["configs"], prompts, n_prompts=args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
@@ -1052,7 +1058,7 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_real_edit(
         pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, steps=args.steps,
-        progress=not args.json))  # fmt: skip
+        progress=_progress(args)))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:
         sheet.save(out / "examples.png")
@@ -1072,7 +1078,7 @@ def cmd_eval_quality(args: argparse.Namespace) -> int:
     result = evaluate_quality(pipe, MiniCLIPFeatures(args.clip, device), [e.text for e in entries],
                               images_per_prompt=args.images_per_prompt, steps=args.steps,
                               guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, n_real=args.n_real,
-                              progress=not args.json)  # fmt: skip
+                              progress=_progress(args))  # fmt: skip
     _print_result(result, args.json)
     return 0
 
@@ -1120,7 +1126,7 @@ def cmd_eval_denoise(args: argparse.Namespace) -> int:
 
     result = denoise_error(args.model, n=args.n, seed=args.seed, size=args.size, timesteps=tuple(args.timesteps),
                            batch=args.batch, noise_seed=args.noise_seed, device=_device(args.device),
-                           progress=not args.json)  # fmt: skip
+                           progress=_progress(args))  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -1151,7 +1157,7 @@ def cmd_eval_palette_decode(args: argparse.Namespace) -> int:
     from .eval.palette_decode import evaluate_palette_decode, markdown_table
 
     result = evaluate_palette_decode(n=args.n, size=args.size, seed=args.seed, min_area=args.min_area,
-                                     progress=not args.json)  # fmt: skip
+                                     progress=_progress(args))  # fmt: skip
     print(json.dumps(result, indent=1) if args.json else markdown_table(result))
     return 0
 

@@ -234,10 +234,14 @@ def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select, size: 
 
 
 @torch.no_grad()
-def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256) -> dict:
+def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl_n: int = 16) -> dict:
     """Denoising error (plain epsilon MSE) on fixed noise at timesteps 100..900 of up to ``n``
     held-out latents: the factor (parents given), and the bare base UNet on the same latents.
-    The ratio shows what the factor learned over the base."""
+    The ratio shows what the factor learned over the base. For a parentless adapter (the factor
+    attention distillation trains) also ``eval_attention_kl``: the distillation KL between the
+    base's and the factor's attention maps at every attention layer's own resolution, on the
+    first ``kl_n`` of those noisy latents (0: skip) — how far the factor's attention has drifted
+    from the base's, distilled or not."""
     module = module.eval()
     dev = base.device
     g = torch.Generator().manual_seed(1234)
@@ -248,7 +252,8 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256) ->
         packed = torch.cat([torch.cat([data[f"lat_{p}"][:n].float().to(dev), z.new_ones(len(z), 1, *z.shape[-2:])], 1)
                             for p in spec.parents], 1)  # fmt: skip
     noise = sd_noise_scheduler()
-    errs_f, errs_b = [], []
+    errs_f, errs_b, kls = [], [], []
+    distilled = spec.kind == "adapter" and not spec.parents and kl_n > 0
     for tv in range(100, 1000, 200):
         t = torch.full((len(z),), tv, device=dev)
         eps = torch.randn(z.shape, generator=g).to(dev)
@@ -256,10 +261,16 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256) ->
         errs_f.append(float(((factor_forward(spec, module, base.unet, zt, t, emb, packed) - eps) ** 2).mean()))
         if spec.kind != "scratch":
             errs_b.append(float(((base.unet(zt, t, encoder_hidden_states=emb).sample - eps) ** 2).mean()))
+        for i in range(0, min(kl_n, len(z)) if distilled else 0, 8):
+            k = slice(i, min(i + 8, kl_n, len(z)))
+            kls.append((k.stop - k.start, float(distillation_loss(spec, module, base.unet, zt[k], t[k], emb[k],
+                                                                  LayerSelector()))))  # fmt: skip
     f = sum(errs_f) / len(errs_f)
     out = {"eval_mse_factor": round(f, 5), "eval_n": len(z)}
     if errs_b:
         b = sum(errs_b) / len(errs_b)
         out.update({"eval_mse_base": round(b, 5), "eval_mse_ratio": round(f / b, 4)})
+    if kls:
+        out["eval_attention_kl"] = float(f"{sum(w * v for w, v in kls) / sum(w for w, _ in kls):.4g}")
     return out
 
