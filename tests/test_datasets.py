@@ -106,3 +106,22 @@ def test_an_interrupted_export_resumes_to_the_same_dataset(graph_dir, tmp_path, 
     assert "already complete" in capsys.readouterr().err
     assert main(["generate", "a dog", "--resume"]) == 2
     assert "--export-dataset" in capsys.readouterr().err
+
+
+def test_export_stats_of_generated_records():
+    """Generated maps may hold no object, or lack what the caption names: the stats say so (they
+    divided by zero on a map with no object)."""
+
+    def rec(named, present):
+        return {"caption": "x", "kind": "generated", "style": "generated",
+                "grounding": [{"category": c, "span": [0, 1], "kind": "thing"} for c in named],
+                "objects": [{"category": c} for c in present]}  # fmt: skip
+
+    recs = [rec(["dog", "cat"], ["dog"]), rec(["dog"], []), rec([], ["bus"]), rec(["cat"], ["cat", "car"])]
+    s = export_stats(recs)
+    # present & named / present over maps with something present: 1, 0, 1/2
+    assert s["fraction_of_categories_named_mean"] == pytest.approx(0.5, abs=1e-3)
+    assert s["captions_naming_every_category"] == pytest.approx(1 / 3, abs=1e-3)
+    # named & present / named over captions that name something: 1/2, 0, 1
+    assert s["fraction_of_named_categories_present_mean"] == pytest.approx(0.5, abs=1e-3)
+    assert s["objects_per_scene_mean"] == 1.0 and s["samples"] == 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fgdm.cli import main
-from fgdm.eval.fgdm_quality import configurations, consistency, default_sets
+from fgdm.eval.fgdm_quality import configurations, consistency, default_sets, object_counts
 from fgdm.world.categories import NUM_CLASSES, VOID_ID, category
 from fgdm.world.conditions import encode_segmentation
 
@@ -106,6 +106,21 @@ def test_consistency_on_known_maps():
     assert r["consistency_miou"] == pytest.approx(((768 - 144) / 768 + 0) / 2, abs=1e-4)
 
 
+def test_object_counts_on_known_maps():
+    grass, dog, cat = (category(n).id for n in ("grass", "dog", "cat"))
+    a = np.full((100, 100), grass, np.uint8)
+    a[10:30, 10:30] = dog  # 4%: present
+    b = a.copy()
+    b[50:52, 50:52] = cat  # 0.04%: a speck, below the 0.3% presence area
+    c = b.copy()
+    c[60:70, 60:70] = cat  # 1%: present
+    got = object_counts([a, b, c], [("dog", "cat"), ("dog", "cat"), ("dog", "cat")], "seg")
+    assert got == {"seg_object_recall": pytest.approx((0.5 + 0.5 + 1) / 3, abs=1e-4), "seg_things_per_map": pytest.approx(4 / 3, abs=1e-3)}
+    # a prompt naming no known object is not scored; its map still counts its things
+    assert object_counts([c, a], [(), ("cat",)], "image") == {"image_object_recall": 0.0, "image_things_per_map": 1.5}
+    assert object_counts([a], [()], "seg")["seg_object_recall"] is None
+
+
 def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_dir, tiny_judge_dir, tmp_path, capsys):
     g = random_graph(GRAPH).save_pretrained(tmp_path / "g")
     abl = random_graph({"factors": {"seg": {"steps": 2}}}, seed=7).save_pretrained(tmp_path / "g_nodistill")
@@ -126,6 +141,8 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     joint = by["FG-DM seg,image joint"]
     assert {"image_fd", "clip_score", "seg_fd", "seg_precision", "seg_recall", "consistency_miou"} <= set(joint)
     assert 0 <= joint["consistency_miou"] <= 1 and "consistency_depth_mae" not in joint
+    assert 0 <= joint["seg_object_recall"] <= 1 and joint["seg_things_per_map"] >= 0
+    assert 0 <= by["base"]["image_object_recall"] <= 1 and "seg_object_recall" not in by["base"]
     assert "image_fd" not in by["FG-DM normal joint"] and by["FG-DM normal joint"]["normal_fd"] >= 0
     # the ablation row differs from the joint row only by its seg factor: different maps
     seg_joint = (out / "samples" / "FG-DM_seg_image_joint" / "p00000-0-seg.png").read_bytes()

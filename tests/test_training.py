@@ -607,3 +607,35 @@ def test_bench_encode_reports_both_precisions(trained, capsys):
     assert 0 < r["bf16_latent_rel_error"] < 0.1  # bf16 rounding: small but not zero
     assert main(["bench", "encode", "--vae", str(trained["root"] / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_loss_csv_averages_terms_logged_every_kth_step(tmp_path):
+    """A term the loss function reports only every k-th step (distillation: every 10th) lands in
+    loss.csv as its mean over the window, whatever log_every is (it was lost when the logged step
+    was not one of the k-th), and a resumed run keeps the columns."""
+    import csv
+
+    import torch
+
+    from fgdm.training.config import TrainConfig
+    from fgdm.training.loop import train
+
+    model = torch.nn.Linear(2, 1)
+
+    def loss_fn(m, batch, step):
+        loss = m(batch["x"]).pow(2).mean()
+        return loss, ({"distill": float(step)} if step % 3 == 0 else {})
+
+    def batches():
+        while True:
+            yield {"x": torch.ones(4, 2)}
+
+    cfg = TrainConfig(component="unet", output_dir=str(tmp_path / "r"), steps=8, batch_size=4, log_every=4,
+                      checkpoint_every=4)  # fmt: skip
+    train(cfg, model, loss_fn, batches(), progress=False)
+    cfg.steps = 12
+    train(cfg, torch.nn.Linear(2, 1), loss_fn, batches(), resume=True, progress=False)
+    rows = list(csv.DictReader((tmp_path / "r" / "loss.csv").open()))
+    # steps 0-3 report distill at 0 and 3, steps 4-7 at 6, steps 8-11 at 9
+    assert [r["step"] for r in rows] == ["4", "8", "12"]
+    assert [float(r["distill"]) for r in rows] == [1.5, 6.0, 9.0]

@@ -17,7 +17,11 @@ score with the prompt (all in MiniCLIP's feature space); the same distance / pre
 for every sampled condition map against real condition maps; consistency, when a judge is given —
 the mIoU between the judge's segmentation of the image and the sampled segmentation map (the image
 factor must follow its map), and the mean absolute error between the judge's depth and the sampled
-depth map; and seconds per image. Samples are cached per (prompt, configuration) as PNG files, so
+depth map; object recall — the share of the prompt's objects present (presence: a class covers
+>= 0.3% of the map) in every sampled seg map (``seg_object_recall``, what SBPC ranks maps by) and,
+with a judge, in the judge's segmentation of every image (``image_object_recall``, for the base
+row too) — with the thing categories present per map or image (``*_things_per_map``); and seconds
+per image. Samples are cached per (prompt, configuration) as PNG files, so
 an interrupted run resumes and the metrics can be recomputed from the folder.
 """
 
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..compliance.recall import object_recall, present_categories
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
@@ -41,6 +46,7 @@ from ..world.categories import NUM_CLASSES, VOID_ID
 from ..world.conditions import decode_depth, decode_segmentation, resize_labels
 from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
+from ..world.vocab import parse_prompt
 from .features import clip_score, frechet_distance, precision_recall
 from .timing import sync
 
@@ -163,6 +169,31 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
     return out
 
 
+def _objects(recs: list[dict], key: str) -> list[tuple[str, ...]]:
+    """The prompt's thing categories for every file of ``key`` in the records, in file order."""
+    return [parse_prompt(r["prompt"]).things for r in recs for _ in r["files"].get(key, [])]
+
+
+def _judge_labels(judge: Judge, images: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+    dev = next(judge.parameters()).device
+    out = []
+    for i in range(0, len(images), batch):
+        x = _unit(images[i : i + batch]).mul(2).sub(1).to(dev)
+        out += list(judge.segment(x).cpu().numpy().astype(np.uint8))
+    return out
+
+
+def object_counts(labels: list[np.ndarray], objects: list[tuple[str, ...]], key: str) -> dict:
+    """Object recall of label maps against their prompts' thing categories (the presence rule of
+    :mod:`fgdm.compliance.recall`, as SBPC scores a map and the judge an image), averaged over the
+    maps whose prompt names a known object, and the thing categories present per map (a map that
+    scatters specks of many classes has many)."""
+    present = [present_categories(m) for m in labels]
+    scored = [object_recall(o, p) for o, p in zip(objects, present, strict=True) if o]
+    return {f"{key}_object_recall": round(float(np.mean(scored)), 4) if scored else None,
+            f"{key}_things_per_map": round(float(np.mean([len(p) for p in present])), 3)}
+
+
 def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: Path, *,
                      judge: Judge | None = None, sets: list[list[str]] | None = None,
                      modes: list[str] = ("joint", "ancestral"),
@@ -251,6 +282,10 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
             if got[c]:
                 row.update(_distribution(real[c], _unit(got[c]), clip, c))
         segs, deps = got.get("seg") or None, got.get("depth") or None
+        if segs:
+            row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg"))
+        if judge is not None and got["image"]:
+            row.update(object_counts(_judge_labels(judge, got["image"]), _objects(rs, "image"), "image"))
         if judge is not None and got["image"] and (segs or deps):  # maps and images pair one to one
             row.update(consistency(judge, got["image"], segs, deps))
         rows.append(row)

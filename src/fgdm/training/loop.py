@@ -139,7 +139,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     writer = csv.writer(curve)
     if start == 0:
         curve.truncate(0)
-    header_written = start > 0 and curve.tell() > 0  # a checkpoint copied into a new folder starts a curve
+    # a checkpoint copied into a new folder starts a curve; a resumed one keeps its columns
+    columns = None
+    if start > 0 and curve.tell() > 0:
+        with (out / "loss.csv").open(newline="") as f:
+            columns = next(csv.reader(f), None)
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"train {cfg.component}", disable=not progress or not acc.is_main_process
     )
@@ -148,6 +152,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     if cfg.max_minutes is not None:
         deadline = (_clock_origin if _clock_origin is not None else time.monotonic()) + 60 * cfg.max_minutes
     window: list[float] = []
+    window_logs: dict[str, list[float]] = {}  # the loss function's extra terms, averaged over the window
     try:
         while step < cfg.steps:
             # learning rate from our own step count (a torch scheduler prepared by accelerate advances
@@ -159,6 +164,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                 batch = next(batches)
                 with acc.accumulate(model), acc.autocast():
                     loss, logs = loss_fn(fwd, batch, step)
+                    for k, v in logs.items():
+                        window_logs.setdefault(k, []).append(float(v))
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.optim.grad_clip:
                         acc.clip_grad_norm_(trainable, cfg.optim.grad_clip)
@@ -171,15 +178,17 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             bar.update()
             stopped = deadline is not None and step < cfg.steps and time.monotonic() >= deadline
             if step % cfg.log_every == 0 or step == cfg.steps or stopped:
+                # a term computed every k-th step (distillation) is the mean of the steps that had it
                 row = {"step": step, "loss": sum(window) / len(window), "lr": lr,
-                       "seconds": round(time.perf_counter() - t0, 2), **logs}  # fmt: skip
-                if not header_written:
-                    writer.writerow(list(row))
-                    header_written = True
-                writer.writerow(list(row.values()))
+                       "seconds": round(time.perf_counter() - t0, 2),
+                       **{k: round(sum(v) / len(v), 6) for k, v in window_logs.items()}}  # fmt: skip
+                if columns is None:
+                    columns = list(row)
+                    writer.writerow(columns)
+                writer.writerow([row.get(c, "") for c in columns])
                 curve.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = []
+                window, window_logs = [], {}
             if acc.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped):
                 this_run = {"steps": [start, step], "seconds": round(time.perf_counter() - t0, 1),
                             "batch_size": cfg.batch_size * cfg.grad_accum * acc.num_processes, "lr": cfg.optim.lr,

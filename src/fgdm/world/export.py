@@ -169,8 +169,14 @@ def export_stats(records: list[dict]) -> dict:
             counts[key][r[key]] = counts[key].get(r[key], 0) + 1
         for o in r["objects"]:
             cat_counts[o["category"]] = cat_counts.get(o["category"], 0) + 1
-    frac_named = [len(nm) / len(pr) for nm, pr in zip(named, present, strict=True)]
+    # of the categories present, how many the caption names (scenes with none present are left out);
+    # of those it names, how many are present (1 for renders; a generated map may lack some)
+    frac_named = [len(nm & pr) / len(pr) for nm, pr in zip(named, present, strict=True) if pr]
+    frac_present = [len(nm & pr) / len(nm) for nm, pr in zip(named, present, strict=True) if nm]
     n_named = np.array([len(nm) for nm in named])
+
+    def mean(v: list[float]) -> float | None:
+        return round(float(np.mean(v)), 3) if v else None
 
     def hist(a: np.ndarray) -> dict[int, int]:
         return {int(k): int((a == k).sum()) for k in np.unique(a)}
@@ -180,8 +186,9 @@ def export_stats(records: list[dict]) -> dict:
         "objects_per_scene_mean": round(float(n_obj.mean()), 3),
         "objects_per_scene_hist": hist(n_obj),
         "categories_seen": len(cat_counts),
-        "captions_naming_every_category": round(float(np.mean([f == 1.0 for f in frac_named])), 3),
-        "fraction_of_categories_named_mean": round(float(np.mean(frac_named)), 3),
+        "captions_naming_every_category": mean([f == 1.0 for f in frac_named]),
+        "fraction_of_categories_named_mean": mean(frac_named),
+        "fraction_of_named_categories_present_mean": mean(frac_present),
         "categories_named_per_caption_hist": hist(n_named),
         "captions_with_relation": round(float(np.mean([any(w in r["caption"] for w in (" to the left of ", " to the right of ", " above ", " below ", " in front of ", " behind ", " next to ")) for r in records])), 3),
         "scene_kinds": dict(sorted(counts["kind"].items())),
