@@ -143,6 +143,8 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     assert 0 <= joint["consistency_miou"] <= 1 and "consistency_depth_mae" not in joint
     assert 0 <= joint["seg_object_recall"] <= 1 and joint["seg_things_per_map"] >= 0
     assert 0 <= by["base"]["image_object_recall"] <= 1 and "seg_object_recall" not in by["base"]
+    vs = by["FG-DM seg,image joint no-distill"]["seg_object_recall_vs_main"]
+    assert vs["better"] + vs["worse"] <= 4 and 0 < vs["p"] <= 1 and "seg_object_recall_vs_main" not in joint
     assert "image_fd" not in by["FG-DM normal joint"] and by["FG-DM normal joint"]["normal_fd"] >= 0
     # the ablation row differs from the joint row only by its seg factor: different maps
     seg_joint = (out / "samples" / "FG-DM_seg_image_joint" / "p00000-0-seg.png").read_bytes()
@@ -183,3 +185,13 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     with pytest.raises(SystemExit) as e:
         runpy.run_path(script, run_name="__main__")
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_sign_test_known_splits():
+    from fgdm.eval.metrics import sign_test
+
+    assert sign_test([0, 0, 0], [0, 0, 0]) == {"better": 0, "worse": 0, "p": 1.0}  # all ties
+    assert sign_test([0] * 6, [1] * 6) == {"better": 6, "worse": 0, "p": 0.0312}  # 2 / 64
+    assert sign_test([0.5, 0.5, 1.0, 0.2], [1.0, 0.0, 1.0, 0.1]) == {"better": 1, "worse": 2, "p": 1.0}
+    with pytest.raises(ValueError, match="equal lengths"):
+        sign_test([1], [1, 2])

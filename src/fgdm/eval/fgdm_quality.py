@@ -20,7 +20,9 @@ factor must follow its map), and the mean absolute error between the judge's dep
 depth map; object recall — the share of the prompt's objects present (presence: a class covers
 >= 0.3% of the map) in every sampled seg map (``seg_object_recall``, what SBPC ranks maps by) and,
 with a judge, in the judge's segmentation of every image (``image_object_recall``, for the base
-row too) — with the thing categories present per map or image (``*_things_per_map``); and seconds
+row too) — with the thing categories present per map or image (``*_things_per_map``), and for an
+ablation row its maps' and images' recall against the main row's, pair by pair (same prompt and
+seed: ``*_object_recall_vs_main``, the counts better / worse and the sign-test p); and seconds
 per image. Samples are cached per (prompt, configuration) as PNG files, so
 an interrupted run resumes and the metrics can be recomputed from the folder.
 """
@@ -48,6 +50,7 @@ from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
 from ..world.vocab import parse_prompt
 from .features import clip_score, frechet_distance, precision_recall
+from .metrics import sign_test
 from .timing import sync
 
 K_NEIGHBOURS = 3  # precision/recall's k
@@ -183,15 +186,30 @@ def _judge_labels(judge: Judge, images: list[np.ndarray], batch: int = 64) -> li
     return out
 
 
-def object_counts(labels: list[np.ndarray], objects: list[tuple[str, ...]], key: str) -> dict:
+def object_counts(labels: list[np.ndarray], objects: list[tuple[str, ...]], key: str,
+                  per_item: list | None = None) -> dict:  # fmt: skip
     """Object recall of label maps against their prompts' thing categories (the presence rule of
     :mod:`fgdm.compliance.recall`, as SBPC scores a map and the judge an image), averaged over the
     maps whose prompt names a known object, and the thing categories present per map (a map that
-    scatters specks of many classes has many)."""
+    scatters specks of many classes has many). ``per_item``, if given, receives every map's recall
+    (None where the prompt names no known object), for paired comparisons."""
     present = [present_categories(m) for m in labels]
-    scored = [object_recall(o, p) for o, p in zip(objects, present, strict=True) if o]
+    recalls = [object_recall(o, p) if o else None for o, p in zip(objects, present, strict=True)]
+    if per_item is not None:
+        per_item[:] = recalls
+    scored = [r for r in recalls if r is not None]
     return {f"{key}_object_recall": round(float(np.mean(scored)), 4) if scored else None,
             f"{key}_things_per_map": round(float(np.mean([len(p) for p in present])), 3)}
+
+
+def _paired(row: dict, mine: dict[str, list], main: dict[str, list]) -> None:
+    """An ablation row's object recall against its main row's, map by map and image by image (same
+    prompts and seeds): ``<key>_object_recall_vs_main`` = {better, worse, p} (the sign test)."""
+    for key, b in mine.items():
+        a = main.get(key)
+        if a is not None and len(a) == len(b):
+            pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+            row[f"{key}_object_recall_vs_main"] = sign_test([x for x, _ in pairs], [y for _, y in pairs])
 
 
 def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: Path, *,
@@ -264,7 +282,7 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
     # renders exist from 64 px; features are taken at MiniCLIP's input size either way
     ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed)
     real = {k: _unit(v) for k, v in ref.items()}
-    rows = []
+    rows, items = [], {}
     for cfg in configs:
         folder = out / "samples" / _slug(cfg["config"])
         rs = recs[cfg["config"]]
@@ -282,14 +300,25 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
             if got[c]:
                 row.update(_distribution(real[c], _unit(got[c]), clip, c))
         segs, deps = got.get("seg") or None, got.get("depth") or None
+        items[cfg["config"]] = per = {"seg": [], "image": []}
         if segs:
-            row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg"))
+            row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg", per["seg"]))
         if judge is not None and got["image"]:
-            row.update(object_counts(_judge_labels(judge, got["image"]), _objects(rs, "image"), "image"))
+            row.update(object_counts(_judge_labels(judge, got["image"]), _objects(rs, "image"), "image", per["image"]))
+        if cfg.get("ablation"):  # against the same factors and mode without the swap
+            _paired(row, per, items.get(f"FG-DM {','.join(cfg['factors'])} {cfg['mode']}", {}))
         if judge is not None and got["image"] and (segs or deps):  # maps and images pair one to one
             row.update(consistency(judge, got["image"], segs, deps))
         rows.append(row)
     return rows
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, dict) and {"better", "worse", "p"} <= set(v):  # a paired comparison
+        return f"+{v['better']} / -{v['worse']} (p {v['p']})"
+    return str(v)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -300,7 +329,7 @@ def markdown_table(rows: list[dict]) -> str:
     cols += list(dict.fromkeys(extra)) + ["seconds_per_image"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join("—" if r.get(c) is None else str(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,11 +7,13 @@
 - VISOR object accuracy: both objects of a relation prompt present; relation accuracy given both
   are present, from the centroids of their regions;
 - presence by position: how often the prompt's first, second, ... named object is present (the
-  order bias of text-to-image models, which tend to draw the first-named object and drop a later one).
+  order bias of text-to-image models, which tend to draw the first-named object and drop a later one);
+- paired comparison of two methods on the same items (prompts and seeds): the sign test.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +22,8 @@ from ..compliance.recall import PRESENCE_MIN_AREA, object_recall, present_catego
 from ..world.categories import category
 
 __all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "presence_by_position",
-           "present_categories", "recall_summary", "relation_holds", "shuffled_recall", "visor_scores"]  # fmt: skip
+           "present_categories", "recall_summary", "relation_holds", "shuffled_recall", "sign_test",
+           "visor_scores"]  # fmt: skip
 
 
 def recall_summary(recalls: Sequence[float]) -> dict:
@@ -29,6 +32,18 @@ def recall_summary(recalls: Sequence[float]) -> dict:
         raise ValueError("no recalls to summarise")
     return {"mean_recall": round(float(r.mean()), 4), "all_present_rate": round(float((r == 1.0).mean()), 4),
             "n": int(r.size)}  # fmt: skip
+
+
+def sign_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """``b`` against ``a`` on the same items: how many items ``b`` scores higher and lower (ties
+    left out), and the two-sided exact sign-test p of that split under "no difference"."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
+    better = sum(y > x for x, y in zip(a, b, strict=True))
+    worse = sum(y < x for x, y in zip(a, b, strict=True))
+    n, k = better + worse, min(better, worse)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"better": int(better), "worse": int(worse), "p": float(f"{p:.3g}")}
 
 
 def presence_by_position(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> list[float]:

@@ -253,7 +253,7 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
                             for p in spec.parents], 1)  # fmt: skip
     noise = sd_noise_scheduler()
     errs_f, errs_b, kls = [], [], []
-    distilled = spec.kind == "adapter" and not spec.parents and kl_n > 0
+    text_only_adapter = spec.kind == "adapter" and not spec.parents and kl_n > 0
     for tv in range(100, 1000, 200):
         t = torch.full((len(z),), tv, device=dev)
         eps = torch.randn(z.shape, generator=g).to(dev)
@@ -261,7 +261,7 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
         errs_f.append(float(((factor_forward(spec, module, base.unet, zt, t, emb, packed) - eps) ** 2).mean()))
         if spec.kind != "scratch":
             errs_b.append(float(((base.unet(zt, t, encoder_hidden_states=emb).sample - eps) ** 2).mean()))
-        for i in range(0, min(kl_n, len(z)) if distilled else 0, 8):
+        for i in range(0, min(kl_n, len(z)) if text_only_adapter else 0, 8):
             k = slice(i, min(i + 8, kl_n, len(z)))
             kls.append((k.stop - k.start, float(distillation_loss(spec, module, base.unet, zt[k], t[k], emb[k],
                                                                   LayerSelector()))))  # fmt: skip
