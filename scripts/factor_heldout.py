@@ -49,6 +49,8 @@ def main() -> int:
     if len(prints) > 1:
         ap.error(f"the graphs were trained on different bases ({', '.join(sorted(prints))}); compare factors on one base")
     base = graphs[0].base
+    if a.size < 64 or a.size % base.size_factor:
+        ap.error(f"--size must be >= 64 (the world renders from 64 px) and a multiple of {base.size_factor}, got {a.size}")
     spec = graphs[0].spec.factors[a.factor]
     needed = tuple(dict.fromkeys([*spec.parents, a.factor]))
     cfg = TrainConfig(component="factor", output_dir="-", batch_size=16, mixed_precision="bf16",

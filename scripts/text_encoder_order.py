@@ -92,8 +92,7 @@ def _permutation_p(images: list[tuple[str, float, bool]], rounds: int = 2000, se
 
 def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list[set]]) -> dict:
     """Generate every pair prompt with B's token states taken from "a photo of a B"; judge; compare."""
-    import math
-
+    from fgdm.eval.metrics import sign_test
     from fgdm.eval.prompts import PromptEntry
     from fgdm.eval.runner import run_prompts
     from fgdm.models.judge import load_judge
@@ -137,7 +136,6 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
                          "it must be a run on the same --prompts")
     res = run_prompts(entries, Path(args.intervene), pipe=pipe, judge=load_judge(args.judge), images_per_prompt=1,
                       steps=25, guidance_scale=7.5, seed=0, size=None)  # fmt: skip
-    gained = lost = 0
     rate = lambda hits: round(sum(hits) / len(hits), 4)
     both_new, both_old, b_new, b_old = [], [], [], []
     for r in res:
@@ -147,10 +145,8 @@ def intervene(args, tok, rows: list[tuple[str, str, str]], found: dict[int, list
         both_old.append(bo)
         b_new.append(b in r["present"])
         b_old.append(b in old)
-        gained += bn and not bo
-        lost += bo and not bn
-    k, n = min(gained, lost), gained + lost
-    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    test = sign_test(both_old, both_new)  # images that gained / lost both objects
+    gained, lost, p = test["better"], test["worse"], test["p"]
     a_new = [r["objects"][0] in r["present"] for r in res]
     a_old = [r["objects"][0] in found[r["prompt_index"]][r["k"]] for r in res]
     return {"images": len(res), "both_present": [rate(both_old), rate(both_new)],

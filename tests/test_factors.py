@@ -503,7 +503,8 @@ def test_factor_heldout_script(random_graph, tmp_path, capsys, monkeypatch):
     assert rows[0]["eval_mse_ratio"] == pytest.approx(1.0, abs=1e-3)  # the zero adapter is the base
     for argv, err in ((["--graph", str(same), "--factor", "depth"], "no factor 'depth'"),
                       (["--graph", str(tmp_path / "missing")], "does not exist"),
-                      (["--graph", str(same), "--kl-n", "-1"], "--kl-n must be >= 0")):  # fmt: skip
+                      (["--graph", str(same), "--kl-n", "-1"], "--kl-n must be >= 0"),
+                      (["--graph", str(same), "--size", "48"], "--size must be >= 64")):  # fmt: skip
         monkeypatch.setattr("sys.argv", ["x", *argv])
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")

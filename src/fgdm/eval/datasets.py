@@ -45,19 +45,30 @@ def _boxes(instance: np.ndarray, seg: np.ndarray) -> list[dict]:
     return out
 
 
+def _progress(stage: Path, settings: dict, seconds: float) -> None:
+    """The staging folder's progress record, replaced whole (a kill mid-write leaves the old one)."""
+    tmp = stage / f"{PROGRESS}.partial"
+    write_json(tmp, {"settings": settings, "seconds": seconds})
+    tmp.replace(stage / PROGRESS)
+
+
 def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, float]:
     """The prompts an interrupted export in ``stage`` finished, and the seconds it spent; its
     samples.jsonl is cut back to the last whole prompt (a record is written after its files)."""
     try:
         before = json.loads((stage / PROGRESS).read_text())
+        if not isinstance(before, dict) or not isinstance(before.get("settings"), dict):
+            raise ValueError
     except (OSError, ValueError):
         raise ValueError(f"{str(stage)!r} holds no readable {PROGRESS}; remove it or pass --overwrite") from None
-    differ = sorted(k for k in settings.keys() | before.get("settings", {}).keys()
-                    if settings.get(k) != before.get("settings", {}).get(k))  # fmt: skip
+    differ = sorted(k for k in settings.keys() | before["settings"].keys()
+                    if settings.get(k) != before["settings"].get(k))  # fmt: skip
     if differ:
         raise ValueError(f"the interrupted export in {str(stage)!r} used other settings ({', '.join(differ)}); "
                          "resume it with the same ones, or pass --overwrite to start over")  # fmt: skip
-    lines = (stage / "samples.jsonl").read_text().splitlines(keepends=True) if (stage / "samples.jsonl").exists() else []
+    jsonl = stage / "samples.jsonl"
+    # errors="replace": a kill may cut a character in half; that line is then not JSON, and redone
+    lines = jsonl.read_text(errors="replace").splitlines(keepends=True) if jsonl.exists() else []
     whole = []
     for line in lines:  # a line cut by a kill is not whole JSON; it and what follows are redone
         try:
@@ -68,7 +79,7 @@ def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, flo
             break
         whole.append(line)
     done = len(whole) // per_prompt
-    (stage / "samples.jsonl").write_text("".join(whole[: done * per_prompt]))
+    jsonl.write_text("".join(whole[: done * per_prompt]))
     return done, float(before.get("seconds", 0.0))
 
 
@@ -117,7 +128,7 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
             raise ValueError(f"export_dataset {str(out)!r} cannot be created: {e.strerror}") from None
     for f in folders:
         (stage / f).mkdir(exist_ok=True)
-    write_json(stage / PROGRESS, {"settings": settings, "seconds": spent})
+    _progress(stage, settings, spent)
     t0 = time.perf_counter()
     index = done * per_prompt
     with (stage / "samples.jsonl").open("a") as jl:
@@ -150,7 +161,7 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
                 index += 1
             jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
             jl.flush()
-            write_json(stage / PROGRESS, {"settings": settings, "seconds": round(spent + time.perf_counter() - t0, 3)})
+            _progress(stage, settings, round(spent + time.perf_counter() - t0, 3))
     with Image.open(stage / "images" / "000000.png") as im:
         size = im.height
     write_json(stage / MARKER, {

@@ -137,17 +137,28 @@ def _distribution(real: torch.Tensor, fake: torch.Tensor, clip, prefix: str) -> 
 
 
 @torch.no_grad()
+def judged(judge: Judge, images: list[np.ndarray], batch: int = 64) -> tuple[np.ndarray, torch.Tensor]:
+    """The judge's segmentation (N, H, W) uint8 and depth (N, 1, H, W) of images, in batches."""
+    dev = next(judge.parameters()).device
+    labels, depths = [], []
+    for i in range(0, len(images), batch):
+        logits, depth = judge.predict(_unit(images[i : i + batch]).mul(2).sub(1).to(dev))
+        labels.append(logits.argmax(1).cpu().numpy().astype(np.uint8))
+        depths.append(depth.cpu())
+    return np.concatenate(labels), torch.cat(depths)
+
+
 def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarray] | None,
-                depth_maps: list[np.ndarray] | None) -> dict:  # fmt: skip
+                depth_maps: list[np.ndarray] | None,
+                seen: tuple[np.ndarray, torch.Tensor] | None = None) -> dict:  # fmt: skip
     """The judge's view of each image vs the maps it was generated from (at the maps' size):
     mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
-    are not scored, and their share is ``seg_void_fraction``), and depth MAE in [0, 1]."""
+    are not scored, and their share is ``seg_void_fraction``), and depth MAE in [0, 1]. ``seen``:
+    :func:`judged` of the images, if already computed."""
     out = {}
-    x = _unit(images).mul(2).sub(1).to(next(judge.parameters()).device)
-    logits, depth = judge.predict(x)
+    pred, depth = seen if seen is not None else judged(judge, images)
     if seg_maps is not None:
         inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
-        pred = logits.argmax(1).cpu().numpy().astype(np.uint8)
         void = total = 0
         for p, m in zip(pred, seg_maps, strict=True):
             want = decode_segmentation(m)
@@ -177,15 +188,6 @@ def _objects(recs: list[dict], key: str) -> list[tuple[str, ...]]:
     return [parse_prompt(r["prompt"]).things for r in recs for _ in r["files"].get(key, [])]
 
 
-def _judge_labels(judge: Judge, images: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-    dev = next(judge.parameters()).device
-    out = []
-    for i in range(0, len(images), batch):
-        x = _unit(images[i : i + batch]).mul(2).sub(1).to(dev)
-        out += list(judge.segment(x).cpu().numpy().astype(np.uint8))
-    return out
-
-
 def object_counts(labels: list[np.ndarray], objects: list[tuple[str, ...]], key: str,
                   per_item: list | None = None) -> dict:  # fmt: skip
     """Object recall of label maps against their prompts' thing categories (the presence rule of
@@ -209,7 +211,8 @@ def _paired(row: dict, mine: dict[str, list], main: dict[str, list]) -> None:
         a = main.get(key)
         if a is not None and len(a) == len(b):
             pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
-            row[f"{key}_object_recall_vs_main"] = sign_test([x for x, _ in pairs], [y for _, y in pairs])
+            t = sign_test([x for x, _ in pairs], [y for _, y in pairs])
+            row[f"{key}_object_recall_vs_main"] = {**t, "p": float(f"{t['p']:.3g}")}
 
 
 def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: Path, *,
@@ -303,12 +306,13 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
         items[cfg["config"]] = per = {"seg": [], "image": []}
         if segs:
             row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg", per["seg"]))
-        if judge is not None and got["image"]:
-            row.update(object_counts(_judge_labels(judge, got["image"]), _objects(rs, "image"), "image", per["image"]))
+        seen = judged(judge, got["image"]) if judge is not None and got["image"] else None
+        if seen is not None:
+            row.update(object_counts(list(seen[0]), _objects(rs, "image"), "image", per["image"]))
         if cfg.get("ablation"):  # against the same factors and mode without the swap
             _paired(row, per, items.get(f"FG-DM {','.join(cfg['factors'])} {cfg['mode']}", {}))
-        if judge is not None and got["image"] and (segs or deps):  # maps and images pair one to one
-            row.update(consistency(judge, got["image"], segs, deps))
+        if seen is not None and (segs or deps):  # maps and images pair one to one
+            row.update(consistency(judge, got["image"], segs, deps, seen))
         rows.append(row)
     return rows
 

@@ -43,7 +43,7 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> dict:
     worse = sum(y < x for x, y in zip(a, b, strict=True))
     n, k = better + worse, min(better, worse)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    return {"better": int(better), "worse": int(worse), "p": float(f"{p:.3g}")}
+    return {"better": int(better), "worse": int(worse), "p": p}
 
 
 def presence_by_position(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> list[float]:

@@ -254,6 +254,7 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
     noise = sd_noise_scheduler()
     errs_f, errs_b, kls = [], [], []
     text_only_adapter = spec.kind == "adapter" and not spec.parents and kl_n > 0
+    every_layer = LayerSelector()
     for tv in range(100, 1000, 200):
         t = torch.full((len(z),), tv, device=dev)
         eps = torch.randn(z.shape, generator=g).to(dev)
@@ -264,7 +265,7 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
         for i in range(0, min(kl_n, len(z)) if text_only_adapter else 0, 8):
             k = slice(i, min(i + 8, kl_n, len(z)))
             kls.append((k.stop - k.start, float(distillation_loss(spec, module, base.unet, zt[k], t[k], emb[k],
-                                                                  LayerSelector()))))  # fmt: skip
+                                                                  every_layer))))  # fmt: skip
     f = sum(errs_f) / len(errs_f)
     out = {"eval_mse_factor": round(f, 5), "eval_n": len(z)}
     if errs_b:
