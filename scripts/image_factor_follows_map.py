@@ -3,10 +3,17 @@ seg factor in the way.)
 
 For N held-out renders (world seed 50000, never trained on): the render's caption and seg map go
 to the graph's image factor; the judge segments the image, and `consistency` (fgdm eval fgdm's
-column) scores it against the map. The base model on the same caption and seed, which never sees
-the map, gives the level reached by the caption alone.
+columns: mIoU and pixel agreement) scores it against the map. The base model on the same caption
+and seed, which never sees the map, gives the level reached by the caption alone. Every row also
+gives the judge's object recall of the caption's things in the images.
 
-    python scripts/image_factor_follows_map.py --graph runs/train/graph_cpu --n 32 [--judge J]
+With ``--sampled`` the same captions also go through the seg factor, and the image is scored
+against the *sampled* map: "joint" and "ancestral" sampling of seg and image, and "sampled map,
+re-painted": the sampled map decoded to classes, painted with the exact palette and given to the
+image factor — the map its labels describe, in the colours the image factor was trained on. Their
+seg maps' palette fit is reported with them.
+
+    python scripts/image_factor_follows_map.py --graph runs/train/graph_cpu --n 32 [--judge J] [--sampled]
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fgdm.eval.fgdm_quality import consistency
+from fgdm.eval.fgdm_quality import consistency, judged, object_counts
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.pipelines.text2image import Text2ImagePipeline
 from fgdm.world.conditions import encode_segmentation, resize_labels
 from fgdm.world.dataset import make_sample
+from fgdm.world.vocab import parse_prompt
 
 
 def main() -> None:
@@ -32,6 +40,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=50000, help="world seed of the held-out renders")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
+    ap.add_argument("--sampled", action="store_true", help="also score images against seg maps the graph samples")
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
@@ -44,24 +53,47 @@ def main() -> None:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
     base = Text2ImagePipeline(graph.base)
     size = graph.native_size()
-    maps, with_map, without, secs = [], [], [], {"image factor": 0.0, "base": 0.0}
+    names = ["image factor, given the map", "base model, caption only"]
+    if a.sampled:
+        names += ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
+    got = {n: {"images": [], "maps": [], "fits": [], "seconds": 0.0} for n in names}
+
+    def add(name: str, t0: float, out, seg=None) -> None:
+        g = got[name]
+        g["seconds"] += time.perf_counter() - t0
+        g["images"].append(np.asarray(out.images[0].convert("RGB")))
+        g["maps"].append(seg if seg is not None else out.maps["seg"][0])
+        g["fits"] += getattr(out, "palette_fit", None) or []
+
+    captions = []
     for i in tqdm(range(a.n), desc="renders"):
         s = make_sample(i, seed=a.seed, size=max(64, size))  # the world renders from 64 px
-        labels = s.render.seg
+        text, labels = s.caption.text, s.render.seg
+        captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
         t0 = time.perf_counter()
-        out = graph(s.caption.text, factors=["image"], given={"seg": seg}, seed=i)
-        t1 = time.perf_counter()
-        ref = base(s.caption.text, seed=i)
-        secs["image factor"] += t1 - t0
-        secs["base"] += time.perf_counter() - t1
-        maps.append(seg)
-        with_map.append(np.asarray(out.images[0].convert("RGB")))
-        without.append(np.asarray(ref.images[0].convert("RGB")))
-    rows = {"image factor, given the map": consistency(judge, with_map, maps, None),
-            "base model, caption only": consistency(judge, without, maps, None)}  # fmt: skip
-    print(json.dumps({"graph": a.graph, "n": a.n, "world_seed": a.seed, "rows": rows,
-                      "seconds_per_image": {k: round(v / a.n, 3) for k, v in secs.items()}}, indent=1))  # fmt: skip
+        add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg)
+        t0 = time.perf_counter()
+        add(names[1], t0, base(text, seed=i), seg)
+        if a.sampled:
+            for name, mode in ((names[2], "joint"), (names[3], "ancestral")):
+                t0 = time.perf_counter()
+                add(name, t0, graph(text, factors=["seg", "image"], seed=i, mode=mode))
+            t0 = time.perf_counter()
+            drawn = graph(text, factors=["seg"], seed=i)
+            out = graph(text, factors=["image"], given={"seg": drawn.maps["seg"][0]}, seed=i)
+            out.palette_fit = drawn.palette_fit
+            add(names[4], t0, out)
+    objects = [parse_prompt(c).things for c in captions]
+    rows = {}
+    for name, g in got.items():
+        seen = judged(judge, g["images"])
+        rows[name] = consistency(judge, g["images"], g["maps"], None, seen)
+        rows[name].update(object_counts(list(seen[0]), objects, "image"))
+        if g["fits"]:
+            rows[name]["seg_palette_fit"] = round(float(np.mean(g["fits"])), 4)
+        rows[name]["seconds_per_image"] = round(g["seconds"] / a.n, 3)
+    print(json.dumps({"graph": a.graph, "n": a.n, "world_seed": a.seed, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ of map recall with image recall over all candidates, and the image recall of the
 rule would keep at N and at N/2 (SBPC's choice rule; the oracle and a random pick beside them).
 With ``--real R``: on R held-out renders at the candidate size, the fraction of really present
 objects each rule finds in the true map (a rule that drops occluded fragments shows here).
+Also per candidate its map's palette fit (`fgdm.world.conditions.palette_fit`), and in the summary
+whether it predicts the image: its correlation with image recall (over all candidates and within
+a prompt) and the image recall of the pick when it, not the area, breaks ties in map recall.
 
     python scripts/map_presence_rules.py --graph runs/train/graph_cpu --prompts prompts/dense_6to8_200.json \
         --n-prompts 20 --n 10 [--real 500] [--judge J] > out.json
@@ -92,7 +95,8 @@ def main() -> None:
         for i, (lab, s) in enumerate(zip(out.labels, out.seeds, strict=True)):
             img = graph(text, factors=["image"], given={"seg": lab}, seed=s, steps={"image": a.image_steps}).images[0]
             seen = present_categories(judge.segment_images([img])[0])
-            row = {"prompt_index": p, "candidate": i, "seed": s, "image_recall": object_recall(objects, seen)}
+            row = {"prompt_index": p, "candidate": i, "seed": s, "image_recall": object_recall(objects, seen),
+                   "palette_fit": round(out.palette_fit[i], 4)}  # fmt: skip
             for rule in PRESENCE_RULES:
                 c = score_map(lab, objects, i, s, rule=rule)
                 row[f"map_recall_{rule}"], row[f"map_area_{rule}"] = c.recall, c.area
@@ -112,6 +116,14 @@ def main() -> None:
             res[f"N={n}"] = {"avg_map_recall": round(float(np.mean([r[f"map_recall_{rule}"] for r in picks])), 4),
                              "image_recall_of_pick": round(float(np.mean([r["image_recall"] for r in picks])), 4)}  # fmt: skip
         summary[rule] = res
+    fit = {"corr_vs_image_recall": _pearson([r["palette_fit"] for r in rows], [r["image_recall"] for r in rows])}
+    within = [_pearson([r["palette_fit"] for r in c], [r["image_recall"] for r in c]) for c in per_prompt]
+    within = [w for w in within if w is not None]
+    fit["mean_within_prompt_corr"] = round(float(np.mean(within)), 4) if within else None
+    for n in sorted({a.n, max(1, a.n // 2)}):  # ties in map recall (area rule) broken by fit, then the earliest
+        picks = [max(c[:n], key=lambda r: (r["map_recall_area"], r["palette_fit"], -r["candidate"])) for c in per_prompt]
+        fit[f"image_recall_of_pick_fit_tiebreak N={n}"] = round(float(np.mean([r["image_recall"] for r in picks])), 4)
+    summary["palette_fit"] = fit
     for n in sorted({a.n, max(1, a.n // 2)}):
         summary[f"oracle N={n}"] = round(float(np.mean([max(r["image_recall"] for r in c[:n]) for c in per_prompt])), 4)
         summary[f"random N={n}"] = round(float(np.mean([np.mean([r["image_recall"] for r in c[:n]]) for c in per_prompt])), 4)

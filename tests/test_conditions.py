@@ -17,6 +17,7 @@ from fgdm.world.conditions import (
     encode_sketch,
     normalize_depth,
     normals_from_depth,
+    palette_fit,
     resize_labels,
 )
 from fgdm.world.dataset import make_sample
@@ -170,3 +171,32 @@ def test_sketch_round_trip():
 def test_any_exact_map_decodes_exactly(h, w, seed):
     seg = np.random.default_rng(seed).integers(0, NUM_CLASSES, (h, w)).astype(np.uint8)  # 1-px structures everywhere
     assert np.array_equal(decode_segmentation(encode_segmentation(seg), min_area=0), seg)
+
+
+def _far_from_palette() -> np.ndarray:
+    """An RGB colour more than 30 from every palette colour and from black (found on a coarse grid)."""
+    from fgdm.world.palette import PALETTE, VOID_COLOR
+
+    pal = np.array([*PALETTE, VOID_COLOR], float)
+    grid = np.stack(np.meshgrid(*[np.arange(0, 256, 5)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(float)
+    d = np.linalg.norm(grid[:, None] - pal[None], axis=-1).min(1)
+    assert d.max() > 30
+    return grid[d.argmax()].astype(np.uint8)
+
+
+def test_palette_fit_known_maps(renders):
+    for r in renders:
+        assert palette_fit(encode_segmentation(r.seg)) == 1.0  # exactly painted
+    assert palette_fit(np.zeros((8, 8, 3), np.uint8)) == 1.0  # void is a colour the decoder reads
+    off = np.tile(_far_from_palette(), (8, 8, 1))
+    assert palette_fit(off) == 0.0
+    half = encode_segmentation(renders[0].seg)[:8, :8].copy()
+    half[:4] = off[:4]
+    assert palette_fit(half) == 0.5
+    assert palette_fit(off, tolerance=500) == 1.0
+    noisy = encode_segmentation(renders[0].seg).astype(int) + 8  # a small shift: every pixel still within 30
+    assert palette_fit(np.clip(noisy, 0, 255)) > 0.99
+    with pytest.raises(ValueError, match="tolerance"):
+        palette_fit(off, tolerance=0)
+    with pytest.raises(ValueError, match="rgb must be"):
+        palette_fit(np.zeros((8, 8)))

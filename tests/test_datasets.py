@@ -38,7 +38,10 @@ def test_export_dataset_format_and_judge_training_on_it(graph_dir, tmp_path, cap
         assert np.all(seg[inst == o["instance_id"]] == o["category_id"])
         assert (inst[y0:y1, x0:x1] == o["instance_id"]).any()
     assert [g["category"] for g in r["grounding"]] == ["dog", "cat", "grass"]
+    fits = [r["seg_palette_fit"] for r in recs]  # how much of each sampled map decoded without guessing
+    assert all(0 <= f <= 1 for f in fits)
     assert export_stats(recs)["samples"] == 4
+    assert export_stats(recs)["seg_palette_fit_mean"] == pytest.approx(np.mean(fits), abs=1e-3)
     data = load_labelled(out, size=64)
     assert data["image"].shape == (4, 3, 64, 64) and data["seg"].shape == (4, 64, 64) and bool(data["has_depth"].all())
     # the paper's data claim needs a judge trained on generated data: the trainer reads the folder
@@ -125,3 +128,4 @@ def test_export_stats_of_generated_records():
     # named & present / named over captions that name something: 1/2, 0, 1
     assert s["fraction_of_named_categories_present_mean"] == pytest.approx(0.5, abs=1e-3)
     assert s["objects_per_scene_mean"] == 1.0 and s["samples"] == 4
+    assert "seg_palette_fit_mean" not in s  # records without a fit (renders) report none

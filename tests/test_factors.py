@@ -193,6 +193,7 @@ def test_subset_sampling_feeds_null_conditions(graph):
     out = graph("a dog", factors=["image"], given={"seg": seg}, guidance={"image": 1.0})
     hook.remove()
     assert out.given == ["seg"] and "seg" in out.maps
+    assert out.labels is not None and out.palette_fit is None  # a given map's fit is not the sampler's
     assert all(torch.all(c[:, 4] == 1) and torch.all(c[:, 5:] == 0) for c in seen)  # seg given, depth null
 
 
@@ -202,6 +203,7 @@ def test_joint_and_ancestral_differ_and_are_deterministic(graph):
     c = graph("a dog and a cat", seed=3, mode="ancestral")
     assert all(torch.equal(a.latents[k], b.latents[k]) for k in a.latents)
     assert torch.equal(a.latents["seg"], c.latents["seg"])  # the root factor does not depend on the mode
+    assert a.palette_fit == c.palette_fit and len(a.palette_fit) == 1 and 0 <= a.palette_fit[0] <= 1
     assert not torch.allclose(a.latents["image"], c.latents["image"])
     assert set(a.timings) >= {"factor_seg_s", "factor_depth_s", "factor_image_s", "total_s"}
     assert a.labels[0].shape == (32, 32) and a.maps["seg"][0].shape == (32, 32, 3)
@@ -436,7 +438,7 @@ def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, c
     assert rec["parameters"]["per_factor"]["seg"]["steps"] == 2 and rec["parameters"]["per_factor"]["image"]["steps"] == 2
     assert {"image-000.png", "image-001.png", "seg-000.png", "seg-001.png"} <= set(rec["files"])
     assert all((out / f).exists() for f in rec["files"])
-    assert all(isinstance(s["seg_objects"], list) for s in rec["samples"])
+    assert all(isinstance(s["seg_objects"], list) and 0 <= s["seg_palette_fit"] <= 1 for s in rec["samples"])
     assert {"factor_seg_s", "factor_image_s"} <= set(rec["timings"])
     assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--quiet"]) == 0
     assert (tmp_path / "run2" / "depth-000.png").exists()

@@ -86,16 +86,19 @@ def test_consistency_on_known_maps():
     images = [np.zeros((32, 32, 3), np.uint8)] * 2
     depth_half = np.full((32, 32, 3), 128, np.uint8)
     same = consistency(_Oracle(seen, 128 / 255), images, [encode_segmentation(seen)] * 2, [depth_half] * 2)
-    assert same == {"consistency_miou": 1.0, "seg_void_fraction": 0.0, "consistency_depth_mae": 0.0}
+    assert same == {"consistency_miou": 1.0, "consistency_pixel_acc": 1.0, "seg_void_fraction": 0.0,
+                    "consistency_depth_mae": 0.0}
     other = seen.copy()
     other[8:20, 8:20] = category("cat").id  # the map says cat where the judge sees a dog
     r = consistency(_Oracle(seen, 1.0), images, [encode_segmentation(other)] * 2, [depth_half] * 2)
     # classes grass (IoU 1), dog (0) and cat (0): mIoU 1/3; depth 1.0 vs 128/255
     assert r["consistency_miou"] == pytest.approx(1 / 3, abs=1e-4)
+    assert r["consistency_pixel_acc"] == pytest.approx(1 - 144 / 1024, abs=1e-4)  # all but the 12x12 square
     assert r["consistency_depth_mae"] == pytest.approx(1 - 128 / 255, abs=1e-3)
     half = np.full((16, 16), category("grass").id, np.uint8)  # maps at a smaller size than the images
     assert consistency(_Oracle(np.full((32, 32), category("grass").id, np.uint8), 0.0), images,
-                       [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0, "seg_void_fraction": 0.0}  # fmt: skip
+                       [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0, "consistency_pixel_acc": 1.0,
+                                                                  "seg_void_fraction": 0.0}  # fmt: skip
     # a sampled map that is partly black (void): those pixels are not scored, whatever the judge sees there;
     # with one class left this also decodes (it used to fail in the decoder's unblending)
     holed = np.full((32, 32), category("grass").id, np.uint8)
@@ -104,6 +107,7 @@ def test_consistency_on_known_maps():
     assert r["seg_void_fraction"] == 0.25
     # grass: judge 32*32 - 144 pixels, map 768 known pixels; the dog square lies inside the known rows
     assert r["consistency_miou"] == pytest.approx(((768 - 144) / 768 + 0) / 2, abs=1e-4)
+    assert r["consistency_pixel_acc"] == pytest.approx((768 - 144) / 768, abs=1e-4)  # of the known pixels
 
 
 def test_object_counts_on_known_maps():
@@ -142,6 +146,9 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     assert {"image_fd", "clip_score", "seg_fd", "seg_precision", "seg_recall", "consistency_miou"} <= set(joint)
     assert 0 <= joint["consistency_miou"] <= 1 and "consistency_depth_mae" not in joint
     assert 0 <= joint["seg_object_recall"] <= 1 and joint["seg_things_per_map"] >= 0
+    assert 0 <= joint["seg_palette_fit"] <= 1 and 0 <= joint["consistency_pixel_acc"] <= 1
+    cached = json.loads((out / "samples" / "FG-DM_seg_image_joint" / "p00000.json").read_text())
+    assert len(cached["palette_fit"]) == 2 and "seg_palette_fit" not in by["base"]
     assert 0 <= by["base"]["image_object_recall"] <= 1 and "seg_object_recall" not in by["base"]
     vs = by["FG-DM seg,image joint no-distill"]["seg_object_recall_vs_main"]
     assert vs["better"] + vs["worse"] <= 4 and 0 < vs["p"] <= 1 and "seg_object_recall_vs_main" not in joint
@@ -176,6 +183,15 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     r = json.loads(capsys.readouterr().out)
     assert r["n"] == 2 and set(r["rows"]) == {"image factor, given the map", "base model, caption only"}
     assert all(0 <= row["consistency_miou"] <= 1 and row["seg_void_fraction"] == 0 for row in r["rows"].values())
+    assert all(0 <= row["image_object_recall"] <= 1 and "seg_palette_fit" not in row for row in r["rows"].values())
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir), "--sampled"])
+    runpy.run_path(script, run_name="__main__")
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    sampled = ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
+    assert list(rows) == ["image factor, given the map", "base model, caption only", *sampled]
+    assert all(0 <= rows[k]["seg_palette_fit"] <= 1 and 0 <= rows[k]["consistency_pixel_acc"] <= 1 for k in sampled)
+    # the root seg factor samples the same map in every mode: the same fits
+    assert rows[sampled[0]]["seg_palette_fit"] == rows[sampled[1]]["seg_palette_fit"] == rows[sampled[2]]["seg_palette_fit"]
     no_image = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_image), "--n", "2"])
     with pytest.raises(SystemExit) as e:

@@ -75,6 +75,12 @@ def test_map_presence_rules_script(graph, tiny_judge_dir, tmp_path, capsys, monk
     best = [max(c["image_recall"] for c in r["candidates"] if c["prompt_index"] == p) for p in (0, 1)]
     assert r["summary"]["oracle N=2"] == pytest.approx(np.mean(best), abs=1e-4)
     assert r["real_maps"]["renders"] == 3 and 0 < r["real_maps"]["recall"]["area"] <= 1
+    assert all(0 <= c["palette_fit"] <= 1 for c in r["candidates"])
+    picks = [max((c for c in r["candidates"] if c["prompt_index"] == p),  # recall, then fit, then the earliest
+                 key=lambda c: (c["map_recall_area"], c["palette_fit"], -c["candidate"])) for p in (0, 1)]
+    fit = r["summary"]["palette_fit"]
+    assert fit["image_recall_of_pick_fit_tiebreak N=2"] == pytest.approx(np.mean([c["image_recall"] for c in picks]), abs=1e-4)
+    assert {"corr_vs_image_recall", "mean_within_prompt_corr"} <= set(fit)
     monkeypatch.setattr("sys.argv", [*argv[:7], "--n", "0"])
     with pytest.raises(SystemExit) as e:
         runpy.run_path(script, run_name="__main__")
@@ -107,6 +113,8 @@ def test_search_records_every_candidate_and_renders_the_argmax(graph):
     assert np.array_equal(one.labels[0], res.labels)
     assert score_map(res.labels, res.objects, 0, 0).recall == res.candidates[res.chosen].recall
     assert set(res.timings) == {"candidates_s", "final_s", "total_s"}
+    assert res.candidates[res.chosen].palette_fit == pytest.approx(one.palette_fit[0])  # recorded per candidate
+    assert all(0 <= c.to_dict()["palette_fit"] <= 1 for c in res.candidates)
 
 
 def test_early_stop_and_bad_inputs(graph):
@@ -175,3 +183,31 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads(capsys.readouterr().out) == rows
     assert cli(argv) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_seg_map_fit_script(graph, random_graph, tmp_path, capsys, monkeypatch):
+    """scripts/seg_map_fit.py (a figure in results.md): palette fit by graph and guidance, one reference per base."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "seg_map_fit.py")
+    g1, g2 = graph.save_pretrained(tmp_path / "g1"), graph.save_pretrained(tmp_path / "g2")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat on grass\na bus\na qwzx\n")
+    argv = ["x", "--graph", str(g1), str(g2), "--prompts", str(prompts), "--n", "2", "--guidance", "1", "4"]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 2 and [row["maps"] for row in r["rows"]] == ["real, through the VAE"] + ["sampled"] * 4
+    assert [row["guidance"] for row in r["rows"]] == [None, 1, 4, 1, 4]
+    for row in r["rows"]:  # a stricter tolerance can only keep fewer pixels
+        assert 0 <= row["palette_fit_15"] <= row["palette_fit_30"] <= 1
+    assert all(0 <= row["seg_object_recall"] <= 1 for row in r["rows"][1:])
+    # the same factors under two names sample the same maps
+    assert r["rows"][1]["palette_fit_30"] == r["rows"][3]["palette_fit_30"]
+    no_seg = random_graph({"factors": {"depth": {"steps": 2}}}).save_pretrained(tmp_path / "d")
+    for bad, msg in ((["--tolerance", "0"], "must be > 0"), (["--graph", str(no_seg)], "has no seg factor")):
+        monkeypatch.setattr("sys.argv", [*argv, *bad])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and msg in capsys.readouterr().err

@@ -381,6 +381,8 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
                 files.append(f"{name}-{i:03d}.png")
         for i, lab in enumerate(result.labels or []):
             samples[i]["seg_objects"] = sorted(present_categories(lab))
+        for i, fit in enumerate(result.palette_fit or []):
+            samples[i]["seg_palette_fit"] = round(fit, 4)
         spec = pipe.spec.factors
         write_json(stage / "record.json", {
             "kind": "generate-fgdm", "prompt": args.prompt, "negative_prompt": args.negative_prompt,

@@ -32,10 +32,12 @@ class Candidate:
     present: list[str]  # prompt objects found in the map
     missing: list[str]
     area: float  # total area fraction of the prompt objects present
+    palette_fit: float | None = None  # share of the sampled map's pixels decoded without guessing
 
     def to_dict(self) -> dict:
+        fit = None if self.palette_fit is None else round(self.palette_fit, 4)
         return {"index": self.index, "seed": self.seed, "recall": round(self.recall, 4), "present": self.present,
-                "missing": self.missing, "area": round(self.area, 4)}  # fmt: skip
+                "missing": self.missing, "area": round(self.area, 4), "palette_fit": fit}  # fmt: skip
 
 
 @dataclass
@@ -113,6 +115,7 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
                    sizes={"seg": cond_size}, steps={"seg": cond_steps}, progress=progress)  # fmt: skip
         for j, lab in enumerate(out.labels):
             cands.append(score_map(lab, objects, len(cands), out.seeds[j]))
+            cands[-1].palette_fit = out.palette_fit[j]
             labels.append(lab)
             if keep_candidates:
                 keep.append(out.maps["seg"][j])

@@ -157,7 +157,8 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
                              "grounding": [{"category": m.category, "span": [m.start, m.end],
                                             "kind": "thing" if category(m.category).is_thing else "stuff"}
                                            for m in mentions],
-                             "objects": _boxes(inst, seg), "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
+                             "objects": _boxes(inst, seg), "seg_palette_fit": round(res.palette_fit[k], 4),
+                             "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
                 index += 1
             jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
             jl.flush()

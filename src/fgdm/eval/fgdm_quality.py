@@ -16,8 +16,10 @@ Per row: the images' Fréchet distance, precision and recall against real render
 score with the prompt (all in MiniCLIP's feature space); the same distance / precision / recall
 for every sampled condition map against real condition maps; consistency, when a judge is given —
 the mIoU between the judge's segmentation of the image and the sampled segmentation map (the image
-factor must follow its map), and the mean absolute error between the judge's depth and the sampled
-depth map; object recall — the share of the prompt's objects present (presence: a class covers
+factor must follow its map) and the share of pixels where the two agree, and the mean absolute
+error between the judge's depth and the sampled depth map; the sampled seg maps' palette fit (the
+share of their pixels within the decoder's tolerance of a palette colour, ``seg_palette_fit``:
+how much of each map was read rather than guessed); object recall — the share of the prompt's objects present (presence: a class covers
 >= 0.3% of the map) in every sampled seg map (``seg_object_recall``, what SBPC ranks maps by) and,
 with a judge, in the judge's segmentation of every image (``image_object_recall``, for the base
 row too) — with the thing categories present per map or image (``*_things_per_map``), and for an
@@ -87,20 +89,21 @@ def _slug(config: str) -> str:
 
 
 def _sample(cfg: dict, prompt: str, p: int, k: int, seed: int, steps: int, *, graph, ablated: dict, base) -> tuple:
-    """(images, {condition: maps}, seconds) of one configuration on one prompt."""
+    """(images, {condition: maps}, seconds, the sampled seg maps' palette fits or None) of one
+    configuration on one prompt."""
     s = seed + 1000 * p
     sync()
     t0 = time.perf_counter()
     if cfg["kind"] == "base":
         res = base(prompt, num_images_per_prompt=k, num_inference_steps=steps, seed=s)
-        images, maps = res.images, {}
+        images, maps, fits = res.images, {}, None
     else:
         pipe = ablated[cfg["ablation"]] if cfg.get("ablation") else graph
         res = pipe(prompt, factors=cfg["factors"], num_images_per_prompt=k, seed=s, mode=cfg["mode"],
                    steps={f: steps for f in cfg["factors"]})  # fmt: skip
-        images, maps = res.images, res.maps
+        images, maps, fits = res.images, res.maps, res.palette_fit
     sync()
-    return images, maps, time.perf_counter() - t0
+    return images, maps, time.perf_counter() - t0, fits
 
 
 def _load_rgb(path: Path) -> np.ndarray:
@@ -153,25 +156,29 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
                 seen: tuple[np.ndarray, torch.Tensor] | None = None) -> dict:  # fmt: skip
     """The judge's view of each image vs the maps it was generated from (at the maps' size):
     mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
-    are not scored, and their share is ``seg_void_fraction``), and depth MAE in [0, 1]. ``seen``:
+    are not scored, and their share is ``seg_void_fraction``), the share of scored pixels where
+    the two agree (``consistency_pixel_acc``: unlike the mIoU, not pulled to 0 by a map's speck
+    classes, each of which counts as one class of IoU 0), and depth MAE in [0, 1]. ``seen``:
     :func:`judged` of the images, if already computed."""
     out = {}
     pred, depth = seen if seen is not None else judged(judge, images)
     if seg_maps is not None:
         inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
-        void = total = 0
+        void = total = agree = 0
         for p, m in zip(pred, seg_maps, strict=True):
             want = decode_segmentation(m)
             p = resize_labels(p, want.shape[0]) if p.shape != want.shape else p
             known = want != VOID_ID  # pixels the map does not label (black, or undecodable) are not scored
             void, total = void + int((~known).sum()), total + want.size
             p, want = p[known], want[known]
+            agree += int((p == want).sum())
             for c in np.union1d(np.unique(p), np.unique(want)):
                 a, b = p == c, want == c
                 inter[c] += (a & b).sum()
                 union[c] += (a | b).sum()
         seen = union > 0
         out["consistency_miou"] = round(float((inter[seen] / union[seen]).mean()), 4) if seen.any() else None
+        out["consistency_pixel_acc"] = round(agree / max(1, total - void), 4)
         out["seg_void_fraction"] = round(void / max(1, total), 4)
     if depth_maps is not None:
         errs = []
@@ -252,8 +259,8 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
             rec = folder / f"p{p:05d}.json"
             if not rec.exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                images, maps, seconds = _sample(cfg, text, p, images_per_prompt, seed, steps,
-                                                graph=graph, ablated=ablated, base=base)  # fmt: skip
+                images, maps, seconds, fits = _sample(cfg, text, p, images_per_prompt, seed, steps,
+                                                      graph=graph, ablated=ablated, base=base)  # fmt: skip
                 files = {"image": []} | {c: [] for c in maps}
                 for k, im in enumerate(images):
                     im.save(folder / f"p{p:05d}-{k}-image.png")
@@ -264,7 +271,8 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
                         files[c].append(f"p{p:05d}-{k}-{c}.png")
                 tmp = rec.with_suffix(".partial")
                 tmp.write_text(json.dumps({"prompt": text, "config": cfg["config"], "seconds": seconds,
-                                           "samples": max(len(v) for v in files.values()), "files": files}))  # fmt: skip
+                                           "samples": max(len(v) for v in files.values()), "files": files,
+                                           "palette_fit": fits}))  # fmt: skip
                 tmp.replace(rec)
             bar.update()
     bar.close()
@@ -306,6 +314,8 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
         items[cfg["config"]] = per = {"seg": [], "image": []}
         if segs:
             row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg", per["seg"]))
+            fits = [f for r in rs for f in (r.get("palette_fit") or [])]  # samples cached before fits were kept: none
+            row["seg_palette_fit"] = round(float(np.mean(fits)), 4) if len(fits) == len(segs) else None
         seen = judged(judge, got["image"]) if judge is not None and got["image"] else None
         if seen is not None:
             row.update(object_counts(list(seen[0]), _objects(rs, "image"), "image", per["image"]))

@@ -28,7 +28,7 @@ from ..models.factors import (
 )
 from ..models.pipeline import BaseModel, default_model_dir, load_base_model
 from ..sampling import FactorRun, ddim_schedule, guided, sample_graph, to_epsilon
-from ..world.conditions import decode_segmentation, encode_segmentation, resize_image, resize_labels
+from ..world.conditions import decode_segmentation, encode_segmentation, palette_fit, resize_image, resize_labels
 from .text2image import latents_to_images
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,11 @@ class FactorGraphOutput:
     """What one call produced, per sample (``seeds[i]`` is sample i's seed).
 
     ``maps[name][i]`` is sample i's condition map as an (H, W, 3) uint8 image (segmentation:
-    re-painted with the exact palette after decoding); ``labels[i]`` its decoded class-id map.
+    re-painted with the exact palette after decoding); ``labels[i]`` its decoded class-id map;
+    ``palette_fit[i]`` the share of the sampled seg map's pixels that were within the decoder's
+    tolerance of a palette colour before re-painting (:func:`~fgdm.world.conditions.palette_fit`;
+    low: the classes were largely guessed). ``labels`` is None when the call has no seg map (sampled
+    or given), ``palette_fit`` when it sampled none.
     """
 
     images: list[Image.Image]
@@ -50,6 +54,7 @@ class FactorGraphOutput:
     sampled: list[str]  # factors that were sampled
     given: list[str]  # conditions that were supplied
     timings: dict[str, float] = field(default_factory=dict)
+    palette_fit: list[float] | None = None
 
 
 def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
@@ -232,13 +237,15 @@ class FactorGraphPipeline:
         return z * vae.config.scaling_factor
 
     @torch.no_grad()
-    def decode_maps(self, name: str, latents: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """VAE-decode condition latents to (H, W, 3) uint8 maps; for seg also the class-id maps."""
+    def decode_maps(self, name: str, latents: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray] | None,
+                                                                     list[float] | None]:  # fmt: skip
+        """VAE-decode condition latents to (H, W, 3) uint8 maps; for seg also the class-id maps and
+        each map's palette fit (before re-painting)."""
         rgbs = [np.asarray(im) for im in latents_to_images(self.base.vae, latents)]
         if name != "seg":
-            return rgbs, None
+            return rgbs, None, None
         labels = [decode_segmentation(r) for r in rgbs]
-        return [encode_segmentation(lab) for lab in labels], labels
+        return [encode_segmentation(lab) for lab in labels], labels, [palette_fit(r) for r in rgbs]
 
     def _check(self, factors, given, sizes, steps, mode, n) -> None:
         nodes = self.spec.factors
@@ -399,16 +406,17 @@ class FactorGraphPipeline:
         bar.close()
         timings["denoise_s"] = time.perf_counter() - t1
         timings.update({f"factor_{r.name}_s": r.seconds for r in runs if r.fixed is None})
+        sampled = [r.name for r in runs if r.fixed is None]
         # 5. decode the image and every condition map
         t2 = time.perf_counter()
-        images, maps, labels = [], {}, None
+        images, maps, labels, fits = [], {}, None, None
         for name, z in latents.items():
             if name == "image":
                 images = latents_to_images(m.vae, z)
                 continue
-            maps[name], lab = self.decode_maps(name, z)
-            labels = lab if lab is not None else labels
+            maps[name], lab, fit = self.decode_maps(name, z)
+            if name == "seg":  # a given map's fit would measure the VAE, not the sampler
+                labels, fits = lab, (fit if name in sampled else None)
         timings["decode_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
-        sampled = [r.name for r in runs if r.fixed is None]
-        return FactorGraphOutput(images, maps, labels, latents, seeds, sampled, sorted(given), timings)
+        return FactorGraphOutput(images, maps, labels, latents, seeds, sampled, sorted(given), timings, fits)

@@ -181,7 +181,8 @@ def export_stats(records: list[dict]) -> dict:
     def hist(a: np.ndarray) -> dict[int, int]:
         return {int(k): int((a == k).sum()) for k in np.unique(a)}
 
-    return {
+    fits = [r["seg_palette_fit"] for r in records if r.get("seg_palette_fit") is not None]  # generated only
+    out = {
         "samples": len(records),
         "objects_per_scene_mean": round(float(n_obj.mean()), 3),
         "objects_per_scene_hist": hist(n_obj),
@@ -195,6 +196,9 @@ def export_stats(records: list[dict]) -> dict:
         "styles": dict(sorted(counts["style"].items())),
         "least_common_categories": sorted(cat_counts.items(), key=lambda kv: kv[1])[:5],
     }  # fmt: skip
+    if fits:  # how much of the sampled maps decoded without guessing (fgdm.world.conditions.palette_fit)
+        out["seg_palette_fit_mean"] = mean(fits)
+    return out
 
 
 def load_labelled(folder: str | Path, size: int | None = None) -> dict:
