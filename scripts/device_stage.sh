@@ -282,6 +282,21 @@ case "$stage" in
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
     evj bench-factors bench factors
+    evs() {  # NAME SCRIPT ARGS...: a script's JSON into runs/eval/NAME.json, once
+      local name=$1; shift
+      [ -f "runs/eval/$name.json" ] && return 0
+      if timeout $(( deadline - SECONDS )) "$PY" "$@" > "runs/eval/$name.partial"; then
+        mv "runs/eval/$name.partial" "runs/eval/$name.json"
+      else
+        echo "eval $name: stopped (rc $?), runs again in the next call" | tee -a runs/eval/pending.txt
+      fi
+    }
+    [ -f runs/captions_400.json ] || fgdm eval make-prompts --recipe captions --n 400 --seed 3 --out runs/captions_400.json
+    small=$([ "${SMOKE:-0}" = 1 ] && echo 2 || echo 64)
+    # the seg factor's guidance (on the CPU graph 1 doubled map recall at 128 px, not at SBPC's 64 px) and palette fit
+    evs seg-map-fit scripts/seg_map_fit.py --graph "$G" --prompts runs/captions_400.json --n "$small" --guidance 1 2 4 7.5
+    # does the image follow its sampled map, re-painted or not, as it follows a real one?
+    evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled
     pack_eval ;;
   eval-data)  # the FG-DM data claim: a judge trained only on generated samples vs one on as many real renders
     mkdir -p runs/eval
