@@ -159,3 +159,23 @@ def test_world_stats(tmp_path, capsys):
     assert stats["categories_named_per_caption_hist"] == {str(k): named.count(k) for k in sorted(set(named))}
     code, _, err = run(capsys, "world", "stats", str(tmp_path / "nothing"))
     assert code == 2 and "nothing" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["judge"], ["vae", "--vae", "V"], ["recall", "--prompts", "P"], ["multigen", "--prompts", "P"],
+    ["visor", "--prompts", "P"], ["sbpc", "--prompts", "P"], ["fgdm", "--prompts", "P"], ["real-edit"],
+    ["quality", "--prompts", "P"], ["denoise"], ["palette-decode"],
+])  # fmt: skip
+def test_eval_progress_bars(argv, monkeypatch):
+    """Every eval with progress bars: shown with a table; with --json only when stderr is a terminal
+    (the JSON goes to stdout); never with --quiet."""
+    from fgdm.cli import _progress, build_parser
+
+    parse = build_parser().parse_args
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert _progress(parse(["eval", *argv])) is True
+    assert _progress(parse(["eval", *argv, "--json"])) is False
+    assert _progress(parse(["eval", *argv, "--quiet"])) is False
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _progress(parse(["eval", *argv, "--json"])) is True
+    assert _progress(parse(["eval", *argv, "--json", "--quiet"])) is False

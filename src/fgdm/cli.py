@@ -99,6 +99,7 @@ def _runner_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--resume", action="store_true", help="continue a run in --out (same settings)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -313,7 +314,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _progress(args: argparse.Namespace) -> bool:
     """Progress bars (on stderr) for an eval: always with a table, and with ``--json`` (on stdout)
-    when stderr is a terminal, so a long run is never silent to the person watching it."""
+    when stderr is a terminal, so a long run is never silent to the person watching it; never with
+    ``--quiet`` (e.g. stderr kept in a log file)."""
+    if getattr(args, "quiet", False):
+        return False
     return not getattr(args, "json", False) or sys.stderr.isatty()
 
 
@@ -1192,6 +1196,7 @@ def _holdout_args(p: argparse.ArgumentParser, n: int, what: str) -> None:
     p.add_argument("--size", type=_arg_type(_size, "size"), default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1391,6 +1396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval_judge)
     p = esub.add_parser("vae", help="a MiniVAE's held-out reconstruction PSNR per modality and seg palette accuracy")
     p.add_argument("--vae", required=True, help="a VAE folder (fgdm train vae's final/) or an SD pipeline folder")
@@ -1484,6 +1490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_int_at_least(8), default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval_quality)
     p = esub.add_parser("samples", help="a contact sheet of the same prompts and seeds through several models "
                         "(e.g. a UNet at several points of its training)")  # fmt: skip
@@ -1516,6 +1523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_int_at_least(1), default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval_denoise)
     p = esub.add_parser("make-prompts", help="generate a versioned prompt set (MultiGen JSON format)")
     p.add_argument("--recipe", choices=["multigen", "relations", "dense", "single", "pairs", "captions"], required=True)
@@ -1532,6 +1540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--min-area", type=_arg_type(_non_negative, "number"), default=0.003)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval_palette_decode)
 
     bench = sub.add_parser("bench", help="benchmarks (speed ratios measured side by side)")

@@ -19,10 +19,10 @@ the mIoU between the judge's segmentation of the image and the sampled segmentat
 factor must follow its map) and the share of pixels where the two agree, and the mean absolute
 error between the judge's depth and the sampled depth map; the sampled seg maps' palette fit (the
 share of their pixels within the decoder's tolerance of a palette colour, ``seg_palette_fit``:
-how much of each map was read rather than guessed); object recall — the share of the prompt's objects present (presence: a class covers
->= 0.3% of the map) in every sampled seg map (``seg_object_recall``, what SBPC ranks maps by) and,
-with a judge, in the judge's segmentation of every image (``image_object_recall``, for the base
-row too) — with the thing categories present per map or image (``*_things_per_map``), and for an
+how much of each map was read rather than guessed); object recall — the share of the prompt's
+objects present (presence: a class covers >= 0.3% of the map) in every sampled seg map
+(``seg_object_recall``, what SBPC ranks maps by) and, with a judge, in the judge's segmentation of
+every image (``image_object_recall``, for the base row too) — with the thing categories present per map or image (``*_things_per_map``), and for an
 ablation row its maps' and images' recall against the main row's, pair by pair (same prompt and
 seed: ``*_object_recall_vs_main``, the counts better / worse and the sign-test p); and seconds
 per image. Samples are cached per (prompt, configuration) as PNG files, so
