@@ -129,3 +129,35 @@ def test_export_stats_of_generated_records():
     assert s["fraction_of_named_categories_present_mean"] == pytest.approx(0.5, abs=1e-3)
     assert s["objects_per_scene_mean"] == 1.0 and s["samples"] == 4
     assert "seg_palette_fit_mean" not in s  # records without a fit (renders) report none
+
+
+def test_image_factor_dataset_script(graph_dir, tmp_path, capsys, monkeypatch):
+    """scripts/image_factor_dataset.py (a figure in results.md): real labels kept, images re-rendered."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "image_factor_dataset.py")
+    world, out = tmp_path / "w", tmp_path / "imgf"
+    assert main(["world", "render", "--n", "2", "--size", "64", "--seed", "3", "--out", str(world), "--quiet",
+                 "--sheet-rows", "0"]) == 0  # fmt: skip
+    argv = ["x", "--world", str(world), "--graph", str(graph_dir), "--out", str(out), "--steps", "2", "--quiet"]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    assert "wrote 2 scenes" in capsys.readouterr().out
+    recs, orig = read_samples(out), read_samples(world)
+    assert [r["image_source"] for r in recs] == ["image factor"] * 2
+    assert [{k: v for k, v in r.items() if k != "image_source"} for r in recs] == orig
+    for r in recs:
+        for f in ("seg_ids", "instance", "depth"):  # every label file unchanged
+            assert (out / r["files"][f]).read_bytes() == (world / r["files"][f]).read_bytes()
+        new = np.asarray(Image.open(out / r["files"]["images"]))
+        assert new.shape == (64, 64, 3) and not np.array_equal(new, np.asarray(Image.open(world / r["files"]["images"])))
+    meta = json.loads((out / "world.json").read_text())
+    assert meta["images_from"]["steps"] == 2 and meta["images_from"]["seed"] == "the scene's index"
+    assert load_labelled(out, size=64)["image"].shape == (2, 3, 64, 64)
+    for bad, msg in ((argv, "already"), ([*argv[:2], str(tmp_path / "nowhere"), *argv[3:]], "holds no world.json"),
+                     ([*argv[:2], str(out / "images"), *argv[3:]], "holds no world.json")):  # fmt: skip
+        monkeypatch.setattr("sys.argv", bad)
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and msg in capsys.readouterr().err
