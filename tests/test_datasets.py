@@ -161,3 +161,24 @@ def test_image_factor_dataset_script(graph_dir, tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_world_sheet_of_folders_side_by_side(tmp_path, capsys):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "s.png"
+    for folder, n, seed in ((a, 2, 3), (b, 3, 4)):
+        assert main(["world", "render", "--n", str(n), "--size", "64", "--seed", str(seed), "--out", str(folder),
+                     "--quiet", "--sheet-rows", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["world", "sheet", str(a), str(b), "--out", str(out), "--columns", "images,seg,depth", "--rows", "5",
+            "--cell", "32"]  # fmt: skip
+    assert main(argv) == 0 and "wrote" in capsys.readouterr().out
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    assert sheet.shape[1] == 6 * 32  # 2 folders x 3 columns
+    # the first tile is sample 0 of folder a, resized to the cell
+    first = np.asarray(Image.open(a / "images" / "000000.png").convert("RGB").resize((32, 32), Image.NEAREST))
+    top = next(y for y in range(sheet.shape[0]) if np.array_equal(sheet[y, :32], first[0]))
+    assert np.array_equal(sheet[top : top + 32, :32], first)
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err  # nothing replaced silently
+    assert main([*argv[:3], "--out", str(tmp_path / "x.png"), "--columns", "images,pose"]) == 2
+    assert "has no ['pose']" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert main([*argv[:3], "--out", str(tmp_path / "x.jpg")]) == 2 and ".png" in capsys.readouterr().err

@@ -240,6 +240,21 @@ def cmd_world_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_sheet(args: argparse.Namespace) -> int:
+    from .world.export import folders_sheet
+    from .world.sheet import save_sheet
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {args.out!r}")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out!r} exists; pass --overwrite to replace it")
+    sheet = folders_sheet(args.folders, columns=tuple(args.columns), rows=args.rows, cell=args.cell)
+    save_sheet(sheet, out)
+    print(f"wrote {out} ({sheet.width}x{sheet.height})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- generation
 
 
@@ -1236,6 +1251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="a folder written by `fgdm world render`")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_world_stats)
+    p = wsub.add_parser("sheet", help="a contact sheet of export folders side by side (sample i of each per row)")
+    p.add_argument("folders", nargs="+", help="folders written by `fgdm world render` or `fgdm generate --export-dataset`")
+    p.add_argument("--out", required=True, help="the sheet (.png)")
+    p.add_argument("--columns", type=_arg_type(_csv, "columns"), default=["images", "seg"],
+                   help="sub-folders shown per folder (default images,seg)")
+    p.add_argument("--rows", type=_int_at_least(1), default=6, help="samples (default 6)")
+    p.add_argument("--cell", type=_int_at_least(16), default=128, help="tile side in pixels (default 128)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_world_sheet)
 
     p = wsub.add_parser("decode-seg", help="decode a palette segmentation image to classes")
     p.add_argument("image")

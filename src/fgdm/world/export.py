@@ -201,6 +201,32 @@ def export_stats(records: list[dict]) -> dict:
     return out
 
 
+def folders_sheet(folders: list[str | Path], *, columns: tuple[str, ...] = ("images", "seg"), rows: int = 6,
+                  cell: int = 128) -> Image.Image:  # fmt: skip
+    """A contact sheet of export folders side by side (rendered or generated): row i shows sample i
+    of every folder, its ``columns`` (export sub-folders) in order. The row's caption is the
+    samples' caption, or their distinct captions joined by " | " where the folders differ."""
+    if not folders:
+        raise ValueError("folders is empty: name at least one export folder")
+    if not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    if not columns:
+        raise ValueError("columns is empty: name at least one sub-folder, e.g. images,seg")
+    recs = [read_samples(f) for f in folders]
+    for f, rs in zip(folders, recs, strict=True):
+        if not rs:
+            raise ValueError(f"folder {str(f)!r} holds no samples")
+        missing = [c for c in columns if c not in rs[0]["files"]]
+        if missing:
+            raise ValueError(f"folder {str(f)!r} has no {missing}; it has {sorted(rs[0]['files'])}")
+    n = min(rows, *(len(rs) for rs in recs))
+    grid = [[np.asarray(Image.open(Path(f) / rs[i]["files"][c]).convert("RGB")) for f, rs in zip(folders, recs, strict=True)
+             for c in columns] for i in range(n)]  # fmt: skip
+    captions = [" | ".join(dict.fromkeys(rs[i]["caption"] for rs in recs)) for i in range(n)]
+    headers = [f"{Path(f).name}: {c}" for f in folders for c in columns]
+    return contact_sheet(grid, headers=headers, captions=captions, cell=cell)
+
+
 def load_labelled(folder: str | Path, size: int | None = None) -> dict:
     """Images, class ids and depth (0-255) of an export folder (rendered or generated) as uint8
     tensors — the judge trainer's data pool. Samples without depth get depth = 0 and are flagged."""
