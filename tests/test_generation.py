@@ -201,3 +201,20 @@ def test_denoise_error_and_caption_gain(tiny_sd_dir, tmp_path, capsys):
     assert main(["eval", "denoise", "--model", str(tiny_sd_dir), "--n", "3", "--size", "64", "--timesteps", "10,500",
                  "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["timesteps"] == [10, 500]
+
+
+def test_contact_sheet_headers_wrap_within_their_cell():
+    import numpy as np
+    from PIL import ImageFont
+
+    from fgdm.world.sheet import _wrap_to_width, contact_sheet
+
+    font = ImageFont.load_default(size=11)
+    for text in ("images of gen_dataset_cpu_sg1", "a_single_word_far_too_wide_for_any_cell_of_this_size", "seg"):
+        lines = _wrap_to_width(text, font, 60)
+        assert all(font.getlength(line) <= 60 for line in lines)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost
+    tile = np.zeros((32, 32, 3), np.uint8)
+    one = contact_sheet([[tile, tile]], headers=["a", "b"], cell=128)
+    two = contact_sheet([[tile, tile]], headers=["a much longer header that wraps", "b"], cell=128)
+    assert two.height > one.height and two.width == one.width  # room for the wrapped lines, not overlap

@@ -223,7 +223,7 @@ def folders_sheet(folders: list[str | Path], *, columns: tuple[str, ...] = ("ima
     grid = [[np.asarray(Image.open(Path(f) / rs[i]["files"][c]).convert("RGB")) for f, rs in zip(folders, recs, strict=True)
              for c in columns] for i in range(n)]  # fmt: skip
     captions = [" | ".join(dict.fromkeys(rs[i]["caption"] for rs in recs)) for i in range(n)]
-    headers = [f"{Path(f).name}: {c}" for f in folders for c in columns]
+    headers = [f"{c} of {Path(f).name}" for f in folders for c in columns]
     return contact_sheet(grid, headers=headers, captions=captions, cell=cell)
 
 

@@ -31,13 +31,15 @@ def contact_sheet(
     line_h = max(12, cell // 9)
     chars = max(20, int(ncol * cell / (line_h * 0.55)))
     wrapped = [textwrap.wrap(c, chars)[:3] for c in captions] if captions else [[] for _ in rows]
-    head_h = line_h + 6 if headers else 0
+    # headers wider than a cell wrap within it (at most 3 lines), so neighbours never overlap
+    heads = [_wrap_to_width(h, font, cell - 8)[:3] for h in headers] if headers else []
+    head_h = max(len(h) for h in heads) * line_h + 6 if heads else 0
     heights = [cell + (len(w) * line_h + 6 if captions else 4) for w in wrapped]
     sheet = Image.new("RGB", (ncol * cell, head_h + sum(heights)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    if headers:
-        for j, h in enumerate(headers):
-            draw.text((j * cell + 4, 3), h, fill=(0, 0, 0), font=font)
+    for j, lines in enumerate(heads):
+        for k, line in enumerate(lines):
+            draw.text((j * cell + 4, 3 + k * line_h), line, fill=(0, 0, 0), font=font)
     y = head_h
     for row, lines, h in zip(rows, wrapped, heights, strict=True):
         if len(row) != ncol:
@@ -49,6 +51,27 @@ def contact_sheet(
             draw.text((4, y + cell + 3 + k * line_h), line, fill=(20, 20, 20), font=font)
         y += h
     return sheet
+
+
+def _wrap_to_width(text: str, font, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels: broken at spaces, and inside a word only
+    where one word alone is too wide."""
+    lines: list[str] = []
+    for word in text.split():
+        while font.getlength(word) > width and len(word) > 1:  # hard-break a word too wide for a line
+            k = 1
+            while k < len(word) and font.getlength(word[: k + 1]) <= width:
+                k += 1
+            if lines and font.getlength(lines[-1] + " " + word[:k]) <= width:
+                lines[-1] += " " + word[:k]
+            else:
+                lines.append(word[:k])
+            word = word[k:]
+        if lines and font.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def save_sheet(sheet: Image.Image, path: str | Path) -> Path:
