@@ -94,6 +94,8 @@ def test_consistency_on_known_maps():
     # classes grass (IoU 1), dog (0) and cat (0): mIoU 1/3; depth 1.0 vs 128/255
     assert r["consistency_miou"] == pytest.approx(1 / 3, abs=1e-4)
     assert r["consistency_pixel_acc"] == pytest.approx(1 - 144 / 1024, abs=1e-4)  # all but the 12x12 square
+    # maps already decoded to class ids score the same as their palette images
+    assert consistency(_Oracle(seen, 1.0), images, [other] * 2, [depth_half] * 2) == r
     assert r["consistency_depth_mae"] == pytest.approx(1 - 128 / 255, abs=1e-3)
     half = np.full((16, 16), category("grass").id, np.uint8)  # maps at a smaller size than the images
     assert consistency(_Oracle(np.full((32, 32), category("grass").id, np.uint8), 0.0), images,

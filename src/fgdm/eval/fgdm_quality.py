@@ -154,8 +154,8 @@ def judged(judge: Judge, images: list[np.ndarray], batch: int = 64) -> tuple[np.
 def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarray] | None,
                 depth_maps: list[np.ndarray] | None,
                 seen: tuple[np.ndarray, torch.Tensor] | None = None) -> dict:  # fmt: skip
-    """The judge's view of each image vs the maps it was generated from (at the maps' size):
-    mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
+    """The judge's view of each image vs the maps it was generated from (at the maps' size; a seg
+    map is a palette image, or its (H, W) class ids if already decoded): mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
     are not scored, and their share is ``seg_void_fraction``), the share of scored pixels where
     the two agree (``consistency_pixel_acc``: unlike the mIoU, not pulled to 0 by a map's speck
     classes, each of which counts as one class of IoU 0), and depth MAE in [0, 1]. ``seen``:
@@ -166,7 +166,7 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
         inter, union = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
         void = total = agree = 0
         for p, m in zip(pred, seg_maps, strict=True):
-            want = decode_segmentation(m)
+            want = decode_segmentation(m) if np.ndim(m) == 3 else np.asarray(m)
             p = resize_labels(p, want.shape[0]) if p.shape != want.shape else p
             known = want != VOID_ID  # pixels the map does not label (black, or undecodable) are not scored
             void, total = void + int((~known).sum()), total + want.size
@@ -312,8 +312,9 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
                 row.update(_distribution(real[c], _unit(got[c]), clip, c))
         segs, deps = got.get("seg") or None, got.get("depth") or None
         items[cfg["config"]] = per = {"seg": [], "image": []}
-        if segs:
-            row.update(object_counts([decode_segmentation(m) for m in segs], _objects(rs, "seg"), "seg", per["seg"]))
+        labels = [decode_segmentation(m) for m in segs] if segs else None  # once, for recall and consistency
+        if labels:
+            row.update(object_counts(labels, _objects(rs, "seg"), "seg", per["seg"]))
             fits = [f for r in rs for f in (r.get("palette_fit") or [])]  # samples cached before fits were kept: none
             row["seg_palette_fit"] = round(float(np.mean(fits)), 4) if len(fits) == len(segs) else None
         seen = judged(judge, got["image"]) if judge is not None and got["image"] else None
@@ -322,7 +323,7 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
         if cfg.get("ablation"):  # against the same factors and mode without the swap
             _paired(row, per, items.get(f"FG-DM {','.join(cfg['factors'])} {cfg['mode']}", {}))
         if seen is not None and (segs or deps):  # maps and images pair one to one
-            row.update(consistency(judge, got["image"], segs, deps, seen))
+            row.update(consistency(judge, got["image"], labels, deps, seen))
         rows.append(row)
     return rows
 
