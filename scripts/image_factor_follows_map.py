@@ -58,12 +58,13 @@ def main() -> None:
         names += ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
     got = {n: {"images": [], "maps": [], "fits": [], "seconds": 0.0} for n in names}
 
-    def add(name: str, t0: float, out, seg=None) -> None:
+    def add(name: str, t0: float, out, seg: np.ndarray | None = None, fits: list[float] | None = None) -> None:
+        """One image of row ``name``, scored against ``seg`` (default: the map the call sampled)."""
         g = got[name]
         g["seconds"] += time.perf_counter() - t0
         g["images"].append(np.asarray(out.images[0].convert("RGB")))
         g["maps"].append(seg if seg is not None else out.maps["seg"][0])
-        g["fits"] += getattr(out, "palette_fit", None) or []
+        g["fits"] += fits if fits is not None else getattr(out, "palette_fit", None) or []
 
     captions = []
     for i in tqdm(range(a.n), desc="renders"):
@@ -81,9 +82,9 @@ def main() -> None:
                 add(name, t0, graph(text, factors=["seg", "image"], seed=i, mode=mode))
             t0 = time.perf_counter()
             drawn = graph(text, factors=["seg"], seed=i)
-            out = graph(text, factors=["image"], given={"seg": drawn.maps["seg"][0]}, seed=i)
-            out.palette_fit = drawn.palette_fit
-            add(names[4], t0, out)
+            painted = drawn.maps["seg"][0]  # the sampled map decoded and painted with the exact palette
+            out = graph(text, factors=["image"], given={"seg": painted}, seed=i)
+            add(names[4], t0, out, painted, drawn.palette_fit)
     objects = [parse_prompt(c).things for c in captions]
     rows = {}
     for name, g in got.items():
