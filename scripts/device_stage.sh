@@ -151,7 +151,7 @@ _ev() {  # _ev RESUMABLE NAME ARGS...
       "eval sbpc") extra+=(--n-prompts 2 --ns 1,2 --cond-steps 2 --baseline-n 2 --steps 2) ;;
       "eval real-edit") extra+=(--n 2 --steps 2) ;;
       "bench generate") extra+=("${m[@]}" --n 1 --steps 2) ;;
-      "bench factors") extra+=("${m[@]}" --n 1 --steps 2 --batch 2 --distill-batch 2) ;;
+      "bench factors") extra+=("${m[@]}" --n 1 --steps 2 --batch 2 --distill-batch 2 --sample-batch 2) ;;
       "bench train") extra+=(--batch 2 --steps 1 --warmup 0 --set data.size=64) ;;
     esac
   fi
@@ -263,14 +263,15 @@ case "$stage" in
     pack_eval ;;
   eval-base)  # MiniSD's quality targets, MultiGen, image quality, the judge, GPU timings
     evj judge-eval eval judge --judge "$J" --n 500
-    evr single eval recall --prompts prompts/single_400.json --judge "$J" --images-per-prompt 4
-    evr pairs eval recall --prompts prompts/pairs_500.json --judge "$J" --images-per-prompt 2
-    if [ -f "$MG" ]; then evr multigen eval multigen --prompts "$MG" --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}"
+    eb=(--batch-size "${EVAL_BATCH:-64}")  # images per batch across prompts (bench-generate below measures the gain)
+    evr single eval recall --prompts prompts/single_400.json --judge "$J" --images-per-prompt 4 "${eb[@]}"
+    evr pairs eval recall --prompts prompts/pairs_500.json --judge "$J" --images-per-prompt 2 "${eb[@]}"
+    if [ -f "$MG" ]; then evr multigen eval multigen --prompts "$MG" --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}" "${eb[@]}"
     else echo "no $MG: copy ../shared/benchmarks/multigen_coco_5_1k.json into .bench/ and carry .bench" | tee "$out/multigen-missing.txt"; fi
-    evr multigen-sceneworld eval multigen --prompts prompts/multigen_sceneworld_5_1k.json --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}"
-    evr visor eval visor --prompts prompts/relations_500.json --judge "$J"
-    evj quality eval quality --prompts prompts/multigen_sceneworld_5_1k.json --clip "$C" --limit 100 --images-per-prompt 4
-    evj bench-generate bench generate --n 8
+    evr multigen-sceneworld eval multigen --prompts prompts/multigen_sceneworld_5_1k.json --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}" "${eb[@]}"
+    evr visor eval visor --prompts prompts/relations_500.json --judge "$J" "${eb[@]}"
+    evj quality eval quality --prompts prompts/multigen_sceneworld_5_1k.json --clip "$C" --limit 100 --images-per-prompt 4 "${eb[@]}"
+    evj bench-generate bench generate --n 8 --batch 4,16,64
     pack_eval ;;
   eval-fgdm)  # FG-DM's tables: quality/ablation/joint-vs-ancestral/consistency, SBPC, real-image edits
     abl=()
@@ -281,7 +282,7 @@ case "$stage" in
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
-    evj bench-factors bench factors
+    evj bench-factors bench factors --sample-batch "${EVAL_BATCH:-64}"
     evs() {  # NAME SCRIPT ARGS...: a script's JSON into runs/eval/NAME.json, once
       local name=$1; shift
       [ -f "runs/eval/$name.json" ] && return 0
@@ -298,17 +299,30 @@ case "$stage" in
     # does the image follow its sampled map, re-painted or not, as it follows a real one?
     evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled
     pack_eval ;;
-  eval-data)  # the FG-DM data claim: a judge trained only on generated samples vs one on as many real renders
+  eval-data)  # the FG-DM data claim: a judge trained only on generated samples, one on real labels with
+              # image-factor images, and one on as many real renders
     mkdir -p runs/eval
     [ -f runs/captions_400.json ] || fgdm eval make-prompts --recipe captions --n 400 --seed 3 --out runs/captions_400.json
     if [ ! -f runs/gen_dataset/world.json ]; then  # prompt by prompt into runs/.gen_dataset.partial; --resume goes on
       timeout $(( deadline - SECONDS )) "$PY" -m fgdm generate --prompts runs/captions_400.json --n 8 --graph "$G" --resume \
-        --factors seg,depth,image --export-dataset runs/gen_dataset $([ "${SMOKE:-0}" = 1 ] && echo --n 1 --steps 2) \
+        --factors seg,depth,image --export-dataset runs/gen_dataset --batch-size "${EVAL_BATCH:-64}" $([ "${SMOKE:-0}" = 1 ] && echo --n 1 --steps 2) \
         || { echo "generation did not finish in this call's budget: run eval-data again" | tee "$out/pending.txt"; exit 3; }
     fi
+    # the image factor alone: judge_real_3200's scenes (world seed 1) with every label kept and every image
+    # re-rendered from its real seg map and caption (configs/judge_imgfactor.yaml; results.md, "The data claim, decomposed")
+    if [ ! -f runs/imgfactor_3200/world.json ]; then
+      n=$([ "${SMOKE:-0}" = 1 ] && echo 3 || echo 3200)
+      [ -f runs/world_3200_s1/world.json ] || fgdm world render --n "$n" --size 128 --seed 1 --out runs/world_3200_s1 \
+        --sheet-rows 0 --quiet --overwrite
+      timeout $(( deadline - SECONDS )) "$PY" scripts/image_factor_dataset.py --world runs/world_3200_s1 --graph "$G" \
+        --out runs/imgfactor_3200 --batch-size "${EVAL_BATCH:-64}" --quiet --overwrite $([ "${SMOKE:-0}" = 1 ] && echo --steps 2) \
+        || { echo "the image-factor dataset did not finish in this call's budget: run eval-data again" | tee "$out/pending.txt"; exit 3; }
+    fi
     share() { "$PY" -c "print(round(max(0.5, ($deadline - $SECONDS) / 60 / $1), 2))"; }  # minutes for each of N runs left
-    budget=(--max-minutes "$(share 2)")
+    budget=(--max-minutes "$(share 3)")
     resumable judge_generated judge configs/judge_generated.yaml
+    budget=(--max-minutes "$(share 2)")
+    resumable judge_imgfactor judge configs/judge_imgfactor.yaml
     budget=(--max-minutes "$(share 1)")
     resumable judge_real_3200 judge configs/judge_real_3200.yaml
     rm -rf "$out/checkpoint"  # two short runs: their metrics are what matters, not their weights

@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--graph", required=True, help="a graph whose image factor takes seg as a parent")
     ap.add_argument("--out", required=True, help="the new export folder")
     ap.add_argument("--steps", type=int, default=None, help="image factor DDIM steps (default: the graph's)")
+    ap.add_argument("--batch-size", type=int, default=16,
+                    help="scenes per image-factor batch (default 16; speed only: each keeps its seed and map)")
     ap.add_argument("--overwrite", action="store_true", help="replace an earlier output of this script")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args()
@@ -60,6 +62,8 @@ def main() -> None:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
     if a.steps is not None and a.steps < 1:
         ap.error(f"--steps must be >= 1, got {a.steps}")
+    if a.batch_size < 1:
+        ap.error(f"--batch-size must be >= 1, got {a.batch_size}")
     size = int(meta["size"])
     steps = {"image": a.steps} if a.steps else None
     t0 = time.perf_counter()
@@ -68,13 +72,18 @@ def main() -> None:
             if folder != "images":
                 shutil.copytree(world / folder, stage / folder)
         (stage / "images").mkdir()
+        bar = tqdm(total=len(records), desc="image factor", unit="scene", disable=a.quiet)
         with (stage / "samples.jsonl").open("w") as f:
-            for r in tqdm(records, desc="image factor", unit="scene", disable=a.quiet):
-                seg = np.asarray(Image.open(world / r["files"]["seg_ids"]))
-                out = graph(r["caption"], factors=["image"], given={"seg": seg}, seed=r["index"],
-                            sizes={"image": size}, steps=steps)  # fmt: skip
-                out.images[0].convert("RGB").save(stage / r["files"]["images"], compress_level=1)
-                f.write(json.dumps({**r, "image_source": "image factor"}) + "\n")
+            for b in range(0, len(records), a.batch_size):
+                batch = records[b : b + a.batch_size]
+                segs = [np.asarray(Image.open(world / r["files"]["seg_ids"])) for r in batch]
+                out = graph([r["caption"] for r in batch], factors=["image"], given={"seg": segs},
+                            seed=[r["index"] for r in batch], sizes={"image": size}, steps=steps)  # fmt: skip
+                for r, img in zip(batch, out.images, strict=True):
+                    img.convert("RGB").save(stage / r["files"]["images"], compress_level=1)
+                    f.write(json.dumps({**r, "image_source": "image factor"}) + "\n")
+                bar.update(len(batch))
+        bar.close()
         spec = graph.spec.factors["image"]
         meta.update({
             "images_from": {"graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,

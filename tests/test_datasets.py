@@ -69,7 +69,9 @@ def test_an_interrupted_export_resumes_to_the_same_dataset(graph_dir, tmp_path, 
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog on the grass\na bus on the road\na cat and a bird\n")
-    base = ["generate", "--prompts", str(prompts), "--graph", str(graph_dir), "--n", "2", "--quiet", "--export-dataset"]
+    # --batch-size 2 = one prompt of 2 samples per call, in every run here, so files match bit for bit
+    base = ["generate", "--prompts", str(prompts), "--graph", str(graph_dir), "--n", "2", "--quiet", "--batch-size", "2",
+            "--export-dataset"]  # fmt: skip
     assert main([*base, str(tmp_path / "whole")]) == 0
     real_call, calls = FactorGraphPipeline.__call__, []
 
@@ -95,7 +97,7 @@ def test_an_interrupted_export_resumes_to_the_same_dataset(graph_dir, tmp_path, 
     calls.clear()
     monkeypatch.setattr(FactorGraphPipeline, "__call__", lambda self, p, **kw: calls.append(p) or real_call(self, p, **kw))
     assert main([*base, str(out), "--resume"]) == 0
-    assert calls == ["a cat and a bird"] and not stage.exists()
+    assert calls == [["a cat and a bird"]] and not stage.exists()
     whole, got = tmp_path / "whole", out
     assert read_samples(got) == read_samples(whole)
     for f in sorted((whole / "images").iterdir()):
@@ -109,6 +111,17 @@ def test_an_interrupted_export_resumes_to_the_same_dataset(graph_dir, tmp_path, 
     assert "already complete" in capsys.readouterr().err
     assert main(["generate", "a dog", "--resume"]) == 2
     assert "--export-dataset" in capsys.readouterr().err
+    # the default batch (16 samples: all three prompts in one call) draws the same samples
+    monkeypatch.setattr(FactorGraphPipeline, "__call__", real_call)
+    together = tmp_path / "together"
+    assert main([*base[:-3], "--export-dataset", str(together)]) == 0
+    keep = ("index", "seed", "caption", "grounding", "files")
+    assert [{k: r[k] for k in keep} for r in read_samples(together)] == [{k: r[k] for k in keep} for r in read_samples(whole)]
+    for f in sorted((whole / "images").iterdir()):
+        a, b = (np.asarray(Image.open(d / "images" / f.name), dtype=int) for d in (whole, together))
+        assert np.abs(a - b).max() <= 2, f.name
+    assert main(["generate", "a dog", "--batch-size", "4"]) == 2
+    assert "--batch-size groups the prompts of --export-dataset" in capsys.readouterr().err
 
 
 def test_export_stats_of_generated_records():
@@ -132,20 +145,27 @@ def test_export_stats_of_generated_records():
 
 
 def test_image_factor_dataset_script(graph_dir, tmp_path, capsys, monkeypatch):
-    """scripts/image_factor_dataset.py (a figure in results.md): real labels kept, images re-rendered."""
+    """scripts/image_factor_dataset.py (a figure in results.md): real labels kept, images re-rendered,
+    batches across scenes changing no image (beyond rounding)."""
     import runpy
     from pathlib import Path
 
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "image_factor_dataset.py")
     world, out = tmp_path / "w", tmp_path / "imgf"
-    assert main(["world", "render", "--n", "2", "--size", "64", "--seed", "3", "--out", str(world), "--quiet",
+    assert main(["world", "render", "--n", "3", "--size", "64", "--seed", "3", "--out", str(world), "--quiet",
                  "--sheet-rows", "0"]) == 0  # fmt: skip
     argv = ["x", "--world", str(world), "--graph", str(graph_dir), "--out", str(out), "--steps", "2", "--quiet"]
-    monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.setattr("sys.argv", [*argv, "--batch-size", "2"])  # a batch of 2, then 1
     runpy.run_path(script, run_name="__main__")
-    assert "wrote 2 scenes" in capsys.readouterr().out
+    assert "wrote 3 scenes" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", [*argv[:6], str(tmp_path / "one"), *argv[7:], "--batch-size", "1"])
+    runpy.run_path(script, run_name="__main__")
+    capsys.readouterr()
     recs, orig = read_samples(out), read_samples(world)
-    assert [r["image_source"] for r in recs] == ["image factor"] * 2
+    for r in recs:
+        a, b = (np.asarray(Image.open(d / r["files"]["images"]), dtype=int) for d in (out, tmp_path / "one"))
+        assert np.abs(a - b).max() <= 2
+    assert [r["image_source"] for r in recs] == ["image factor"] * 3
     assert [{k: v for k, v in r.items() if k != "image_source"} for r in recs] == orig
     for r in recs:
         for f in ("seg_ids", "instance", "depth"):  # every label file unchanged
@@ -154,9 +174,10 @@ def test_image_factor_dataset_script(graph_dir, tmp_path, capsys, monkeypatch):
         assert new.shape == (64, 64, 3) and not np.array_equal(new, np.asarray(Image.open(world / r["files"]["images"])))
     meta = json.loads((out / "world.json").read_text())
     assert meta["images_from"]["steps"] == 2 and meta["images_from"]["seed"] == "the scene's index"
-    assert load_labelled(out, size=64)["image"].shape == (2, 3, 64, 64)
+    assert load_labelled(out, size=64)["image"].shape == (3, 3, 64, 64)
     for bad, msg in ((argv, "already"), ([*argv[:2], str(tmp_path / "nowhere"), *argv[3:]], "holds no world.json"),
-                     ([*argv[:2], str(out / "images"), *argv[3:]], "holds no world.json")):  # fmt: skip
+                     ([*argv[:2], str(out / "images"), *argv[3:]], "holds no world.json"),
+                     ([*argv, "--overwrite", "--batch-size", "0"], "--batch-size must be >= 1, got 0")):  # fmt: skip
         monkeypatch.setattr("sys.argv", bad)
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
@@ -182,3 +203,22 @@ def test_world_sheet_of_folders_side_by_side(tmp_path, capsys):
     assert main([*argv[:3], "--out", str(tmp_path / "x.png"), "--columns", "images,pose"]) == 2
     assert "has no ['pose']" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
     assert main([*argv[:3], "--out", str(tmp_path / "x.jpg")]) == 2 and ".png" in capsys.readouterr().err
+
+
+def test_a_world_render_holds_the_scenes_a_judge_pool_of_that_seed_trains_on(tmp_path, capsys):
+    """`fgdm world render --n N --seed S` writes exactly the scenes (image and seg) that a judge
+    config with `pool: N, data.seed: S` renders, so the image-factor dataset made from that export
+    (configs/judge_imgfactor.yaml) and judge_real_3200 see the same scenes and labels."""
+    from fgdm.training.pools import render_pool
+
+    out = tmp_path / "w"
+    assert main(["world", "render", "--n", "3", "--size", "64", "--seed", "1", "--out", str(out), "--quiet",
+                 "--sheet-rows", "0"]) == 0  # fmt: skip
+    pool = render_pool(3, seed=1, size=64, fields=("image", "seg"))
+    recs = read_samples(out)
+    assert [r["index"] for r in recs] == [0, 1, 2]
+    for i, r in enumerate(recs):
+        image = np.asarray(Image.open(out / r["files"]["images"]).convert("RGB"))
+        assert np.array_equal(image, pool["image"][i].permute(1, 2, 0).numpy())
+        assert np.array_equal(np.asarray(Image.open(out / r["files"]["seg_ids"])), pool["seg"][i].numpy())
+    capsys.readouterr()

@@ -193,6 +193,11 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     assert r["n_generated"] == 6 and r["n_real"] == 8
     assert r["frechet_distance"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
     assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100
+    # batches across prompts (4 = a prompt and a part of the next) measure the same images
+    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--model", str(tiny_sd_dir),
+                 "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json", "--batch-size", "4"]) == 0  # fmt: skip
+    b = json.loads(capsys.readouterr().out)
+    assert b.keys() == r.keys() and all(b[k] == pytest.approx(r[k], rel=1e-2, abs=1e-3) for k in r)
     assert (
         main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir)]) == 2
     )

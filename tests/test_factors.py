@@ -211,6 +211,30 @@ def test_joint_and_ancestral_differ_and_are_deterministic(graph):
     assert torch.equal(graph("a dog and a cat", seed=3, factors=["seg"]).latents["seg"], a.latents["seg"])
 
 
+def test_a_batch_of_prompts_with_their_own_seeds_and_maps_is_each_drawn_alone(graph):
+    """Prompts share a batch, each with its seed and its given map (one per prompt), and each
+    sample equals its own call's: joint over every factor, and the image factor given a map."""
+    both = graph(["a dog and a cat", "a photo of a bus"], seed=[3, 1004])
+    for i, (prompt, s) in enumerate([("a dog and a cat", 3), ("a photo of a bus", 1004)]):
+        alone = graph(prompt, seed=s)
+        assert all(torch.allclose(both.latents[k][i], alone.latents[k][0], atol=1e-4) for k in alone.latents)
+    assert both.seeds == [3, 1004] and len(both.images) == 2 and len(both.labels) == len(both.palette_fit) == 2
+    seg = [np.zeros((32, 32), np.uint8), np.full((32, 32), 16, np.uint8)]  # no object; all dog
+    two = graph(["a dog", "a dog"], factors=["image"], given={"seg": seg}, num_images_per_prompt=2, seed=[0, 1, 2, 3])
+    assert two.given == ["seg"] and len(two.images) == 4
+    z = two.latents["seg"]  # the map of each prompt, for its two samples
+    assert torch.equal(z[0], z[1]) and torch.equal(z[2], z[3]) and not torch.allclose(z[0], z[2])
+    for i, m in enumerate(seg):
+        alone = graph("a dog", factors=["image"], given={"seg": m}, num_images_per_prompt=2, seed=2 * i)
+        assert torch.allclose(two.latents["image"][2 * i : 2 * i + 2], alone.latents["image"], atol=1e-4)
+    with pytest.raises(ValueError, match=r"given\['seg'\]: a list needs one map per prompt \(2\), got 1"):
+        graph(["a dog", "a cat"], factors=["image"], given={"seg": seg[:1]})
+    with pytest.raises(ValueError, match="seed"):
+        graph(["a dog", "a cat"], factors=["seg"], seed=[1])
+    with pytest.raises(ValueError, match="prompt"):
+        graph([], factors=["seg"])
+
+
 def test_per_factor_sizes_steps_and_condition_guidance(graph):
     out = graph("a dog", sizes={"seg": 16, "depth": 16}, steps={"seg": 2, "depth": 2, "image": 3})
     assert out.latents["seg"].shape[-1] == 4 and out.latents["image"].shape[-1] == 8
@@ -511,3 +535,17 @@ def test_factor_heldout_script(random_graph, tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and err in capsys.readouterr().err
+
+
+def test_bench_factors_reports_every_ratio(tiny_sd_dir, capsys):
+    assert main(["bench", "factors", "--model", str(tiny_sd_dir), "--batch", "2", "--distill-batch", "2", "--steps", "2",
+                 "--n", "1", "--sample-batch", "3", "--json"]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    t = r["train_step"]
+    assert t["seconds_per_step"] > 0 and t["distillation_step_ratio"] > 0 and t["distill_batch"] == 2
+    assert t["amortised_ratio"] == pytest.approx(1 + (t["distillation_step_ratio"] - 1) / 10, abs=1e-3)
+    for kind in ("controlnet", "adapter"):
+        s = r["sampling"][kind]
+        assert s["sample_batch"] == 3 and s["seconds_per_sample_joint_batched"] > 0 and s["batch_speedup"] > 0
+        assert s["image_factor_parameters"] > 0 and s["joint_over_ancestral"] > 0
+    assert r["seg_adapter_parameters"] > 0 and r["steps"] == 2

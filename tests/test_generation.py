@@ -33,6 +33,23 @@ def test_generation_shapes_determinism_and_per_image_seeds(tiny_model):
     assert set(a.timings) == {"encode_s", "denoise_s", "decode_s", "total_s"}
 
 
+def test_a_seed_list_batches_prompts_each_as_drawn_alone(tiny_model):
+    """Images of different prompts share a batch with a seed each; every one equals the image its
+    prompt and seed give alone (up to float rounding). Bad seed lists name the argument."""
+    pipe = Text2ImagePipeline(tiny_model)
+    both = pipe(["a dog and a cat", "a photo of a bus"], num_inference_steps=4, seed=[7, 1003])
+    dog = pipe("a dog and a cat", num_inference_steps=4, seed=7)
+    bus = pipe("a photo of a bus", num_inference_steps=4, seed=1003)
+    assert both.seeds == [7, 1003]
+    assert torch.allclose(both.latents[0], dog.latents[0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(both.latents[1], bus.latents[0], rtol=1e-4, atol=1e-4)
+    two = pipe("a dog", num_images_per_prompt=2, num_inference_steps=2, seed=[5, 6])
+    assert torch.allclose(two.latents, pipe("a dog", num_images_per_prompt=2, num_inference_steps=2, seed=5).latents)
+    for bad in ([1], [1, 2, 3], [1, "2"], "12", True, 1.5):
+        with pytest.raises(ValueError, match="seed"):
+            pipe(["a dog", "a cat"], num_inference_steps=2, seed=bad)
+
+
 def test_attention_capture_does_not_change_the_image(tiny_model):
     pipe = Text2ImagePipeline(tiny_model)
     plain = pipe("a dog", num_inference_steps=3, seed=0)
@@ -125,6 +142,14 @@ def test_bench_generate_reports_a_ratio(tiny_sd_dir, capsys):
     assert main(["bench", "generate", "--model", str(tiny_sd_dir), "--steps", "2", "--n", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["steps"] == 2 and r["seconds_per_image"] > 0 and r["capture_overhead_ratio"] > 0
+    assert "batch_speedup" not in r  # batches only when asked for
+    assert main(["bench", "generate", "--model", str(tiny_sd_dir), "--steps", "2", "--n", "1", "--batch", "3,1,2,3",
+                 "--json"]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    assert list(r["seconds_per_image_by_batch"]) == ["1", "2", "3"] and list(r["batch_speedup"]) == ["2", "3"]
+    assert r["seconds_per_image_by_batch"]["1"] == r["seconds_per_image"]
+    t = r["seconds_per_image_by_batch"]
+    assert all(abs(r["batch_speedup"][b] - t["1"] / t[b]) < 0.05 * r["batch_speedup"][b] for b in ("2", "3"))
 
 
 def test_generate_checks_the_output_folder_before_any_work(tmp_path, capsys):

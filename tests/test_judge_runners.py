@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,6 +265,40 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     assert main(["eval", "visor", "--prompts", str(prompts), "--model", str(tiny_sd_dir), "--judge", str(judge_dir),
                  "--steps", "2", "--out", str(tmp_path / "v2")]) == 2  # fmt: skip
     assert "relation prompts" in capsys.readouterr().err
+
+
+def test_batches_across_prompts_change_no_image(tiny_sd_dir, judge_dir, tmp_path, capsys):
+    """--batch-size only groups work: one image at a time and 3 at a time across prompts give the
+    same seeds and the same images (up to rounding), and a run resumes with another batch size."""
+    import numpy as np
+    from PIL import Image
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\na photo of a bus\na cake on a table\n")
+
+    def run(name: str, batch: int, *extra: str) -> Path:
+        out = tmp_path / name
+        assert main(["eval", "recall", "--prompts", str(prompts), "--model", str(tiny_sd_dir), "--judge",
+                     str(judge_dir), "--images-per-prompt", "2", "--steps", "2", "--out", str(out),
+                     "--batch-size", str(batch), "--json", "--quiet", *extra]) == 0  # fmt: skip
+        capsys.readouterr()
+        return out
+
+    one, three = run("one", 1), run("three", 3)
+    names = sorted(f.name for f in (one / "results").glob("*.json"))
+    assert len(names) == 6 and names == sorted(f.name for f in (three / "results").glob("*.json"))
+    for name in names:
+        a, b = (json.loads((d / "results" / name).read_text()) for d in (one, three))
+        assert a["seed"] == b["seed"] == 1000 * a["prompt_index"] + a["k"] and a["prompt"] == b["prompt"]
+        ia, ib = (np.asarray(Image.open(d / "images" / name.replace(".json", ".png")), dtype=int) for d in (one, three))
+        assert np.abs(ia - ib).max() <= 2
+    (three / "results" / "p00002-01.json").unlink()
+    (three / "results" / "p00000-00.json").unlink()
+    run("three", 2, "--resume")  # another batch size is not another setting
+    assert len(list((three / "results").glob("*.json"))) == 6
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "recall", "--prompts", str(prompts), "--batch-size", "0"])
+    assert e.value.code == 2 and "--batch-size: must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

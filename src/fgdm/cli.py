@@ -93,6 +93,12 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+def _batch_size_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=_int_at_least(1), default=16,
+                   help="images per generation batch, across prompts (default 16; speed only: each image keeps its "
+                   "seed, so a resumed run may use another)")  # fmt: skip
+
+
 def _runner_args(p: argparse.ArgumentParser, kind: str) -> None:
     """The options every resumable benchmark runner shares."""
     p.add_argument("--out", help=f"run folder (default: a new runs/eval-{kind}-NNN)")
@@ -277,6 +283,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cmd_generate_dataset(args)
     if args.resume:
         raise ValueError("--resume continues an interrupted --export-dataset; a single generation has nothing to resume")
+    if args.batch_size is not None:
+        raise ValueError("--batch-size groups the prompts of --export-dataset; a single generation uses --n")
     if args.prompt is None:
         raise ValueError("give a prompt (or --prompts FILE with --export-dataset DIR)")
     if not args.prompt.strip():
@@ -439,7 +447,7 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         steps["image"] = args.steps
     out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
                            mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
-                           resume=args.resume, progress=not args.quiet,
+                           resume=args.resume, batch_size=args.batch_size or 16, progress=not args.quiet,
                            command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
     print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
@@ -710,7 +718,7 @@ def cmd_bench_factors(args: argparse.Namespace) -> int:
 
     result = bench_factors(args.model, batch=args.batch, distill_batch=args.distill_batch,
                            distill_every=args.distill_every, steps=args.steps, n=args.n,
-                           device=_device(args.device))  # fmt: skip
+                           sample_batch=args.sample_batch, device=_device(args.device))  # fmt: skip
     _print_result(result, args.json)
     return 0
 
@@ -745,7 +753,8 @@ def cmd_bench_encode(args: argparse.Namespace) -> int:
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .eval.bench_generate import bench_generate
 
-    result = bench_generate(args.model, size=args.size, steps=args.steps, n=args.n, device=_device(args.device))
+    result = bench_generate(args.model, size=args.size, steps=args.steps, n=args.n, device=_device(args.device),
+                            batches=args.batch)  # fmt: skip
     _print_result(result, args.json)
     return 0
 
@@ -943,7 +952,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     def run() -> dict:
         rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
                            steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
-                           progress=_progress(args))  # fmt: skip
+                           batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
         if PartialState().is_main_process:  # every process holds all rows; one draws
             save_sheet(verdict_sheet(out, rows), out / "sheet.png")
         return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
@@ -1099,7 +1108,7 @@ def cmd_eval_quality(args: argparse.Namespace) -> int:
     result = evaluate_quality(pipe, MiniCLIPFeatures(args.clip, device), [e.text for e in entries],
                               images_per_prompt=args.images_per_prompt, steps=args.steps,
                               guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, n_real=args.n_real,
-                              progress=_progress(args))  # fmt: skip
+                              batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
     _print_result(result, args.json)
     return 0
 
@@ -1292,6 +1301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--resume", action="store_true",
                    help="with --export-dataset: continue an interrupted export (same prompts and settings)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                   help="with --export-dataset: samples per call, whole prompts at a time (default 16; speed only: "
+                   "each sample keeps its seed, so --resume may use another)")  # fmt: skip
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps (default 25, FG-DM: the graph's)")
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=None,
@@ -1446,6 +1458,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
         p.add_argument("--seed", type=_int_at_least(0), default=0)
         p.add_argument("--size", type=_int_at_least(8), default=None)
+        _batch_size_arg(p)
         _runner_args(p, kind)
         p.set_defaults(func=cmd_eval_benchmark)
     p = esub.add_parser("sbpc", help="SBPC table: FG-DM best-of-N vs the base model and image-space best-of-N")
@@ -1512,6 +1525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--size", type=_int_at_least(8), default=None)
+    _batch_size_arg(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -1580,6 +1594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_int_at_least(8), default=None)
     p.add_argument("--steps", type=_int_at_least(1), default=25)
     p.add_argument("--n", type=_int_at_least(1), default=3, help="images per measurement")
+    p.add_argument("--batch", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"), default=[],
+                   help="also time batches of these sizes, per image (e.g. 4,16: what the eval runners' --batch-size buys)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_generate)
@@ -1608,6 +1624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-every", type=_int_at_least(1), default=10, help="training steps per distillation step")
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps per factor")
     p.add_argument("--n", type=_int_at_least(1), default=3, help="repetitions per measurement")
+    p.add_argument("--sample-batch", type=_int_at_least(1), default=16,
+                   help="prompts sampled in one call for the batched per-sample time (default 16)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_factors)

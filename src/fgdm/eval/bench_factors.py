@@ -3,7 +3,9 @@
 - training: seconds per optimizer step of a seg adapter without and with attention distillation
   (on a sub-batch, as in training), and the amortised ratio at the configured frequency;
 - sampling: a seg -> image graph, joint vs ancestral (same number of factor evaluations; the
-  ratio shows the scheduling overhead), with the image factor as a ControlNet and as an adapter;
+  ratio shows the scheduling overhead), with the image factor as a ControlNet and as an adapter,
+  and per sample when ``sample_batch`` prompts share one call (what the exports' and the
+  evaluation runners' ``--batch-size`` buys);
 - size: parameters and fp16 megabytes of each factor kind on this base.
 
 Weights are random (speed depends on the architecture, not the weights).
@@ -45,7 +47,9 @@ def _perturb(module: torch.nn.Module, seed: int) -> None:
 
 
 def bench_factors(model: str | None, *, batch: int = 16, distill_batch: int = 8, distill_every: int = 10,
-                  steps: int = 25, n: int = 3, device: str = "cpu") -> dict:  # fmt: skip
+                  steps: int = 25, n: int = 3, sample_batch: int = 16, device: str = "cpu") -> dict:  # fmt: skip
+    if not isinstance(sample_batch, int) or sample_batch < 1:
+        raise ValueError(f"sample_batch must be a positive integer, got {sample_batch!r}")
     base = load_base_model(model, device=device)
     unet = base.unet
     size = unet.config.sample_size * base.vae_scale_factor
@@ -97,16 +101,22 @@ def bench_factors(model: str | None, *, batch: int = 16, distill_batch: int = 8,
         for i, m in enumerate(pipe.modules.values()):
             _perturb(m, i + 1)
         pipe("a dog", steps={"seg": 2, "image": 2})  # warm-up
-        times: dict[str, list[float]] = {"joint": [], "ancestral": []}
+        times: dict[str, list[float]] = {"joint": [], "ancestral": [], "batch": []}
+        b = sample_batch
         for i in range(n):
-            for mode in times:
+            for mode in ("joint", "ancestral"):
                 times[mode].append(_timed(lambda p=pipe, m=mode, i=i: p(PROMPTS[i % len(PROMPTS)], mode=m, seed=i), device))
-        j, a = sum(times["joint"]) / n, sum(times["ancestral"]) / n
+            batch = [PROMPTS[(i + k) % len(PROMPTS)] for k in range(b)]
+            seeds = [i + 100 * k for k in range(b)]
+            times["batch"].append(_timed(lambda p=pipe, x=batch, s=seeds: p(x, seed=s), device) / b)
+        j, a, jb = (sum(times[k]) / n for k in ("joint", "ancestral", "batch"))
         img = pipe.modules["image"]
         params = sum(p.numel() for p in img.parameters())
         result["sampling"][kind] = {
             "seconds_per_sample_joint": round(j, 4), "seconds_per_sample_ancestral": round(a, 4),
-            "joint_over_ancestral": round(j / a, 3), "image_factor_parameters": params,
+            "joint_over_ancestral": round(j / a, 3), "sample_batch": b,
+            "seconds_per_sample_joint_batched": round(jb, 4), "batch_speedup": round(j / jb, 3),
+            "image_factor_parameters": params,
             "image_factor_fp16_mb": round(params * 2 / 2**20, 2),
         }  # fmt: skip
     seg_params = sum(p.numel() for p in adapter.parameters())

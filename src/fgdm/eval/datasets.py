@@ -83,13 +83,47 @@ def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, flo
     return done, float(before.get("seconds", 0.0))
 
 
+def _write_prompt(stage: Path, jl, res, j: int, prompt: str, index: int, per_prompt: int, factors: list[str],
+                  folders: list[str]) -> int:  # fmt: skip
+    """Write the ``per_prompt`` samples of the ``j``-th prompt of a batch output (files first, then
+    the prompt's records in one line each); returns the next sample index."""
+    mentions = parse_prompt(prompt).mentions
+    rows = []
+    for k in range(j * per_prompt, (j + 1) * per_prompt):
+        name = f"{index:06d}.png"
+        seg = res.labels[k]
+        inst = thing_instances(seg)
+        arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
+                  "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
+        if "depth" in factors:
+            arrays["depth"] = res.maps["depth"][k]
+            arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
+        if "sketch" in factors:
+            arrays["sketch"] = res.maps["sketch"][k]
+        for f, a in arrays.items():
+            Image.fromarray(a).save(stage / f / name, compress_level=1)
+        rows.append({"index": index, "seed": res.seeds[k], "caption": prompt, "kind": "generated",
+                     "style": "generated",
+                     "grounding": [{"category": m.category, "span": [m.start, m.end],
+                                    "kind": "thing" if category(m.category).is_thing else "stuff"}
+                                   for m in mentions],
+                     "objects": _boxes(inst, seg), "seg_palette_fit": round(res.palette_fit[k], 4),
+                     "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
+        index += 1
+    jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
+    jl.flush()
+    return index
+
+
 def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | Path, *, per_prompt: int = 1,
                      seed: int = 0, factors: list[str] | None = None, mode: str = "joint",
                      steps: dict[str, int] | None = None, overwrite: bool = False, resume: bool = False,
-                     progress: bool = True, command: str | None = None) -> Path:  # fmt: skip
+                     batch_size: int = 16, progress: bool = True, command: str | None = None) -> Path:  # fmt: skip
     """Sample ``per_prompt`` samples of every prompt and write them as a labelled dataset.
 
-    Prompt p's sample k uses seed ``seed + p * per_prompt + k``. ``factors`` must include seg and
+    Prompt p's sample k uses seed ``seed + p * per_prompt + k``. Prompts are sampled together,
+    as many per call as fit in ``batch_size`` samples (at least one prompt; speed only: each
+    sample keeps its seed, so a resumed export may use another batch size). ``factors`` must include seg and
     image (default: the whole graph). The samples go to a hidden folder beside ``out``
     (``.NAME.partial``), prompt by prompt, which becomes ``out`` when every prompt is done: an
     interrupted export (an error, Ctrl-C, a kill) is continued with ``resume`` — the same
@@ -103,6 +137,8 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
         raise ValueError("prompts is empty")
     if not isinstance(per_prompt, int) or per_prompt < 1:
         raise ValueError(f"per_prompt must be a positive integer, got {per_prompt!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     folders = ["images", "seg", "seg_ids", "instance"]
     if "depth" in factors:
         folders += ["depth", "normal"]
@@ -131,38 +167,19 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
     _progress(stage, settings, spent)
     t0 = time.perf_counter()
     index = done * per_prompt
+    group = max(1, batch_size // per_prompt)  # prompts per call
+    bar = tqdm(desc="generate", unit="prompt", disable=not progress, initial=done, total=len(prompts))
     with (stage / "samples.jsonl").open("a") as jl:
-        for p in tqdm(range(done, len(prompts)), desc="generate", unit="prompt", disable=not progress,
-                      initial=done, total=len(prompts)):  # fmt: skip
-            prompt = prompts[p]
-            res = pipe(prompt, factors=factors, num_images_per_prompt=per_prompt, seed=seed + p * per_prompt,
-                       mode=mode, steps=steps)  # fmt: skip
-            mentions = parse_prompt(prompt).mentions
-            rows = []
-            for k in range(per_prompt):
-                name = f"{index:06d}.png"
-                seg = res.labels[k]
-                inst = thing_instances(seg)
-                arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
-                          "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
-                if "depth" in factors:
-                    arrays["depth"] = res.maps["depth"][k]
-                    arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
-                if "sketch" in factors:
-                    arrays["sketch"] = res.maps["sketch"][k]
-                for f, a in arrays.items():
-                    Image.fromarray(a).save(stage / f / name, compress_level=1)
-                rows.append({"index": index, "seed": res.seeds[k], "caption": prompt, "kind": "generated",
-                             "style": "generated",
-                             "grounding": [{"category": m.category, "span": [m.start, m.end],
-                                            "kind": "thing" if category(m.category).is_thing else "stuff"}
-                                           for m in mentions],
-                             "objects": _boxes(inst, seg), "seg_palette_fit": round(res.palette_fit[k], 4),
-                             "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
-                index += 1
-            jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
-            jl.flush()
-            _progress(stage, settings, round(spent + time.perf_counter() - t0, 3))
+        for g in range(done, len(prompts), group):
+            ps = range(g, min(g + group, len(prompts)))
+            res = pipe([prompts[p] for p in ps], factors=factors, num_images_per_prompt=per_prompt,
+                       seed=[seed + p * per_prompt + k for p in ps for k in range(per_prompt)], mode=mode,
+                       steps=steps)  # fmt: skip
+            for j, p in enumerate(ps):
+                index = _write_prompt(stage, jl, res, j, prompts[p], index, per_prompt, factors, folders)
+                _progress(stage, settings, round(spent + time.perf_counter() - t0, 3))
+                bar.update()
+    bar.close()
     with Image.open(stage / "images" / "000000.png") as im:
         size = im.height
     write_json(stage / MARKER, {

@@ -24,46 +24,49 @@ from .prompts import PromptEntry
 
 def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge,
                 images_per_prompt: int, steps: int, guidance_scale: float, seed: int, size: int | None,
-                progress: bool = True) -> list[dict]:  # fmt: skip
+                batch_size: int = 16, progress: bool = True) -> list[dict]:  # fmt: skip
     """Generate ``images_per_prompt`` images per entry (image k of prompt p uses seed
     ``seed + 1000 * p + k``), segment each with the judge, and return one result per image:
-    {prompt, k, objects, present, seconds}. Results are cached in ``out/results``."""
+    {prompt, k, objects, present, seconds}. Results are cached in ``out/results``.
+
+    Images are drawn ``batch_size`` at a time across prompts (each with its own seed, so a batch's
+    makeup changes an image only by float rounding); ``seconds`` is its batch's time per image."""
     from accelerate import PartialState
 
     if not 1 <= images_per_prompt <= 1000:  # seeds are seed + 1000 p + k
         raise ValueError(f"images_per_prompt must be in 1-1000, got {images_per_prompt}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     state = PartialState()
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(parents=True, exist_ok=True)
     mine = list(range(len(entries)))[state.process_index :: state.num_processes]
+    todo = [(p, k) for p in mine for k in range(images_per_prompt)
+            if not (out / "results" / f"p{p:05d}-{k:02d}.json").exists()]  # fmt: skip
     bar = tqdm(
-        total=len(mine) * images_per_prompt, desc="generate+judge", disable=not progress or not state.is_main_process
+        total=len(mine) * images_per_prompt, initial=len(mine) * images_per_prompt - len(todo),
+        desc="generate+judge", unit="image", disable=not progress or not state.is_main_process,
     )
-    for p in mine:
-        e = entries[p]
-        todo = [k for k in range(images_per_prompt) if not (out / "results" / f"p{p:05d}-{k:02d}.json").exists()]
-        bar.update(images_per_prompt - len(todo))
-        if not todo:
-            continue
-        contiguous = todo == list(range(todo[0], todo[0] + len(todo)))
-        groups = [todo] if contiguous else [[k] for k in todo]
-        for ks in groups:
-            t0 = time.perf_counter()
-            res = pipe(e.text, num_images_per_prompt=len(ks), num_inference_steps=steps, guidance_scale=guidance_scale,
-                       seed=seed + 1000 * p + ks[0], size=size)  # fmt: skip
-            dt = (time.perf_counter() - t0) / len(ks)
-            for k, img in zip(ks, res.images, strict=True):
-                img.save(out / "images" / f"p{p:05d}-{k:02d}.png")
-                seg = judge.segment_images([img])[0]
-                present = sorted(present_categories(seg))
-                row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "present": present,
-                       "relation": e.relation, "seed": seed + 1000 * p + k, "seconds": round(dt, 4)}  # fmt: skip
-                if e.relation is not None and len(e.objects) == 2:
-                    row["relation_holds"] = relation_holds(seg, e.objects[0], e.objects[1], e.relation)
-                tmp = out / "results" / f".p{p:05d}-{k:02d}.json.partial"
-                tmp.write_text(json.dumps(row))
-                tmp.rename(out / "results" / f"p{p:05d}-{k:02d}.json")  # a result file is whole or absent
-                bar.update()
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        seeds = [seed + 1000 * p + k for p, k in batch]
+        t0 = time.perf_counter()
+        res = pipe([entries[p].text for p, _ in batch], num_inference_steps=steps, guidance_scale=guidance_scale,
+                   seed=seeds, size=size)  # fmt: skip
+        dt = (time.perf_counter() - t0) / len(batch)
+        segs = judge.segment_images(res.images)
+        for (p, k), s, img, seg in zip(batch, seeds, res.images, segs, strict=True):
+            e = entries[p]
+            img.save(out / "images" / f"p{p:05d}-{k:02d}.png")
+            present = sorted(present_categories(seg))
+            row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "present": present,
+                   "relation": e.relation, "seed": s, "seconds": round(dt, 4)}  # fmt: skip
+            if e.relation is not None and len(e.objects) == 2:
+                row["relation_holds"] = relation_holds(seg, e.objects[0], e.objects[1], e.relation)
+            tmp = out / "results" / f".p{p:05d}-{k:02d}.json.partial"
+            tmp.write_text(json.dumps(row))
+            tmp.rename(out / "results" / f"p{p:05d}-{k:02d}.json")  # a result file is whole or absent
+            bar.update()
     bar.close()
     state.wait_for_everyone()
     rows = []

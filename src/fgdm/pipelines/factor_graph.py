@@ -29,7 +29,7 @@ from ..models.factors import (
 from ..models.pipeline import BaseModel, default_model_dir, load_base_model
 from ..sampling import FactorRun, ddim_schedule, guided, sample_graph, to_epsilon
 from ..world.conditions import decode_segmentation, encode_segmentation, palette_fit, resize_image, resize_labels
-from .text2image import latents_to_images
+from .text2image import image_seeds, latents_to_images
 
 log = logging.getLogger(__name__)
 
@@ -337,23 +337,33 @@ class FactorGraphPipeline:
     # ------------------------------------------------------------------ sampling
 
     @torch.no_grad()
-    def __call__(self, prompt: str, *, factors: list[str] | None = None, given: dict[str, np.ndarray] | None = None,
-                 num_images_per_prompt: int = 1, seed: int = 0, mode: str = "joint",
+    def __call__(self, prompt: str | list[str], *, factors: list[str] | None = None, given: dict | None = None,
+                 num_images_per_prompt: int = 1, seed: int | list[int] = 0, mode: str = "joint",
                  sizes: dict[str, int] | None = None, steps: dict[str, int] | None = None,
                  guidance: dict[str, float] | None = None, negative_prompt: str = "", eta: float = 0.0,
                  init_latents: dict[str, torch.Tensor] | None = None,
                  progress: bool = False) -> FactorGraphOutput:  # fmt: skip
-        """Sample ``factors`` (default: the whole graph) for one prompt.
+        """Sample ``factors`` (default: the whole graph) for a prompt, or for a list of prompts in one
+        batch (``num_images_per_prompt`` samples each, prompt-major).
 
-        ``given``: conditions supplied instead of sampled (e.g. an edited map). Parents that are
-        neither sampled nor given are the null condition. ``sizes``/``steps``/``guidance`` override
+        ``seed``: an int gives sample i the seed ``seed + i``; a list gives every sample its own,
+        so a batch of prompts draws what each prompt would draw alone with its seed (up to float
+        rounding). ``given``: conditions supplied instead of sampled (e.g. an edited map): one map
+        for every sample, or a list with one map per prompt. Parents that are neither sampled nor
+        given are the null condition. ``sizes``/``steps``/``guidance`` override
         the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,
         conditioned on its parents' current estimates) or "ancestral" (each factor finishes
         before its children start). ``init_latents[name]``: the starting noise x_T of a factor
         (e.g. from :meth:`invert`) instead of the seeded noise.
         """
         m, nodes = self.base, self.spec.factors
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("prompt: give at least one prompt")
         given = dict(given or {})
+        for name, v in given.items():
+            if isinstance(v, (list, tuple)) and len(v) != len(prompts):
+                raise ValueError(f"given[{name!r}]: a list needs one map per prompt ({len(prompts)}), got {len(v)}")
         factors = list(nodes) if factors is None else list(factors)
         sizes, steps, guidance = dict(sizes or {}), dict(steps or {}), dict(guidance or {})
         # 1. check inputs and resolve per-factor settings
@@ -366,9 +376,12 @@ class FactorGraphPipeline:
         self._check(factors, {}, size, {}, mode, 1)  # the graph's own sizes must fit this base too
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        # 2. encode the prompt (one row per sample) and the unconditional prompt
-        n = num_images_per_prompt
-        cond, _ = m.encode_text([prompt] * n)
+        # 2. encode the prompts (one row per sample) and the unconditional prompt
+        per = num_images_per_prompt
+        rows = [p for p in prompts for _ in range(per)]
+        n = len(rows)
+        seeds = image_seeds(seed, n)
+        cond, _ = m.encode_text(rows)
         uncond = m.encode_text([negative_prompt] * n, allow_empty=True)[0]
         # 3. encode the given conditions at the largest size any sampled child needs
         runs: list[FactorRun] = []
@@ -376,11 +389,12 @@ class FactorGraphPipeline:
             if name in given:
                 kids = [c for c in factors if name in nodes[c].parents]
                 s = max([size[c] for c in kids] or [size[name]])
-                z = self.encode_maps([condition_rgb(name, given[name], s)])
-                runs.append(FactorRun(name, nodes[name].parents, None, fixed=z.expand(n, -1, -1, -1)))
+                one = not isinstance(given[name], (list, tuple))
+                z = self.encode_maps([condition_rgb(name, v, s) for v in ([given[name]] if one else given[name])])
+                z = z.expand(n, -1, -1, -1) if one else z.repeat_interleave(per, dim=0)
+                runs.append(FactorRun(name, nodes[name].parents, None, fixed=z))
         timings["encode_s"] = time.perf_counter() - t0
-        # 4. initial noise per factor and sample: sample i of factor f uses seed (seed + i) * 16 + f
-        seeds = [seed + i for i in range(n)]
+        # 4. initial noise per factor and sample: sample i of factor f uses seed seeds[i] * 16 + f
         for name in order:
             if name in given:
                 continue
@@ -401,7 +415,7 @@ class FactorGraphPipeline:
         total = sum(len(r.schedule.timesteps) for r in runs if r.fixed is None)
         bar = tqdm(total=total, desc=f"FG-DM {mode}", disable=not progress)
         t1 = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed + 10_000)
+        gen = torch.Generator().manual_seed(seeds[0] + 10_000)
         latents = sample_graph(runs, mode=mode, eta=eta, generator=gen, callback=lambda *_: bar.update())
         bar.close()
         timings["denoise_s"] = time.perf_counter() - t1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,18 @@ class Text2ImageOutput:
     tokens: list[list[str]]  # the tokens of each image's prompt
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     attention: AttentionStore | None = None  # running-mean maps, when attention capture was asked for
+
+
+def image_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """The initial-noise seed of each of ``n`` images: ``seed + i``, or the given list."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(n)]
+    if isinstance(seed, (str, bytes, bool)) or not isinstance(seed, Sequence):
+        raise ValueError(f"seed must be an int or a list of ints, got {seed!r}")
+    seeds = list(seed)
+    if len(seeds) != n or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seed: a list needs one int per image ({n}), got {seeds!r}")
+    return [int(s) for s in seeds]
 
 
 def latents_to_images(vae: torch.nn.Module, latents: torch.Tensor) -> list[Image.Image]:
@@ -59,9 +72,15 @@ class Text2ImagePipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], *, num_images_per_prompt: int = 1, num_inference_steps: int = 25,
-                 guidance_scale: float = 7.5, size: int | None = None, seed: int = 0, eta: float = 0.0,
-                 negative_prompt: str = "", attention: LayerSelector | None = None,
+                 guidance_scale: float = 7.5, size: int | None = None, seed: int | Sequence[int] = 0,
+                 eta: float = 0.0, negative_prompt: str = "", attention: LayerSelector | None = None,
                  progress: bool = False) -> Text2ImageOutput:  # fmt: skip
+        """Images for ``prompt`` (one string or a list), ``num_images_per_prompt`` each.
+
+        ``seed``: an int gives image i the initial noise of ``seed + i``; a list gives every image
+        its own seed (one per image, prompt-major), so that images of different prompts can share a
+        batch and each still equals the image drawn alone with its seed (up to float rounding).
+        """
         m = self.model
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         size = size or m.unet.config.sample_size * m.vae_scale_factor
@@ -76,7 +95,7 @@ class Text2ImagePipeline:
         timings["encode_s"] = time.perf_counter() - t0
         # 3. initial noise: image i uses seed + i, so each image is reproducible on its own
         lat = size // m.vae_scale_factor
-        seeds = [seed + i for i in range(len(prompts))]
+        seeds = image_seeds(seed, len(prompts))
         x = torch.stack([torch.randn(4, lat, lat, generator=torch.Generator().manual_seed(s)) for s in seeds])
         x = x.to(m.device, m.unet.dtype)
         # 4. denoise
@@ -92,7 +111,7 @@ class Text2ImagePipeline:
         store = AttentionStore(mode="mean") if attention is not None else None
         ctrl = attention_control(m.unet, attention, store) if attention is not None else nullcontext()
         bar = tqdm(total=num_inference_steps, desc="denoise", disable=not progress)
-        gen = torch.Generator().manual_seed(seed + 10_000)
+        gen = torch.Generator().manual_seed(seeds[0] + 10_000)
         with ctrl:
             x = sample_ddim(cfg_denoiser(unet_eps, cond, uncond, guidance_scale), x, schedule, eta=eta, generator=gen,
                             callback=lambda *_: bar.update())  # fmt: skip
