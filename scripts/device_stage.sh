@@ -270,7 +270,7 @@ case "$stage" in
     else echo "no $MG: copy ../shared/benchmarks/multigen_coco_5_1k.json into .bench/ and carry .bench" | tee "$out/multigen-missing.txt"; fi
     evr multigen-sceneworld eval multigen --prompts prompts/multigen_sceneworld_5_1k.json --judge "$J" --images-per-prompt 10 --limit "${MG_LIMIT:-1000}" "${eb[@]}"
     evr visor eval visor --prompts prompts/relations_500.json --judge "$J" "${eb[@]}"
-    evj quality eval quality --prompts prompts/multigen_sceneworld_5_1k.json --clip "$C" --limit 100 --images-per-prompt 4 "${eb[@]}"
+    evr quality eval quality --prompts prompts/multigen_sceneworld_5_1k.json --clip "$C" --limit 100 --images-per-prompt 4 "${eb[@]}"
     evj bench-generate bench generate --n 8 --batch 4,16,64
     pack_eval ;;
   eval-fgdm)  # FG-DM's tables: quality/ablation/joint-vs-ancestral/consistency, SBPC, real-image edits

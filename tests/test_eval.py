@@ -185,22 +185,36 @@ def test_make_prompts_cli(tmp_path, capsys):
 
 
 def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
+    """`eval quality` writes a run folder, resumes without drawing finished images again, and
+    batches across prompts without changing what it measures."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog\na cat and a bus\n")
-    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--model",
-                 str(tiny_sd_dir), "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json"]) == 0  # fmt: skip
+    out = tmp_path / "q"
+    argv = ["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--model", str(tiny_sd_dir),
+            "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json", "--quiet"]  # fmt: skip
+    assert main([*argv, "--out", str(out)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["n_generated"] == 6 and r["n_real"] == 8
     assert r["frechet_distance"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
     assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "done" and rec["result"] == r and rec["settings"]["n_real"] == 8
+    assert sorted(f.name for f in (out / "images").iterdir()) == [f"p0000{p}-0{k}.png" for p in (0, 1) for k in (0, 1, 2)]
+    assert main([*argv, "--out", str(out)]) == 2 and "--resume" in capsys.readouterr().err
+    (out / "results" / "p00001-02.json").unlink()  # as an interrupted run leaves it
+    stamp = (out / "images" / "p00000-00.png").stat().st_mtime_ns
+    assert main([*argv, "--out", str(out), "--resume", "--batch-size", "4"]) == 0
+    again = json.loads(capsys.readouterr().out)  # the one image drawn again, alone: the same up to rounding
+    assert again.keys() == r.keys() and all(again[k] == pytest.approx(r[k], rel=1e-3, abs=1e-3) for k in r)
+    assert (out / "images" / "p00000-00.png").stat().st_mtime_ns == stamp  # not drawn again
+    assert main([*argv, "--out", str(out), "--resume", "--n-real", "4"]) == 2
+    assert "other settings" in capsys.readouterr().err
     # batches across prompts (4 = a prompt and a part of the next) measure the same images
-    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--model", str(tiny_sd_dir),
-                 "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json", "--batch-size", "4"]) == 0  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "q4"), "--batch-size", "4"]) == 0
     b = json.loads(capsys.readouterr().out)
     assert b.keys() == r.keys() and all(b[k] == pytest.approx(r[k], rel=1e-2, abs=1e-3) for k in r)
-    assert (
-        main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir)]) == 2
-    )
+    assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir),
+                 "--out", str(tmp_path / "q5")]) == 2  # fmt: skip
 
 
 def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys, monkeypatch):

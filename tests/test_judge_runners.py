@@ -303,6 +303,7 @@ def test_batches_across_prompts_change_no_image(tiny_sd_dir, judge_dir, tmp_path
 
 @pytest.mark.parametrize("argv", [
     ["eval", "recall", "--prompts", "PROMPTS", "--model", "/nonexistent/model"],
+    ["eval", "quality", "--prompts", "PROMPTS", "--model", "/nonexistent/model"],
     ["eval", "sbpc", "--prompts", "PROMPTS", "--graph", "/nonexistent/graph"],
     ["eval", "fgdm", "--prompts", "PROMPTS", "--graph", "/nonexistent/graph"],
     ["eval", "real-edit", "--graph", "/nonexistent/graph"],

@@ -1098,18 +1098,34 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_quality(args: argparse.Namespace) -> int:
+    """Fréchet distance, precision/recall, CLIP score, diversity (resumable run folder)."""
     from .eval.prompts import load_prompt_entries
     from .eval.quality import MiniCLIPFeatures, evaluate_quality
+    from .models.miniclip import default_clip_dir
+    from .models.pipeline import fingerprint
     from .pipelines.text2image import Text2ImagePipeline
+    from .runs import next_run_dir
 
     entries = load_prompt_entries(args.prompts)[: args.limit or None]
+    out = Path(args.out) if args.out else next_run_dir("runs", "eval-quality")
+    _check_run_folder(out, args.resume)
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
-    result = evaluate_quality(pipe, MiniCLIPFeatures(args.clip, device), [e.text for e in entries],
-                              images_per_prompt=args.images_per_prompt, steps=args.steps,
-                              guidance_scale=args.guidance_scale, seed=args.seed, size=args.size, n_real=args.n_real,
-                              batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
-    _print_result(result, args.json)
+    clip = MiniCLIPFeatures(args.clip, device)
+    settings = {"kind": "quality", "prompts": str(args.prompts), "n_prompts": len(entries),
+                "images_per_prompt": args.images_per_prompt, "steps": args.steps,
+                "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size, "n_real": args.n_real,
+                "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
+                "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
+
+    def run() -> dict:
+        return {"result": evaluate_quality(pipe, clip, [e.text for e in entries], out=out,
+                                           images_per_prompt=args.images_per_prompt, steps=args.steps,
+                                           guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
+                                           n_real=args.n_real, batch_size=args.batch_size,
+                                           progress=_progress(args))}  # fmt: skip
+
+    _print_result(_recorded_run(args, out, settings, run)["result"], args.json)
     return 0
 
 
@@ -1526,9 +1542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--size", type=_int_at_least(8), default=None)
     _batch_size_arg(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _runner_args(p, "quality")
     p.set_defaults(func=cmd_eval_quality)
     p = esub.add_parser("samples", help="a contact sheet of the same prompts and seeds through several models "
                         "(e.g. a UNet at several points of its training)")  # fmt: skip

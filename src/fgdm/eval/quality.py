@@ -8,16 +8,20 @@ the images of one prompt.
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import nullcontext
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from ..world.dataset import make_sample
 from .features import clip_score, diversity, frechet_distance, precision_recall
+from .prompts import PromptEntry
 
 
 class MiniCLIPFeatures:
@@ -52,24 +56,30 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images]).float() / 255
 
 
-def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, images_per_prompt: int = 4, steps: int = 25,
-                     guidance_scale: float = 7.5, seed: int = 0, size: int | None = None, n_real: int = 500,
-                     real_seed: int = 40_000, batch_size: int = 16, progress: bool = True) -> dict:  # fmt: skip
-    """Image k of prompt p uses seed ``seed + 1000 p + k``; images are drawn ``batch_size`` at a
-    time across prompts (speed only: each keeps its seed)."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    work = [(p, k) for p in range(len(prompts)) for k in range(images_per_prompt)]
-    gen, groups = [], [images_per_prompt] * len(prompts)
-    bar = tqdm(total=len(work), desc="generate", unit="image", disable=not progress)
-    for b in range(0, len(work), batch_size):
-        batch = work[b : b + batch_size]
-        res = pipe([prompts[p] for p, _ in batch], num_inference_steps=steps, guidance_scale=guidance_scale,
-                   seed=[seed + 1000 * p + k for p, k in batch], size=size)  # fmt: skip
-        gen.append(_to_tensor(res.images))
-        bar.update(len(batch))
-    bar.close()
-    fake = torch.cat(gen)
+def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, out: str | Path | None = None,
+                     images_per_prompt: int = 4, steps: int = 25, guidance_scale: float = 7.5, seed: int = 0,
+                     size: int | None = None, n_real: int = 500, real_seed: int = 40_000, batch_size: int = 16,
+                     progress: bool = True) -> dict:  # fmt: skip
+    """Fréchet distance, precision/recall, CLIP score and diversity of the images of ``prompts``.
+
+    Image k of prompt p uses seed ``seed + 1000 p + k``. They are drawn by the benchmark runner
+    (:func:`~fgdm.eval.runner.run_prompts`: ``batch_size`` at a time across prompts, split across
+    ``accelerate`` processes) into ``out/images`` — a resumed run does not draw them again — or,
+    without ``out``, into a temporary folder.
+    """
+    from .runner import run_prompts
+
+    entries = [PromptEntry(text, ()) for text in prompts]
+    with nullcontext(out) if out is not None else tempfile.TemporaryDirectory() as d:
+        rows = run_prompts(entries, Path(d), pipe=pipe, judge=None, images_per_prompt=images_per_prompt, steps=steps,
+                           guidance_scale=guidance_scale, seed=seed, size=size, batch_size=batch_size,
+                           progress=progress)  # fmt: skip
+        images = []
+        for r in rows:
+            with Image.open(Path(d) / "images" / f"p{r['prompt_index']:05d}-{r['k']:02d}.png") as im:
+                images.append(im.convert("RGB"))
+    fake = _to_tensor(images)
+    groups = [images_per_prompt] * len(prompts)
     side = fake.shape[-1]
     real_size = max(64, min(512, side - side % 8))
     real = torch.stack([

@@ -22,12 +22,13 @@ from .metrics import present_categories, relation_holds
 from .prompts import PromptEntry
 
 
-def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge,
+def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge | None,
                 images_per_prompt: int, steps: int, guidance_scale: float, seed: int, size: int | None,
                 batch_size: int = 16, progress: bool = True) -> list[dict]:  # fmt: skip
     """Generate ``images_per_prompt`` images per entry (image k of prompt p uses seed
     ``seed + 1000 * p + k``), segment each with the judge, and return one result per image:
-    {prompt, k, objects, present, seconds}. Results are cached in ``out/results``.
+    {prompt, k, objects, present, seconds} (without a judge, no ``present``: the images alone, e.g.
+    for feature statistics). Results are cached in ``out/results``.
 
     Images are drawn ``batch_size`` at a time across prompts (each with its own seed, so a batch's
     makeup changes an image only by float rounding); ``seconds`` is its batch's time per image."""
@@ -54,14 +55,15 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
         res = pipe([entries[p].text for p, _ in batch], num_inference_steps=steps, guidance_scale=guidance_scale,
                    seed=seeds, size=size)  # fmt: skip
         dt = (time.perf_counter() - t0) / len(batch)
-        segs = judge.segment_images(res.images)
+        segs = judge.segment_images(res.images) if judge is not None else [None] * len(batch)
         for (p, k), s, img, seg in zip(batch, seeds, res.images, segs, strict=True):
             e = entries[p]
             img.save(out / "images" / f"p{p:05d}-{k:02d}.png")
-            present = sorted(present_categories(seg))
-            row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "present": present,
-                   "relation": e.relation, "seed": s, "seconds": round(dt, 4)}  # fmt: skip
-            if e.relation is not None and len(e.objects) == 2:
+            row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "relation": e.relation,
+                   "seed": s, "seconds": round(dt, 4)}  # fmt: skip
+            if seg is not None:
+                row["present"] = sorted(present_categories(seg))
+            if seg is not None and e.relation is not None and len(e.objects) == 2:
                 row["relation_holds"] = relation_holds(seg, e.objects[0], e.objects[1], e.relation)
             tmp = out / "results" / f".p{p:05d}-{k:02d}.json.partial"
             tmp.write_text(json.dumps(row))
