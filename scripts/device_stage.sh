@@ -15,6 +15,8 @@
 #                                                 # JUDGE_STEPS, JUDGE_SET for each one's STEPS and SET); trimmed to 7 files
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
+#   FACTORS="seg depth sketch image" bash scripts/device_stage.sh factors   # several side by side, ~8.5 min
+#                                   # (not image_adapter beside seg/depth/sketch: it starts from their graph)
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
 #   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
 #   bash scripts/device_stage.sh eval-fgdm        # FG-DM's tables: quality, SBPC, real-image edits
@@ -30,7 +32,7 @@
 # plumbing bugs before GPU minutes are spent:  SMOKE=1 OUT=/tmp/o bash scripts/device_stage.sh base
 set -euo pipefail
 {  # the whole script is parsed before it runs, so editing or checking out this file mid-run cannot derail it
-stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | unet-judge | assemble | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: bench-train | base | pack-base | unet | cpu | judge | unet-judge | assemble | factor | factors | graph | eval-base | eval-fgdm | eval-data}
 out=${OUT:-/tmp/fgdm-out}
 mkdir -p "$out"
 if [ -d .whl ] && [ "$(cat /tmp/site/.fgdm-wheels 2>/dev/null)" != "$(ls .whl)" ]; then  # once per machine and set of wheels
@@ -100,6 +102,22 @@ assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also be
     mkdir -p src/fgdm/models/data
     rm -rf src/fgdm/models/data/minisd src/fgdm/models/data/miniclip
     cp -r runs/minisd runs/miniclip src/fgdm/models/data/
+  fi
+}
+
+# A factor's config and trainer ($cfg, $comp) and the graph it installs into ($graph, $g), restored from
+# checkpoints/<g>.tar.part-* (an earlier session's) if it is not here yet.
+factor_setup() {
+  cfg=configs/factor_$1.yaml; comp=factor
+  case "$1" in image|image_adapter) cfg=configs/${1/image/image_factor}.yaml; comp=image-factor ;; esac
+  [ -f "$cfg" ] || { echo "no $cfg for factor $1" >&2; exit 2; }
+  graph=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['extra']['graph'])" "$cfg")
+  g=$(basename "$graph")  # the graph it installs into travels as checkpoints/<g>.tar.part-*
+  if [ ! -f "$graph/graph.yaml" ] && ls "checkpoints/$g.tar.part-"* >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$graph")" && cat "checkpoints/$g.tar.part-"* | tar -C "$(dirname "$graph")" -xf -
+  fi
+  if [ "$1" = image_adapter ] && [ ! -f "$graph/graph.yaml" ]; then  # the main graph's conditions
+    fgdm train assemble-graph --graph runs/train/graph --factors seg,depth,sketch --fp32 --out "$graph"
   fi
 }
 
@@ -238,18 +256,38 @@ case "$stage" in
   assemble)
     assemble ;;
   factor)  # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
-    cfg=configs/factor_${FACTOR:?set FACTOR}.yaml; comp=factor
-    case "$FACTOR" in image|image_adapter) cfg=configs/${FACTOR/image/image_factor}.yaml; comp=image-factor ;; esac
-    graph=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['extra']['graph'])" "$cfg")
-    g=$(basename "$graph")  # the graph it installs into travels as checkpoints/<g>.tar.part-*
-    if [ ! -f "$graph/graph.yaml" ] && ls "checkpoints/$g.tar.part-"* >/dev/null 2>&1; then
-      mkdir -p "$(dirname "$graph")" && cat "checkpoints/$g.tar.part-"* | tar -C "$(dirname "$graph")" -xf -
-    fi
-    if [ "$FACTOR" = image_adapter ] && [ ! -f "$graph/graph.yaml" ]; then  # the main graph's conditions
-      fgdm train assemble-graph --graph runs/train/graph --factors seg,depth,sketch --fp32 --out "$graph"
-    fi
+    factor_setup "${FACTOR:?set FACTOR}"
     resumable "factor_$FACTOR" "$comp" "$cfg"
     tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-" ;;
+  factors)  # FACTORS="seg depth sketch image": those factor runs side by side on the one GPU (one process each, each
+            # resumed and with MINUTES' budget; the pre-encoded cache is built once, under a lock, while the others
+            # wait; children train on real parent maps and join the graph after their parents, waiting up to
+            # WAIT_PARENTS=3 minutes). A single run leaves most of an H100 idle (unet-judge: the UNet kept 70% of its
+            # rate beside the judge). Comes back: factors-ckpt.tar.part-* (factor_NAME/ = each newest checkpoint),
+            # the graphs they installed into (<graph>.tar.part-*), logs.tgz, reports.tgz, gpu.txt
+    mkdir -p runs
+    pids=() names=() graphs=()
+    for f in ${FACTORS:?FACTORS=\"seg depth ...\"}; do factor_setup "$f"; done  # graphs restored once, before any run
+    for f in $FACTORS; do  # a child trains beside its parents and joins the graph once they have (extra.wait_for_parents)
+      FACTOR=$f OUT="$out/f_$f" SET="extra.wait_for_parents=${WAIT_PARENTS:-3} ${SET:-}" bash "$0" factor \
+        > "runs/factor_$f.log" 2>&1 & pids+=($!); names+=("$f")
+    done
+    failed=()
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${names[$i]}"); done
+    rm -rf "$out/ck" && mkdir -p "$out/ck"
+    for f in "${names[@]}"; do
+      [ -d "$out/f_$f/checkpoint" ] && mv "$out/f_$f/checkpoint" "$out/ck/factor_$f"
+      for part in "$out/f_$f/"*.tar.part-aa; do [ -e "$part" ] && graphs+=("$(basename "$part" .tar.part-aa)"); done
+      tail -n 5 "runs/factor_$f.log"
+    done
+    tar -C "$out/ck" -cf - . | split -b 15m - "$out/factors-ckpt.tar.part-"
+    rm -rf "$out"/f_* "$out/ck"
+    for g in $(printf '%s\n' "${graphs[@]}" | sort -u); do  # after every run has installed its factor
+      d=$(ls -d runs/train/"$g" 2>/dev/null || true)
+      [ -n "$d" ] && tar -C "$(dirname "$d")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-"
+    done
+    tar -C runs -czf "$out/logs.tgz" $(for f in "${names[@]}"; do echo "factor_$f.log"; done)
+    if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]} (see logs.tgz)" >&2; stage_rc=1; fi ;;
   graph)
     # without the normal factor by default: all five exceed the 40 MiB weights budget (docs/training.md)
     fgdm train assemble-graph --graph runs/train/graph --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \

@@ -9,7 +9,7 @@
 # deleted, so the travelling tree stays under the device's 64 MiB (docs/training.md).
 # Metrics, loss curves and eval results are unpacked under runs/received/ for the docs.
 set -euo pipefail
-stage=${1:?stage: base | unet | unet-judge | judge | factor | graph | eval-base | eval-fgdm | eval-data}
+stage=${1:?stage: base | unet | unet-judge | judge | factor | factors | graph | eval-base | eval-fgdm | eval-data}
 src=${2:?the folder where the device call returned its files}
 [ -d "$src" ] || { echo "no folder $src" >&2; exit 2; }
 data=src/fgdm/models/data
@@ -85,6 +85,15 @@ case "$stage" in
     checkpoint "factor_${FACTOR:?set FACTOR}"
     for f in "$src"/*.tar.part-aa; do
       g=$(basename "$f" .tar.part-aa)
+      rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
+    done ;;
+  factors)  # several factor runs of one call: each checkpoint to checkpoints/factor_NAME/, their graphs' parts
+    mkdir -p "$keep/ck" && unpack factors-ckpt "$keep/ck"
+    for d in "$keep"/ck/factor_*/; do checkpoint "$(basename "$d")" "${d%/}"; done
+    rm -rf "$keep/ck" && tar -C "$keep" -xzf "$src/logs.tgz"
+    for f in "$src"/*.tar.part-aa; do
+      g=$(basename "$f" .tar.part-aa)
+      [ "$g" = factors-ckpt ] && continue
       rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
     done ;;
   graph)

@@ -451,6 +451,48 @@ def test_factor_runs_share_one_cache_and_installs_merge(tmp_path, tiny_sd_dir, c
     assert list(load_graph_spec(g).factors) == ["seg", "depth"]
 
 
+def test_factors_trained_side_by_side_wait_for_their_parents(tmp_path, tiny_sd_dir, capsys):
+    """extra.wait_for_parents: a child may train before its parents are in the graph; it joins the
+    graph once they have (in any order), or fails after the wait naming them, its weights kept, and
+    a resumed run installs it. Without the setting it is refused before training, as before."""
+    import shutil
+    import threading
+
+    from fgdm.models.factors import load_graph_spec
+    from fgdm.training.factors import install_factor
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    g = tmp_path / "graph"
+    depth = _write(tmp_path, "depth", {"variable": "depth", "parents": ["seg"], "graph": str(g)})
+    assert main(["train", "factor", "--config", depth, "--quiet"]) == 2
+    assert "train the parents ['seg'] into it first (or set extra.wait_for_parents)" in capsys.readouterr().err
+    depth = _write(tmp_path, "depth", {"variable": "depth", "parents": ["seg"], "graph": str(g), "wait_for_parents": 0.005})
+    assert main(["train", "factor", "--config", depth, "--quiet"]) == 2  # trained; seg never came
+    assert "still has no factors ['seg'] for 'depth'" in capsys.readouterr().err
+    assert (tmp_path / "depth" / "final").is_dir() and not (g / "graph.yaml").exists()
+    seg = _write(tmp_path, "seg", {"variable": "seg", "graph": str(g), "distill_weight": 0})
+    assert main(["train", "factor", "--config", seg, "--quiet"]) == 0
+    assert main(["train", "factor", "--config", depth, "--quiet", "--resume", "--steps", "3"]) == 0
+    assert list(load_graph_spec(g).factors) == ["seg", "depth"]
+    capsys.readouterr()
+    # the install itself: a child that finishes first waits, then merges into what its parent wrote
+    g2 = tmp_path / "graph2"
+    spec = load_graph_spec(g)
+    child = threading.Thread(target=install_factor, args=(g2, spec, "depth", tmp_path / "depth" / "final"),
+                             kwargs={"wait_s": 30, "poll_s": 0.05})  # fmt: skip
+    child.start()
+    child.join(timeout=0.5)
+    assert child.is_alive() and not (g2 / "depth").exists()
+    only_seg = load_graph_spec(g)
+    only_seg.factors.pop("depth")
+    install_factor(g2, only_seg, "seg", tmp_path / "seg" / "final")
+    child.join(timeout=30)
+    assert not child.is_alive() and list(load_graph_spec(g2).factors) == ["seg", "depth"]
+    bad = _write(tmp_path, "bad", {"variable": "seg", "graph": str(tmp_path / "g3"), "wait_for_parents": -1})
+    assert main(["train", "factor", "--config", bad, "--quiet"]) == 2
+    assert "wait_for_parents must be a number of minutes >= 0" in capsys.readouterr().err
+
+
 def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, capsys):
     g = graph.save_pretrained(tmp_path / "g")
     out = tmp_path / "run"

@@ -591,6 +591,48 @@ def test_prerender_encodes_in_the_run_precision(trained, tmp_path):
     assert seen == [bf16, bf16]
 
 
+def test_runs_side_by_side_encode_the_shared_cache_once(trained, tmp_path):
+    """A run that finds another building the shared cache (its lock held) waits, then loads what
+    that one wrote instead of encoding everything again."""
+    import dataclasses
+    import fcntl
+    import threading
+
+    from fgdm.training.components import cached_prerender, load_vae
+
+    encoded = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, vae):
+            super().__init__()
+            self.vae, self.config, self.dtype = vae, vae.config, vae.dtype
+
+        def encode(self, x):
+            encoded.append(len(x))
+            return self.vae.encode(x)
+
+    vae = Spy(load_vae(trained["vae"]).eval())
+    cfg = dataclasses.replace(load_train_config(trained["unet_cfg"], {"output_dir": str(tmp_path / "b")}),
+                              mixed_precision="no")  # fmt: skip
+    text_fn = lambda caps: torch.zeros(len(caps), 2, 3)
+    folder = tmp_path / "shared"
+    first = cached_prerender(cfg, vae, text_fn, "cpu", ("image",), {}, folder=folder, progress=False)
+    assert sum(encoded) == 8
+    (folder / "prerender.safetensors").rename(tmp_path / "built")  # as if another run were still building it
+    got = {}
+    with open(folder / ".prerender.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        t = threading.Thread(target=lambda: got.update(cached_prerender(cfg, vae, text_fn, "cpu", ("image",), {},
+                                                                        folder=folder, progress=False)))  # fmt: skip
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive() and not got  # waiting for the lock, not encoding
+        (tmp_path / "built").rename(folder / "prerender.safetensors")  # the other run finishes its cache
+    t.join(timeout=60)
+    assert not t.is_alive() and sum(encoded) == 8  # loaded, not encoded again
+    assert torch.equal(got["lat_image"], first["lat_image"])
+
+
 def _cache_key(path) -> str:
     from safetensors import safe_open
 

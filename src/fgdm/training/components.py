@@ -482,9 +482,11 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
     so resumed runs — and, with a shared ``folder``, other runs on the same data — skip it.
 
     The cache is used only if it was made from the same data settings, modalities and ``sources``
-    (fingerprints of the components that encoded it), in the run's precision or in fp32.
+    (fingerprints of the components that encoded it), in the run's precision or in fp32. Runs
+    started side by side take turns under a file lock: the first builds the cache, the others
+    wait for it and load it.
     """
-    from safetensors.torch import load_file, save_file
+    import fcntl
 
     settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "workers"}  # workers change no sample
     base = {"data": settings, "modalities": list(modalities), **sources}
@@ -493,16 +495,23 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
     # caches written before the key named the precision were all encoded in fp32
     usable = {key, json.dumps({**base, "encode_precision": "no"}, sort_keys=True), json.dumps(base, sort_keys=True)}
     path = Path(folder or cfg.output_dir) / f"{name}.safetensors"
-    if path.exists():
-        from safetensors import safe_open
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _load_or_build(path, key, usable, lambda: prerender(cfg, vae, text_fn, dev, modalities, progress), dev)
 
+
+def _load_or_build(path: Path, key: str, usable: set[str], build, dev) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    if path.exists():
         with safe_open(str(path), "pt") as f:
             same = (f.metadata() or {}).get("key") in usable
         if same:
             return load_file(str(path), device=str(dev))
         log.info("prerender cache %s is for other settings; rebuilding it", path)
-    data = prerender(cfg, vae, text_fn, dev, modalities, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    data = build()
     tmp = path.with_suffix(f".partial-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in data.items()}, str(tmp), metadata={"key": key})
     tmp.replace(path)

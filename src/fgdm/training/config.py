@@ -15,7 +15,8 @@ COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-fact
 # the ``extra:`` settings each trainer reads (documented in its module); a misspelt one is an error,
 # not a silently ignored setting
 _FACTOR_EXTRA = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
-                 "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes", "cache_dir"}  # fmt: skip
+                 "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes", "cache_dir",
+                 "wait_for_parents"}  # fmt: skip
 EXTRA_KEYS = {
     "tokenizer": set(),
     "clip": {"pool"},

@@ -12,7 +12,10 @@ Settings (``extra:`` in the YAML):
   map size (a smaller one makes the self-attention KL much cheaper).
 - ``graph``: a graph directory; the trained factor is added to it (created if missing). Other
   factors in it are never touched (continual learning); replacing an existing factor of the same
-  name needs ``replace: true``.
+  name needs ``replace: true``. A factor's parents must be in the graph before it trains, unless
+  ``wait_for_parents`` (minutes, default 0) is set: then they may be training at the same time
+  (their runs train on real maps, not on each other), and the finished factor waits up to that
+  long for them to be installed before it joins the graph (``scripts/device_stage.sh factors``).
 - ``sizes``: render sizes to train at (default ``[data.size]``); batches alternate between them
   (e.g. ``[128, 64]`` so the seg factor also samples well at quarter area, as SBPC does).
 - ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
@@ -75,11 +78,14 @@ def factor_spec(cfg: TrainConfig) -> FactorSpec:
     return GraphSpec.from_dict(d, where="extra").factors[var]
 
 
-def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, source: str) -> GraphSpec | None:
+def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, source: str,
+                pending: bool = False) -> GraphSpec | None:  # fmt: skip
     """The graph the new factor will join, validated *before* training starts.
 
     ``source`` (the run's output_dir) is recorded in the graph's ``info.sources``; a run may
     replace the factor it installed itself (a resumed run), any other only with ``replace``.
+    ``pending``: parents not in the graph yet are being trained beside this run (placeholders
+    stand in for them here; :func:`install_factor` waits for them).
     """
     if graph_dir is None:
         return None
@@ -95,47 +101,67 @@ def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, s
             raise ValueError(f"extra.graph {str(graph_dir)!r} already has a {spec.name!r} factor; "
                              "set extra.replace: true to retrain it")  # fmt: skip
         missing = [p for p in spec.parents if p not in g.factors]
-        if missing:
+        if missing and not pending:
             raise ValueError(f"extra.graph {str(graph_dir)!r} has no factors {missing} for {spec.name!r} to condition on")
-        factors = {n: s.to_dict() for n, s in g.factors.items()}
-    elif graph_dir.exists() and any(graph_dir.iterdir()):
+        factors = {p: {} for p in missing} | {n: s.to_dict() for n, s in g.factors.items()}
+    elif graph_dir.exists() and any(not f.name.startswith(".") for f in graph_dir.iterdir()):  # .lock: a waiting run's
         raise ValueError(f"extra.graph {str(graph_dir)!r} is not empty and holds no graph.yaml")
     else:
         factors = {p: {} for p in spec.parents}  # placeholders, checked below; parents must be trained first
-        if spec.parents:
+        if spec.parents and not pending:
             raise ValueError(f"extra.graph {str(graph_dir)!r} does not exist yet; train the parents "
-                             f"{list(spec.parents)} into it first")  # fmt: skip
+                             f"{list(spec.parents)} into it first (or set extra.wait_for_parents)")  # fmt: skip
     factors[spec.name] = spec.to_dict()
     info["sources"] = {**info.get("sources", {}), spec.name: source}
     return GraphSpec.from_dict({"factors": factors, "base": base_reference(base.path), "base_fingerprint": base.fingerprint,
                                 "info": info}, where=f"extra.graph {str(graph_dir)!r}")  # fmt: skip
 
 
-def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -> None:
+def install_factor(graph_dir: Path, graph: GraphSpec, name: str, folder: Path, wait_s: float = 0.0,
+                   poll_s: float = 5.0) -> None:  # fmt: skip
     """Copy a trained factor into a graph directory and add its node; other factors are untouched.
 
     The node is merged into the graph as it is *now* (under a lock), so factors trained at the
-    same time into one graph all end up in it."""
+    same time into one graph all end up in it. With ``wait_s``, a factor whose parents are not in
+    the graph yet checks again every ``poll_s`` seconds until they are, or fails after ``wait_s``
+    naming them (its weights stay in ``folder``; a resumed run installs them)."""
     import fcntl
+    import time
 
     graph_dir.mkdir(parents=True, exist_ok=True)
-    with open(graph_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stage = graph_dir / f".{name}.partial"
-        if stage.exists():
-            shutil.rmtree(stage)
-        shutil.copytree(folder, stage)
-        if (graph_dir / name).exists():
-            shutil.rmtree(graph_dir / name)
-        stage.rename(graph_dir / name)
-        if (graph_dir / "graph.yaml").exists():
-            now = load_graph_spec(graph_dir)
-            sources = {**now.info.get("sources", {}), name: graph.info.get("sources", {}).get(name)}
-            factors = {n: s.to_dict() for n, s in now.factors.items()}
-            factors[name] = graph.factors[name].to_dict()
-            graph = GraphSpec.from_dict({"factors": factors, "base": graph.base, "base_fingerprint": graph.base_fingerprint,
-                                         "info": {**now.info, "sources": sources}}, where=str(graph_dir))  # fmt: skip
-        save_graph_spec(graph, graph_dir)
+    deadline = time.monotonic() + wait_s
+    parents = graph.factors[name].parents
+    while True:
+        with open(graph_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            have = load_graph_spec(graph_dir).factors if (graph_dir / "graph.yaml").exists() else {}
+            missing = [p for p in parents if p not in have]
+            if not missing:
+                return _install_locked(graph_dir, graph, name, folder)
+        if time.monotonic() >= deadline:
+            raise ValueError(f"extra.graph {str(graph_dir)!r} still has no factors {missing} for {name!r} to condition "
+                             f"on after {wait_s:.0f} s; its weights are in {str(folder)!r}")  # fmt: skip
+        log.info("waiting for %s to join %s before %s can", missing, graph_dir, name)
+        time.sleep(poll_s)
+
+
+def _install_locked(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) -> None:
+    """:func:`install_factor`'s work, with the graph's lock held and the parents present."""
+    stage = graph_dir / f".{name}.partial"
+    if stage.exists():
+        shutil.rmtree(stage)
+    shutil.copytree(folder, stage)
+    if (graph_dir / name).exists():
+        shutil.rmtree(graph_dir / name)
+    stage.rename(graph_dir / name)
+    if (graph_dir / "graph.yaml").exists():
+        now = load_graph_spec(graph_dir)
+        sources = {**now.info.get("sources", {}), name: graph.info.get("sources", {}).get(name)}
+        factors = {n: s.to_dict() for n, s in now.factors.items()}
+        factors[name] = graph.factors[name].to_dict()
+        graph = GraphSpec.from_dict({"factors": factors, "base": graph.base, "base_fingerprint": graph.base_fingerprint,
+                                     "info": {**now.info, "sources": sources}}, where=str(graph_dir))  # fmt: skip
+    save_graph_spec(graph, graph_dir)
 
 
 def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -144,7 +170,11 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     dev = training_device()
     base = load_base_model(cfg.base.get("model"), device=dev, arg="base.model")
     graph_dir = Path(ex["graph"]) if ex.get("graph") else None
-    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(Path(cfg.output_dir).resolve()))
+    wait = ex.get("wait_for_parents", 0) or 0
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        raise ValueError(f"extra.wait_for_parents must be a number of minutes >= 0, got {wait!r}")
+    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(Path(cfg.output_dir).resolve()),
+                        pending=wait > 0)  # fmt: skip
     module = build_factor_module(spec, base.unet, cfg.model).to(dev)
     noise = sd_noise_scheduler()
     ac = noise.alphas_cumprod.to(dev)
@@ -214,7 +244,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
     metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed, progress))
     if graph is not None:
-        install_factor(graph_dir, graph, spec.name, out)
+        install_factor(graph_dir, graph, spec.name, out, wait_s=60.0 * wait)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
                                 **res.summary(),
                                 "parameters": sum(p.numel() for p in final.parameters()),
