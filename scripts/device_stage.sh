@@ -258,7 +258,9 @@ case "$stage" in
   factor)  # configs/factor_<FACTOR>.yaml, or configs/image_factor.yaml for FACTOR=image
     factor_setup "${FACTOR:?set FACTOR}"
     resumable "factor_$FACTOR" "$comp" "$cfg"
-    tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-" ;;
+    if [ "${PACK_GRAPH:-1}" = 1 ]; then  # (factors packs the graphs itself, once every run has installed)
+      tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-"
+    fi ;;
   factors)  # FACTORS="seg depth sketch image": those factor runs side by side on the one GPU (one process each, each
             # resumed and with MINUTES' budget; the pre-encoded cache is built once, under a lock, while the others
             # wait; children train on real parent maps and join the graph after their parents, waiting up to
@@ -267,24 +269,22 @@ case "$stage" in
             # the graphs they installed into (<graph>.tar.part-*), logs.tgz, reports.tgz, gpu.txt
     mkdir -p runs
     pids=() names=() graphs=()
-    for f in ${FACTORS:?FACTORS=\"seg depth ...\"}; do factor_setup "$f"; done  # graphs restored once, before any run
+    for f in ${FACTORS:?FACTORS=\"seg depth ...\"}; do factor_setup "$f"; graphs+=("$graph"); done  # restored once, first
     for f in $FACTORS; do  # a child trains beside its parents and joins the graph once they have (extra.wait_for_parents)
-      FACTOR=$f OUT="$out/f_$f" SET="extra.wait_for_parents=${WAIT_PARENTS:-3} ${SET:-}" bash "$0" factor \
+      FACTOR=$f OUT="$out/f_$f" PACK_GRAPH=0 SET="extra.wait_for_parents=${WAIT_PARENTS:-3} ${SET:-}" bash "$0" factor \
         > "runs/factor_$f.log" 2>&1 & pids+=($!); names+=("$f")
     done
     failed=()
     for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${names[$i]}"); done
     rm -rf "$out/ck" && mkdir -p "$out/ck"
     for f in "${names[@]}"; do
-      [ -d "$out/f_$f/checkpoint" ] && mv "$out/f_$f/checkpoint" "$out/ck/factor_$f"
-      for part in "$out/f_$f/"*.tar.part-aa; do [ -e "$part" ] && graphs+=("$(basename "$part" .tar.part-aa)"); done
+      if [ -d "$out/f_$f/checkpoint" ]; then mv "$out/f_$f/checkpoint" "$out/ck/factor_$f"; fi
       tail -n 5 "runs/factor_$f.log"
     done
     tar -C "$out/ck" -cf - . | split -b 15m - "$out/factors-ckpt.tar.part-"
     rm -rf "$out"/f_* "$out/ck"
-    for g in $(printf '%s\n' "${graphs[@]}" | sort -u); do  # after every run has installed its factor
-      d=$(ls -d runs/train/"$g" 2>/dev/null || true)
-      [ -n "$d" ] && tar -C "$(dirname "$d")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-"
+    for d in $(printf '%s\n' "${graphs[@]}" | sort -u); do  # now that every run has installed its factor
+      if [ -f "$d/graph.yaml" ]; then tar -C "$(dirname "$d")" -cf - "$(basename "$d")" | split -b 15m - "$out/$(basename "$d").tar.part-"; fi
     done
     tar -C runs -czf "$out/logs.tgz" $(for f in "${names[@]}"; do echo "factor_$f.log"; done)
     if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]} (see logs.tgz)" >&2; stage_rc=1; fi ;;
@@ -363,7 +363,7 @@ case "$stage" in
     resumable judge_imgfactor judge configs/judge_imgfactor.yaml
     budget=(--max-minutes "$(share 1)")
     resumable judge_real_3200 judge configs/judge_real_3200.yaml
-    rm -rf "$out/checkpoint"  # two short runs: their metrics are what matters, not their weights
+    rm -rf "$out/checkpoint"  # three short runs: their metrics are what matters, not their weights
     pack_eval ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -123,8 +123,8 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
 
     Prompt p's sample k uses seed ``seed + p * per_prompt + k``. Prompts are sampled together,
     as many per call as fit in ``batch_size`` samples (at least one prompt; speed only: each
-    sample keeps its seed, so a resumed export may use another batch size). ``factors`` must include seg and
-    image (default: the whole graph). The samples go to a hidden folder beside ``out``
+    sample keeps its seed, so a resumed export may use another batch size). ``factors`` must
+    include seg and image (default: the whole graph). The samples go to a hidden folder beside ``out``
     (``.NAME.partial``), prompt by prompt, which becomes ``out`` when every prompt is done: an
     interrupted export (an error, Ctrl-C, a kill) is continued with ``resume`` — the same
     settings give the same samples as an uninterrupted run — or discarded with ``overwrite``.

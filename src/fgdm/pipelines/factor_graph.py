@@ -348,7 +348,7 @@ class FactorGraphPipeline:
 
         ``seed``: an int gives sample i the seed ``seed + i``; a list gives every sample its own,
         so a batch of prompts draws what each prompt would draw alone with its seed (up to float
-        rounding). ``given``: conditions supplied instead of sampled (e.g. an edited map): one map
+        rounding; for ``eta > 0`` the batch's per-step noise comes from the first seed). ``given``: conditions supplied instead of sampled (e.g. an edited map): one map
         for every sample, or a list with one map per prompt. Parents that are neither sampled nor
         given are the null condition. ``sizes``/``steps``/``guidance`` override
         the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,

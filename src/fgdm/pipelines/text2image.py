@@ -79,7 +79,9 @@ class Text2ImagePipeline:
 
         ``seed``: an int gives image i the initial noise of ``seed + i``; a list gives every image
         its own seed (one per image, prompt-major), so that images of different prompts can share a
-        batch and each still equals the image drawn alone with its seed (up to float rounding).
+        batch and each still equals the image drawn alone with its seed (up to float rounding). That
+        holds for DDIM's default ``eta=0``; with ``eta > 0`` the per-step noise of the whole batch
+        comes from the first image's seed.
         """
         m = self.model
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -93,7 +95,7 @@ class Text2ImagePipeline:
         cond, tokens = m.encode_text(prompts)
         uncond = m.encode_text([negative_prompt] * len(prompts), allow_empty=True)[0] if guidance_scale > 1 else None
         timings["encode_s"] = time.perf_counter() - t0
-        # 3. initial noise: image i uses seed + i, so each image is reproducible on its own
+        # 3. initial noise: image i uses seeds[i] (seed + i, or the list), so each is reproducible on its own
         lat = size // m.vae_scale_factor
         seeds = image_seeds(seed, len(prompts))
         x = torch.stack([torch.randn(4, lat, lat, generator=torch.Generator().manual_seed(s)) for s in seeds])
