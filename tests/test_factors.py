@@ -493,6 +493,35 @@ def test_factors_trained_side_by_side_wait_for_their_parents(tmp_path, tiny_sd_d
     assert "wait_for_parents must be a number of minutes >= 0" in capsys.readouterr().err
 
 
+def test_a_run_resumed_in_a_moved_checkout_may_reinstall_its_factor(tmp_path, tiny_sd_dir, capsys, monkeypatch):
+    """A graph records each factor's run folder as an absolute path; a later session's checkout
+    may sit elsewhere (another machine), and the same relative run folder is still that run."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from fgdm.training.factors import _same_run
+
+    assert _same_run("/a/repo/runs/train/factor_seg", "runs/train/factor_seg")
+    assert not _same_run("/a/repo/runs/train/factor_seg_cpu", "runs/train/factor_seg")
+    assert not _same_run("/a/repo/runs/train/factor_seg", "/b/repo/runs/train/factor_seg")
+    assert not _same_run(None, "runs/train/factor_seg")
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    seg = Path(_write(tmp_path, "seg", {"variable": "seg", "graph": "graph", "distill_weight": 0}))
+    seg.write_text(seg.read_text().replace(f"output_dir: {tmp_path}/seg", "output_dir: runs/seg"))
+    assert main(["train", "factor", "--config", str(seg), "--quiet"]) == 0
+    spec = yaml.safe_load((tmp_path / "graph" / "graph.yaml").read_text())
+    assert spec["info"]["sources"]["seg"] == str(tmp_path / "runs" / "seg")
+    spec["info"]["sources"]["seg"] = "/another/machine/repo/runs/seg"  # as a device session wrote it
+    (tmp_path / "graph" / "graph.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["train", "factor", "--config", str(seg), "--quiet", "--resume", "--steps", "3"]) == 0
+    other = Path(_write(tmp_path, "other", {"variable": "seg", "graph": "graph"}))
+    assert main(["train", "factor", "--config", str(other), "--quiet"]) == 2
+    assert "already has a 'seg' factor" in capsys.readouterr().err
+
+
 def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, capsys):
     g = graph.save_pretrained(tmp_path / "g")
     out = tmp_path / "run"

@@ -78,12 +78,24 @@ def factor_spec(cfg: TrainConfig) -> FactorSpec:
     return GraphSpec.from_dict(d, where="extra").factors[var]
 
 
-def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, source: str,
+def _same_run(stored: str | None, output_dir: str) -> bool:
+    """Whether the run recorded as ``stored`` (an absolute output_dir) is this one: the same
+    folder, or the same relative run folder in a checkout that has moved (another machine)."""
+    if not stored:
+        return False
+    here = Path(output_dir)
+    if stored == str(here.resolve()):
+        return True
+    return not here.is_absolute() and Path(stored).parts[-len(here.parts) :] == here.parts
+
+
+def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, output_dir: str,
                 pending: bool = False) -> GraphSpec | None:  # fmt: skip
     """The graph the new factor will join, validated *before* training starts.
 
-    ``source`` (the run's output_dir) is recorded in the graph's ``info.sources``; a run may
-    replace the factor it installed itself (a resumed run), any other only with ``replace``.
+    The run's ``output_dir`` (resolved) is recorded in the graph's ``info.sources``; a run may
+    replace the factor it installed itself (a resumed run, also in a moved checkout: the same
+    relative run folder), any other only with ``replace``.
     ``pending``: parents not in the graph yet are being trained beside this run (placeholders
     stand in for them here; :func:`install_factor` waits for them).
     """
@@ -96,7 +108,7 @@ def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, s
             raise ValueError(f"extra.graph {str(graph_dir)!r} was trained on base {g.base_fingerprint}, "
                              f"this run's base is {base.fingerprint}")  # fmt: skip
         info = dict(g.info)
-        own = info.get("sources", {}).get(spec.name) == source
+        own = _same_run(info.get("sources", {}).get(spec.name), output_dir)
         if spec.name in g.factors and not (replace or own):
             raise ValueError(f"extra.graph {str(graph_dir)!r} already has a {spec.name!r} factor; "
                              "set extra.replace: true to retrain it")  # fmt: skip
@@ -112,7 +124,7 @@ def _graph_with(graph_dir: Path | None, spec: FactorSpec, base, replace: bool, s
             raise ValueError(f"extra.graph {str(graph_dir)!r} does not exist yet; train the parents "
                              f"{list(spec.parents)} into it first (or set extra.wait_for_parents)")  # fmt: skip
     factors[spec.name] = spec.to_dict()
-    info["sources"] = {**info.get("sources", {}), spec.name: source}
+    info["sources"] = {**info.get("sources", {}), spec.name: str(Path(output_dir).resolve())}
     return GraphSpec.from_dict({"factors": factors, "base": base_reference(base.path), "base_fingerprint": base.fingerprint,
                                 "info": info}, where=f"extra.graph {str(graph_dir)!r}")  # fmt: skip
 
@@ -173,7 +185,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     wait = ex.get("wait_for_parents", 0) or 0
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
         raise ValueError(f"extra.wait_for_parents must be a number of minutes >= 0, got {wait!r}")
-    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(Path(cfg.output_dir).resolve()),
+    graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(cfg.output_dir),
                         pending=wait > 0)  # fmt: skip
     module = build_factor_module(spec, base.unet, cfg.model).to(dev)
     noise = sd_noise_scheduler()
