@@ -291,3 +291,17 @@ def test_text_encoder_order_auc():
     # verdicts that are constant within each category: every shuffle is the same, p = 1
     flat = [("a", 0.1, True), ("a", 0.9, True), ("b", 0.2, False), ("b", 0.8, False)]
     assert m._permutation_p(flat, rounds=50) == 1.0
+
+
+def test_count_flops_counts_products_and_attention_from_shapes():
+    """Known answers: a (4, 8) x (8, 16) product is 2*4*8*16 operations; attention over 16 queries
+    and keys of width 8 in 2 heads is 2 products of 2*2*16*16*8, on the CPU kernel too."""
+    import torch.nn.functional as F
+
+    from fgdm.eval.timing import count_flops
+
+    a, b = torch.randn(4, 8), torch.randn(8, 16)
+    assert count_flops(lambda: a @ b) == 2 * 4 * 8 * 16
+    q = k = v = torch.randn(1, 2, 16, 8)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == 2 * (2 * 2 * 16 * 16 * 8)
+    assert count_flops(lambda: a + 1) == 0  # elementwise work is not counted

@@ -10,7 +10,9 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 
 Per configuration (averaged over prompts): min / max / median recall over the candidates, the
 number of candidates with recall >= 0.5 / 0.75 / 0.9, the recall of the final image as the judge
-sees it, CLIP score (with a MiniCLIP) and seconds per prompt. Results are cached per (prompt,
+sees it, CLIP score (with a MiniCLIP), seconds per prompt, and GFLOPs per prompt (counted once, on
+the first prompt: the cost that does not depend on the device; seconds depend on how well the
+device runs a batch, and the image-space baseline is one batch of K images). Results are cached per (prompt,
 configuration), so an interrupted run resumes.
 """
 
@@ -31,7 +33,7 @@ from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.vocab import parse_prompt
-from .timing import sync
+from .timing import count_flops, sync
 
 THRESHOLDS = (0.5, 0.75, 0.9)
 
@@ -44,23 +46,28 @@ def configurations(ns: list[int], cond_steps: list[int], baseline_n: int) -> lis
     return out
 
 
-def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: FactorGraphPipeline,
-             base: Text2ImagePipeline, judge: Judge, seed: int, cond_size: int, image_steps: int,
-             image_dir: Path) -> dict:  # fmt: skip
-    s = seed + 1000 * p
-    sync()
-    t0 = time.perf_counter()
+def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: FactorGraphPipeline,
+              base: Text2ImagePipeline, judge: Judge, cond_size: int, image_steps: int) -> tuple:
+    """One configuration's work on one prompt: (final image, candidate recalls). What ``seconds``
+    and ``gflops`` measure: judging is included for the image-space baseline (it is part of it)."""
     if cfg["kind"] == "base":
         res = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s)
         recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(res.images)]
-        best = int(np.argmax(recalls))
-        image, cand = res.images[best], recalls
-    else:
-        res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
-                   image_steps=image_steps, factors=["image"])  # fmt: skip
-        image, cand = res.image, [c.recall for c in res.candidates]
+        return res.images[int(np.argmax(recalls))], recalls
+    res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
+               image_steps=image_steps, factors=["image"])  # fmt: skip
+    return res.image, [c.recall for c in res.candidates]
+
+
+def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: FactorGraphPipeline,
+             base: Text2ImagePipeline, judge: Judge, seed: int, cond_size: int, image_steps: int,
+             image_dir: Path) -> dict:  # fmt: skip
     sync()
-    seconds = time.perf_counter() - t0  # judging included for the image-space baseline: it is part of it
+    t0 = time.perf_counter()
+    image, cand = _generate(cfg, prompt, objects, seed + 1000 * p, graph=graph, base=base, judge=judge,
+                            cond_size=cond_size, image_steps=image_steps)  # fmt: skip
+    sync()
+    seconds = time.perf_counter() - t0
     final = object_recall(objects, present_categories(judge.segment_images([image])[0]))
     name = f"p{p:05d}-{cfg['config'].replace(' ', '_').replace('=', '').replace('+', '')}.png"
     image.save(image_dir / name)
@@ -82,6 +89,17 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
     usable = [u for u in usable if u[2]]
     if not usable:
         raise ValueError("no prompt names a known object; SBPC needs prompts with objects")
+    # operations per prompt, once per configuration on the first prompt (the same for every prompt
+    # of a configuration): the cost that does not depend on whether the device is compute-bound
+    flops_file = out / "flops.json"
+    flops = json.loads(flops_file.read_text()) if flops_file.exists() else {}
+    p0, text0, objects0 = usable[0]
+    for cfg in configs:
+        if cfg["config"] not in flops:
+            flops[cfg["config"]] = count_flops(lambda c=cfg: _generate(
+                c, text0, objects0, seed + 1000 * p0, graph=graph, base=base, judge=judge, cond_size=cond_size,
+                image_steps=image_steps))  # fmt: skip
+            flops_file.write_text(json.dumps(flops, indent=1))
     results: dict[str, list[dict]] = {c["config"]: [] for c in configs}
     bar = tqdm(total=len(usable) * len(configs), desc="sbpc table", disable=not progress)
     for p, text, objects in usable:
@@ -110,6 +128,7 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
                   for t in THRESHOLDS},
                "final_image_recall": round(float(np.mean([r["final_image_recall"] for r in rs])), 4),
                "seconds_per_prompt": round(float(np.mean([r["seconds"] for r in rs])), 4),
+               "gflops_per_prompt": round(flops[cfg["config"]] / 1e9, 2),
                "prompts": len(rs)}  # fmt: skip
         if clip is not None:
             from .features import clip_score
@@ -124,7 +143,8 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
 
 def markdown_table(rows: list[dict]) -> str:
     cols = ["config", "avg_min_recall", "avg_median_recall", "avg_max_recall", "avg_candidates_ge_0.5",
-            "avg_candidates_ge_0.75", "avg_candidates_ge_0.9", "final_image_recall", "clip_score", "seconds_per_prompt"]  # fmt: skip
+            "avg_candidates_ge_0.75", "avg_candidates_ge_0.9", "final_image_recall", "clip_score", "seconds_per_prompt",
+            "gflops_per_prompt"]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == "config" else "---:" for c in cols) + "|"]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]

@@ -1,4 +1,4 @@
-"""Timing helpers: wall-clock rates measured side by side in one run."""
+"""Timing helpers: wall-clock rates measured side by side in one run, and operation counts."""
 
 from __future__ import annotations
 
@@ -22,3 +22,24 @@ def rate(fn: Callable[[int], object], n: int, warmup: int = 2) -> float:
     for i in range(n):
         fn(i)
     return n / (time.perf_counter() - t0)
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """Floating-point operations of ``fn()``: convolutions, matrix products and attention, counted
+    from their shapes by torch's ``FlopCounterMode`` (so the same on any device), with the CPU
+    attention kernel that torch's table lacks counted like the GPU ones. Elementwise work (norms,
+    activations) is not counted. Wall-clock time depends on whether a device is compute-bound; this
+    does not, which is what compares methods whose batches differ (e.g. SBPC's N candidates)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = cpu_attention
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return float(counter.get_total_flops())
