@@ -15,7 +15,7 @@
 #                                                 # JUDGE_STEPS, JUDGE_SET for each one's STEPS and SET); trimmed to 7 files
 #   FACTOR=seg bash scripts/device_stage.sh factor    # an FG-DM factor on MiniSD, ~8.5 min, resumed
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
-#   FACTORS="seg depth sketch image" bash scripts/device_stage.sh factors   # several side by side, ~8.5 min
+#   FACTORS="seg depth sketch image" bash scripts/device_stage.sh factors   # several side by side, ~8 min
 #                                   # (not image_adapter beside seg/depth/sketch: it starts from their graph)
 #   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
 #   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
@@ -264,14 +264,15 @@ case "$stage" in
   factors)  # FACTORS="seg depth sketch image": those factor runs side by side on the one GPU (one process each, each
             # resumed and with MINUTES' budget; the pre-encoded cache is built once, under a lock, while the others
             # wait; children train on real parent maps and join the graph after their parents, waiting up to
-            # WAIT_PARENTS=3 minutes). A single run leaves most of an H100 idle (unet-judge: the UNet kept 70% of its
+            # WAIT_PARENTS=1 minute: runs of MINUTES=8 end together, and a parent that failed must not push the call
+            # past the 10-minute limit). A single run leaves most of an H100 idle (unet-judge: the UNet kept 70% of its
             # rate beside the judge). Comes back: factors-ckpt.tar.part-* (factor_NAME/ = each newest checkpoint),
             # the graphs they installed into (<graph>.tar.part-*), logs.tgz, reports.tgz, gpu.txt
     mkdir -p runs
     pids=() names=() graphs=()
     for f in ${FACTORS:?FACTORS=\"seg depth ...\"}; do factor_setup "$f"; graphs+=("$graph"); done  # restored once, first
     for f in $FACTORS; do  # a child trains beside its parents and joins the graph once they have (extra.wait_for_parents)
-      FACTOR=$f OUT="$out/f_$f" PACK_GRAPH=0 SET="extra.wait_for_parents=${WAIT_PARENTS:-3} ${SET:-}" bash "$0" factor \
+      FACTOR=$f OUT="$out/f_$f" PACK_GRAPH=0 MINUTES="${MINUTES:-8}" SET="extra.wait_for_parents=${WAIT_PARENTS:-1} ${SET:-}" bash "$0" factor \
         > "runs/factor_$f.log" 2>&1 & pids+=($!); names+=("$f")
     done
     failed=()
