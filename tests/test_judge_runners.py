@@ -301,6 +301,51 @@ def test_batches_across_prompts_change_no_image(tiny_sd_dir, judge_dir, tmp_path
     assert e.value.code == 2 and "--batch-size: must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_runner_splits_prompts_across_processes(tiny_sd_dir, judge_dir, tmp_path, monkeypatch):
+    """Under `accelerate launch` each process draws every num_processes-th prompt into the shared
+    run folder, and every process then reads all results: the rows equal a one-process run's."""
+    import contextlib
+
+    import accelerate
+
+    from fgdm.eval.prompts import load_prompt_entries
+    from fgdm.eval.runner import run_prompts
+    from fgdm.models.judge import load_judge
+    from fgdm.pipelines.text2image import Text2ImagePipeline
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\na photo of a bus\na cake on a table\n")
+    entries = load_prompt_entries(prompts)
+    pipe, judge = Text2ImagePipeline.from_pretrained(tiny_sd_dir), load_judge(judge_dir, "cpu")
+    kw = {"pipe": pipe, "judge": judge, "images_per_prompt": 2, "steps": 2, "guidance_scale": 7.5, "seed": 0,
+          "size": None, "progress": False}  # fmt: skip
+    alone = run_prompts(entries, tmp_path / "one", **kw)
+    drawn = {}
+
+    class Barrier(Exception):
+        pass
+
+    class Process:  # what accelerate's PartialState tells process `index` of 2
+        def __init__(self, index):
+            self.process_index, self.num_processes, self.is_main_process = index, 2, index == 0
+
+        def wait_for_everyone(self):
+            if self.process_index == 1:  # process 1 reaches the barrier first: stop it there
+                raise Barrier
+
+    shared = tmp_path / "two"
+    for index in (1, 0):  # process 1 draws its share; process 0 draws the rest, then reads everything
+        monkeypatch.setattr(accelerate, "PartialState", lambda i=index: Process(i))
+        before = set((shared / "results").glob("*.json")) if shared.exists() else set()
+        with contextlib.suppress(Barrier):
+            rows = run_prompts(entries, shared, **kw)
+        drawn[index] = sorted({f.name[:6] for f in set((shared / "results").glob("*.json")) - before})
+    assert drawn == {1: ["p00001"], 0: ["p00000", "p00002"]}
+    assert [(r["prompt_index"], r["k"], r["seed"], r["present"]) for r in rows] == [
+        (r["prompt_index"], r["k"], r["seed"], r["present"]) for r in alone
+    ]
+
+
 @pytest.mark.parametrize("argv", [
     ["eval", "recall", "--prompts", "PROMPTS", "--model", "/nonexistent/model"],
     ["eval", "quality", "--prompts", "PROMPTS", "--model", "/nonexistent/model"],
