@@ -60,6 +60,11 @@ def _csv(text: str) -> list[str]:
     return items
 
 
+def _positive_ints(text: str) -> list[int]:
+    """A comma-separated list of integers >= 1 (e.g. ``--ns 1,5,10``)."""
+    return [_int_at_least(1)(x) for x in _csv(text)]
+
+
 def _categories(text: str) -> tuple[str, ...]:
     from .world.categories import resolve_categories
 
@@ -1483,9 +1488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
     p.add_argument("--clip", help="a CLIPModel folder for CLIP score (optional)")
-    p.add_argument("--ns", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"), default=[1, 5, 10],
+    p.add_argument("--ns", type=_arg_type(_positive_ints, "list"), default=[1, 5, 10],
                    help="candidate counts N (default 1,5,10)")
-    p.add_argument("--cond-steps", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"),
+    p.add_argument("--cond-steps", type=_arg_type(_positive_ints, "list"),
                    default=[10, 20], help="condition DDIM steps t (default 10,20)")
     p.add_argument("--baseline-n", type=_int_at_least(1), default=10, help="N of the image-space SBPC baseline")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64)
@@ -1608,7 +1613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_int_at_least(8), default=None)
     p.add_argument("--steps", type=_int_at_least(1), default=25)
     p.add_argument("--n", type=_int_at_least(1), default=3, help="images per measurement")
-    p.add_argument("--batch", type=_arg_type(lambda t: [_int_at_least(1)(x) for x in _csv(t)], "list"), default=[],
+    p.add_argument("--batch", type=_arg_type(_positive_ints, "list"), default=[],
                    help="also time batches of these sizes, per image (e.g. 4,16: what the eval runners' --batch-size buys)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")

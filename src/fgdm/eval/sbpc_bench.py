@@ -12,8 +12,8 @@ Per configuration (averaged over prompts): min / max / median recall over the ca
 number of candidates with recall >= 0.5 / 0.75 / 0.9, the recall of the final image as the judge
 sees it, CLIP score (with a MiniCLIP), seconds per prompt, and GFLOPs per prompt (counted once, on
 the first prompt: the cost that does not depend on the device; seconds depend on how well the
-device runs a batch, and the image-space baseline is one batch of K images). Results are cached per (prompt,
-configuration), so an interrupted run resumes.
+device runs a batch, and the image-space baseline is one batch of K images). Results are cached
+per (prompt, configuration), so an interrupted run resumes.
 """
 
 from __future__ import annotations
