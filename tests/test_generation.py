@@ -58,6 +58,20 @@ def test_attention_capture_does_not_change_the_image(tiny_model):
     assert cap.attention.aggregate("cross").shape == (2, 8, 8, 77)  # CFG batch: uncond + cond
 
 
+def test_guidance_below_one_interpolates_towards_the_unconditional(tiny_model):
+    """Any scale >= 0 is CFG's u + s (c - u), as the CLI and the FG-DM pipeline accept: 0 ignores the
+    prompt, 1 is the conditional model alone, 0.5 lies between them."""
+    pipe = Text2ImagePipeline(tiny_model)
+    kw = {"num_inference_steps": 3, "seed": 2}
+    dog0, bus0 = pipe("a dog", guidance_scale=0.0, **kw), pipe("a photo of a bus", guidance_scale=0.0, **kw)
+    assert torch.allclose(dog0.latents, bus0.latents, atol=1e-6)  # the prompt plays no part
+    # at 0 the negative prompt alone steers: as that prompt does at scale 1
+    neg = pipe("a photo of a bus", guidance_scale=0.0, negative_prompt="a dog", **kw)
+    assert torch.allclose(neg.latents, pipe("a dog", guidance_scale=1.0, **kw).latents, atol=1e-5)
+    half, one = pipe("a dog", guidance_scale=0.5, **kw), pipe("a dog", guidance_scale=1.0, **kw)
+    assert not torch.allclose(half.latents, dog0.latents) and not torch.allclose(half.latents, one.latents)
+
+
 def test_save_load_round_trip(tiny_sd_dir, tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
     pipe.save_pretrained(tmp_path / "copy", safe_serialization=True)
@@ -73,8 +87,9 @@ def test_bad_inputs(tiny_model, caplog):
         pipe("   ")
     with pytest.raises(ValueError, match="multiple of 8"):
         pipe("a dog", size=36)
-    with pytest.raises(ValueError, match="guidance_scale"):
-        pipe("a dog", guidance_scale=0.5)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+            pipe("a dog", guidance_scale=bad)
     with caplog.at_level(logging.WARNING):
         out = pipe("a dog " * 60, num_inference_steps=2)
     assert "truncated" in caplog.text and len(out.images) == 1

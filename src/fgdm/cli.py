@@ -323,7 +323,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if result.attention is not None:
             n = len(result.images)
             maps = result.attention.aggregate("cross", size=size // pipe.model.vae_scale_factor,
-                                              batch=slice(n, 2 * n) if args.guidance_scale > 1 else None)  # fmt: skip
+                                              batch=slice(n, 2 * n) if args.guidance_scale != 1 else None)  # fmt: skip
             for i, img in enumerate(result.images):
                 attention_grid(img, maps[i], result.tokens[i]).save(stage / f"attention-{i:03d}.png")
                 files.append(f"attention-{i:03d}.png")

@@ -63,8 +63,8 @@ class Text2ImagePipeline:
             raise ValueError(f"size must be a positive multiple of {f} (this model's factor), got {size!r}")
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1, got {guidance_scale}")
+        if not guidance_scale >= 0.0:  # also refuses NaN
+            raise ValueError(f"guidance_scale must be >= 0 (1: no guidance, 0: unconditional), got {guidance_scale}")
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {n!r}")
         if not prompts:
@@ -93,7 +93,7 @@ class Text2ImagePipeline:
         # 2. encode the prompt(s), one row per image
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         cond, tokens = m.encode_text(prompts)
-        uncond = m.encode_text([negative_prompt] * len(prompts), allow_empty=True)[0] if guidance_scale > 1 else None
+        uncond = m.encode_text([negative_prompt] * len(prompts), allow_empty=True)[0] if guidance_scale != 1 else None
         timings["encode_s"] = time.perf_counter() - t0
         # 3. initial noise: image i uses seeds[i] (seed + i, or the list), so each is reproducible on its own
         lat = size // m.vae_scale_factor
