@@ -179,3 +179,27 @@ def test_eval_progress_bars(argv, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert _progress(parse(["eval", *argv, "--json"])) is True
     assert _progress(parse(["eval", *argv, "--json", "--quiet"])) is False
+
+
+def test_console_script_keeps_the_hf_libraries_quiet(tiny_clip_dir, tmp_path):
+    """A command that loads transformers/diffusers weights prints fgdm's output only: no "Loading
+    weights" bars of the HF libraries, no advice to install torchvision (which breaks this torch).
+    ``eval clip`` renders at the MiniCLIP's input size unless --size says otherwise."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    clip.config.vision_config.image_size = 64  # the world renders 64 px and up
+    clip64 = tmp_path / "clip64"
+    CLIPModel(clip.config).save_pretrained(clip64, safe_serialization=True)
+    CLIPTokenizer.from_pretrained(tiny_clip_dir).save_pretrained(clip64)
+    exe = Path(sys.executable).with_name("fgdm")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fgdm.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"} | {"HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([*cmd, "eval", "clip", "--clip", str(clip64), "--n", "2", "--json"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "zero_shot_accuracy" in run.stdout
+    assert "Loading weights" not in run.stderr and "torchvision" not in run.stderr, run.stderr
+    bad = subprocess.run([*cmd, "eval", "clip", "--clip", str(clip64), "--n", "2", "--size", "128"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "--size must be this MiniCLIP's input size, 64 px" in bad.stderr, bad.stderr

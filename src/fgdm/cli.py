@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -884,6 +885,11 @@ def cmd_eval_clip(args: argparse.Namespace) -> int:
     from .training.components import evaluate_clip, load_clip
 
     clip, tok = load_clip(args.clip)
+    native = clip.config.vision_config.image_size
+    if args.size is None:
+        args.size = native
+    elif args.size != native:
+        raise ValueError(f"--size must be this MiniCLIP's input size, {native} px (the default), got {args.size}")
     result = evaluate_clip(clip.to(_device(args.device)), tok, _holdout_config("clip", args))
     _print_result({"clip": str(args.clip), **result}, args.json)
     return 0
@@ -1465,7 +1471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("clip", help="a MiniCLIP's zero-shot accuracy over the 80 categories on held-out single-object renders")
     p.add_argument("--clip", required=True, help="a MiniCLIP folder (fgdm train clip's final/, with its tokenizer)")
     _holdout_args(p, 1000, "held-out renders")
-    p.set_defaults(func=cmd_eval_clip)
+    p.set_defaults(func=cmd_eval_clip, size=None)  # the MiniCLIP's input size
     for kind, text in (("recall", "object recall of generated images against their prompts"),
                        ("multigen", "MultiGen MG2-5 (mean and std over rounds)"),
                        ("visor", "VISOR object accuracy and relation accuracy on relation prompts")):  # fmt: skip
@@ -1659,6 +1665,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # the HF libraries' own bars ("Loading weights"), read when they are first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.func(args)
     except ValueError as e:

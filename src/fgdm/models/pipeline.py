@@ -137,7 +137,7 @@ def load_base_model(
     arg: str = "model",
 ) -> BaseModel:
     """Load a base pipeline's components (default: the shipped MiniSD), safetensors only, offline."""
-    _quiet_hf()
+    quiet_hf()
     from diffusers import StableDiffusionPipeline
 
     p = check_model_dir(default_model_dir() if path is None else path, arg)
@@ -154,7 +154,7 @@ def load_base_model(
     return model.to(device, dtype)
 
 
-def _quiet_hf() -> None:
+def quiet_hf() -> None:
     """Silence the Hugging Face libraries' progress bars and chatter (fgdm reports what matters)."""
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog

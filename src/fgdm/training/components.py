@@ -636,6 +636,9 @@ def assemble_pipeline(*, tokenizer: str | Path, text_encoder: str | Path, vae: s
     (DDIM scheduler with SD's betas), weights as (fp16) safetensors. ``unet`` may be a training
     checkpoint (:func:`load_unet`; ``unet_config`` gives its architecture if its run's config.json
     is not beside it), so a UNet part-way through training can be looked at."""
+    from ..models.pipeline import quiet_hf
+
+    quiet_hf()  # before diffusers' pipeline import, whose warnings advise installing torchvision (it breaks torch here)
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
