@@ -436,7 +436,7 @@ def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from fgdm.eval.runner import verdict_sheet
+    from fgdm.eval.runner import FOUND, MISSING, verdict_sheet
 
     (tmp_path / "images").mkdir()
     rows = []
@@ -447,8 +447,17 @@ def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
     sheet = np.asarray(verdict_sheet(tmp_path, rows, tiles_per_row=6))
     assert sheet.shape[1] == 6 * 128  # two prompts of three images a row
     assert sheet[64, 3 * 128 + 64].tolist() == [40, 40, 40]  # prompt 1, image 0 starts the 4th column
-    y = 128 + 14 + 6 + 64  # the second row, below the first row's one-line caption
-    assert sheet[y, 64].tolist() == [80, 80, 80]  # prompt 2, image 0
-    assert sheet[y, 3 * 128 + 64].tolist() == [255, 255, 255]  # padding, not a repeated image
+    y = 128 + 3 * 14 + 4 + 4  # the second row, below the first row's notes: file stem, dog, cat
+    assert sheet[y + 64, 64].tolist() == [80, 80, 80]  # prompt 2, image 0
+    assert sheet[y + 64, 3 * 128 + 64].tolist() == [255, 255, 255]  # padding, not a repeated image
+
+    def inks(col: int) -> tuple[bool, bool]:  # green / red text under a tile of the first row (anti-aliased)
+        px = sheet[128:y, col * 128 : (col + 1) * 128].reshape(-1, 3).astype(int)
+        return bool(((px[:, 1] - px[:, 0] > 40) & (px[:, 1] - px[:, 2] > 40)).any()), \
+            bool(((px[:, 0] - px[:, 1] > 60) & (px[:, 0] - px[:, 2] > 60)).any())
+
+    assert FOUND[1] > FOUND[0] and MISSING[0] > MISSING[1]
+    assert inks(0) == (False, True)  # image 0 of prompt 0: neither object found
+    assert inks(1) == (True, True)  # image 1: the dog, not the cat
     with pytest.raises(ValueError, match="no results"):
         verdict_sheet(tmp_path, [])

@@ -21,6 +21,8 @@ from ..world.sheet import contact_sheet
 from .metrics import present_categories, relation_holds
 from .prompts import PromptEntry
 
+FOUND, MISSING, GREY = (0, 120, 0), (190, 0, 0), (110, 110, 110)  # verdict colours on the sheet
+
 
 def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge | None,
                 images_per_prompt: int, steps: int, guidance_scale: float, seed: int, size: int | None,
@@ -80,9 +82,10 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
 
 def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_per_row: int = 8) -> Image.Image:
     """A contact sheet of a run's first ``max_prompts`` prompts: each prompt's images side by side,
-    as many prompts per row as fit in ``tiles_per_row`` tiles (at least one), each row captioned
-    with its prompts' objects and in how many of their images the judge found each
-    ("dog + cat 2/1 of 2"). ``rows`` are :func:`run_prompts`' results, images under ``out/images``."""
+    as many prompts per row as fit in ``tiles_per_row`` tiles (at least one). Under each image, its
+    file's stem (``p00003-01``), the judge's verdict on each of the prompt's objects (``+ dog`` in
+    green where it was found, ``- cat`` in red where it was not) and what else it found. ``rows`` are :func:`run_prompts`'
+    results, images under ``out/images``."""
     by_prompt: dict[int, list[dict]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_index"], []).append(r)
@@ -90,16 +93,19 @@ def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_p
         raise ValueError("no results to draw")
     prompts = sorted(by_prompt)[:max_prompts]
     per_row = max(1, tiles_per_row // max(len(v) for v in by_prompt.values()))
-    tiles_rows, captions = [], []
+    tiles_rows, notes_rows = [], []
     for i in range(0, len(prompts), per_row):
-        tiles, parts = [], []
+        tiles, notes = [], []
         for p in prompts[i : i + per_row]:
-            images = sorted(by_prompt[p], key=lambda r: r["k"])
-            tiles += [np.asarray(Image.open(out / "images" / f"p{p:05d}-{r['k']:02d}.png").convert("RGB")) for r in images]
-            found = [sum(o in r["present"] for r in images) for o in images[0]["objects"]]
-            parts.append(" + ".join(images[0]["objects"]) + f" {'/'.join(map(str, found))} of {len(images)}")
+            for r in sorted(by_prompt[p], key=lambda r: r["k"]):
+                stem = f"p{p:05d}-{r['k']:02d}"
+                tiles.append(np.asarray(Image.open(out / "images" / f"{stem}.png").convert("RGB")))
+                verdicts = [(f"+ {o}", FOUND) if o in r["present"] else (f"- {o}", MISSING) for o in r["objects"]]
+                extra = sorted(set(r["present"]) - set(r["objects"]))
+                notes.append([(stem, GREY), *verdicts, *([(f"also {', '.join(extra)}", GREY)] if extra else [])])
         tiles_rows.append(tiles)
-        captions.append(" | ".join(parts))
+        notes_rows.append(notes)
     width = max(len(t) for t in tiles_rows)  # a short last row is padded with white tiles
     blank = np.full_like(tiles_rows[0][0], 255)
-    return contact_sheet([t + [blank] * (width - len(t)) for t in tiles_rows], captions=captions)
+    tiles_rows = [t + [blank] * (width - len(t)) for t in tiles_rows]
+    return contact_sheet(tiles_rows, tile_notes=notes_rows)

@@ -14,6 +14,7 @@ def contact_sheet(
     *,
     headers: list[str] | None = None,
     captions: list[str] | None = None,
+    tile_notes: list[list[list[tuple[str, tuple[int, int, int]]]]] | None = None,
     cell: int = 128,
 ) -> Image.Image:
     """Lay out ``rows`` of (H, W, 3) uint8 images as a grid of ``cell``-px tiles.
@@ -22,6 +23,8 @@ def contact_sheet(
         rows: one list of images per row (all rows the same length).
         headers: column titles drawn above the first row.
         captions: one text per row, wrapped under it.
+        tile_notes: per row, per tile, lines of ``(text, rgb)`` drawn under that tile, each wrapped
+            within the cell (e.g. a verdict per object, in green or red).
         cell: tile side in pixels (images are resized to it).
     """
     if not rows:
@@ -34,21 +37,29 @@ def contact_sheet(
     # headers wider than a cell wrap within it (at most 3 lines), so neighbours never overlap
     heads = [_wrap_to_width(h, font, cell - 8)[:3] for h in headers] if headers else []
     head_h = max(len(h) for h in heads) * line_h + 6 if heads else 0
-    heights = [cell + (len(w) * line_h + 6 if captions else 4) for w in wrapped]
+    if tile_notes is not None and len(tile_notes) != len(rows):
+        raise ValueError(f"tile_notes needs one list per row ({len(rows)}), got {len(tile_notes)}")
+    notes = [[[(line, rgb) for text, rgb in tile for line in _wrap_to_width(text, font, cell - 6)] for tile in row]
+             for row in tile_notes] if tile_notes else [[] for _ in rows]  # fmt: skip
+    notes_h = [max((len(t) for t in row), default=0) * line_h + (4 if any(row) else 0) for row in notes]
+    heights = [cell + n + (len(w) * line_h + 6 if captions else 4) for w, n in zip(wrapped, notes_h, strict=True)]
     sheet = Image.new("RGB", (ncol * cell, head_h + sum(heights)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for j, lines in enumerate(heads):
         for k, line in enumerate(lines):
             draw.text((j * cell + 4, 3 + k * line_h), line, fill=(0, 0, 0), font=font)
     y = head_h
-    for row, lines, h in zip(rows, wrapped, heights, strict=True):
+    for row, lines, tnotes, nh, h in zip(rows, wrapped, notes, notes_h, heights, strict=True):
         if len(row) != ncol:
             raise ValueError(f"every row needs {ncol} images, got {len(row)}")
         for j, img in enumerate(row):
             tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).convert("RGB").resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (j * cell, y))
+        for j, tile_lines in enumerate(tnotes):
+            for k, (line, rgb) in enumerate(tile_lines):
+                draw.text((j * cell + 3, y + cell + 2 + k * line_h), line, fill=tuple(rgb), font=font)
         for k, line in enumerate(lines):
-            draw.text((4, y + cell + 3 + k * line_h), line, fill=(20, 20, 20), font=font)
+            draw.text((4, y + cell + nh + 3 + k * line_h), line, fill=(20, 20, 20), font=font)
         y += h
     return sheet
 
