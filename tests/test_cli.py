@@ -203,3 +203,18 @@ def test_console_script_keeps_the_hf_libraries_quiet(tiny_clip_dir, tmp_path):
     bad = subprocess.run([*cmd, "eval", "clip", "--clip", str(clip64), "--n", "2", "--size", "128"],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode == 2 and "--size must be this MiniCLIP's input size, 64 px" in bad.stderr, bad.stderr
+
+
+def test_results_print_as_a_markdown_table(capsys):
+    from fgdm.cli import _print_result
+
+    _print_result({"MG2": {"mean": 75.0, "std": 25.0}, "by_position": [37.5, 62.5], "n": 4,
+                   "worst": [("car", 1.0), ("bus", 0.5)], "psnr": {"image": 29.1, "seg": 27.8},
+                   "by_style": {"night": {"images": 1, "f1": 1.0}}, "path": "a|b"}, as_json=False)  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["| metric | value |", "|---|---|"]
+    assert lines[2:] == ["| MG2 | 75.0 ± 25.0 |", "| by_position | 37.5, 62.5 |", "| n | 4 |",
+                         "| worst | car 1.0, bus 0.5 |", "| psnr | image 29.1, seg 27.8 |",
+                         "| by_style | night: images 1, f1 1.0 |", "| path | a\\|b |"]  # fmt: skip
+    _print_result({"MG2": {"mean": 75.0, "std": 25.0}}, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"MG2": {"mean": 75.0, "std": 25.0}}

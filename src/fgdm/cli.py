@@ -115,13 +115,28 @@ def _runner_args(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def _print_result(result: dict, as_json: bool) -> None:
-    """A result dict as JSON, or as aligned ``key value`` lines."""
+    """A result dict as JSON, or as a two-column markdown table (``| metric | value |``), nested
+    values written out flat: ``{"mean": m, "std": s}`` as ``m ± s``, other dicts as ``key value``
+    pairs, lists comma-separated."""
     if as_json:
         print(json.dumps(result, indent=1))
         return
-    width = max(len(k) for k in result)
+    print("| metric | value |\n|---|---|")
     for k, v in result.items():
-        print(f"{k:{width}s}  {v}")
+        print(f"| {k} | {_cell(v)} |")
+
+
+def _cell(v, depth: int = 0) -> str:
+    """One value of a result as the text of a markdown table cell (see :func:`_print_result`)."""
+    if isinstance(v, dict):
+        if set(v) == {"mean", "std"}:
+            return f"{_cell(v['mean'])} ± {_cell(v['std'])}"
+        nested = any(isinstance(x, (dict, list, tuple)) for x in v.values())
+        return ("; " if nested else ", ").join(f"{k}{':' if isinstance(x, dict) else ''} {_cell(x, depth + 1)}"
+                                               for k, x in v.items())  # fmt: skip
+    if isinstance(v, (list, tuple)):
+        return (", " if depth == 0 else " ").join(_cell(x, depth + 1) for x in v)
+    return str(v).replace("|", "\\|")
 
 
 # ----------------------------------------------------------------------------- world commands
