@@ -247,11 +247,11 @@ def test_contact_sheet_headers_wrap_within_their_cell():
     import numpy as np
     from PIL import ImageFont
 
-    from fgdm.world.sheet import _wrap_to_width, contact_sheet
+    from fgdm.world.sheet import wrap_to_width, contact_sheet
 
     font = ImageFont.load_default(size=11)
     for text in ("images of gen_dataset_cpu_sg1", "a_single_word_far_too_wide_for_any_cell_of_this_size", "seg"):
-        lines = _wrap_to_width(text, font, 60)
+        lines = wrap_to_width(text, font, 60)
         assert all(font.getlength(line) <= 60 for line in lines)
         assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost
     tile = np.zeros((32, 32, 3), np.uint8)

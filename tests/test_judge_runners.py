@@ -235,6 +235,7 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     from PIL import Image
 
     assert Image.open(out / "sheet.png").size[0] == 4 * 128  # both prompts' two images in one row of tiles
+    assert Image.open(out / "plot.png").size == (520, 320)  # presence by named position
     assert len(list((out / "images").glob("*.png"))) == 4
     assert main(argv) == 2 and "--resume" in capsys.readouterr().err
     (out / "results" / "p00001-01.json").unlink()  # simulate an interrupted run
@@ -255,6 +256,7 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     assert main(["eval", "multigen", "--prompts", str(mg), "--model", str(tiny_sd_dir), "--judge", str(judge_dir),
                  "--images-per-prompt", "3", "--steps", "2", "--out", str(tmp_path / "mg"), "--json"]) == 0  # fmt: skip
     assert set(json.loads(capsys.readouterr().out)) >= {"MG2", "MG5"}
+    assert (tmp_path / "mg" / "plot.png").exists()
 
     rel = tmp_path / "rel.json"
     main(["eval", "make-prompts", "--recipe", "relations", "--n", "2", "--out", str(rel)])
@@ -461,3 +463,20 @@ def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
     assert inks(1) == (True, True)  # image 1: the dog, not the cat
     with pytest.raises(ValueError, match="no results"):
         verdict_sheet(tmp_path, [])
+
+
+def test_bar_chart_draws_bars_to_scale_and_checks_its_input():
+    import numpy as np
+
+    from fgdm.eval.plots import BAR, bar_chart
+
+    img = np.asarray(bar_chart(["a", "b", "c"], [100.0, 50.0, 0.0], errors=[0.0, 10.0, 0.0], ymax=100, title="t"))
+    blue = (img == np.array(BAR)).all(-1)
+    cols = blue.any(0).nonzero()[0]
+    heights = [blue[:, c].sum() for c in (cols[0] + 2, cols[-1] - 2)]  # inside the first and the second bar
+    assert abs(heights[0] - 2 * heights[1]) <= 2  # 100 is twice as tall as 50
+    assert not blue[:, int(img.shape[1] * 0.85) :].any()  # a value of 0 draws no bar
+    for bad in ({"labels": ["a"], "values": [1.0, 2.0]}, {"labels": [], "values": []},
+                {"labels": ["a"], "values": [-1.0]}, {"labels": ["a"], "values": [1.0], "errors": [1.0, 2.0]}):  # fmt: skip
+        with pytest.raises(ValueError, match="bar_chart"):
+            bar_chart(**bad)

@@ -979,9 +979,11 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
         rows = run_prompts(entries, out, pipe=pipe, judge=judge, images_per_prompt=args.images_per_prompt,
                            steps=args.steps, guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
                            batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
+        result = _benchmark_result(kind, rows, len(entries), args.images_per_prompt)
         if PartialState().is_main_process:  # every process holds all rows; one draws
             save_sheet(verdict_sheet(out, rows), out / "sheet.png")
-        return {"result": _benchmark_result(kind, rows, len(entries), args.images_per_prompt)}
+            save_sheet(_benchmark_plot(kind, result, len(entries), args.images_per_prompt), out / "plot.png")
+        return {"result": result}
 
     result = _recorded_run(args, out, settings, run)["result"]
     _print_result(result, args.json)
@@ -1013,6 +1015,25 @@ def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_pr
     result["presence_by_position"] = presence_by_position([r["objects"] for r in rows], [r["present"] for r in rows])
     result["seconds_per_image"] = round(float(np.mean([r["seconds"] for r in rows])), 4)
     return result
+
+
+def _benchmark_plot(kind: str, result: dict, n_prompts: int, images_per_prompt: int):
+    """``plot.png`` of a benchmark run: MG2-5 (mean ± std over rounds) for multigen, presence by
+    named position otherwise."""
+    from .eval.plots import bar_chart
+
+    shape = f"{n_prompts} prompts x {images_per_prompt}"
+    if kind == "multigen":
+        keys = [k for k in ("MG2", "MG3", "MG4", "MG5") if k in result]
+        return bar_chart(keys, [result[k]["mean"] for k in keys], errors=[result[k]["std"] for k in keys], ymax=100,
+                         title=f"MultiGen, {shape}: % of images with >= k of the objects (mean ± std over rounds)")
+    pos = result["presence_by_position"]
+    return bar_chart([_ordinal(i + 1) for i in range(len(pos))], pos, ymax=100,
+                     title=f"{kind}, {shape}: % of images in which the judge found the n-th named object")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def cmd_eval_sbpc(args: argparse.Namespace) -> int:

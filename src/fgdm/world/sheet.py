@@ -35,11 +35,11 @@ def contact_sheet(
     chars = max(20, int(ncol * cell / (line_h * 0.55)))
     wrapped = [textwrap.wrap(c, chars)[:3] for c in captions] if captions else [[] for _ in rows]
     # headers wider than a cell wrap within it (at most 3 lines), so neighbours never overlap
-    heads = [_wrap_to_width(h, font, cell - 8)[:3] for h in headers] if headers else []
+    heads = [wrap_to_width(h, font, cell - 8)[:3] for h in headers] if headers else []
     head_h = max(len(h) for h in heads) * line_h + 6 if heads else 0
     if tile_notes is not None and len(tile_notes) != len(rows):
         raise ValueError(f"tile_notes needs one list per row ({len(rows)}), got {len(tile_notes)}")
-    notes = [[[(line, rgb) for text, rgb in tile for line in _wrap_to_width(text, font, cell - 6)] for tile in row]
+    notes = [[[(line, rgb) for text, rgb in tile for line in wrap_to_width(text, font, cell - 6)] for tile in row]
              for row in tile_notes] if tile_notes else [[] for _ in rows]  # fmt: skip
     notes_h = [max((len(t) for t in row), default=0) * line_h + (4 if any(row) else 0) for row in notes]
     heights = [cell + n + (len(w) * line_h + 6 if captions else 4) for w, n in zip(wrapped, notes_h, strict=True)]
@@ -64,7 +64,7 @@ def contact_sheet(
     return sheet
 
 
-def _wrap_to_width(text: str, font, width: int) -> list[str]:
+def wrap_to_width(text: str, font, width: int) -> list[str]:
     """``text`` in lines no wider than ``width`` pixels: broken at spaces, and inside a word only
     where one word alone is too wide."""
     lines: list[str] = []

@@ -1,0 +1,60 @@
+"""Small charts drawn with Pillow (no plotting library needed), for the benchmark run folders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ..world.sheet import wrap_to_width
+
+BAR = (31, 119, 180)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], *, errors: Sequence[float] | None = None,
+              title: str = "", ymax: float | None = None, size: tuple[int, int] = (520, 320)) -> Image.Image:  # fmt: skip
+    """One bar per label, its value written above it, with ``± errors`` as whiskers if given.
+
+    The axis runs from 0 to ``ymax`` (default: the largest value or value + error, x 1.1).
+    """
+    if not labels or len(labels) != len(values):
+        raise ValueError(f"bar_chart needs one value per label, got {len(labels)} labels and {len(values)} values")
+    if errors is not None and len(errors) != len(values):
+        raise ValueError(f"bar_chart needs one error per value, got {len(errors)} for {len(values)}")
+    errs = list(errors) if errors is not None else [0.0] * len(values)
+    if any(v < 0 for v in values) or any(e < 0 for e in errs):
+        raise ValueError("bar_chart draws values >= 0 with errors >= 0")
+    top = ymax if ymax is not None else (max(v + e for v, e in zip(values, errs, strict=True)) * 1.1 or 1.0)
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=12)
+    heading = wrap_to_width(title, font, w - 20) if title else []
+    for k, line in enumerate(heading):
+        d.text((10, 8 + 15 * k), line, fill=(0, 0, 0), font=font)
+    x0, y0 = 56, 26 + 15 * len(heading)
+    pw, ph = w - x0 - 20, h - y0 - 30
+    d.rectangle([x0, y0, x0 + pw, y0 + ph], outline=(0, 0, 0))
+
+    def y(v: float) -> float:
+        return y0 + ph - min(v, top) / top * ph
+
+    for k in range(5):
+        v = top * k / 4
+        d.line([x0 - 4, y(v), x0, y(v)], fill=(0, 0, 0))
+        d.text((x0 - 48, y(v) - 7), f"{v:.3g}", fill=(0, 0, 0), font=font)
+    slot = pw / len(values)
+    for i, (lab, v, e) in enumerate(zip(labels, values, errs, strict=True)):
+        cx = x0 + (i + 0.5) * slot
+        half = slot * 0.3
+        if v > 0:  # (a zero-height rectangle would still fill one row)
+            d.rectangle([cx - half, y(v), cx + half, y0 + ph], fill=BAR)
+        if e > 0:
+            d.line([cx, y(v - e if v > e else 0), cx, y(v + e)], fill=(0, 0, 0), width=2)
+            for yy in (y(v + e), y(max(v - e, 0))):
+                d.line([cx - 6, yy, cx + 6, yy], fill=(0, 0, 0), width=2)
+        text = f"{v:.3g}" + (f" ± {e:.2g}" if e > 0 else "")  # above the bar; beside a whisker, if any
+        tx = cx + 8 if e > 0 else cx - font.getlength(text) / 2
+        d.text((tx, max(y(v) - 16, y0 + 2)), text, fill=(0, 0, 0), font=font)
+        d.text((cx - font.getlength(lab) / 2, y0 + ph + 6), lab, fill=(0, 0, 0), font=font)
+    return img
