@@ -247,7 +247,7 @@ def test_contact_sheet_headers_wrap_within_their_cell():
     import numpy as np
     from PIL import ImageFont
 
-    from fgdm.world.sheet import wrap_to_width, contact_sheet
+    from fgdm.world.sheet import contact_sheet, wrap_to_width
 
     font = ImageFont.load_default(size=11)
     for text in ("images of gen_dataset_cpu_sg1", "a_single_word_far_too_wide_for_any_cell_of_this_size", "seg"):
