@@ -93,6 +93,9 @@ def test_parse(tmp_path, capsys):
     f.write_text("a cat\n\n# comment\na hot dog\n")
     r = json.loads(run(capsys, "world", "parse", "--prompts", str(f), "--json")[1])
     assert [x["categories"] for x in r] == [["cat"], ["hot dog"]]
+    out = run(capsys, "world", "parse", "two puppies and a wine glass on the grass", "a unicorn")[1]
+    assert out.splitlines() == ["two puppies and a wine glass on the grass", "  -> dog x2, wine glass; stuff: grass",
+                                "a unicorn", "  -> (no known objects)   unknown words: unicorn"]  # as the README says
 
 
 @pytest.mark.skipif(not MULTIGEN.exists(), reason="shared benchmarks not present")

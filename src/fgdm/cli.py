@@ -224,9 +224,11 @@ def cmd_world_parse(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=1))
     else:
-        for r in results:
+        for r in results:  # "-> dog x2, wine glass; stuff: grass   unknown words: ..."
+            things = [f"{c} x{r['counts'][c]}" if r["counts"].get(c, 1) > 1 else c for c in r["categories"]]
+            stuff = f"; stuff: {', '.join(r['stuff'])}" if r["stuff"] else ""
             unk = f"   unknown words: {', '.join(r['unknown'])}" if r["unknown"] else ""
-            print(f"{r['prompt']}\n  -> {', '.join(r['categories']) or '(no known objects)'}{unk}")
+            print(f"{r['prompt']}\n  -> {', '.join(things) or '(no known objects)'}{stuff}{unk}")
     return 0
 
 
