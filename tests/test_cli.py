@@ -139,6 +139,14 @@ def test_console_script_end_to_end(tmp_path):
     bad = subprocess.run([*cmd, "world", "render", "--size", "99", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode == 2 and "--size" in bad.stderr and "Traceback" not in bad.stderr
+    many = tmp_path / "many.txt"  # more output than a pipe holds, so the writer meets the closed pipe
+    many.write_text("two puppies and a wine glass on the grass\n" * 3000)
+    proc = subprocess.Popen([*cmd, "world", "parse", "--prompts", str(many)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert proc.stdout.readline().startswith("two puppies")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read()
+    assert proc.wait() == 141 and err == "", err
 
 
 def test_render_records_its_command(tmp_path, capsys):

@@ -200,7 +200,7 @@ def cmd_world_categories(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             syn = f"  (also: {', '.join(r['synonyms'])})" if r["synonyms"] else ""
-            print(f"{r['id']:3d}  {r['kind']:5s}  {r['name']:15s} {r['sprites']} sprites  rgb{tuple(r['color'])}{syn}")
+            print(f"{r['id']:3d}  {r['kind']:5s}  {r['name']:15s} {r['sprites']} sprite{'s' if r['sprites'] != 1 else ' '}  rgb{tuple(r['color'])}{syn}")
     return 0
 
 
@@ -1710,6 +1710,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"fgdm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except OSError as e:  # the environment, not the arguments: disk full, permission denied, ...
         print(f"fgdm: error: {e}", file=sys.stderr)
         return 1
