@@ -119,6 +119,25 @@ def test_config_limits_are_respected():
     assert max(len(sample_scene(s, WorldConfig(max_objects=1)).objects) for s in range(10)) == 1
 
 
+def test_a_scene_of_given_objects():
+    """``objects`` places exactly those things, one each (a repeat when named twice), is seeded
+    like any scene, and leaves the drawn scenes untouched; bad names are errors naming them."""
+    want = ["book", "cup", "kite", "mouse", "surfboard"]
+    got = [sorted(o.category for o in sample_scene(s, objects=want).objects) for s in range(20)]
+    assert sum(g == sorted(want) for g in got) >= 18 and all(set(g) <= set(want) for g in got)
+    assert sorted(o.category for o in sample_scene(3, objects=["dog", "dog"]).objects) == ["dog", "dog"]
+    assert sample_scene(5, objects=["dog", "cat"]) == sample_scene(5, objects=["dog", "cat"])
+    assert sample_scene(5, objects=["dog", "cat"]) != sample_scene(6, objects=["dog", "cat"])
+    # the drawn scenes are those every shipped model was trained on: pinned, so no change moves them
+    assert [(sc.kind, [o.category for o in sc.objects]) for sc in map(sample_scene, range(4))] == [
+        ("field", ["zebra", "zebra", "cat"]), ("room", ["mouse", "refrigerator", "knife"]),
+        ("field", ["train", "banana", "dining table"]), ("lake", ["bird", "chair"])]  # fmt: skip
+    for bad, match in (("dog", "non-empty list"), ([], "non-empty list"), (["sky"], "are stuff"),
+                       (["unicorn"], "unknown category 'unicorn'")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            sample_scene(0, objects=bad)
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_styles(style):
     sc = sample_scene(5, WorldConfig(styles=(style,)))

@@ -951,7 +951,7 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from .eval.prompts import load_prompt_entries
-    from .eval.runner import run_prompts, verdict_sheet
+    from .eval.runner import WorldRenders, run_prompts, verdict_sheet
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.text2image import Text2ImagePipeline
@@ -967,14 +967,26 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
         raise ValueError(f"prompts: {len(empty)} prompt(s) name no known object, e.g. {empty[0]!r}")
     if kind == "visor" and any(e.relation is None or len(e.objects) != 2 for e in entries):
         raise ValueError("prompts: visor needs relation prompts (e.g. prompts/relations_500.json)")
-    out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}")
+    if args.real and args.model is not None:
+        raise ValueError("--real scores world renders, not a model's images; drop --model (or --real)")
+    out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}{'-real' if args.real else ''}")
     _check_run_folder(out, args.resume)
     device = _device(args.device)
-    pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+    if args.real:  # the ceiling: renders showing exactly each prompt's objects, judged the same way
+        from . import __version__
+
+        pipe, model = WorldRenders(entries), {"model": "sceneworld renders", "model_fingerprint": f"fgdm {__version__}"}
+        if args.size is not None:
+            from .world.render import check_size
+
+            check_size(args.size, "--size")
+    else:
+        pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+        model = {"model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint}
     judge = load_judge(args.judge, device)
     settings = {"kind": kind, "prompts": str(args.prompts), "n_prompts": len(entries), "images_per_prompt": args.images_per_prompt,
-                "steps": args.steps, "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size,
-                "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
+                "steps": None if args.real else args.steps, "guidance_scale": None if args.real else args.guidance_scale,
+                "seed": args.seed, "size": args.size, **model,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
 
     def run() -> dict:
@@ -1516,6 +1528,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = esub.add_parser(kind, help=text)
         p.add_argument("--prompts", required=True, help="text file (one per line) or MultiGen JSON list")
         p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
+        p.add_argument("--real", action="store_true",
+                       help="score SceneWorld renders that show exactly each prompt's objects (and relation) "
+                       "instead of generated images: the benchmark's ceiling under this judge")  # fmt: skip
         p.add_argument("--judge", help="judge folder (default: the shipped judge)")
         p.add_argument("--images-per-prompt", type=_int_at_least(1), default=10 if kind == "multigen" else 1)
         p.add_argument("--limit", type=_int_at_least(1), help="only the first P prompts")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,57 @@ from .prompts import PromptEntry
 FOUND, MISSING, GREY = (0, 120, 0), (190, 0, 0), (110, 110, 110)  # verdict colours on the sheet
 
 
-def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline, judge: Judge | None,
-                images_per_prompt: int, steps: int, guidance_scale: float, seed: int, size: int | None,
-                batch_size: int = 16, progress: bool = True) -> list[dict]:  # fmt: skip
+@dataclass
+class RenderedImages:
+    images: list[Image.Image]
+    info: list[dict]  # per image: the scene seed, how many scenes were tried, whether one fitted
+
+
+class WorldRenders:
+    """A stand-in for the pipeline in :func:`run_prompts`: for each prompt, a SceneWorld render
+    that shows exactly its objects, so a benchmark scores what a perfect generator of this world
+    would get from the judge — the benchmark's ceiling (``fgdm eval ... --real``).
+
+    A render fits a prompt when every named object covers the presence threshold in the *true*
+    map and, for a relation prompt, the relation holds between the true regions. Scene seeds are
+    tried in a fixed order from the image's seed (``scene_seed(seed, j)``, j < ``max_tries``); if
+    none fits, the render with the most of the objects present is used and marked ``fits: false``.
+    Scene kinds and styles are drawn as in the training world.
+    """
+
+    def __init__(self, entries: list[PromptEntry], *, max_tries: int = 100) -> None:
+        self.by_text = {e.text: e for e in entries}
+        self.max_tries = max_tries
+
+    def __call__(self, texts: list[str], *, seed: list[int], size: int | None = None, **_ignored) -> RenderedImages:
+        from ..world.dataset import scene_seed
+        from ..world.render import render
+        from ..world.scene import sample_scene
+
+        images, info = [], []
+        for text, s in zip(texts, seed, strict=True):
+            e = self.by_text[text]
+            best = None
+            for j in range(self.max_tries):
+                sc = scene_seed(s, j)
+                r = render(sample_scene(sc, objects=e.objects), size or 128)
+                found = present_categories(r.seg)
+                n_found = sum(o in found for o in e.objects)
+                fits = n_found == len(e.objects) and (
+                    e.relation is None or len(e.objects) != 2
+                    or bool(relation_holds(r.seg, e.objects[0], e.objects[1], e.relation)))  # fmt: skip
+                if best is None or (fits, n_found) > best[0]:
+                    best = ((fits, n_found), r, {"scene_seed": sc, "fits": fits})
+                if fits:
+                    break
+            images.append(Image.fromarray(best[1].image))
+            info.append({**best[2], "tries": j + 1})
+        return RenderedImages(images, info)
+
+
+def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline | WorldRenders,
+                judge: Judge | None, images_per_prompt: int, steps: int, guidance_scale: float, seed: int,
+                size: int | None, batch_size: int = 16, progress: bool = True) -> list[dict]:  # fmt: skip
     """Generate ``images_per_prompt`` images per entry (image k of prompt p uses seed
     ``seed + 1000 * p + k``), segment each with the judge, and return one result per image:
     {prompt, k, objects, present, seconds} (without a judge, no ``present``: the images alone, e.g.
@@ -58,11 +107,12 @@ def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeli
                    seed=seeds, size=size)  # fmt: skip
         dt = (time.perf_counter() - t0) / len(batch)
         segs = judge.segment_images(res.images) if judge is not None else [None] * len(batch)
-        for (p, k), s, img, seg in zip(batch, seeds, res.images, segs, strict=True):
+        extras = getattr(res, "info", None) or [{}] * len(batch)  # e.g. WorldRenders' scene seeds
+        for (p, k), s, img, seg, extra in zip(batch, seeds, res.images, segs, extras, strict=True):
             e = entries[p]
             img.save(out / "images" / f"p{p:05d}-{k:02d}.png")
             row = {"prompt_index": p, "k": k, "prompt": e.text, "objects": list(e.objects), "relation": e.relation,
-                   "seed": s, "seconds": round(dt, 4)}  # fmt: skip
+                   "seed": s, "seconds": round(dt, 4), **extra}  # fmt: skip
             if seg is not None:
                 row["present"] = sorted(present_categories(seg))
             if seg is not None and e.relation is not None and len(e.objects) == 2:

@@ -14,6 +14,7 @@ at any resolution.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -336,11 +337,25 @@ def visible_fractions(objects: list[dict], res: int = _VIS_RES) -> list[float]:
     return [float(c / t) for c, t in zip(counts, totals, strict=True)]
 
 
-def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
-    """Draw the scene for ``seed`` (a pure function of ``(config, seed)``)."""
+def sample_scene(seed: int, config: WorldConfig | None = None, *, objects: Sequence[str] | None = None) -> Scene:
+    """Draw the scene for ``seed`` (a pure function of ``(config, seed, objects)``).
+
+    ``objects``: the thing categories to place, one object each, instead of drawing their number
+    and kinds from ``config`` (e.g. a scene that shows exactly a prompt's objects). An object that
+    cannot be placed while every object keeps ``min_visible`` is left out, as in a drawn scene, so
+    check ``scene.objects`` if all of them must be there.
+    """
     cfg = config or WorldConfig()
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    chosen = None
+    if objects is not None:
+        if isinstance(objects, str) or not objects:
+            raise ValueError(f"objects must be a non-empty list of category names, got {objects!r}")
+        chosen = [category(c) for c in objects]
+        stuff = [c.name for c in chosen if c.kind != "thing"]
+        if stuff:
+            raise ValueError(f"objects must be thing categories; {stuff} are stuff")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5CE7E]))
     kind = cfg.scene_kinds[rng.integers(len(cfg.scene_kinds))]
     horizon, bands = _sample_background(rng, kind)
@@ -349,8 +364,11 @@ def sample_scene(seed: int, config: WorldConfig | None = None) -> Scene:
     if kind == "beach":
         floor_top = horizon  # objects may stand in the water or on the sand
     sky_bottom = min(b.top for b in bands[1:]) if outdoor else 0.0
-    n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    cats = _pick_categories(rng, cfg, kind, n)
+    if chosen is None:
+        n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+        cats = _pick_categories(rng, cfg, kind, n)
+    else:
+        cats = chosen
     placed: list[dict] = []
     for cat in cats:
         for _attempt in range(15):
