@@ -32,7 +32,8 @@ def check_model_dir(path: str | Path, arg: str = "model") -> Path:
     p = Path(path)
     if not p.exists():
         if p == default_model_dir():
-            raise ValueError("no MiniSD is shipped with this build yet; pass --model DIR (a diffusers SD directory)")
+            raise ValueError("no MiniSD is shipped with this build yet; pass --model DIR (a diffusers SD directory; "
+                             "the README shows how to assemble the in-progress MiniSD from a checkout)")
         raise ValueError(f"{arg} {str(path)!r} does not exist")
     if not p.is_dir():
         raise ValueError(f"{arg} {str(path)!r} is not a folder (expected a diffusers pipeline directory)")
