@@ -256,6 +256,9 @@ def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, ca
     assert main(["eval", "multigen", "--prompts", str(mg), "--model", str(tiny_sd_dir), "--judge", str(judge_dir),
                  "--images-per-prompt", "3", "--steps", "2", "--out", str(tmp_path / "mg"), "--json"]) == 0  # fmt: skip
     assert set(json.loads(capsys.readouterr().out)) >= {"MG2", "MG5"}
+    with pytest.raises(SystemExit):  # image k of prompt p has seed + 1000 p + k: at most 1000 a prompt
+        main(["eval", "multigen", "--prompts", str(mg), "--images-per-prompt", "1001"])
+    assert "--images-per-prompt: must be <= 1000, got 1001" in capsys.readouterr().err
     assert (tmp_path / "mg" / "plot.png").exists()
 
     rel = tmp_path / "rel.json"
@@ -371,6 +374,8 @@ def test_runners_refuse_their_folder_before_loading_models(argv, tmp_path, capsy
     assert main([*argv, "--out", str(foreign)]) == 2
     assert "holds no fgdm run" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
+    assert main([*argv, "--out", str(foreign / "notes.txt")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "fresh")]) != 0
     assert "nonexistent" in capsys.readouterr().err  # past the folder check, the model path is what fails
 

@@ -31,7 +31,7 @@ def _arg_type(fn: Callable, what: str) -> Callable:
     return parse
 
 
-def _int_at_least(lo: int) -> Callable:
+def _int_at_least(lo: int, hi: int | None = None) -> Callable:
     def f(text: str) -> int:
         try:
             v = int(text)
@@ -39,9 +39,11 @@ def _int_at_least(lo: int) -> Callable:
             raise ValueError(f"expected an integer, got {text!r}") from None
         if v < lo:
             raise ValueError(f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise ValueError(f"must be <= {hi}, got {v}")
         return v
 
-    return _arg_type(f, f"integer >= {lo}")
+    return _arg_type(f, f"integer >= {lo}" if hi is None else f"integer in {lo}-{hi}")
 
 
 def _size(text: str) -> int:
@@ -915,6 +917,8 @@ def cmd_eval_clip(args: argparse.Namespace) -> int:
 def _check_run_folder(out: Path, resume: bool) -> None:
     """Refuse a benchmark run folder before any model is loaded: one holding a run continues only
     with ``resume``; a non-empty folder holding no run is never written to."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder")
     if (out / "record.json").exists():
         if not resume:
             raise ValueError(f"out {str(out)!r} already holds a run; pass --resume to continue it")
@@ -1532,7 +1536,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score SceneWorld renders that show exactly each prompt's objects (and relation) "
                        "instead of generated images: the benchmark's ceiling under this judge")  # fmt: skip
         p.add_argument("--judge", help="judge folder (default: the shipped judge)")
-        p.add_argument("--images-per-prompt", type=_int_at_least(1), default=10 if kind == "multigen" else 1)
+        p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=10 if kind == "multigen" else 1,
+                       help="images per prompt (image k of prompt p has seed SEED + 1000 p + k, so at most 1000)")
         p.add_argument("--limit", type=_int_at_least(1), help="only the first P prompts")
         p.add_argument("--steps", type=_int_at_least(1), default=25)
         p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
@@ -1574,7 +1579,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or adapter-image=runs/train/graph_image_adapter (repeatable)")
     p.add_argument("--judge", help="judge folder for the consistency columns (default: the shipped judge)")
     p.add_argument("--no-judge", action="store_true", help="skip the consistency columns")
-    p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)
+    p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=4)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every factor and the base")
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=4, help="prompts in the contact sheet")
@@ -1598,7 +1603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="MiniCLIP: a CLIPModel folder (from `fgdm train clip`) or an evaluation "
                    "MiniCLIP (`fgdm train assemble-clip`; default: the shipped one)")
     p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
-    p.add_argument("--images-per-prompt", type=_int_at_least(1), default=4)
+    p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=4)
     p.add_argument("--limit", type=_int_at_least(1))
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
     p.add_argument("--steps", type=_int_at_least(1), default=25)
