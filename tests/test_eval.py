@@ -217,6 +217,25 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "q5")]) == 2  # fmt: skip
 
 
+def test_quality_of_real_renders(tiny_clip_dir, tmp_path, capsys):
+    """`eval quality --real` measures world renders of each prompt (the ceiling) the same way; the
+    images are those `eval recall --real` draws for the same prompts and seeds."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\na cat and a bus\n")
+    argv = ["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--real", "--size", "64",
+            "--images-per-prompt", "2", "--n-real", "8", "--json", "--quiet", "--out", str(tmp_path / "q")]  # fmt: skip
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_generated"] == 4 and r["frechet_distance"] >= 0 and 0 <= r["clip_score"] <= 100
+    settings = json.loads((tmp_path / "q" / "record.json").read_text())["settings"]
+    assert settings["model"] == "sceneworld renders" and settings["steps"] is None
+    rows = [json.loads(f.read_text()) for f in sorted((tmp_path / "q" / "results").glob("*.json"))]
+    assert all(r_["fits"] for r_ in rows) and [r_["seed"] for r_ in rows] == [0, 1, 1000, 1001]
+    prompts.write_text("a dog\na photo of nothing much\n")
+    assert main([*argv[:-1], str(tmp_path / "q2")]) == 2
+    assert "name none, e.g. 'a photo of nothing much'" in capsys.readouterr().err
+
+
 def test_text_encoder_order_script(tiny_sd_dir, tiny_judge_dir, tmp_path, capsys, monkeypatch):
     """scripts/text_encoder_order.py (a figure in results.md): causal-prefix states, verdict split, intervention."""
     import runpy

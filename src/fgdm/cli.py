@@ -955,10 +955,9 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from .eval.prompts import load_prompt_entries
-    from .eval.runner import WorldRenders, run_prompts, verdict_sheet
+    from .eval.runner import run_prompts, verdict_sheet
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
-    from .pipelines.text2image import Text2ImagePipeline
     from .runs import next_run_dir
     from .world.sheet import save_sheet
 
@@ -971,26 +970,13 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
         raise ValueError(f"prompts: {len(empty)} prompt(s) name no known object, e.g. {empty[0]!r}")
     if kind == "visor" and any(e.relation is None or len(e.objects) != 2 for e in entries):
         raise ValueError("prompts: visor needs relation prompts (e.g. prompts/relations_500.json)")
-    if args.real and args.model is not None:
-        raise ValueError("--real scores world renders, not a model's images; drop --model (or --real)")
     out = Path(args.out) if args.out else next_run_dir("runs", f"eval-{kind}{'-real' if args.real else ''}")
     _check_run_folder(out, args.resume)
     device = _device(args.device)
-    if args.real:  # the ceiling: renders showing exactly each prompt's objects, judged the same way
-        from . import __version__
-
-        pipe, model = WorldRenders(entries), {"model": "sceneworld renders", "model_fingerprint": f"fgdm {__version__}"}
-        if args.size is not None:
-            from .world.render import check_size
-
-            check_size(args.size, "--size")
-    else:
-        pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
-        model = {"model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint}
+    pipe, model = _image_source(args, entries, device)
     judge = load_judge(args.judge, device)
-    settings = {"kind": kind, "prompts": str(args.prompts), "n_prompts": len(entries), "images_per_prompt": args.images_per_prompt,
-                "steps": None if args.real else args.steps, "guidance_scale": None if args.real else args.guidance_scale,
-                "seed": args.seed, "size": args.size, **model,
+    settings = {"kind": kind, "prompts": str(args.prompts), "n_prompts": len(entries),
+                "images_per_prompt": args.images_per_prompt, **model, "seed": args.seed, "size": args.size,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
 
     def run() -> dict:
@@ -1006,6 +992,31 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
     result = _recorded_run(args, out, settings, run)["result"]
     _print_result(result, args.json)
     return 0
+
+
+def _image_source(args: argparse.Namespace, entries: list, device: str) -> tuple:
+    """What a benchmark scores, and how its record names it: the ``--model`` pipeline (its path,
+    fingerprint, steps and guidance) or, with ``--real``, world renders showing each prompt
+    (:class:`~fgdm.eval.runner.WorldRenders`: the benchmark's ceiling)."""
+    if not args.real:
+        from .pipelines.text2image import Text2ImagePipeline
+
+        pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+        return pipe, {"model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
+                      "steps": args.steps, "guidance_scale": args.guidance_scale}  # fmt: skip
+    from . import __version__
+    from .eval.runner import WorldRenders
+    from .world.render import check_size
+
+    if args.model is not None:
+        raise ValueError("--real scores world renders, not a model's images; drop --model (or --real)")
+    empty = [e.text for e in entries if not e.objects]
+    if empty:
+        raise ValueError(f"--real renders each prompt's objects; {len(empty)} prompt(s) name none, e.g. {empty[0]!r}")
+    if args.size is not None:
+        check_size(args.size, "--size")
+    return WorldRenders(entries), {"model": "sceneworld renders", "model_fingerprint": f"fgdm {__version__}",
+                                   "steps": None, "guidance_scale": None}  # fmt: skip
 
 
 def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_prompt: int) -> dict:
@@ -1168,20 +1179,17 @@ def cmd_eval_quality(args: argparse.Namespace) -> int:
     from .eval.quality import MiniCLIPFeatures, evaluate_quality
     from .models.miniclip import default_clip_dir
     from .models.pipeline import fingerprint
-    from .pipelines.text2image import Text2ImagePipeline
     from .runs import next_run_dir
 
     entries = load_prompt_entries(args.prompts)[: args.limit or None]
-    out = Path(args.out) if args.out else next_run_dir("runs", "eval-quality")
+    out = Path(args.out) if args.out else next_run_dir("runs", f"eval-quality{'-real' if args.real else ''}")
     _check_run_folder(out, args.resume)
     device = _device(args.device)
-    pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
+    pipe, model = _image_source(args, entries, device)
     clip = MiniCLIPFeatures(args.clip, device)
     settings = {"kind": "quality", "prompts": str(args.prompts), "n_prompts": len(entries),
-                "images_per_prompt": args.images_per_prompt, "steps": args.steps,
-                "guidance_scale": args.guidance_scale, "seed": args.seed, "size": args.size, "n_real": args.n_real,
-                "model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
-                "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
+                "images_per_prompt": args.images_per_prompt, **model, "seed": args.seed, "size": args.size,
+                "n_real": args.n_real, "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
 
     def run() -> dict:
         return {"result": evaluate_quality(pipe, clip, [e.text for e in entries], out=out,
@@ -1291,6 +1299,12 @@ def _world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--styles", type=_arg_type(_csv, "list"), help="comma-separated: photo,night,grayscale,pencil sketch,pixel art"
     )
+
+
+def _real_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--real", action="store_true",
+                   help="score SceneWorld renders that show exactly each prompt's objects (and relation) "
+                   "instead of generated images: the benchmark's ceiling")  # fmt: skip
 
 
 def _holdout_args(p: argparse.ArgumentParser, n: int, what: str) -> None:
@@ -1532,9 +1546,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = esub.add_parser(kind, help=text)
         p.add_argument("--prompts", required=True, help="text file (one per line) or MultiGen JSON list")
         p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
-        p.add_argument("--real", action="store_true",
-                       help="score SceneWorld renders that show exactly each prompt's objects (and relation) "
-                       "instead of generated images: the benchmark's ceiling under this judge")  # fmt: skip
+        _real_arg(p)
         p.add_argument("--judge", help="judge folder (default: the shipped judge)")
         p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=10 if kind == "multigen" else 1,
                        help="images per prompt (image k of prompt p has seed SEED + 1000 p + k, so at most 1000)")
@@ -1603,6 +1615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="MiniCLIP: a CLIPModel folder (from `fgdm train clip`) or an evaluation "
                    "MiniCLIP (`fgdm train assemble-clip`; default: the shipped one)")
     p.add_argument("--model", help="diffusers SD directory (default: the shipped MiniSD)")
+    _real_arg(p)
     p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=4)
     p.add_argument("--limit", type=_int_at_least(1))
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
