@@ -134,8 +134,8 @@ def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_p
     """A contact sheet of a run's first ``max_prompts`` prompts: each prompt's images side by side,
     as many prompts per row as fit in ``tiles_per_row`` tiles (at least one). Under each image, its
     file's stem (``p00003-01``), the judge's verdict on each of the prompt's objects (``+ dog`` in
-    green where it was found, ``- cat`` in red where it was not) and what else it found. ``rows`` are :func:`run_prompts`'
-    results, images under ``out/images``."""
+    green where it was found, ``- cat`` in red where it was not) and what else it found. ``rows``
+    are :func:`run_prompts`' results, images under ``out/images``."""
     by_prompt: dict[int, list[dict]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_index"], []).append(r)
