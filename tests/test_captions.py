@@ -83,3 +83,13 @@ def test_caption_is_deterministic():
     a = make_sample(3, seed=1, size=64).caption
     b = make_sample(3, seed=1, size=64).caption
     assert a == b
+
+
+def test_style_of_reads_every_caption_prefix_back():
+    from fgdm.world.captions import _STYLE_PREFIX, style_of
+
+    for style, prefixes in _STYLE_PREFIX.items():
+        for prefix in prefixes:
+            assert style_of(prefix + "a dog on the grass") == style, prefix
+    assert style_of("A Black and White photo of a cat") == "grayscale"
+    assert style_of("a photo of a hot dog, a cup, and a kite.") == "photo"

@@ -194,7 +194,7 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
             "--images-per-prompt", "3", "--steps", "2", "--n-real", "8", "--json", "--quiet"]  # fmt: skip
     assert main([*argv, "--out", str(out)]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["n_generated"] == 6 and r["n_real"] == 8
+    assert r["n_generated"] == 6 and r["n_real"] == 8 and r["reference"] == "prompts"
     assert r["frechet_distance"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
     assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100
     rec = json.loads((out / "record.json").read_text())
@@ -205,16 +205,26 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     stamp = (out / "images" / "p00000-00.png").stat().st_mtime_ns
     assert main([*argv, "--out", str(out), "--resume", "--batch-size", "4"]) == 0
     again = json.loads(capsys.readouterr().out)  # the one image drawn again, alone: the same up to rounding
-    assert again.keys() == r.keys() and all(again[k] == pytest.approx(r[k], rel=1e-3, abs=1e-3) for k in r)
+    nums = [k for k in r if k != "reference"]
+    assert again.keys() == r.keys() and all(again[k] == pytest.approx(r[k], rel=1e-3, abs=1e-3) for k in nums)
     assert (out / "images" / "p00000-00.png").stat().st_mtime_ns == stamp  # not drawn again
     assert main([*argv, "--out", str(out), "--resume", "--n-real", "4"]) == 2
     assert "other settings" in capsys.readouterr().err
     # batches across prompts (4 = a prompt and a part of the next) measure the same images
     assert main([*argv, "--out", str(tmp_path / "q4"), "--batch-size", "4"]) == 0
     b = json.loads(capsys.readouterr().out)
-    assert b.keys() == r.keys() and all(b[k] == pytest.approx(r[k], rel=1e-2, abs=1e-3) for k in r)
+    assert b.keys() == r.keys() and all(b[k] == pytest.approx(r[k], rel=1e-2, abs=1e-3) for k in nums)
     assert main(["eval", "quality", "--prompts", str(prompts), "--clip", str(tmp_path), "--model", str(tiny_sd_dir),
                  "--out", str(tmp_path / "q5")]) == 2  # fmt: skip
+    capsys.readouterr()
+    # the reference: renders of the same prompts (default) or of the world at large, other images, same images drawn
+    assert main([*argv, "--out", str(tmp_path / "qw"), "--reference", "world"]) == 0
+    w = json.loads(capsys.readouterr().out)
+    assert w["reference"] == "world" and w["clip_score"] == pytest.approx(r["clip_score"], abs=1e-3)
+    assert w["frechet_distance"] != pytest.approx(r["frechet_distance"], abs=1e-3)
+    prompts.write_text("a dog\na snowy landscape\n")
+    assert main([*argv, "--out", str(tmp_path / "q6")]) == 2
+    assert "name none, e.g. 'a snowy landscape' (use reference 'world')" in capsys.readouterr().err
 
 
 def test_quality_of_real_renders(tiny_clip_dir, tmp_path, capsys):

@@ -160,7 +160,8 @@ def test_eval_fgdm_runs_every_configuration_and_resumes(random_graph, tiny_clip_
     seg_abl = (out / "samples" / "FG-DM_seg_image_joint_no-distill" / "p00000-0-seg.png").read_bytes()
     assert seg_joint != seg_abl
     assert (out / "table.md").read_text().startswith("| config") and (out / "sheet.png").exists()
-    assert json.loads((out / "record.json").read_text())["status"] == "done"
+    record = json.loads((out / "record.json").read_text())
+    assert record["status"] == "done" and record["settings"]["reference"] == "prompts"
     stamp = {f: f.stat().st_mtime_ns for f in (out / "samples").rglob("*.json")}
     assert main([*argv, "--resume"]) == 0  # nothing is sampled again, the same table comes out
     assert {f: f.stat().st_mtime_ns for f in (out / "samples").rglob("*.json")} == stamp
@@ -213,3 +214,22 @@ def test_sign_test_known_splits():
     assert sign_test([0.5, 0.5, 1.0, 0.2], [1.0, 0.0, 1.0, 0.1]) == {"better": 1, "worse": 2, "p": 1.0}
     with pytest.raises(ValueError, match="equal lengths"):
         sign_test([1], [1, 2])
+
+
+def test_real_reference_renders_the_prompts_or_the_world():
+    """The reference of `eval fgdm` (and `eval quality`): renders of the prompts, each holding
+    its objects in the true map (prompt i mod P), or held-out renders of the world at large."""
+    from fgdm.eval.fgdm_quality import real_reference
+    from fgdm.world.categories import category
+    from fgdm.world.conditions import decode_segmentation
+
+    ref = real_reference(4, 64, ["seg"], 7, ["a photo of a dog", "a cat and a bus on the road"])
+    assert len(ref["image"]) == len(ref["seg"]) == 4
+    ids = [set(np.unique(decode_segmentation(m))) for m in ref["seg"]]
+    for i, names in enumerate([("dog",), ("cat", "bus", "road"), ("dog",), ("cat", "bus", "road")]):
+        assert {category(n).id for n in names} <= ids[i], (i, names)
+    assert not np.array_equal(ref["image"][0], ref["image"][2])  # same prompt, another seed
+    world = real_reference(4, 64, [], 7)
+    assert list(world) == ["image"] and not np.array_equal(world["image"][0], ref["image"][0])
+    with pytest.raises(ValueError, match="name none"):
+        real_reference(2, 64, [], 7, ["a snowy landscape"])

@@ -494,8 +494,9 @@ def test_real_renders_score_the_benchmark_ceiling(judge_dir, tmp_path, capsys):
     from PIL import Image
 
     from fgdm.eval.metrics import present_categories, relation_holds
+    from fgdm.world.categories import category
     from fgdm.world.render import render
-    from fgdm.world.scene import sample_scene
+    from fgdm.world.scene import WorldConfig, sample_scene
 
     rel = tmp_path / "rel.json"
     main(["eval", "make-prompts", "--recipe", "relations", "--n", "3", "--out", str(rel)])
@@ -508,7 +509,8 @@ def test_real_renders_score_the_benchmark_ceiling(judge_dir, tmp_path, capsys):
     rows = [json.loads(f.read_text()) for f in sorted((out / "results").glob("*.json"))]
     assert len(rows) == 6 and all(r["fits"] and r["tries"] >= 1 for r in rows)
     for r in rows:  # the saved image is the render of the recorded scene, and that scene fits its prompt
-        scene = sample_scene(r["scene_seed"], objects=r["objects"])
+        assert r["style"] == "photo" and r["placed"] == r["objects"]
+        scene = sample_scene(r["scene_seed"], WorldConfig(styles=("photo",)), objects=r["objects"])
         truth = render(scene, 64)
         assert np.array_equal(np.asarray(Image.open(out / "images" / f"p{r['prompt_index']:05d}-{r['k']:02d}.png")),
                               truth.image)  # fmt: skip
@@ -516,6 +518,16 @@ def test_real_renders_score_the_benchmark_ceiling(judge_dir, tmp_path, capsys):
         assert relation_holds(truth.seg, r["objects"][0], r["objects"][1], r["relation"])
     record = json.loads((out / "record.json").read_text())
     assert record["settings"]["model"] == "sceneworld renders" and record["settings"]["steps"] is None
+    # what a prompt names beyond its objects is drawn too: counts, style, background
+    styled = tmp_path / "styled.txt"
+    styled.write_text("a pencil sketch of two dogs and a cat on the beach\n")
+    assert main(["eval", "recall", "--prompts", str(styled), "--real", "--judge", str(judge_dir), "--size", "64",
+                 "--out", str(tmp_path / "styled"), "--json", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    (r,) = [json.loads(f.read_text()) for f in (tmp_path / "styled" / "results").glob("*.json")]
+    assert r["fits"] and r["style"] == "pencil sketch" and r["placed"] == ["dog", "dog", "cat"]
+    scene = sample_scene(r["scene_seed"], WorldConfig(styles=("pencil sketch",)), objects=r["placed"])
+    assert scene.style == "pencil sketch" and (render(scene, 64).seg == category("sand").id).mean() >= 0.003
     assert main([*argv, "--resume"]) == 0  # finished: nothing redrawn
     capsys.readouterr()
     assert main(["eval", "recall", "--prompts", str(rel), "--real", "--model", "x", "--out", str(tmp_path / "m")]) == 2

@@ -1131,14 +1131,14 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     clip = MiniCLIPFeatures(args.clip, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "sets": args.sets, "modes": args.modes,
                 "images_per_prompt": args.images_per_prompt, "steps": args.steps, "seed": args.seed,
-                "n_real": args.n_real, "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
-                "ablations": {label: str(g.path) for label, g in ablations},
+                "n_real": args.n_real, "reference": args.reference, "graph": str(graph.path),
+                "model_fingerprint": graph.base.fingerprint, "ablations": {label: str(g.path) for label, g in ablations},
                 "judge_fingerprint": judge_fp, "clip": str(args.clip or "shipped"),
                 "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
         graph, clip, prompts, out, judge=judge, sets=args.sets, modes=args.modes, ablations=ablations,
         images_per_prompt=args.images_per_prompt, steps=args.steps,
-        seed=args.seed, n_real=args.n_real, progress=_progress(args)))  # fmt: skip
+        seed=args.seed, n_real=args.n_real, reference=args.reference, progress=_progress(args)))  # fmt: skip
     sample_sheet(out, res["configs"], prompts, n_prompts=args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
@@ -1189,13 +1189,14 @@ def cmd_eval_quality(args: argparse.Namespace) -> int:
     clip = MiniCLIPFeatures(args.clip, device)
     settings = {"kind": "quality", "prompts": str(args.prompts), "n_prompts": len(entries),
                 "images_per_prompt": args.images_per_prompt, **model, "seed": args.seed, "size": args.size,
-                "n_real": args.n_real, "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
+                "n_real": args.n_real, "reference": args.reference,
+                "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
 
     def run() -> dict:
-        return {"result": evaluate_quality(pipe, clip, [e.text for e in entries], out=out,
+        return {"result": evaluate_quality(pipe, clip, entries, out=out,
                                            images_per_prompt=args.images_per_prompt, steps=args.steps,
                                            guidance_scale=args.guidance_scale, seed=args.seed, size=args.size,
-                                           n_real=args.n_real, batch_size=args.batch_size,
+                                           n_real=args.n_real, reference=args.reference, batch_size=args.batch_size,
                                            progress=_progress(args))}  # fmt: skip
 
     _print_result(_recorded_run(args, out, settings, run)["result"], args.json)
@@ -1299,6 +1300,12 @@ def _world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--styles", type=_arg_type(_csv, "list"), help="comma-separated: photo,night,grayscale,pencil sketch,pixel art"
     )
+
+
+def _reference_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", choices=("prompts", "world"), default="prompts",
+                   help="the real renders distances are taken to: of the same prompts, showing what each names "
+                   "(default), or of the world at large")  # fmt: skip
 
 
 def _real_arg(p: argparse.ArgumentParser) -> None:
@@ -1594,6 +1601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=4)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every factor and the base")
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
+    _reference_arg(p)
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=4, help="prompts in the contact sheet")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     _runner_args(p, "fgdm")
@@ -1619,6 +1627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-prompt", type=_int_at_least(1, 1000), default=4)
     p.add_argument("--limit", type=_int_at_least(1))
     p.add_argument("--n-real", type=_int_at_least(4), default=500, help="real renders to compare with")
+    _reference_arg(p)
     p.add_argument("--steps", type=_int_at_least(1), default=25)
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=7.5)
     p.add_argument("--seed", type=_int_at_least(0), default=0)

@@ -114,11 +114,21 @@ def _unit(arrs: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
 
 
-def real_reference(n: int, size: int, conditions: list[str], seed: int) -> dict[str, list[np.ndarray]]:
-    """``n`` held-out renders (seed ``seed``): images and each condition map, (H, W, 3) uint8."""
+def real_reference(n: int, size: int, conditions: list[str], seed: int,
+                   prompts: list[str] | None = None) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    """``n`` real renders, images and each condition map, (H, W, 3) uint8: of ``prompts`` (prompt
+    i mod P with seed ``seed + i``, showing what it names, as ``eval quality``'s default reference),
+    or without prompts, held-out renders of the world at large (world seed ``seed``)."""
+    from .quality import REFERENCE_TRIES, prompt_entries
+    from .runner import WorldRenders
+
     out: dict[str, list[np.ndarray]] = {"image": [], **{c: [] for c in conditions}}
+    renders = WorldRenders(prompt_entries(prompts), first_try=REFERENCE_TRIES) if prompts else None
     for i in range(n):
-        r = make_sample(i, seed=seed, size=size).render
+        if renders is None:
+            r = make_sample(i, seed=seed, size=size).render
+        else:
+            r = renders.render(prompts[i % len(prompts)], seed + i, size)[0]
         out["image"].append(r.image)
         conds = r.conditions() if conditions else {}
         for c in conditions:
@@ -226,14 +236,21 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
                      judge: Judge | None = None, sets: list[list[str]] | None = None,
                      modes: list[str] = ("joint", "ancestral"),
                      ablations: list[tuple[str, FactorGraphPipeline]] = (), images_per_prompt: int = 4, steps: int = 25,
-                     seed: int = 0, n_real: int = 500, real_seed: int = 40_000,
+                     seed: int = 0, n_real: int = 500, real_seed: int = 40_000, reference: str = "prompts",
                      progress: bool = True) -> dict:  # fmt: skip
     """Sample every configuration on every prompt (resumable in ``out``) and measure it.
 
+    ``reference``: the real renders the distances are taken to, "prompts" (renders of these
+    prompts) or "world" (of the world at large): see :func:`real_reference`.
     Returns ``{"rows": [...], "configs": [...]}``; one row per configuration (see the module doc).
     """
+    from .quality import prompt_entries
+
     if not prompts:
         raise ValueError("prompts is empty")
+    if reference not in ("prompts", "world"):
+        raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")
+    prompt_entries(prompts, need_objects=reference == "prompts")  # fail before any sampling
     sets = [list(s) for s in (sets or default_sets(graph))]
     for s in sets:
         bad = [f for f in s if f not in graph.spec.factors]
@@ -276,12 +293,13 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
                 tmp.replace(rec)
             bar.update()
     bar.close()
-    return {"rows": measure(out, configs, prompts, clip, judge=judge, n_real=n_real, real_seed=real_seed),
+    return {"rows": measure(out, configs, prompts, clip, judge=judge, n_real=n_real, real_seed=real_seed,
+                            reference=reference),
             "configs": configs}  # fmt: skip
 
 
 def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: Judge | None = None,
-            n_real: int = 500, real_seed: int = 40_000) -> list[dict]:  # fmt: skip
+            n_real: int = 500, real_seed: int = 40_000, reference: str = "prompts") -> list[dict]:  # fmt: skip
     """The table's rows from the samples cached in ``out``."""
     recs = {c["config"]: [json.loads((out / "samples" / _slug(c["config"]) / f"p{p:05d}.json").read_text())
                           for p in range(len(prompts))] for c in configs}  # fmt: skip
@@ -291,7 +309,8 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
                 for key, files in r["files"].items() if files)  # fmt: skip
     ref_size = _load_rgb(out / "samples" / _slug(first[1]) / first[2]).shape[0]
     # renders exist from 64 px; features are taken at MiniCLIP's input size either way
-    ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed)
+    ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed,
+                         prompts if reference == "prompts" else None)  # fmt: skip
     real = {k: _unit(v) for k, v in ref.items()}
     rows, items = [], {}
     for cfg in configs:

@@ -20,8 +20,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..world.dataset import make_sample
+from ..world.vocab import parse_prompt
 from .features import clip_score, diversity, frechet_distance, precision_recall
 from .prompts import PromptEntry
+
+REFERENCE_TRIES = 1000  # the reference renders' scene seeds start here, apart from --real's (tries < 100)
 
 
 class MiniCLIPFeatures:
@@ -56,9 +59,21 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images]).float() / 255
 
 
-def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, out: str | Path | None = None,
-                     images_per_prompt: int = 4, steps: int = 25, guidance_scale: float = 7.5, seed: int = 0,
-                     size: int | None = None, n_real: int = 500, real_seed: int = 40_000, batch_size: int = 16,
+def prompt_entries(prompts: list[str] | list[PromptEntry], *, need_objects: bool = True) -> list[PromptEntry]:
+    """Prompts as entries (objects parsed by the vocabulary where only text is given); with
+    ``need_objects``, every prompt must name one (renders of the prompts are the reference)."""
+    entries = [e if isinstance(e, PromptEntry) else PromptEntry(e, parse_prompt(e).things) for e in prompts]
+    empty = [e.text for e in entries if not e.objects]
+    if need_objects and empty:
+        raise ValueError(f"reference 'prompts' renders each prompt's objects; {len(empty)} prompt(s) name none, "
+                         f"e.g. {empty[0]!r} (use reference 'world')")  # fmt: skip
+    return entries
+
+
+def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[PromptEntry], *,
+                     out: str | Path | None = None, images_per_prompt: int = 4, steps: int = 25,
+                     guidance_scale: float = 7.5, seed: int = 0, size: int | None = None, n_real: int = 500,
+                     real_seed: int = 40_000, reference: str = "prompts", batch_size: int = 16,
                      progress: bool = True) -> dict:  # fmt: skip
     """Fréchet distance, precision/recall, CLIP score and diversity of the images of ``prompts``.
 
@@ -66,10 +81,19 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, out: s
     (:func:`~fgdm.eval.runner.run_prompts`: ``batch_size`` at a time across prompts, split across
     ``accelerate`` processes) into ``out/images`` — a resumed run does not draw them again — or,
     without ``out``, into a temporary folder.
-    """
-    from .runner import run_prompts
 
-    entries = [PromptEntry(text, ()) for text in prompts]
+    ``reference``: the ``n_real`` real images the generated ones are compared with. "prompts"
+    (default): renders of the same prompts, prompt ``i % P`` with seed ``real_seed + i``, each
+    showing exactly what its prompt names (:class:`~fgdm.eval.runner.WorldRenders`, scene seeds
+    apart from ``--real``'s), as FID on COCO compares with the captions' own photos. "world":
+    held-out renders of the world at large (``make_sample(i, seed=real_seed)``), whatever their
+    content and style.
+    """
+    from .runner import WorldRenders, run_prompts
+
+    if reference not in ("prompts", "world"):
+        raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")
+    entries = prompt_entries(prompts, need_objects=reference == "prompts")
     with nullcontext(out) if out is not None else tempfile.TemporaryDirectory() as d:
         rows = run_prompts(entries, Path(d), pipe=pipe, judge=None, images_per_prompt=images_per_prompt, steps=steps,
                            guidance_scale=guidance_scale, seed=seed, size=size, batch_size=batch_size,
@@ -79,16 +103,23 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, out: s
             with Image.open(Path(d) / "images" / f"p{r['prompt_index']:05d}-{r['k']:02d}.png") as im:
                 images.append(im.convert("RGB"))
     fake = _to_tensor(images)
-    groups = [images_per_prompt] * len(prompts)
+    groups = [images_per_prompt] * len(entries)
     side = fake.shape[-1]
     real_size = max(64, min(512, side - side % 8))
-    real = torch.stack([
-        torch.from_numpy(make_sample(i, seed=real_seed, size=real_size).render.image).permute(2, 0, 1)
-        for i in tqdm(range(n_real), desc="real renders", disable=not progress)
-    ]).float() / 255  # fmt: skip
+    if reference == "world":
+        real = torch.stack([
+            torch.from_numpy(make_sample(i, seed=real_seed, size=real_size).render.image).permute(2, 0, 1)
+            for i in tqdm(range(n_real), desc="real renders", disable=not progress)
+        ]).float() / 255  # fmt: skip
+    else:
+        renders = WorldRenders(entries, first_try=REFERENCE_TRIES)
+        real = torch.stack([
+            torch.from_numpy(renders.render(entries[i % len(entries)].text, real_seed + i, real_size)[0].image)
+            .permute(2, 0, 1) for i in tqdm(range(n_real), desc="real renders", disable=not progress)
+        ]).float() / 255  # fmt: skip
     f_fake = torch.cat([clip.images(fake[i : i + 64]) for i in range(0, len(fake), 64)])
     f_real = torch.cat([clip.images(real[i : i + 64]) for i in range(0, len(real), 64)])
-    f_text = clip.texts([t for t, k in zip(prompts, groups, strict=True) for _ in range(k)])
+    f_text = clip.texts([e.text for e, k in zip(entries, groups, strict=True) for _ in range(k)])
     starts = np.cumsum([0, *groups])
     div = [diversity(f_fake[a:b]) for a, b in pairwise(starts) if b - a >= 2]
     return {
@@ -96,5 +127,5 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str], *, out: s
         **{k: round(v, 4) for k, v in precision_recall(f_real, f_fake).items()},
         "clip_score": round(clip_score(f_fake, f_text), 3),
         "diversity": round(float(np.mean(div)), 4) if div else None,
-        "n_generated": len(fake), "n_real": len(real),
+        "n_generated": len(fake), "n_real": len(real), "reference": reference,
     }  # fmt: skip

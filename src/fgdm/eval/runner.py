@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from ..models.judge import Judge
 from ..pipelines.text2image import Text2ImagePipeline
+from ..world.render import Render
 from ..world.sheet import contact_sheet
-from .metrics import present_categories, relation_holds
+from .metrics import PRESENCE_MIN_AREA, present_categories, relation_holds
 from .prompts import PromptEntry
 
 FOUND, MISSING, GREY = (0, 120, 0), (190, 0, 0), (110, 110, 110)  # verdict colours on the sheet
@@ -28,49 +29,62 @@ FOUND, MISSING, GREY = (0, 120, 0), (190, 0, 0), (110, 110, 110)  # verdict colo
 @dataclass
 class RenderedImages:
     images: list[Image.Image]
-    info: list[dict]  # per image: the scene seed, how many scenes were tried, whether one fitted
+    info: list[dict]  # per image: scene seed, style, objects placed, scenes tried, whether one fitted
 
 
 class WorldRenders:
     """A stand-in for the pipeline in :func:`run_prompts`: for each prompt, a SceneWorld render
-    that shows exactly its objects, so a benchmark scores what a perfect generator of this world
+    that shows exactly what it names, so a benchmark scores what a perfect generator of this world
     would get from the judge — the benchmark's ceiling (``fgdm eval ... --real``).
 
-    A render fits a prompt when every named object covers the presence threshold in the *true*
-    map and, for a relation prompt, the relation holds between the true regions. Scene seeds are
-    tried in a fixed order from the image's seed (``scene_seed(seed, j)``, j < ``max_tries``); if
-    none fits, the render with the most of the objects present is used and marked ``fits: false``.
-    Scene kinds and styles are drawn as in the training world.
+    The scene holds the prompt's objects and nothing else (as many of each as the prompt counts),
+    in the style it names ("a pencil sketch of ...", plain photo if none: `world.captions.style_of`).
+    A render fits when every object covers the presence threshold in the *true* map, so does every
+    background it names ("on the grass"), and a relation prompt's relation holds between the true
+    regions. Scene seeds are tried in a fixed order from the image's seed: ``scene_seed(seed, j)``
+    for ``first_try <= j < first_try + max_tries``. If none fits, the render with the most objects
+    present is used and marked ``fits: false``. Scene kinds are drawn as in the training world.
     """
 
-    def __init__(self, entries: list[PromptEntry], *, max_tries: int = 100) -> None:
+    def __init__(self, entries: list[PromptEntry], *, max_tries: int = 100, first_try: int = 0) -> None:
         self.by_text = {e.text: e for e in entries}
-        self.max_tries = max_tries
+        self.max_tries, self.first_try = max_tries, first_try
 
     def __call__(self, texts: list[str], *, seed: list[int], size: int | None = None, **_ignored) -> RenderedImages:
+        rendered = [self.render(text, s, size or 128) for text, s in zip(texts, seed, strict=True)]
+        return RenderedImages([Image.fromarray(r.image) for r, _ in rendered], [info for _, info in rendered])
+
+    def render(self, text: str, seed: int, size: int = 128) -> tuple[Render, dict]:
+        """The render for prompt ``text`` and image seed ``seed`` (every condition map included),
+        and what was done: scene seed, style, objects placed, scenes tried, whether one fitted."""
+        from ..world.captions import style_of
+        from ..world.categories import category
         from ..world.dataset import scene_seed
         from ..world.render import render
-        from ..world.scene import sample_scene
+        from ..world.scene import WorldConfig, sample_scene
+        from ..world.vocab import parse_prompt
 
-        images, info = [], []
-        for text, s in zip(texts, seed, strict=True):
-            e = self.by_text[text]
-            best = None
-            for j in range(self.max_tries):
-                sc = scene_seed(s, j)
-                r = render(sample_scene(sc, objects=e.objects), size or 128)
-                found = present_categories(r.seg)
-                n_found = sum(o in found for o in e.objects)
-                fits = n_found == len(e.objects) and (
-                    e.relation is None or len(e.objects) != 2
-                    or bool(relation_holds(r.seg, e.objects[0], e.objects[1], e.relation)))  # fmt: skip
-                if best is None or (fits, n_found) > best[0]:
-                    best = ((fits, n_found), r, {"scene_seed": sc, "fits": fits})
-                if fits:
-                    break
-            images.append(Image.fromarray(best[1].image))
-            info.append({**best[2], "tries": j + 1})
-        return RenderedImages(images, info)
+        e = self.by_text[text]
+        parsed = parse_prompt(text)
+        counts = {m.category: m.count for m in parsed.mentions if m.count}
+        place = [c for c in e.objects for _ in range(counts.get(c, 1))]
+        stuff_ids = [category(st).id for st in parsed.stuff]
+        config = WorldConfig(styles=(style_of(text),))
+        best = None
+        for j in range(self.max_tries):
+            sc = scene_seed(seed, self.first_try + j)
+            r = render(sample_scene(sc, config, objects=place), size)
+            found = present_categories(r.seg)
+            n_found = sum(o in found for o in e.objects)
+            fits = (n_found == len(e.objects)
+                    and all((r.seg == i).mean() >= PRESENCE_MIN_AREA for i in stuff_ids)
+                    and (e.relation is None or len(e.objects) != 2
+                         or bool(relation_holds(r.seg, e.objects[0], e.objects[1], e.relation))))  # fmt: skip
+            if best is None or (fits, n_found) > best[0]:
+                best = ((fits, n_found), r, {"scene_seed": sc, "style": config.styles[0], "placed": place, "fits": fits})
+            if fits:
+                break
+        return best[1], {**best[2], "tries": j + 1}
 
 
 def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline | WorldRenders,

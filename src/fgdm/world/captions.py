@@ -9,6 +9,7 @@ in place of Grounded-SAM.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -136,6 +137,24 @@ _STYLE_PREFIX = {
     "pencil sketch": ["a pencil sketch of ", "a pencil drawing of "],
     "pixel art": ["pixel art of ", "a pixel art image of "],
 }
+
+# words by which a caption (or a prompt) names a non-photo style: every styled caption has one
+_STYLE_WORDS = {
+    "night": re.compile(r"\bnight\b"),
+    "grayscale": re.compile(r"\b(black and white|gr[ae]yscale)\b"),
+    "pencil sketch": re.compile(r"\b(pencil|sketch|drawing)\b"),
+    "pixel art": re.compile(r"\bpixel art\b"),
+}
+
+
+def style_of(text: str) -> str:
+    """The world style a caption or prompt names ("a night photo of a dog" -> "night"), or
+    "photo" when it names none, as the plain style's captions never do."""
+    low = text.lower()
+    for style, pattern in _STYLE_WORDS.items():
+        if pattern.search(low):
+            return style
+    return "photo"
 
 
 def _relation(a: SceneObject, b: SceneObject, ea: tuple[float, float], eb: tuple[float, float]) -> str | None:
