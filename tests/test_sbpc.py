@@ -168,7 +168,13 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert cli(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in rows] == [c["config"] for c in configurations([1, 2], [2], 2)]
-    assert [r["config"] for r in rows] == ["base N=1", "base N=2 + judge", "FG-DM t=2 N=1", "FG-DM t=2 N=2"]
+    assert [r["config"] for r in rows] == ["base N=1", "base N=2 + judge", "FG-DM t=2 N=1", "FG-DM t=2 N=2",
+                                           "real renders (ceiling)"]  # fmt: skip
+    ceiling = json.loads((out / "results" / "p00000-real_renders_(ceiling).json").read_text())
+    from PIL import Image
+
+    assert Image.open(out / "images" / ceiling["image"]).size == (64, 64)  # renders exist from 64 px
+    assert len(ceiling["candidates"]) == 1 and ceiling["candidates"][0] == ceiling["final_image_recall"]
     for r in rows:
         assert r["prompts"] == 2 and 0 <= r["avg_min_recall"] <= r["avg_median_recall"] <= r["avg_max_recall"] <= 1
         assert r["seconds_per_prompt"] > 0 and {"final_image_recall", "avg_candidates_ge_0.9"} <= set(r)
@@ -189,6 +195,8 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads(capsys.readouterr().out) == rows
     assert cli(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    assert cli([*argv[:-3], "--no-ceiling", "--out", str(tmp_path / "nc"), "--json"]) == 0
+    assert [r["config"] for r in json.loads(capsys.readouterr().out)][-1] == "FG-DM t=2 N=2"
 
 
 def test_seg_map_fit_script(graph, random_graph, tmp_path, capsys, monkeypatch):

@@ -1084,7 +1084,8 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     _check_sizes(graph, cond_size=args.cond_size)
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
-                "baseline_n": args.baseline_n, "cond_size": args.cond_size, "image_steps": args.steps, "seed": args.seed,
+                "baseline_n": args.baseline_n, "ceiling": not args.no_ceiling, "cond_size": args.cond_size,
+                "image_steps": args.steps, "seed": args.seed,
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     clip = None
@@ -1094,7 +1095,8 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
         clip = MiniCLIPFeatures(args.clip, device)
     res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
         graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
-        cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, progress=_progress(args)))  # fmt: skip
+        cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, ceiling=not args.no_ceiling,
+        progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
@@ -1576,6 +1578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cond-steps", type=_arg_type(_positive_ints, "list"),
                    default=[10, 20], help="condition DDIM steps t (default 10,20)")
     p.add_argument("--baseline-n", type=_int_at_least(1), default=10, help="N of the image-space SBPC baseline")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="leave out the row of world renders showing each prompt (what a perfect generator scores)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
     p.add_argument("--seed", type=_int_at_least(0), default=0)

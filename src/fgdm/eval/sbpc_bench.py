@@ -6,7 +6,9 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 - ``base N=K + judge``: image-space SBPC — K full-size base images, each segmented by the judge,
   the best kept (the paper's "SD N=10");
 - ``FG-DM t=T N=n``: SBPC with the graph — n seg maps at ``cond_size`` with T steps, the best by
-  object recall, then the image factor once.
+  object recall, then the image factor once;
+- ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
+  (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge.
 
 Per configuration (averaged over prompts): min / max / median recall over the candidates, the
 number of candidates with recall >= 0.5 / 0.75 / 0.9, the recall of the final image as the judge
@@ -33,16 +35,23 @@ from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.vocab import parse_prompt
+from .prompts import PromptEntry
+from .runner import WorldRenders
 from .timing import count_flops, sync
 
 THRESHOLDS = (0.5, 0.75, 0.9)
 
 
-def configurations(ns: list[int], cond_steps: list[int], baseline_n: int) -> list[dict]:
+CEILING = "real renders (ceiling)"
+
+
+def configurations(ns: list[int], cond_steps: list[int], baseline_n: int, ceiling: bool = True) -> list[dict]:
     out = [{"config": "base N=1", "kind": "base", "n": 1}]
     if baseline_n > 1:
         out.append({"config": f"base N={baseline_n} + judge", "kind": "base", "n": baseline_n})
     out += [{"config": f"FG-DM t={t} N={n}", "kind": "fgdm", "n": n, "t": t} for t in cond_steps for n in ns]
+    if ceiling:
+        out.append({"config": CEILING, "kind": "real", "n": 1})
     return out
 
 
@@ -50,10 +59,15 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
               base: Text2ImagePipeline, judge: Judge, cond_size: int, image_steps: int) -> tuple:
     """One configuration's work on one prompt: (final image, candidate recalls). What ``seconds``
     and ``gflops`` measure: judging is included for the image-space baseline (it is part of it)."""
-    if cfg["kind"] == "base":
-        res = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s)
-        recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(res.images)]
-        return res.images[int(np.argmax(recalls))], recalls
+    if cfg["kind"] in ("base", "real"):
+        if cfg["kind"] == "base":
+            images = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s).images
+        else:  # renders exist from 64 px
+            size = max(64, base.model.unet.config.sample_size * base.model.vae_scale_factor)
+            render = WorldRenders([PromptEntry(prompt, tuple(objects))]).render(prompt, s, size - size % 8)[0]
+            images = [Image.fromarray(render.image)]
+        recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(images)]
+        return images[int(np.argmax(recalls))], recalls
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
                image_steps=image_steps, factors=["image"])  # fmt: skip
     return res.image, [c.recall for c in res.candidates]
@@ -77,10 +91,10 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
 
 def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
                    ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int = 10,
-                   cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None,
+                   cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None, ceiling: bool = True,
                    progress: bool = True) -> dict:  # fmt: skip
     """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
-    configs = configurations(list(ns), list(cond_steps), baseline_n)
+    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling)
     base = Text2ImagePipeline(graph.base)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -156,7 +170,8 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (900, 360)) -
     (FG-DM at each t; the image-space baseline as points at N=1 and N=K)."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
-        key = f"FG-DM t={r['cond_steps']}" if r["cond_steps"] is not None else "base (+judge)"
+        key = (f"FG-DM t={r['cond_steps']}" if r["cond_steps"] is not None
+               else CEILING if r["config"] == CEILING else "base (+judge)")  # fmt: skip
         series.setdefault(key, []).append((r["n"], r["final_image_recall"], r["seconds_per_prompt"]))
     w, h = size
     img = Image.new("RGB", size, "white")
