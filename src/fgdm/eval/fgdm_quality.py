@@ -119,8 +119,8 @@ def real_reference(n: int, size: int, conditions: list[str], seed: int,
     """``n`` real renders, images and each condition map, (H, W, 3) uint8: of ``prompts`` (prompt
     i mod P with seed ``seed + i``, showing what it names, as ``eval quality``'s default reference),
     or without prompts, held-out renders of the world at large (world seed ``seed``)."""
-    from .quality import REFERENCE_TRIES, prompt_entries
-    from .runner import WorldRenders
+    from .prompts import prompt_entries
+    from .runner import REFERENCE_TRIES, WorldRenders
 
     out: dict[str, list[np.ndarray]] = {"image": [], **{c: [] for c in conditions}}
     renders = WorldRenders(prompt_entries(prompts), first_try=REFERENCE_TRIES) if prompts else None
@@ -244,7 +244,7 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
     prompts) or "world" (of the world at large): see :func:`real_reference`.
     Returns ``{"rows": [...], "configs": [...]}``; one row per configuration (see the module doc).
     """
-    from .quality import prompt_entries
+    from .prompts import prompt_entries
 
     if not prompts:
         raise ValueError("prompts is empty")

@@ -126,6 +126,19 @@ def to_multigen_json(entries: list[PromptEntry]) -> list[dict]:
     return rows
 
 
+def prompt_entries(prompts: list[str] | list[PromptEntry], *, need_objects: bool = True) -> list[PromptEntry]:
+    """Prompts as entries (objects parsed by the vocabulary where only text is given); with
+    ``need_objects``, every prompt must name one (renders of the prompts are the reference)."""
+    from ..world.vocab import parse_prompt
+
+    entries = [e if isinstance(e, PromptEntry) else PromptEntry(e, parse_prompt(e).things) for e in prompts]
+    empty = [e.text for e in entries if not e.objects]
+    if need_objects and empty:
+        raise ValueError(f"reference 'prompts' renders each prompt's objects; {len(empty)} prompt(s) name none, "
+                         f"e.g. {empty[0]!r} (use reference 'world')")  # fmt: skip
+    return entries
+
+
 def load_prompt_entries(path: str | Path, arg: str = "prompts") -> list[PromptEntry]:
     """Entries from the MultiGen JSON format (objects from ``obj_i_attributes``) or a text file
     (objects parsed from each prompt by the vocabulary)."""

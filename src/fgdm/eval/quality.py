@@ -20,11 +20,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..world.dataset import make_sample
-from ..world.vocab import parse_prompt
 from .features import clip_score, diversity, frechet_distance, precision_recall
-from .prompts import PromptEntry
-
-REFERENCE_TRIES = 1000  # the reference renders' scene seeds start here, apart from --real's (tries < 100)
+from .prompts import PromptEntry, prompt_entries
 
 
 class MiniCLIPFeatures:
@@ -59,17 +56,6 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images]).float() / 255
 
 
-def prompt_entries(prompts: list[str] | list[PromptEntry], *, need_objects: bool = True) -> list[PromptEntry]:
-    """Prompts as entries (objects parsed by the vocabulary where only text is given); with
-    ``need_objects``, every prompt must name one (renders of the prompts are the reference)."""
-    entries = [e if isinstance(e, PromptEntry) else PromptEntry(e, parse_prompt(e).things) for e in prompts]
-    empty = [e.text for e in entries if not e.objects]
-    if need_objects and empty:
-        raise ValueError(f"reference 'prompts' renders each prompt's objects; {len(empty)} prompt(s) name none, "
-                         f"e.g. {empty[0]!r} (use reference 'world')")  # fmt: skip
-    return entries
-
-
 def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[PromptEntry], *,
                      out: str | Path | None = None, images_per_prompt: int = 4, steps: int = 25,
                      guidance_scale: float = 7.5, seed: int = 0, size: int | None = None, n_real: int = 500,
@@ -89,7 +75,7 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[Pro
     held-out renders of the world at large (``make_sample(i, seed=real_seed)``), whatever their
     content and style.
     """
-    from .runner import WorldRenders, run_prompts
+    from .runner import REFERENCE_TRIES, WorldRenders, run_prompts
 
     if reference not in ("prompts", "world"):
         raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")

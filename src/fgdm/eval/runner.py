@@ -24,6 +24,7 @@ from .metrics import PRESENCE_MIN_AREA, present_categories, relation_holds
 from .prompts import PromptEntry
 
 FOUND, MISSING, GREY = (0, 120, 0), (190, 0, 0), (110, 110, 110)  # verdict colours on the sheet
+REFERENCE_TRIES = 1000  # reference renders (eval quality/fgdm) try scene seeds from here, apart from --real's
 
 
 @dataclass
