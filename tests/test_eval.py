@@ -334,3 +334,29 @@ def test_count_flops_counts_products_and_attention_from_shapes():
     q = k = v = torch.randn(1, 2, 16, 8)
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == 2 * (2 * 2 * 16 * 16 * 8)
     assert count_flops(lambda: a + 1) == 0  # elementwise work is not counted
+
+
+def test_category_presence_script(tmp_path, capsys, monkeypatch):
+    """scripts/category_presence.py (a figure in results.md): per-category presence of a run beside
+    how often the training world draws and names each category."""
+    import runpy
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "category_presence.py")
+    (tmp_path / "run" / "results").mkdir(parents=True)
+    for k, (obj, present) in enumerate([("dog", ["dog"]), ("dog", []), ("vase", []), ("cat", ["cat", "dog"])]):
+        (tmp_path / "run" / "results" / f"p{k:05d}-00.json").write_text(
+            json.dumps({"objects": [obj], "present": present}))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path / "run"), "--scenes", "40", "--size", "64"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    by = {r["category"]: r for r in out["all"]}
+    assert by["dog"]["presence"] == 0.5 and by["dog"]["images"] == 2 and by["cat"]["presence"] == 1.0
+    assert [r["category"] for r in out["worst"]][:2] == ["vase", "dog"]
+    for r in out["all"]:
+        assert 0 <= r["training_caption_fraction"] <= r["training_scene_fraction"] <= 1
+    assert -1 <= out["spearman_presence_vs_size"] <= 1
+    spearman = runpy.run_path(script)["spearman"]
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1) and spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    assert spearman([1, 1, 2], [5, 6, 7]) == pytest.approx(0.866, abs=1e-3)  # tied ranks share their mean
