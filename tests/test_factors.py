@@ -535,6 +535,16 @@ def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, c
     assert all((out / f).exists() for f in rec["files"])
     assert all(isinstance(s["seg_objects"], list) and 0 <= s["seg_palette_fit"] <= 1 for s in rec["samples"])
     assert {"factor_seg_s", "factor_image_s"} <= set(rec["timings"])
+    # --batch-size splits --n into calls; every sample keeps its seed and comes out the same
+    assert main([*argv[:-3], "-o", str(tmp_path / "split"), "--batch-size", "1", "--quiet"]) == 0
+    split = json.loads((tmp_path / "split" / "record.json").read_text())
+    assert split["seeds"] == rec["seeds"] == [0, 1] and split["parameters"]["batch_size"] == 1
+    assert [s["seg_objects"] for s in split["samples"]] == [s["seg_objects"] for s in rec["samples"]]
+    from PIL import Image
+
+    for f in ("image-001.png", "seg-001.png"):
+        a, b = (np.asarray(Image.open(d / f), dtype=int) for d in (out, tmp_path / "split"))
+        assert np.abs(a - b).max() <= 2, f
     assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--quiet"]) == 0
     assert (tmp_path / "run2" / "depth-000.png").exists()
     capsys.readouterr()

@@ -1,6 +1,7 @@
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,6 +152,29 @@ def test_generate_cli(tiny_sd_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing" in err and "multiple of 8" in err and "empty" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_generate_draws_n_in_batches_without_changing_an_image(tiny_sd_dir, tmp_path):
+    """--batch-size only splits the work: image i keeps seed + i, the images and their attention
+    maps come out as one call draws them (up to float rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    def run(name: str, *extra: str) -> Path:
+        out = tmp_path / name
+        assert main(["generate", "a dog and a cat", "--model", str(tiny_sd_dir), "--steps", "3", "--n", "5",
+                     "--save-attention", "--quiet", "-o", str(out), *extra]) == 0  # fmt: skip
+        return out
+
+    one, split = run("one"), run("split", "--batch-size", "2")
+    rec = json.loads((split / "record.json").read_text())
+    assert rec["seeds"] == [0, 1, 2, 3, 4] and rec["parameters"]["batch_size"] == 2
+    assert json.loads((one / "record.json").read_text())["parameters"]["batch_size"] == 16
+    assert rec["timings"]["total_s"] >= rec["timings"]["denoise_s"] > 0
+    for i in range(5):
+        for kind in ("image", "attention"):
+            a, b = (np.asarray(Image.open(d / f"{kind}-{i:03d}.png"), dtype=int) for d in (one, split))
+            assert a.shape == b.shape and np.abs(a - b).max() <= 2, (kind, i)
 
 
 def test_bench_generate_reports_a_ratio(tiny_sd_dir, capsys):

@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,8 +102,11 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+DEFAULT_BATCH = 16  # images per call where a command draws many (the fastest on the 2-core CPU: results.md)
+
+
 def _batch_size_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=_int_at_least(1), default=16,
+    p.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULT_BATCH,
                    help="images per generation batch, across prompts (default 16; speed only: each image keeps its "
                    "seed, so a resumed run may use another)")  # fmt: skip
 
@@ -308,8 +312,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cmd_generate_dataset(args)
     if args.resume:
         raise ValueError("--resume continues an interrupted --export-dataset; a single generation has nothing to resume")
-    if args.batch_size is not None:
-        raise ValueError("--batch-size groups the prompts of --export-dataset; a single generation uses --n")
     if args.prompt is None:
         raise ValueError("give a prompt (or --prompts FILE with --export-dataset DIR)")
     if not args.prompt.strip():
@@ -330,34 +332,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
     size = args.size or pipe.model.unet.config.sample_size * pipe.model.vae_scale_factor
-    result = pipe(
-        args.prompt, num_images_per_prompt=args.n, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-        size=size, seed=args.seed, eta=args.eta, negative_prompt=args.negative_prompt,
-        attention=LayerSelector(kinds=("cross",)) if args.save_attention else None, progress=not args.quiet,
-    )  # fmt: skip
-    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
-        files = []
-        for i, img in enumerate(result.images):
-            img.save(stage / f"image-{i:03d}.png")
-            files.append(f"image-{i:03d}.png")
+    batch = args.batch_size or DEFAULT_BATCH
+    images, grids, seeds, timings = [], [], [], Counter()
+    for chunk in _chunks(args.seed, args.n, batch):  # image i keeps seed + i whatever the batch size
+        result = pipe(
+            args.prompt, num_images_per_prompt=len(chunk), num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale, size=size, seed=chunk, eta=args.eta, negative_prompt=args.negative_prompt,
+            attention=LayerSelector(kinds=("cross",)) if args.save_attention else None, progress=not args.quiet,
+        )  # fmt: skip
+        images += result.images
+        seeds += result.seeds
+        timings.update(result.timings)
         if result.attention is not None:
             n = len(result.images)
             maps = result.attention.aggregate("cross", size=size // pipe.model.vae_scale_factor,
                                               batch=slice(n, 2 * n) if args.guidance_scale != 1 else None)  # fmt: skip
-            for i, img in enumerate(result.images):
-                attention_grid(img, maps[i], result.tokens[i]).save(stage / f"attention-{i:03d}.png")
-                files.append(f"attention-{i:03d}.png")
+            grids += [attention_grid(img, maps[i], result.tokens[i]) for i, img in enumerate(result.images)]
+    with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
+        files = []
+        for i, img in enumerate(images):
+            img.save(stage / f"image-{i:03d}.png")
+            files.append(f"image-{i:03d}.png")
+        for i, grid in enumerate(grids):
+            grid.save(stage / f"attention-{i:03d}.png")
+            files.append(f"attention-{i:03d}.png")
         write_json(stage / "record.json", {
             "kind": "generate", "prompt": args.prompt, "negative_prompt": args.negative_prompt,
-            "seeds": result.seeds, "files": files,
+            "seeds": seeds, "files": files,
             "model": {"path": str(pipe.model.path), "fingerprint": pipe.model.fingerprint},
             "parameters": {"n": args.n, "steps": args.steps, "guidance_scale": args.guidance_scale, "size": size,
-                           "eta": args.eta, "sampler": "ddim", "save_attention": args.save_attention},
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+                           "eta": args.eta, "sampler": "ddim", "save_attention": args.save_attention,
+                           "batch_size": batch},
+            "timings": {k: round(v, 4) for k, v in timings.items()},
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
-    print(f"wrote {len(result.images)} image(s) to {out} in {result.timings['total_s']:.2f} s")
+    print(f"wrote {len(images)} image(s) to {out} in {timings['total_s']:.2f} s")
     return 0
+
+
+def _chunks(seed: int, n: int, batch: int) -> list[list[int]]:
+    """The seeds of ``n`` images (``seed + i``) in calls of at most ``batch``."""
+    return [list(range(seed + a, seed + min(n, a + batch))) for a in range(0, n, batch)]
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -392,7 +407,7 @@ def _check_sizes(pipe, **sizes: int | None) -> None:
 def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     """``fgdm generate PROMPT --factors seg,image``: sample through the FG-DM factor graph."""
     from .compliance.recall import PRESENCE_MIN_AREA, present_categories
-    from .pipelines.factor_graph import FactorGraphPipeline
+    from .pipelines.factor_graph import FactorGraphPipeline, merge_outputs
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
 
     if args.save_attention:
@@ -416,9 +431,11 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
                 if v is not None:
                     d[f] = v
     mode = args.mode or "joint"
-    result = pipe(args.prompt, factors=factors, num_images_per_prompt=args.n, seed=args.seed, mode=mode, sizes=sizes,
+    batch = args.batch_size or DEFAULT_BATCH
+    parts = [pipe(args.prompt, factors=factors, num_images_per_prompt=len(chunk), seed=chunk, mode=mode, sizes=sizes,
                   steps=steps, guidance=guidance, negative_prompt=args.negative_prompt, eta=args.eta,
-                  progress=not args.quiet)  # fmt: skip
+                  progress=not args.quiet) for chunk in _chunks(args.seed, args.n, batch)]  # fmt: skip
+    result = parts[0] if len(parts) == 1 else merge_outputs(parts)
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         files: list[str] = []
         samples = [{"seed": sd} for sd in result.seeds]
@@ -441,7 +458,8 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
             "seeds": result.seeds, "files": files, "samples": samples, "presence_min_area": PRESENCE_MIN_AREA,
             "graph": {"path": str(pipe.path), "factors": {n: s.to_dict() for n, s in spec.items()}},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
-            "parameters": {"factors": factors, "mode": mode, "n": args.n, "eta": args.eta, "sampler": "ddim",
+            "parameters": {"factors": factors, "mode": mode, "n": args.n, "batch_size": batch, "eta": args.eta,
+                           "sampler": "ddim",
                            "per_factor": {f: {"size": sizes.get(f, spec[f].size or pipe.native_size()),
                                               "steps": steps.get(f, spec[f].steps),
                                               "guidance": guidance.get(f, spec[f].guidance)} for f in factors}},
@@ -472,7 +490,7 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         steps["image"] = args.steps
     out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
                            mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
-                           resume=args.resume, batch_size=args.batch_size or 16, progress=not args.quiet,
+                           resume=args.resume, batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.quiet,
                            command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
     print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
@@ -1406,8 +1424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="with --export-dataset: continue an interrupted export (same prompts and settings)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=None,
-                   help="with --export-dataset: samples per call, whole prompts at a time (default 16; speed only: "
-                   "each sample keeps its seed, so --resume may use another)")  # fmt: skip
+                   help="images per call (default 16; with --export-dataset whole prompts at a time). Speed and "
+                   "memory only: image i keeps seed + i, so --resume may use another (except with --eta > 0)")  # fmt: skip
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps (default 25, FG-DM: the graph's)")
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=None,

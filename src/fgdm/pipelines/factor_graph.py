@@ -57,6 +57,26 @@ class FactorGraphOutput:
     palette_fit: list[float] | None = None
 
 
+def merge_outputs(parts: list[FactorGraphOutput]) -> FactorGraphOutput:
+    """Outputs of several calls with the same factors (e.g. a large ``n`` drawn in batches) as one:
+    samples in order, timings summed."""
+    first = parts[0]
+    if any(p.sampled != first.sampled or p.given != first.given for p in parts):
+        raise ValueError("merge_outputs: every part must have sampled and been given the same factors")
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return FactorGraphOutput(
+        images=[im for p in parts for im in p.images],
+        maps={k: [m for p in parts for m in p.maps[k]] for k in first.maps},
+        labels=None if first.labels is None else [lab for p in parts for lab in p.labels],
+        latents={k: torch.cat([p.latents[k] for p in parts]) for k in first.latents},
+        seeds=[sd for p in parts for sd in p.seeds], sampled=first.sampled, given=first.given, timings=timings,
+        palette_fit=None if first.palette_fit is None else [f for p in parts for f in p.palette_fit],
+    )  # fmt: skip
+
+
 def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
     """A user-supplied condition as the (size, size, 3) uint8 image its factor's VAE encodes.
 
