@@ -482,7 +482,8 @@ def test_bar_chart_draws_bars_to_scale_and_checks_its_input():
     assert abs(heights[0] - 2 * heights[1]) <= 2  # 100 is twice as tall as 50
     assert not blue[:, int(img.shape[1] * 0.85) :].any()  # a value of 0 draws no bar
     for bad in ({"labels": ["a"], "values": [1.0, 2.0]}, {"labels": [], "values": []},
-                {"labels": ["a"], "values": [-1.0]}, {"labels": ["a"], "values": [1.0], "errors": [1.0, 2.0]}):  # fmt: skip
+                {"labels": ["a"], "values": [-1.0]},
+                {"labels": ["a"], "values": [1.0], "errors": [1.0, 2.0]}):  # fmt: skip
         with pytest.raises(ValueError, match="bar_chart"):
             bar_chart(**bad)
 

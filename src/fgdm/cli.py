@@ -206,7 +206,8 @@ def cmd_world_categories(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             syn = f"  (also: {', '.join(r['synonyms'])})" if r["synonyms"] else ""
-            print(f"{r['id']:3d}  {r['kind']:5s}  {r['name']:15s} {r['sprites']} sprite{'s' if r['sprites'] != 1 else ' '}  rgb{tuple(r['color'])}{syn}")
+            sprites = f"{r['sprites']} sprite{'s' if r['sprites'] != 1 else ' '}"
+            print(f"{r['id']:3d}  {r['kind']:5s}  {r['name']:15s} {sprites}  rgb{tuple(r['color'])}{syn}")
     return 0
 
 
@@ -336,8 +337,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     images, grids, seeds, timings = [], [], [], Counter()
     for chunk in _chunks(args.seed, args.n, batch):  # image i keeps seed + i whatever the batch size
         result = pipe(
-            args.prompt, num_images_per_prompt=len(chunk), num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale, size=size, seed=chunk, eta=args.eta, negative_prompt=args.negative_prompt,
+            args.prompt, num_images_per_prompt=len(chunk), num_inference_steps=args.steps, seed=chunk,
+            guidance_scale=args.guidance_scale, size=size, eta=args.eta, negative_prompt=args.negative_prompt,
             attention=LayerSelector(kinds=("cross",)) if args.save_attention else None, progress=not args.quiet,
         )  # fmt: skip
         images += result.images
@@ -1152,7 +1153,8 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "sets": args.sets, "modes": args.modes,
                 "images_per_prompt": args.images_per_prompt, "steps": args.steps, "seed": args.seed,
                 "n_real": args.n_real, "reference": args.reference, "graph": str(graph.path),
-                "model_fingerprint": graph.base.fingerprint, "ablations": {label: str(g.path) for label, g in ablations},
+                "model_fingerprint": graph.base.fingerprint,
+                "ablations": {label: str(g.path) for label, g in ablations},
                 "judge_fingerprint": judge_fp, "clip": str(args.clip or "shipped"),
                 "clip_fingerprint": fingerprint(args.clip or default_clip_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_fgdm_quality(
@@ -1424,8 +1426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="with --export-dataset: continue an interrupted export (same prompts and settings)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=None,
-                   help="images per call (default 16; with --export-dataset whole prompts at a time). Speed and "
-                   "memory only: image i keeps seed + i, so --resume may use another (except with --eta > 0)")  # fmt: skip
+                   help="images per call (default 16; with --export-dataset whole prompts at a time). Speed "
+                   "and memory only: image i keeps seed + i, so --resume may use another "
+                   "(not with --eta > 0)")  # fmt: skip
     p.add_argument("--n", type=_int_at_least(1), default=1, help="images")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps (default 25, FG-DM: the graph's)")
     p.add_argument("--guidance-scale", type=_arg_type(_non_negative, "number"), default=None,

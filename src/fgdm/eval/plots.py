@@ -12,7 +12,8 @@ BAR = (31, 119, 180)
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], *, errors: Sequence[float] | None = None,
-              title: str = "", ymax: float | None = None, size: tuple[int, int] = (520, 320)) -> Image.Image:  # fmt: skip
+              title: str = "", ymax: float | None = None,
+              size: tuple[int, int] = (520, 320)) -> Image.Image:  # fmt: skip
     """One bar per label, its value written above it, with ``± errors`` as whiskers if given.
 
     The axis runs from 0 to ``ymax`` (default: the largest value or value + error, x 1.1).

@@ -82,7 +82,8 @@ class WorldRenders:
                     and (e.relation is None or len(e.objects) != 2
                          or bool(relation_holds(r.seg, e.objects[0], e.objects[1], e.relation))))  # fmt: skip
             if best is None or (fits, n_found) > best[0]:
-                best = ((fits, n_found), r, {"scene_seed": sc, "style": config.styles[0], "placed": place, "fits": fits})
+                best = ((fits, n_found), r,
+                        {"scene_seed": sc, "style": config.styles[0], "placed": place, "fits": fits})  # fmt: skip
             if fits:
                 break
         return best[1], {**best[2], "tries": j + 1}
