@@ -458,14 +458,18 @@ def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
     assert sheet[y + 64, 64].tolist() == [80, 80, 80]  # prompt 2, image 0
     assert sheet[y + 64, 3 * 128 + 64].tolist() == [255, 255, 255]  # padding, not a repeated image
 
-    def inks(col: int) -> tuple[bool, bool]:  # green / red text under a tile of the first row (anti-aliased)
-        px = sheet[128:y, col * 128 : (col + 1) * 128].reshape(-1, 3).astype(int)
+    def inks(col: int, bottom: int = y) -> tuple[bool, bool]:  # green / red text under a first-row tile
+        px = sheet[128:bottom, col * 128 : (col + 1) * 128].reshape(-1, 3).astype(int)  # (anti-aliased)
         return bool(((px[:, 1] - px[:, 0] > 40) & (px[:, 1] - px[:, 2] > 40)).any()), \
             bool(((px[:, 0] - px[:, 1] > 60) & (px[:, 0] - px[:, 2] > 60)).any())
 
     assert FOUND[1] > FOUND[0] and MISSING[0] > MISSING[1]
     assert inks(0) == (False, True)  # image 0 of prompt 0: neither object found
     assert inks(1) == (True, True)  # image 1: the dog, not the cat
+    # a relation prompt with both objects found: the relation's verdict is a line of its own
+    both = [{**r, "present": ["dog", "cat"], "relation": "left", "relation_holds": r["k"] == 0} for r in rows[:2]]
+    sheet = np.asarray(verdict_sheet(tmp_path, both, tiles_per_row=6))
+    assert inks(0, len(sheet)) == (True, False) and inks(1, len(sheet)) == (True, True)  # relation right / wrong
     with pytest.raises(ValueError, match="no results"):
         verdict_sheet(tmp_path, [])
 

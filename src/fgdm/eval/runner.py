@@ -150,7 +150,8 @@ def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_p
     """A contact sheet of a run's first ``max_prompts`` prompts: each prompt's images side by side,
     as many prompts per row as fit in ``tiles_per_row`` tiles (at least one). Under each image, its
     file's stem (``p00003-01``), the judge's verdict on each of the prompt's objects (``+ dog`` in
-    green where it was found, ``- cat`` in red where it was not) and what else it found. ``rows``
+    green where it was found, ``- cat`` in red where it was not), on a relation prompt with both
+    found whether the relation holds (``+ left`` / ``- left``), and what else it found. ``rows``
     are :func:`run_prompts`' results, images under ``out/images``."""
     by_prompt: dict[int, list[dict]] = {}
     for r in rows:
@@ -167,6 +168,9 @@ def verdict_sheet(out: Path, rows: list[dict], *, max_prompts: int = 16, tiles_p
                 stem = f"p{p:05d}-{r['k']:02d}"
                 tiles.append(np.asarray(Image.open(out / "images" / f"{stem}.png").convert("RGB")))
                 verdicts = [(f"+ {o}", FOUND) if o in r["present"] else (f"- {o}", MISSING) for o in r["objects"]]
+                if r.get("relation_holds") is not None:  # a relation prompt with both objects found
+                    verdicts.append((f"+ {r['relation']}", FOUND) if r["relation_holds"] else
+                                    (f"- {r['relation']}", MISSING))  # fmt: skip
                 extra = sorted(set(r["present"]) - set(r["objects"]))
                 notes.append([(stem, GREY), *verdicts, *([(f"also {', '.join(extra)}", GREY)] if extra else [])])
         tiles_rows.append(tiles)
