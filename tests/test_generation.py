@@ -149,8 +149,10 @@ def test_generate_cli(tiny_sd_dir, tmp_path, capsys):
     assert main(["generate", "a dog", "--model", str(tmp_path / "missing"), "--quiet", "-o", str(tmp_path / "x")]) == 2
     assert main(["generate", "a dog", "--model", str(tiny_sd_dir), "--size", "36", "-o", str(tmp_path / "y")]) == 2
     assert main(["generate", " ", "--model", str(tiny_sd_dir), "-o", str(tmp_path / "z")]) == 2
+    with pytest.raises(SystemExit):  # DDIM's eta is defined on [0, 1]
+        main(["generate", "a dog", "--model", str(tiny_sd_dir), "--eta", "1.5"])
     err = capsys.readouterr().err
-    assert "missing" in err and "multiple of 8" in err and "empty" in err
+    assert "missing" in err and "multiple of 8" in err and "empty" in err and "--eta: must be in [0, 1]" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 

@@ -95,6 +95,13 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _eta(text: str) -> float:
+    v = _non_negative(text)
+    if v > 1:
+        raise ValueError(f"must be in [0, 1] (DDIM's eta; 1 is DDPM's noise), got {v}")
+    return v
+
+
 def _unit_interval(text: str) -> float:
     v = float(text)
     if not 0 < v <= 1:
@@ -1449,7 +1456,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SBPC: stop drawing candidates once a map reaches this recall")
     p.add_argument("--keep-candidates", action="store_true", help="SBPC: save every candidate map as a contact sheet")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--eta", type=_arg_type(_non_negative, "number"), default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--eta", type=_arg_type(_eta, "number"), default=0.0,
+                   help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise)")
     p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true")
