@@ -340,7 +340,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     pipe = Text2ImagePipeline.from_pretrained(args.model, device=device)
     size = args.size or pipe.model.unet.config.sample_size * pipe.model.vae_scale_factor
-    batch = args.batch_size or DEFAULT_BATCH
+    batch = args.batch_size
     images, grids, seeds, timings = [], [], [], Counter()
     for chunk in _chunks(args.seed, args.n, batch):  # image i keeps seed + i whatever the batch size
         result = pipe(
@@ -439,7 +439,7 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
                 if v is not None:
                     d[f] = v
     mode = args.mode or "joint"
-    batch = args.batch_size or DEFAULT_BATCH
+    batch = args.batch_size
     parts = [pipe(args.prompt, factors=factors, num_images_per_prompt=len(chunk), seed=chunk, mode=mode, sizes=sizes,
                   steps=steps, guidance=guidance, negative_prompt=args.negative_prompt, eta=args.eta,
                   progress=not args.quiet) for chunk in _chunks(args.seed, args.n, batch)]  # fmt: skip
@@ -498,7 +498,7 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         steps["image"] = args.steps
     out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
                            mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
-                           resume=args.resume, batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.quiet,
+                           resume=args.resume, batch_size=args.batch_size, progress=not args.quiet,
                            command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
     print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
@@ -1031,14 +1031,13 @@ def _image_source(args: argparse.Namespace, entries: list, device: str) -> tuple
         return pipe, {"model": str(pipe.model.path), "model_fingerprint": pipe.model.fingerprint,
                       "steps": args.steps, "guidance_scale": args.guidance_scale}  # fmt: skip
     from . import __version__
+    from .eval.prompts import prompt_entries
     from .eval.runner import WorldRenders
     from .world.render import check_size
 
     if args.model is not None:
         raise ValueError("--real scores world renders, not a model's images; drop --model (or --real)")
-    empty = [e.text for e in entries if not e.objects]
-    if empty:
-        raise ValueError(f"--real renders each prompt's objects; {len(empty)} prompt(s) name none, e.g. {empty[0]!r}")
+    prompt_entries(entries, need_objects=("--real renders each prompt's objects", ""))
     if args.size is not None:
         check_size(args.size, "--size")
     return WorldRenders(entries), {"model": "sceneworld renders", "model_fingerprint": f"fgdm {__version__}",
@@ -1432,7 +1431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--resume", action="store_true",
                    help="with --export-dataset: continue an interrupted export (same prompts and settings)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=None,
+    p.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULT_BATCH,
                    help="images per call (default 16; with --export-dataset whole prompts at a time). Speed "
                    "and memory only: image i keeps seed + i, so --resume may use another "
                    "(not with --eta > 0)")  # fmt: skip

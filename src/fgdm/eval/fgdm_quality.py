@@ -244,13 +244,13 @@ def run_fgdm_quality(graph: FactorGraphPipeline, clip, prompts: list[str], out: 
     prompts) or "world" (of the world at large): see :func:`real_reference`.
     Returns ``{"rows": [...], "configs": [...]}``; one row per configuration (see the module doc).
     """
-    from .prompts import prompt_entries
+    from .prompts import REFERENCE_NEEDS_OBJECTS, prompt_entries
 
     if not prompts:
         raise ValueError("prompts is empty")
     if reference not in ("prompts", "world"):
         raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")
-    prompt_entries(prompts, need_objects=reference == "prompts")  # fail before any sampling
+    prompt_entries(prompts, need_objects=REFERENCE_NEEDS_OBJECTS if reference == "prompts" else None)  # fail early
     sets = [list(s) for s in (sets or default_sets(graph))]
     for s in sets:
         bad = [f for f in s if f not in graph.spec.factors]

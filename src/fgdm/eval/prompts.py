@@ -126,16 +126,21 @@ def to_multigen_json(entries: list[PromptEntry]) -> list[dict]:
     return rows
 
 
-def prompt_entries(prompts: list[str] | list[PromptEntry], *, need_objects: bool = True) -> list[PromptEntry]:
-    """Prompts as entries (objects parsed by the vocabulary where only text is given); with
-    ``need_objects``, every prompt must name one (renders of the prompts are the reference)."""
+REFERENCE_NEEDS_OBJECTS = ("reference 'prompts' renders each prompt's objects", " (use reference 'world')")
+
+
+def prompt_entries(prompts: list[str] | list[PromptEntry], *,
+                   need_objects: tuple[str, str] | None = REFERENCE_NEEDS_OBJECTS) -> list[PromptEntry]:  # fmt: skip
+    """Prompts as entries (objects parsed by the vocabulary where only text is given). With
+    ``need_objects`` = (why, hint), every prompt must name an object, or the error says why (e.g.
+    renders of the prompts are to be drawn) and what to do instead."""
     from ..world.vocab import parse_prompt
 
     entries = [e if isinstance(e, PromptEntry) else PromptEntry(e, parse_prompt(e).things) for e in prompts]
     empty = [e.text for e in entries if not e.objects]
     if need_objects and empty:
-        raise ValueError(f"reference 'prompts' renders each prompt's objects; {len(empty)} prompt(s) name none, "
-                         f"e.g. {empty[0]!r} (use reference 'world')")  # fmt: skip
+        why, hint = need_objects
+        raise ValueError(f"{why}; {len(empty)} prompt(s) name none, e.g. {empty[0]!r}{hint}")
     return entries
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..world.dataset import make_sample
 from .features import clip_score, diversity, frechet_distance, precision_recall
-from .prompts import PromptEntry, prompt_entries
+from .prompts import REFERENCE_NEEDS_OBJECTS, PromptEntry, prompt_entries
 
 
 class MiniCLIPFeatures:
@@ -79,7 +79,7 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[Pro
 
     if reference not in ("prompts", "world"):
         raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")
-    entries = prompt_entries(prompts, need_objects=reference == "prompts")
+    entries = prompt_entries(prompts, need_objects=REFERENCE_NEEDS_OBJECTS if reference == "prompts" else None)
     with nullcontext(out) if out is not None else tempfile.TemporaryDirectory() as d:
         rows = run_prompts(entries, Path(d), pipe=pipe, judge=None, images_per_prompt=images_per_prompt, steps=steps,
                            guidance_scale=guidance_scale, seed=seed, size=size, batch_size=batch_size,

@@ -368,9 +368,10 @@ class FactorGraphPipeline:
 
         ``seed``: an int gives sample i the seed ``seed + i``; a list gives every sample its own,
         so a batch of prompts draws what each prompt would draw alone with its seed (up to float
-        rounding; for ``eta > 0`` the batch's per-step noise comes from the first seed). ``given``: conditions supplied instead of sampled (e.g. an edited map): one map
-        for every sample, or a list with one map per prompt. Parents that are neither sampled nor
-        given are the null condition. ``sizes``/``steps``/``guidance`` override
+        rounding; for ``eta > 0`` the batch's per-step noise comes from the first seed).
+        ``given``: conditions supplied instead of sampled (e.g. an edited map): one map for every
+        sample, or a list with one map per prompt. Parents that are neither sampled nor given are
+        the null condition. ``sizes``/``steps``/``guidance`` override
         the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,
         conditioned on its parents' current estimates) or "ancestral" (each factor finishes
         before its children start). ``init_latents[name]``: the starting noise x_T of a factor
