@@ -82,3 +82,26 @@ def test_docs_palette_table_matches_the_code():
     for c in CATEGORIES:
         r, g, b = PALETTE[c.id]
         assert f"| {c.id} | {c.name} | {c.kind} | ({r}, {g}, {b}) |" in doc, c.name
+
+
+def test_drawn_sprites_reproduce_the_shipped_atlas():
+    """scripts/render_atlas.py packs ``draw_sprite(name, cell)`` for every drawn sprite: the shipped
+    atlas must be what the code draws now (a change to a drawing shows here), and every drawn name
+    of every category must be in it."""
+    from importlib import resources
+
+    from PIL import Image
+
+    from fgdm.world.sprites_drawn import draw_sprite
+
+    data = resources.files("fgdm.world") / "data"
+    manifest = json.loads((data / "atlas.json").read_text())
+    with (data / "atlas.png").open("rb") as f:
+        atlas = Image.open(f).convert("RGBA")
+    drawn = {s["source"].removeprefix("drawn "): s["box"] for s in manifest["sprites"] if s["source"].startswith("drawn ")}
+    assert set(drawn) == {name for cat in THINGS for name in cat.drawn}
+    for name, (x, y, w, h) in drawn.items():
+        shipped = np.asarray(atlas.crop((x, y, x + w, y + h)), dtype=np.int16)
+        now = np.asarray(draw_sprite(name, manifest["cell"]), dtype=np.int16)
+        assert now.shape == shipped.shape, name
+        assert np.abs(now - shipped).mean() < 1.0, name  # Pillow versions may round differently

@@ -229,3 +229,40 @@ def test_results_print_as_a_markdown_table(capsys):
                          "| by_style | night: images 1, f1 1.0 |", "| path | a\\|b |"]  # fmt: skip
     _print_result({"MG2": {"mean": 75.0, "std": 25.0}}, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"MG2": {"mean": 75.0, "std": 25.0}}
+
+
+def test_eval_palette_decode_table_and_json(capsys):
+    """Exact maps decode exactly with both decoders; under blending (blur, bilinear resizing) the
+    naive box decoder invents classes and fgdm's invents fewer — the claim docs/results.md makes."""
+    code, out, _ = run(capsys, "eval", "palette-decode", "--n", "3", "--size", "64", "--seed", "1", "--json", "--quiet")
+    assert code == 0
+    result = json.loads(out)
+    assert (result["n"], result["size"], result["seed"]) == (3, 64, 1)
+    rows = result["results"]
+    assert set(rows) == {"exact", "blur 1.0", "blur 2.0", "bilinear x0.5", "bilinear x2", "noise 10",
+                         "down-up + noise 10"}  # fmt: skip
+    for dec in ("fgdm", "naive box"):
+        assert rows["exact"][dec] == {"pixel_accuracy": 1.0, "class_set_exact": 1.0, "invented_per_image": 0.0,
+                                      "lost_per_image": 0.0}  # fmt: skip
+    for name in ("blur 1.0", "bilinear x2"):
+        fgdm, naive = rows[name]["fgdm"], rows[name]["naive box"]
+        assert naive["invented_per_image"] > 0, name
+        assert fgdm["invented_per_image"] < naive["invented_per_image"], name
+        assert fgdm["pixel_accuracy"] > naive["pixel_accuracy"], name
+    code, out, _ = run(capsys, "eval", "palette-decode", "--n", "1", "--size", "64", "--quiet")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("| perturbation | decoder |") and len(lines) == 2 + 7 * 2
+    assert lines[2] == "| exact | fgdm | 1.0000 | 1.000 | 0.000 | 0.000 |"
+
+
+def test_bench_world_honours_the_worker_count_and_leaves_torch_threads_alone(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    code, out, _ = run(capsys, "bench", "world", "--size", "64", "--n", "3", "--workers", "0", "--json")
+    assert code == 0 and torch.get_num_threads() == threads
+    result = json.loads(out)
+    assert result["dataloader_workers"] == 0  # --workers 0 used to be read as "all cores"
+    rates = ("render_per_s_1core", "sample_per_s_1core", "dataset_item_per_s_1core", "dataloader_per_s")
+    assert all(result[k] > 0 for k in rates)
+    assert result["dataloader_vs_1core_ratio"] == round(result["dataloader_per_s"] / result["dataset_item_per_s_1core"], 2)

@@ -47,3 +47,64 @@ def test_device_scripts_parse_and_name_only_files_that_exist():
     for f in factors:
         cfg = f"image_factor{f[len('image'):]}.yaml" if f.startswith("image") else f"factor_{f}.yaml"
         assert (ROOT / "configs" / cfg).exists(), cfg
+
+
+# DESIGN.md's layers, top first: each may import only from itself and the layers above it.
+# ``runs`` (run folders) and the package root (``__version__``) are shared helpers below none.
+LAYERS = ["world", "models", "attention", "losses", "sampling", "pipelines", "compliance", "editing", "training",
+          "eval", "cli", "__main__"]  # fmt: skip
+SHARED = {"runs", "__init__"}
+METRICS = {"metrics", "features", "quality", "region", "plots", "prompts", "timing"}  # eval modules that only measure
+
+
+def _fgdm_imports(code: str, pkg: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """Every fgdm name that ``code``, a module of the package ``fgdm.<pkg>``, imports (module-level
+    or inside a function), as its parts under fgdm."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            mods = [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "fgdm"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if (node.module or "").split(".")[0] != "fgdm":
+                    continue
+                base = node.module.split(".")[1:]
+            else:
+                base = list(pkg[: len(pkg) - (node.level - 1)]) + (node.module.split(".") if node.module else [])
+            mods = [base + [a.name] for a in node.names]
+        else:
+            continue
+        found.update(tuple(m) for m in mods if m)
+    return found
+
+
+def test_imports_keep_the_layering_of_design_md():
+    """A layer never imports a layer below it (a pipeline never reaches into training code), and
+    the eval modules that compute metrics never reach into pipelines, training or the CLI."""
+    bad = []
+    for path in sorted((ROOT / "src" / "fgdm").rglob("*.py")):
+        rel = path.relative_to(ROOT / "src" / "fgdm").with_suffix("").parts
+        layer = rel[0]
+        if layer in SHARED:
+            continue
+        assert layer in LAYERS, f"{path}: not a layer of DESIGN.md; add it to LAYERS or SHARED"
+        for target in _fgdm_imports(path.read_text(), rel[:-1]):
+            top = target[0]
+            if top in SHARED or top == "__version__" or top == layer:
+                continue
+            assert top in LAYERS, f"{path} imports fgdm.{'.'.join(target)}, which is no layer"
+            if LAYERS.index(top) > LAYERS.index(layer):
+                bad.append(f"{'/'.join(rel)} -> {top}")
+            if layer == "eval" and rel[-1] in METRICS and top in {"pipelines", "training", "cli"}:
+                bad.append(f"{'/'.join(rel)} (a metric) -> {top}")
+    assert bad == []
+
+
+def test_the_layering_check_sees_every_kind_of_import():
+    """The check above can fail: relative, absolute and function-level imports are all seen."""
+    code = "from ..training import loop\nimport fgdm.eval.runner\nimport numpy\n\n\ndef f():\n    from . import ddim\n"
+    assert _fgdm_imports(code, ("pipelines",)) == {("training", "loop"), ("eval", "runner"), ("pipelines", "ddim")}
+    assert _fgdm_imports("from .. import __version__\nfrom ..world.scene import Scene\n", ("eval",)) == {
+        ("__version__",), ("world", "scene", "Scene")}

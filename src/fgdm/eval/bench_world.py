@@ -17,8 +17,16 @@ from .timing import rate
 def bench_world(size: int = 128, n: int = 200, workers: int | None = None, batch_size: int = 32) -> dict:
     """Samples/s of (a) scene sampling + rendering, (b) full samples with captions, (c) dataset items
     as tensors, all on one core, and (d) a DataLoader with ``workers`` processes; plus ratios."""
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _bench(size, n, workers, batch_size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(size: int, n: int, workers: int, batch_size: int) -> dict:
     render_rate = rate(lambda i: render(sample_scene(10_000 + i), size), n)
     sample_rate = rate(lambda i: make_sample(i, seed=1, size=size), n)
     ds = SceneWorldDataset(n * max(1, workers) + batch_size * 4, size=size, seed=2)
