@@ -210,3 +210,37 @@ def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
     (tmp_path / "plain" / "record.json").write_text('{"kind": "generate"}')
     assert main(["edit", str(tmp_path / "plain"), "--flip", "dog"]) == 2
     assert "needs an FG-DM run" in capsys.readouterr().err
+
+
+def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
+    """``fgdm edit`` of an SBPC run re-renders with the chosen candidate's seed and the run's image
+    settings; an edit run can be edited again, keeping the seed and settings it recorded."""
+    import json
+
+    from fgdm.cli import main
+    from fgdm.editing import sample_from_run
+
+    spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
+                        "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
+    graph = random_graph(spec).save_pretrained(tmp_path / "graph")
+    run = tmp_path / "sbpc"
+    assert main(["generate", "a dog and a cat", "--sbpc", "3", "--seed", "5", "--graph", str(graph), "--cond-steps",
+                 "2", "--cond-size", "16", "--steps", "3", "--guidance-scale", "2", "-o", str(run), "--quiet"]) == 0  # fmt: skip
+    src = json.loads((run / "record.json").read_text())
+    chosen_seed = src["candidates"][src["chosen"]]["seed"]
+    assert chosen_seed == 5 + src["chosen"]
+    s, _ = sample_from_run(run)
+    name = s.objects()[_largest(s)][0]
+    first = tmp_path / "edit1"
+    assert main(["edit", str(run), "--flip", name, "-o", str(first), "--quiet"]) == 0
+    rec1 = json.loads((first / "record.json").read_text())
+    assert rec1["source"]["kind"] == "generate-sbpc" and rec1["seed"] == chosen_seed
+    assert rec1["parameters"] | {"given": None} == {"size": src["parameters"]["image_size"], "steps": 3,
+                                                     "guidance": 2.0, "given": None}  # fmt: skip
+    second = tmp_path / "edit2"
+    assert main(["edit", str(first), "--move", f"{name}:+2,0", "-o", str(second), "--quiet"]) == 0
+    rec2 = json.loads((second / "record.json").read_text())
+    assert rec2["source"] == {"run": str(first.resolve()), "sample": 0, "kind": "edit"}
+    assert (rec2["seed"], rec2["parameters"]) == (rec1["seed"], rec1["parameters"])
+    assert rec2["edits"] == [{"op": "move", "target": name, "dx": 2, "dy": 0}]
+    assert (second / "image-000.png").read_bytes() != (first / "image-000.png").read_bytes()
