@@ -46,7 +46,8 @@ def test_move_shifts_the_object_with_its_depth_and_edges_and_nothing_else(s):
     before = s.copy()
     out = move(s, inst, 6, 3)
     assert np.array_equal(s.seg, before.seg)  # the input is untouched
-    new = out.instance.max()
+    new = inst  # the moved object keeps its instance id
+    assert set(out.objects()) == set(s.objects())
     ys, xs = np.nonzero(out.instance == new)
     assert len(ys) > 0 and np.all(out.seg[ys, xs] == category(name).id)
     assert np.allclose(out.disparity[ys, xs], s.disparity[ys - 3, xs - 6])  # depth follows
@@ -79,7 +80,7 @@ def test_flip_mirrors_within_the_box(s):
     x0, x1 = xs.min(), xs.max()
     mirrored = np.zeros_like(src)
     mirrored[:, x0 : x1 + 1] = src[:, x0 : x1 + 1][:, ::-1]
-    new = out.instance == out.instance.max()
+    new = out.instance == inst  # the same object, the same id
     assert np.array_equal(new, mirrored & new) and new.sum() >= 0.8 * mirrored.sum()
 
 
@@ -87,10 +88,11 @@ def test_resize_scales_the_area_about_the_centre(s):
     inst = _largest(s)
     area = (s.instance == inst).sum()
     big = resize(s, inst, 1.5)
-    grown = (big.instance == big.instance.max()).sum()
+    grown = (big.instance == inst).sum()
     assert 1.6 * area < grown < 2.6 * area
     small = resize(s, inst, 0.5)
-    assert (small.instance == small.instance.max()).sum() < 0.4 * area
+    assert 0 < (small.instance == inst).sum() < 0.4 * area
+    assert set(big.objects()) == set(small.objects()) == set(s.objects())
     with pytest.raises(ValueError, match="scale"):
         resize(s, inst, 0)
 
@@ -99,7 +101,8 @@ def test_duplicate_paste_change_class_and_text(s):
     inst = _largest(s)
     name = s.objects()[inst][0]
     dup = duplicate(s, name, -10, 0)
-    assert len(dup.objects()) == len(s.objects()) + 1
+    assert len(dup.objects()) == len(s.objects()) + 1 and inst in dup.objects()
+    assert dup.objects()[s.instance.max() + 1][0] == name  # the copy gets a new id
     other = _sample(5)
     pasted = paste(s, other, _largest(other), 0, 0)
     assert other.objects()[_largest(other)][0] in {n for n, _ in pasted.objects().values()}
@@ -138,7 +141,7 @@ def test_edit_log_replays_exactly(s):
     log = EditLog()
     inst = _largest(s)
     out = log.apply(s, "move", target=inst, dx=4, dy=-2)
-    out = log.apply(out, "flip", target=int(out.instance.max()))
+    out = log.apply(out, "flip", target=inst)  # still its id after the move
     out = log.apply(out, "text", text="HI")
     again = apply_edits(s, log.edits)
     assert np.array_equal(out.seg, again.seg) and np.array_equal(out.sketch, again.sketch)

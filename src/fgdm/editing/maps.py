@@ -13,7 +13,9 @@ that class) or ``"dog#2"`` (the second-largest). Rules, the same for every opera
   common stuff class on a ring around it), its disparity by smooth interpolation from the ring,
   and its sketch edges are erased;
 - pixels moved out of the frame are clipped with a warning; an edit that would leave nothing of
-  the object in the frame is an error.
+  the object in the frame is an error;
+- an object moved, resized or flipped keeps its instance id (so a list of edits can address it by
+  id throughout); a duplicated or pasted copy gets a new one.
 
 Every operation returns a new sample and leaves its input untouched; :class:`EditLog` records
 operations as plain dicts so that :func:`apply_edits` replays them exactly.
@@ -188,8 +190,9 @@ def _fill_disparity(d: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return d
 
 
-def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str) -> int:
-    """Draw an object layer (from :func:`_cut`) at offset (dx, dy); returns its new instance id."""
+def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str, inst: int | None = None) -> int:
+    """Draw an object layer (from :func:`_cut`) at offset (dx, dy) as instance ``inst`` (default: a
+    new id, for a copy); returns the id."""
     h, w = s.seg.shape
     ys, xs = np.nonzero(layer["mask"])
     ny, nx = ys + dy, xs + dx
@@ -204,7 +207,7 @@ def _place(s: MapSample, layer: dict, dx: int, dy: int, what: str) -> int:
     visible = np.ones(len(ys), bool)
     if s.disparity is not None and layer["disparity"] is not None:
         visible = ~over_thing | (layer["disparity"][ys, xs] >= s.disparity[ny, nx])
-    new_id = int(s.instance.max()) + 1
+    new_id = int(s.instance.max()) + 1 if inst is None else inst
     ys, xs, ny, nx = ys[visible], xs[visible], ny[visible], nx[visible]
     s.seg[ny, nx] = layer["seg"][ys, xs]
     s.instance[ny, nx] = new_id
@@ -243,7 +246,7 @@ def move(s: MapSample, target, dx: int, dy: int) -> MapSample:
     inst = resolve(out, target)
     layer = _cut(out, inst)
     _fill(out, layer["mask"])
-    _place(out, layer, int(dx), int(dy), f"move {target}")
+    _place(out, layer, int(dx), int(dy), f"move {target}", inst)  # the same object: it keeps its id
     return out
 
 
@@ -290,14 +293,15 @@ def resize(s: MapSample, target, scale: float) -> MapSample:
                           .transform((w, h), Image.AFFINE, coeffs, resample=resample))  # fmt: skip
 
     _fill(out, layer["mask"])
-    _place(out, _transform(layer, fn), 0, 0, f"resize {target}")
+    _place(out, _transform(layer, fn), 0, 0, f"resize {target}", inst)
     return out
 
 
 def flip(s: MapSample, target) -> MapSample:
     """Mirror an object left-right within its own box."""
     out = s.copy()
-    layer = _cut(out, resolve(out, target))
+    inst = resolve(out, target)
+    layer = _cut(out, inst)
     _ys, xs = np.nonzero(layer["mask"])
     x0, x1 = xs.min(), xs.max()
 
@@ -307,7 +311,7 @@ def flip(s: MapSample, target) -> MapSample:
         return b
 
     _fill(out, layer["mask"])
-    _place(out, _transform(layer, fn), 0, 0, f"flip {target}")
+    _place(out, _transform(layer, fn), 0, 0, f"flip {target}", inst)
     return out
 
 
