@@ -9,8 +9,24 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _fenced(page: str) -> list[tuple[str, str]]:
+    """(language, code) of every fenced block of a markdown page, fences paired in order."""
+    blocks, lang, lines = [], None, []
+    for line in ROOT.joinpath(page).read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            if lang is None:
+                lang, lines = line.strip()[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(lines) + "\n"))
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    assert lang is None, f"{page}: a fenced block is not closed"
+    return blocks
+
+
 def _blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.+?)```", ROOT.joinpath(page).read_text(), flags=re.S)
+    return [code for lang, code in _fenced(page) if lang == "python"]
 
 
 def test_api_page_examples_run(tiny_sd_dir, random_graph, tmp_path, monkeypatch):
@@ -33,3 +49,62 @@ def test_api_page_examples_run(tiny_sd_dir, random_graph, tmp_path, monkeypatch)
     assert env["dog"].shape == env["maps"].shape[1:3]
     assert env["res"].edited_prompt == "a horse on the grass"
     assert env["edited"].objects() != env["sample"].objects()  # the move and flip changed the map
+
+
+def _doc_commands() -> list[tuple[str, list[str]]]:
+    """Every ``fgdm ...`` command line in the README's and docs' shell blocks, as argv (brackets of
+    optional parts dropped, the first of ``a|b`` alternatives taken, placeholders like G made 1);
+    lines that abbreviate (``...``, shell variables, prose in parentheses) are left out."""
+    import shlex
+
+    out = []
+    for page in ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.joinpath("docs").glob("*.md"))]:
+        for block in [code for lang, code in _fenced(page) if lang in ("", "bash", "sh")]:
+            for line in block.replace("\\\n", " ").splitlines():
+                m = re.match(r"^\s*(?:[A-Z_]+=\S+\s+)*(fgdm\s.*)$", line)
+                if m is None:
+                    continue
+                lexer = shlex.shlex(m.group(1), posix=True, punctuation_chars="&;")
+                lexer.whitespace_split, lexer.commenters = True, "#"
+                argv = []
+                for tok in lexer:
+                    if tok in {"&", ";", "&&", ";;"}:
+                        break
+                    argv.append(tok)
+                argv = [t.strip("[]") for t in argv]
+                if any(t == "..." or "$" in t or t.startswith("(") for t in argv):
+                    continue
+                argv = [t.split("|")[0] if "|" in t and not t.startswith("-") else t for t in argv if t]
+                out.append((page, ["1" if re.fullmatch(r"[A-Z]", t) else t for t in argv]))
+    return out
+
+
+def test_every_documented_command_parses():
+    """A renamed or removed option breaks the commands in the docs (and the reproduction commands
+    of docs/results.md): every one of them must still parse."""
+    import contextlib
+    import io
+
+    from fgdm.cli import build_parser
+
+    cmds = _doc_commands()
+    assert len(cmds) > 100 and {page for page, _ in cmds} >= {"README.md", "docs/results.md", "docs/training.md"}
+    bad = []
+    for page, argv in cmds:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                build_parser().parse_args(argv[1:])
+        except SystemExit:
+            bad.append(f"{page}: {' '.join(argv)}: {err.getvalue().strip().splitlines()[-1]}")
+    assert bad == []
+
+
+def test_readme_python_example_runs():
+    (code,) = _blocks("README.md")
+    assert "num_workers=8" in code
+    code = code.replace("num_workers=8", "num_workers=0")  # this test's machine may have 2 cores
+    env: dict = {}
+    exec(compile(code, "README.md", "exec"), env)
+    assert env["masks"] is not None and len(env["ds"]) == 100_000
+    assert next(iter(env["loader"]))["image"].shape[0] == 64
