@@ -108,3 +108,16 @@ def test_readme_python_example_runs():
     exec(compile(code, "README.md", "exec"), env)
     assert env["masks"] is not None and len(env["ds"]) == 100_000
     assert next(iter(env["loader"]))["image"].shape[0] == 64
+
+
+def test_every_file_the_docs_name_exists():
+    """Scripts, configs, prompt sets, images and pages named in the README and docs (links included)."""
+    pages = [ROOT / "README.md", *sorted(ROOT.joinpath("docs").glob("*.md"))]
+    missing = []
+    for page in pages:
+        text = page.read_text()
+        named = re.findall(r"\b((?:scripts|configs|prompts|docs)/[\w./-]+\.(?:py|sh|yaml|json|txt|png|md))\b", text)
+        links = [page.parent.joinpath(t).relative_to(ROOT).as_posix()
+                 for t in re.findall(r"\]\(([\w./-]+\.(?:png|md))\)", text)]  # fmt: skip
+        missing += [f"{page.name}: {n}" for n in sorted(set(named + links)) if not ROOT.joinpath(n).exists()]
+    assert missing == []
