@@ -126,10 +126,12 @@ class AttentionStore:
         blocks: tuple[str, ...] | None = None,
         batch: slice | None = None,
     ) -> torch.Tensor:
-        """Average the selected layers' maps of one call into (B, size, size, K) (bilinear resize)."""
+        """Average the selected layers' maps of one call into (B, size, size, K) (bilinear resize;
+        default size: the largest map's, i.e. the latent side of the run that was captured)."""
         names = self.select(kind, blocks)
         if not names:
             raise ValueError(f"no {kind}-attention maps captured (blocks={blocks}); select those layers first")
+        s = size or max(math.isqrt(self.maps[n][call].shape[1]) for n in names)
         outs = []
         for n in names:
             m = self.maps[n][call]
@@ -138,7 +140,6 @@ class AttentionStore:
             b, q, k = m.shape
             r = math.isqrt(q)
             grid = m.transpose(1, 2).reshape(b, k, r, r).float()
-            s = size or max(self.layers[x].resolution for x in names)
             if r != s:
                 grid = F.interpolate(grid, size=(s, s), mode="bilinear", align_corners=False)
             outs.append(grid.permute(0, 2, 3, 1))

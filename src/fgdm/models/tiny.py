@@ -21,10 +21,14 @@ def _captions(n: int) -> list[str]:
     return [make_caption(sample_scene(i), np.random.default_rng(i)).text for i in range(n)]
 
 
-def build_tiny_pipeline(out_dir: str | Path, *, latent_size: int = 8, vae_factor: int = 4, seed: int = 0):
+def build_tiny_pipeline(out_dir: str | Path, *, latent_size: int = 8, vae_factor: int = 4, seed: int = 0,
+                        sd_layout: bool = False, prediction_type: str = "epsilon"):  # fmt: skip
     """Build and save a tiny random SD pipeline at ``out_dir``; returns the pipeline object.
 
-    Images are ``latent_size * vae_factor`` pixels square (default 32).
+    Images are ``latent_size * vae_factor`` pixels square (default 32). ``sd_layout`` gives the
+    UNet Stable Diffusion's four levels (cross-attention in the first three down blocks and the
+    last three up blocks) instead of two; with ``vae_factor=8`` and ``prediction_type="v_prediction"``
+    the pipeline has the shape of SD 2.x at 768 px, in miniature.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -45,14 +49,17 @@ def build_tiny_pipeline(out_dir: str | Path, *, latent_size: int = 8, vae_factor
         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
         layers_per_block=1, sample_size=latent_size * vae_factor,
     )  # fmt: skip
+    unet_levels = 4 if sd_layout else 2
     unet = UNet2DConditionModel(
-        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 16, 32, 32) if sd_layout else (16, 32),
+        down_block_types=("CrossAttnDownBlock2D",) * (unet_levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (unet_levels - 1),
         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
     )  # fmt: skip
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-        steps_offset=1,
+        steps_offset=1, prediction_type=prediction_type,
     )  # fmt: skip
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,

@@ -425,6 +425,25 @@ def sd_noise_scheduler():
                          prediction_type="epsilon", clip_sample=False)  # fmt: skip
 
 
+def base_noise_scheduler(scheduler_config) -> object:
+    """The training-noise schedule of a base pipeline (its betas and prediction type), for models
+    trained into it (FG-DM factors): what its sampler will assume."""
+    from diffusers import DDPMScheduler
+
+    pred = scheduler_config.get("prediction_type", "epsilon")
+    if pred not in ("epsilon", "v_prediction"):
+        raise ValueError(f"the base model predicts {pred!r}; factors can be trained on epsilon or v_prediction bases")
+    return DDPMScheduler.from_config(scheduler_config, clip_sample=False)
+
+
+def training_target(noise, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the model should output for ``x0`` noised with ``eps`` at ``t``: epsilon, or v =
+    sqrt(a) eps - sqrt(1 - a) x0 for a v-prediction schedule (SD 2.x at 768 px)."""
+    if noise.config.prediction_type == "v_prediction":
+        return noise.get_velocity(x0, eps, t)
+    return eps
+
+
 def _text_encoder(cfg: TrainConfig):
     from transformers import CLIPModel, CLIPTextModel
 
@@ -518,12 +537,14 @@ def _load_or_build(path: Path, key: str, usable: set[str], build, dev) -> dict[s
     return data
 
 
-def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torch.Tensor, gamma: float | None) -> torch.Tensor:
-    """Per-sample epsilon MSE, with min-SNR weighting (Hang et al. 2023) unless ``gamma`` is None."""
+def min_snr_mse(pred: torch.Tensor, target: torch.Tensor, alphas_cumprod_t: torch.Tensor, gamma: float | None,
+                prediction_type: str = "epsilon") -> torch.Tensor:  # fmt: skip
+    """Per-sample MSE of an epsilon (or v) prediction, with min-SNR weighting (Hang et al. 2023)
+    unless ``gamma`` is None: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v."""
     err = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     if gamma is not None:
         snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
-        err = err * torch.clamp(snr, max=float(gamma)) / snr
+        err = err * torch.clamp(snr, max=float(gamma)) / (snr + 1 if prediction_type == "v_prediction" else snr)
     return err
 
 

@@ -52,8 +52,17 @@ from ..models.factors import (
 )
 from ..models.pipeline import load_base_model
 from ..pipelines.factor_graph import base_reference
+from ..sampling import to_epsilon
 from ..world.dataset import CONDITIONS
-from .components import SHARD, _write_metrics, cached_prerender, min_snr_mse, prerender, sd_noise_scheduler
+from .components import (
+    SHARD,
+    _write_metrics,
+    base_noise_scheduler,
+    cached_prerender,
+    min_snr_mse,
+    prerender,
+    training_target,
+)
 from .config import TrainConfig
 from .loop import train, training_device
 
@@ -188,7 +197,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(cfg.output_dir),
                         pending=wait > 0)  # fmt: skip
     module = build_factor_module(spec, base.unet, cfg.model).to(dev)
-    noise = sd_noise_scheduler()
+    noise = base_noise_scheduler(base.scheduler.config)  # factors predict what the base predicts (epsilon or v)
     ac = noise.alphas_cumprod.to(dev)
     p_null, p_drop = float(ex.get("null_prob", 0.2)), float(ex.get("caption_dropout", 0.1))
     gamma = ex.get("min_snr_gamma", 5.0)
@@ -239,7 +248,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
         pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
-        loss = min_snr_mse(pred, eps, ac[t], gamma).mean()
+        loss = min_snr_mse(pred, training_target(noise, z, eps, t), ac[t], gamma, noise.config.prediction_type).mean()
         logs = {}
         if w_distill and step % every == 0:
             k = min(sub, b)
@@ -293,7 +302,8 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
     if spec.parents:
         packed = torch.cat([torch.cat([data[f"lat_{p}"][:n].float().to(dev), z.new_ones(len(z), 1, *z.shape[-2:])], 1)
                             for p in spec.parents], 1)  # fmt: skip
-    noise = sd_noise_scheduler()
+    noise = base_noise_scheduler(base.scheduler.config)
+    pred_type, ac = noise.config.prediction_type, noise.alphas_cumprod.to(dev)
     errs_f, errs_b, kls = [], [], []
     text_only_adapter = spec.kind == "adapter" and not spec.parents and kl_n > 0
     every_layer = LayerSelector()
@@ -301,9 +311,12 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
         t = torch.full((len(z),), tv, device=dev)
         eps = torch.randn(z.shape, generator=g).to(dev)
         zt = noise.add_noise(z, eps, t)
-        errs_f.append(float(((factor_forward(spec, module, base.unet, zt, t, emb, packed) - eps) ** 2).mean()))
+        a_t = ac[t].view(-1, 1, 1, 1)
+        out_f = to_epsilon(factor_forward(spec, module, base.unet, zt, t, emb, packed), zt, a_t, pred_type)
+        errs_f.append(float(((out_f - eps) ** 2).mean()))
         if spec.kind != "scratch":
-            errs_b.append(float(((base.unet(zt, t, encoder_hidden_states=emb).sample - eps) ** 2).mean()))
+            out_b = to_epsilon(base.unet(zt, t, encoder_hidden_states=emb).sample, zt, a_t, pred_type)
+            errs_b.append(float(((out_b - eps) ** 2).mean()))
         for i in range(0, min(kl_n, len(z)) if text_only_adapter else 0, 8):
             k = slice(i, min(i + 8, kl_n, len(z)))
             kls.append((k.stop - k.start, float(distillation_loss(spec, module, base.unet, zt[k], t[k], emb[k],
