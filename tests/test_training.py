@@ -513,6 +513,32 @@ def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_scale_exactly(trained, 
     assert m["frozen_encoder_from"] == str(base) and m["steps"] == 3
 
 
+def test_clip_locked_text_tuning_keeps_the_text_tower_exactly(trained, tmp_path, capsys):
+    """``freeze_text``: only the image tower (and the temperature) learn; the text tower, MiniSD's
+    text encoder, is bit for bit base.clip's, through a resumed bf16 EMA checkpoint too."""
+    base = trained["clip"]
+    body = (f"component: clip\noutput_dir: {tmp_path}/lit\nema_decay: 0.9\n"
+            f"base: {{tokenizer: {trained['tokenizer']}, clip: {base}}}\nextra: {{freeze_text: true}}\n")  # fmt: skip
+    cfg = _cfg(tmp_path, "lit", body, steps=3)
+    assert main(["train", "clip", "--config", cfg, "--quiet", "--steps", "2"]) == 0
+    assert main(["train", "clip", "--config", cfg, "--quiet", "--resume"]) == 0
+    before, after = _tensors(base), _tensors(tmp_path / "lit" / "final")
+    assert before.keys() == after.keys()
+    text = [k for k in before if k.split(".")[0] in ("text_model", "text_projection")]
+    assert text and all(torch.equal(before[k], after[k]) for k in text)
+    ck = sorted((tmp_path / "lit" / "checkpoints").glob("step-*"))[-1]  # the trained copy itself never moved
+    raw = _tensors(ck, "model-*.safetensors")
+    assert all(torch.equal(before[k], raw[k]) for k in text)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision_model."))
+    m = json.loads((tmp_path / "lit" / "metrics.json").read_text())
+    assert m["frozen_text_from"] == str(base) and m["steps"] == 3 and 0 <= m["zero_shot_accuracy"] <= 1
+    capsys.readouterr()
+    bad = _cfg(tmp_path, "bad", f"component: clip\noutput_dir: {tmp_path}/bad\nbase: {{tokenizer: {trained['tokenizer']}}}\n"
+               "extra: {freeze_text: true}\n")  # fmt: skip
+    assert main(["train", "clip", "--config", bad, "--quiet"]) == 2
+    assert "needs base.clip" in capsys.readouterr().err
+
+
 def test_vae_modality_odds_are_normalised_and_unlisted_ones_never_drawn():
     from fgdm.training.components import MODALITIES, _modality_probs
 

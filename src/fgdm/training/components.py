@@ -11,7 +11,10 @@ Component-specific settings (``extra:`` in the YAML):
   and the latent scaling factor stay exactly those of ``base.vae``, so a UNet trained on them
   stays valid with the new decoder.
 - clip: ``pool`` as for the VAE (images and captions); the image tower sees ``data.size`` images
-  in [-1, 1].
+  in [-1, 1]. ``base.clip`` starts from a trained MiniCLIP; with it, ``freeze_text: true`` trains
+  only the image tower against the fixed text tower (locked-text tuning, LiT): the text tower, which
+  is MiniSD's text encoder, stays bit for bit that of ``base.clip``, so nothing trained on its
+  states changes.
 - unet: ``caption_dropout`` (0.1, for classifier-free guidance), ``min_snr_gamma`` (5.0; None =
   plain MSE), ``prerender`` (true: render, VAE-encode and text-encode all training scenes once,
   then train from memory). ``base.unet`` starts from a trained UNet (a pipeline folder works for
@@ -312,28 +315,65 @@ def build_clip(arch: dict, vocab_size: int, image_size: int, tok):
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=arch.get("projection_dim", 256)))
 
 
+_TEXT_PARTS = ("text_model", "text_projection")  # a CLIPModel's text tower: MiniSD's text encoder
+
+
 def train_clip(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    from transformers import CLIPModel
+
+    freeze = bool(cfg.extra.get("freeze_text", False))
+    start_from = cfg.base.get("clip")
+    if freeze and not start_from:
+        raise ValueError("extra.freeze_text needs base.clip: the trained MiniCLIP whose text tower is kept")
     tok = _tokenizer(cfg)
-    clip = build_clip(cfg.model, len(tok), cfg.data.size, tok)
+    if start_from:  # fine-tune a trained MiniCLIP (its architecture; the config's model: is not used)
+        try:
+            clip = CLIPModel.from_pretrained(start_from, use_safetensors=True, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"base.clip {str(start_from)!r} is not a trained MiniCLIP folder ({e})") from None
+        if clip.config.vision_config.image_size != cfg.data.size:
+            raise ValueError(f"base.clip sees {clip.config.vision_config.image_size}-px images, data.size is "
+                             f"{cfg.data.size}")  # fmt: skip
+    else:
+        clip = build_clip(cfg.model, len(tok), cfg.data.size, tok)
+    if freeze:
+        for part in _TEXT_PARTS:
+            getattr(clip, part).requires_grad_(False)
+        kept = {k: v.clone() for k, v in clip.state_dict().items() if k.split(".")[0] in _TEXT_PARTS}
     dev = training_device()
     data = _pool(cfg, ("image", "caption"), dev, progress)
     ids = tok(data["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     ids = ids.to(dev)
+    if freeze:  # the text side is fixed: embed every caption of the pool once
+        clip.to(dev)
+        with torch.no_grad():
+            text_emb = torch.cat([F.normalize(clip.text_projection(clip.text_model(input_ids=ids[i : i + 256]).pooler_output),
+                                              dim=-1) for i in range(0, len(ids), 256)])  # fmt: skip
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 
     def batches():
         while True:
             idx = torch.randint(len(ids), (cfg.batch_size,), generator=gen, device=dev)
-            yield {"pixel_values": to_unit(data["image"][idx]), "input_ids": ids[idx]}
+            yield {"pixel_values": to_unit(data["image"][idx]), "input_ids": ids[idx], "idx": idx}
 
     def loss_fn(model, batch, step):
-        return model(**batch, return_loss=True).loss, {}
+        if not freeze:
+            return model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], return_loss=True).loss, {}
+        img = F.normalize(model.visual_projection(model.vision_model(pixel_values=batch["pixel_values"]).pooler_output),
+                          dim=-1)  # fmt: skip
+        logits = model.logit_scale.exp() * img @ text_emb[batch["idx"]].T.to(img.dtype)  # (B images, B captions)
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.float().T, target)) / 2, {}
 
     res = train(cfg, clip, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
+    if freeze:  # exactly base.clip's text tower (a resumed EMA went through a bf16 checkpoint)
+        final.load_state_dict(kept, strict=False)
     final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
     tok.save_pretrained(Path(cfg.output_dir) / "final")
     metrics = evaluate_clip(final, tok, cfg)
+    if freeze:
+        metrics["frozen_text_from"] = str(start_from)
     return _write_metrics(cfg, {**metrics, **res.summary()})
 
 

@@ -19,7 +19,7 @@ _FACTOR_EXTRA = {"variable", "parents", "kind", "null_prob", "caption_dropout", 
                  "wait_for_parents"}  # fmt: skip
 EXTRA_KEYS = {
     "tokenizer": set(),
-    "clip": {"pool"},
+    "clip": {"pool", "freeze_text"},
     "vae": {"kl_weight", "pool", "freeze_encoder", "modality_probs"},
     "unet": {"caption_dropout", "min_snr_gamma", "prerender"},
     "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight", "loss_points"},
