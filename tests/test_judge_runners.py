@@ -539,3 +539,49 @@ def test_real_renders_score_the_benchmark_ceiling(judge_dir, tmp_path, capsys):
     assert "--real scores world renders" in capsys.readouterr().err
     assert main(["eval", "recall", "--prompts", str(rel), "--real", "--size", "60", "--out", str(tmp_path / "s")]) == 2
     assert "--size must be a multiple of 8" in capsys.readouterr().err
+
+
+def test_images_from_an_earlier_run_are_judged_and_scored_again(tiny_sd_dir, judge_dir, tiny_judge_dir,
+                                                                 tiny_clip_dir, tmp_path, capsys):  # fmt: skip
+    """--images-from RUN reads RUN's images instead of drawing them: with the same judge the verdicts
+    are RUN's, with another judge the images are still RUN's; quality scores them the same way; and
+    only images of the same prompts and seed are taken."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\na photo of a bus\n")
+    src = tmp_path / "src"
+    base = ["eval", "recall", "--prompts", str(prompts), "--images-per-prompt", "2", "--json", "--quiet"]
+    assert main([*base, "--model", str(tiny_sd_dir), "--judge", str(judge_dir), "--steps", "2", "--out", str(src)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    same = tmp_path / "same"
+    assert main([*base, "--images-from", str(src), "--judge", str(judge_dir), "--out", str(same)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again == first  # the same images, the same judge: every figure, the drawing time included
+    other = tmp_path / "other"
+    assert main([*base, "--images-from", str(src), "--judge", str(tiny_judge_dir), "--out", str(other)]) == 0
+    capsys.readouterr()
+    for f in sorted((src / "images").glob("*.png")):
+        assert (other / "images" / f.name).read_bytes() == f.read_bytes()
+    rec = json.loads((other / "record.json").read_text())["settings"]
+    assert rec["images_from"] == str(src.resolve()) and rec["model_fingerprint"] == json.loads(
+        (src / "record.json").read_text())["settings"]["model_fingerprint"]
+
+    q = ["eval", "quality", "--prompts", str(prompts), "--clip", str(tiny_clip_dir), "--images-per-prompt", "2",
+         "--n-real", "4", "--json", "--quiet"]  # fmt: skip
+    assert main([*q, "--model", str(tiny_sd_dir), "--steps", "2", "--out", str(tmp_path / "q1")]) == 0
+    q1 = json.loads(capsys.readouterr().out)
+    assert main([*q, "--images-from", str(tmp_path / "q1"), "--out", str(tmp_path / "q2")]) == 0
+    assert json.loads(capsys.readouterr().out) == q1
+
+    other_prompts = tmp_path / "o.txt"
+    other_prompts.write_text("a photo of a bus\na dog and a cat\n")
+    for argv, needle in [
+        ([*base, "--images-from", str(src), "--seed", "1"], "with seed 0, not 1"),
+        ([*base[:-4], "--images-per-prompt", "3", "--images-from", str(src)], "2 prompts x 2 images; 2 x 3 asked"),
+        (["eval", "recall", "--prompts", str(other_prompts), "--images-from", str(src)], "use the same prompt file"),
+        ([*base, "--images-from", str(src), "--model", str(tiny_sd_dir)], "drop --model/--real"),
+        ([*base, "--images-from", str(tmp_path / "nothing")], "not a benchmark run folder"),
+        ([*base, "--images-from", str(src), "--size", "64"], "holds 32-px images, --size 64 asked"),
+    ]:
+        assert main([*argv, "--judge", str(judge_dir), "--out", str(tmp_path / "bad")]) == 2, needle
+        assert needle in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()  # refused before any run folder was started

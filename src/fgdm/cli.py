@@ -1022,8 +1022,19 @@ def cmd_eval_benchmark(args: argparse.Namespace) -> int:
 
 def _image_source(args: argparse.Namespace, entries: list, device: str) -> tuple:
     """What a benchmark scores, and how its record names it: the ``--model`` pipeline (its path,
-    fingerprint, steps and guidance) or, with ``--real``, world renders showing each prompt
-    (:class:`~fgdm.eval.runner.WorldRenders`: the benchmark's ceiling)."""
+    fingerprint, steps and guidance), with ``--real`` world renders showing each prompt
+    (:class:`~fgdm.eval.runner.WorldRenders`: the benchmark's ceiling), or with ``--images-from RUN``
+    the images of an earlier run, read again (:class:`~fgdm.eval.runner.SavedImages`)."""
+    if args.images_from is not None:
+        from .eval.runner import SavedImages
+
+        if args.model is not None or args.real:
+            raise ValueError("--images-from scores the images of an earlier run; drop --model/--real")
+        src = SavedImages(args.images_from, entries, images_per_prompt=args.images_per_prompt, seed=args.seed)
+        made = {k: src.settings.get(k) for k in ("model", "model_fingerprint", "steps", "guidance_scale")}
+        if args.size is not None and args.size != src.image_size:
+            raise ValueError(f"--images-from {args.images_from!r} holds {src.image_size}-px images, --size {args.size} asked")
+        return src, {**made, "images_from": str(Path(args.images_from).resolve())}
     if not args.real:
         from .pipelines.text2image import Text2ImagePipeline
 
@@ -1340,6 +1351,9 @@ def _real_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real", action="store_true",
                    help="score SceneWorld renders that show exactly each prompt's objects (and relation) "
                    "instead of generated images: the benchmark's ceiling")  # fmt: skip
+    p.add_argument("--images-from", metavar="RUN",
+                   help="score the images of an earlier run of the same prompts and seed (e.g. with another "
+                   "judge or MiniCLIP) instead of drawing them again")  # fmt: skip
 
 
 def _holdout_args(p: argparse.ArgumentParser, n: int, what: str) -> None:

@@ -89,7 +89,61 @@ class WorldRenders:
         return best[1], {**best[2], "tries": j + 1}
 
 
-def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline | WorldRenders,
+class SavedImages:
+    """A stand-in for the pipeline in :func:`run_prompts` that draws nothing: image k of prompt p is
+    read from an earlier benchmark run folder (``RUN/images/pPPPPP-KK.png``), so its images can be
+    judged or scored again — with another judge, MiniCLIP or reference — without generating them
+    again (``fgdm eval ... --images-from RUN``). Only images of the same prompt (by text) and seed
+    are taken; anything else is an error naming what differs."""
+
+    def __init__(self, run: str | Path, entries: list[PromptEntry], *, images_per_prompt: int, seed: int) -> None:
+        self.run = Path(run)
+        rec_path = self.run / "record.json"
+        try:
+            settings = json.loads(rec_path.read_text())["settings"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"images-from {str(run)!r} is not a benchmark run folder (no readable record.json: "
+                             f"{e})") from None  # fmt: skip
+        self.settings = settings
+        have_k, have_p = settings.get("images_per_prompt", 0), settings.get("n_prompts", 0)
+        if settings.get("seed") != seed:
+            raise ValueError(f"images-from {str(run)!r} drew its images with seed {settings.get('seed')}, not {seed}")
+        if images_per_prompt > have_k or len(entries) > have_p:
+            raise ValueError(f"images-from {str(run)!r} holds {have_p} prompts x {have_k} images; "
+                             f"{len(entries)} x {images_per_prompt} asked")  # fmt: skip
+        self.seed = seed
+        self.rows = {}  # checked now, before the caller starts a run folder
+        for p, e in enumerate(entries):
+            for k in range(images_per_prompt):
+                try:
+                    saved = json.loads((self.run / "results" / f"p{p:05d}-{k:02d}.json").read_text())
+                except (OSError, json.JSONDecodeError) as err:
+                    raise ValueError(f"images-from {str(run)!r}: image {k} of prompt {p} is not finished there "
+                                     f"({err}); resume that run first") from None  # fmt: skip
+                if saved.get("prompt") != e.text or saved.get("seed") != seed + 1000 * p + k:
+                    raise ValueError(f"images-from {str(run)!r}: prompt {p} there is {saved.get('prompt')!r}, "
+                                     f"here {e.text!r}; use the same prompt file")  # fmt: skip
+                self.rows[seed + 1000 * p + k] = saved
+        with Image.open(self.run / "images" / "p00000-00.png") as im:
+            self.image_size = im.size[0]  # the side of every image of the run
+
+    def __call__(self, texts: list[str], *, seed: list[int], size: int | None = None, **_ignored) -> RenderedImages:
+        images, info = [], []
+        for text, s in zip(texts, seed, strict=True):
+            saved = self.rows[s]
+            if saved["prompt"] != text:
+                raise ValueError(f"images-from {str(self.run)!r}: seed {s} drew {saved['prompt']!r}, not {text!r}")
+            p, k = divmod(s - self.seed, 1000)
+            with Image.open(self.run / "images" / f"p{p:05d}-{k:02d}.png") as im:
+                img = im.convert("RGB")
+            if size is not None and img.size != (size, size):
+                raise ValueError(f"images-from {str(self.run)!r} holds {img.size[0]}-px images, --size {size} asked")
+            images.append(img)
+            info.append({"seconds": saved.get("seconds")})  # the time it took to draw, not to read
+        return RenderedImages(images, info)
+
+
+def run_prompts(entries: list[PromptEntry], out: Path, *, pipe: Text2ImagePipeline | WorldRenders | SavedImages,
                 judge: Judge | None, images_per_prompt: int, steps: int, guidance_scale: float, seed: int,
                 size: int | None, batch_size: int = 16, progress: bool = True) -> list[dict]:  # fmt: skip
     """Generate ``images_per_prompt`` images per entry (image k of prompt p uses seed
