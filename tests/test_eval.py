@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fgdm.cli import main
-from fgdm.eval.features import clip_score, diversity, frechet_distance, precision_recall
+from fgdm.eval.features import clip_score, diversity, frechet_distance, next_prompt_texts, precision_recall
 from fgdm.eval.metrics import (
     multigen_scores,
     object_recall,
@@ -147,6 +147,14 @@ def test_frechet_distance_identical_is_zero_and_shift_is_positive():
     assert frechet_distance(imgs, shifted, feat) > 0.01
 
 
+def test_shuffled_clip_score_pairs_each_image_with_the_next_prompt():
+    text = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0], [0, 1.0], [5.0, 5.0]])  # prompts of 2, 3, 1 images
+    assert next_prompt_texts(text, [2, 3, 1]).tolist() == [[0, 1], [0, 1], [5, 5], [5, 5], [5, 5], [1, 0]]
+    img = text.clone()
+    assert clip_score(img, text) == pytest.approx(100)
+    assert clip_score(img, next_prompt_texts(text, [2, 3, 1])) == pytest.approx(100 * (0 + 0 + 3 * 2**-0.5 + 2**-0.5) / 6)
+
+
 def test_precision_recall_diversity_clip_score():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(200, 8, generator=g)
@@ -196,7 +204,7 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["n_generated"] == 6 and r["n_real"] == 8 and r["reference"] == "prompts"
     assert r["frechet_distance"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
-    assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100
+    assert r["diversity"] is not None and 0 <= r["clip_score"] <= 100 and 0 <= r["clip_score_shuffled"] <= 100
     rec = json.loads((out / "record.json").read_text())
     assert rec["status"] == "done" and rec["result"] == r and rec["settings"]["n_real"] == 8
     assert sorted(f.name for f in (out / "images").iterdir()) == [f"p0000{p}-0{k}.png" for p in (0, 1) for k in (0, 1, 2)]

@@ -67,6 +67,14 @@ def diversity(features: torch.Tensor) -> float:
     return float((1 - sim)[~torch.eye(n, dtype=torch.bool)].mean())
 
 
+def next_prompt_texts(text_features: torch.Tensor, groups: list[int]) -> torch.Tensor:
+    """Text features re-paired for a shuffled CLIP score: rows come in ``groups`` (the images of one
+    prompt each, all with that prompt's text); every image gets the *next* prompt's text (the last
+    the first's). CLIP score against these is its value for a caption the image was not made for."""
+    starts = [sum(groups[:i]) for i in range(len(groups))]
+    return torch.cat([text_features[starts[(p + 1) % len(groups)]].expand(k, -1) for p, k in enumerate(groups)])
+
+
 def clip_score(image_features: torch.Tensor, text_features: torch.Tensor) -> float:
     """Mean of 100 x max(cos(image_i, text_i), 0) over matched pairs."""
     if image_features.shape != text_features.shape:

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..world.dataset import make_sample
-from .features import clip_score, diversity, frechet_distance, precision_recall
+from .features import clip_score, diversity, frechet_distance, next_prompt_texts, precision_recall
 from .prompts import REFERENCE_NEEDS_OBJECTS, PromptEntry, prompt_entries
 
 
@@ -112,6 +112,7 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[Pro
         "frechet_distance": round(frechet_distance(real, fake, clip.images), 4),
         **{k: round(v, 4) for k, v in precision_recall(f_real, f_fake).items()},
         "clip_score": round(clip_score(f_fake, f_text), 3),
+        "clip_score_shuffled": round(clip_score(f_fake, next_prompt_texts(f_text, groups)), 3) if len(groups) > 1 else None,
         "diversity": round(float(np.mean(div)), 4) if div else None,
         "n_generated": len(fake), "n_real": len(real), "reference": reference,
     }  # fmt: skip
