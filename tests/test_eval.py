@@ -368,3 +368,34 @@ def test_category_presence_script(tmp_path, capsys, monkeypatch):
     spearman = runpy.run_path(script)["spearman"]
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1) and spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
     assert spearman([1, 1, 2], [5, 6, 7]) == pytest.approx(0.866, abs=1e-3)  # tied ranks share their mean
+
+
+def test_clip_vs_recall_script(tiny_sd_dir, tiny_judge_dir, tiny_clip_dir, tmp_path, capsys):
+    """scripts/clip_vs_recall.py (a figure in results.md): within-prompt concordance on known
+    numbers, and the script end to end on a finished recall run."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "clip_vs_recall.py"
+    spec = importlib.util.spec_from_file_location("cvr", script)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    # prompt 0: recall order 1 > 0.5 > 0 with scores 3 > 1 > 2 -> pairs (1, .5) win, (1, 0) win, (.5, 0) lose
+    assert m.pair_concordance([3, 1, 2, 5, 5], [1, 0.5, 0, 1, 0], [0, 0, 0, 1, 1]) == ((1 + 1 + 0 + 0.5) / 4, 4)
+    assert m.pair_concordance([1, 2], [1, 1], [0, 0]) == (None, 0)  # equal recalls: no pair to compare
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat\na photo of a bus\n")
+    run = tmp_path / "run"
+    assert main(["eval", "recall", "--prompts", str(prompts), "--model", str(tiny_sd_dir), "--judge", str(tiny_judge_dir),
+                 "--images-per-prompt", "2", "--steps", "2", "--out", str(run), "--json", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    done = subprocess.run([sys.executable, str(script), str(run), "--clip", str(tiny_clip_dir)],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["images"] == 4 and 0 <= out["clip_score"] <= 100 and 0 <= out["mean_recall"] <= 1
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--clip", str(tiny_clip_dir)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "not a finished eval recall run" in bad.stderr
