@@ -370,7 +370,9 @@ case "$stage" in
     pack_eval ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
-tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)
-ls -laR "$out"
+if [ "$stage" != pack-base ]; then  # pack-base writes into checkpoints/ (OUT=checkpoints): only the base's parts go there
+  tar -C runs -czf "$out/reports.tgz" --ignore-failed-read $(cd runs && ls -d train/*/metrics.json train/*/loss.csv train/*/config.json 2>/dev/null)
+  ls -laR "$out"
+fi
 exit "${stage_rc:-0}"
 }
