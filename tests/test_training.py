@@ -492,6 +492,18 @@ def _tensors(folder, pattern="*.safetensors"):
     return out
 
 
+def _assert_only_part_trained(base: Path, run: Path, *, frozen: tuple[str, ...], trained: str) -> None:
+    """The run's final weights keep ``base``'s ``frozen`` top-level parts bit for bit (its own
+    newest checkpoint too: the trained copy never moved them), and changed the ``trained`` ones."""
+    before, after = _tensors(base), _tensors(run / "final")
+    assert before.keys() == after.keys()
+    kept = [k for k in before if k.split(".")[0] in frozen]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    raw = _tensors(sorted((run / "checkpoints").glob("step-*"))[-1], "model-*.safetensors")
+    assert all(torch.equal(before[k], raw[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(trained))
+
+
 def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_scale_exactly(trained, tmp_path, capsys):
     base = trained["vae"]
     body = (f"component: vae\noutput_dir: {tmp_path}/dec\nema_decay: 0.9\nbase: {{vae: {base}}}\n"
@@ -499,14 +511,7 @@ def test_vae_decoder_fine_tune_keeps_the_encoder_and_its_scale_exactly(trained, 
     cfg = _cfg(tmp_path, "dec", body, steps=3)
     assert main(["train", "vae", "--config", cfg, "--quiet", "--steps", "2"]) == 0
     assert main(["train", "vae", "--config", cfg, "--quiet", "--resume"]) == 0  # through a bf16 EMA checkpoint
-    before, after = _tensors(base), _tensors(tmp_path / "dec" / "final")
-    assert before.keys() == after.keys()
-    enc = [k for k in before if k.split(".")[0] in ("encoder", "quant_conv")]
-    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
-    ck = sorted((tmp_path / "dec" / "checkpoints").glob("step-*"))[-1]  # the trained copy itself never moved
-    raw = _tensors(ck, "model-*.safetensors")
-    assert all(torch.equal(before[k], raw[k]) for k in enc)
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    _assert_only_part_trained(base, tmp_path / "dec", frozen=("encoder", "quant_conv"), trained="decoder.")
     m = json.loads((tmp_path / "dec" / "metrics.json").read_text())
     scale = json.loads((base / "config.json").read_text())["scaling_factor"]
     assert m["scaling_factor"] == scale == json.loads((tmp_path / "dec" / "final" / "config.json").read_text())["scaling_factor"]
@@ -522,14 +527,7 @@ def test_clip_locked_text_tuning_keeps_the_text_tower_exactly(trained, tmp_path,
     cfg = _cfg(tmp_path, "lit", body, steps=3)
     assert main(["train", "clip", "--config", cfg, "--quiet", "--steps", "2"]) == 0
     assert main(["train", "clip", "--config", cfg, "--quiet", "--resume"]) == 0
-    before, after = _tensors(base), _tensors(tmp_path / "lit" / "final")
-    assert before.keys() == after.keys()
-    text = [k for k in before if k.split(".")[0] in ("text_model", "text_projection")]
-    assert text and all(torch.equal(before[k], after[k]) for k in text)
-    ck = sorted((tmp_path / "lit" / "checkpoints").glob("step-*"))[-1]  # the trained copy itself never moved
-    raw = _tensors(ck, "model-*.safetensors")
-    assert all(torch.equal(before[k], raw[k]) for k in text)
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision_model."))
+    _assert_only_part_trained(base, tmp_path / "lit", frozen=("text_model", "text_projection"), trained="vision_model.")
     m = json.loads((tmp_path / "lit" / "metrics.json").read_text())
     assert m["frozen_text_from"] == str(base) and m["steps"] == 3 and 0 <= m["zero_shot_accuracy"] <= 1
     capsys.readouterr()
