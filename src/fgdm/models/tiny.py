@@ -55,7 +55,7 @@ def build_tiny_pipeline(out_dir: str | Path, *, latent_size: int = 8, vae_factor
         block_out_channels=(16, 16, 32, 32) if sd_layout else (16, 32),
         down_block_types=("CrossAttnDownBlock2D",) * (unet_levels - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (unet_levels - 1),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8, use_linear_projection=sd_layout,  # SD 2.x's
     )  # fmt: skip
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
