@@ -70,7 +70,9 @@ def load_eval_clip(path: str | Path | None = None, *, text_encoder: str | Path |
     p = Path(path) if path is not None else default_clip_dir()
     if not (p / "config.json").exists():
         if path is None:
-            raise ValueError("no MiniCLIP is shipped with this build yet; pass --clip DIR (from `fgdm train clip`)")
+            raise ValueError("no MiniCLIP is shipped with this build yet; pass --clip DIR (from `fgdm train clip`; "
+                             "in a checkout, runs/train/clip/final once checkpoints/base.tar is extracted as the "
+                             "README shows)")  # fmt: skip
         raise ValueError(f"clip {str(path)!r} is not a CLIPModel folder (no config.json)")
     try:
         if not (p / WEIGHTS).exists():  # a complete CLIPModel folder
