@@ -564,6 +564,9 @@ def test_eval_clip_reproduces_the_trainers_zero_shot_accuracy(trained, capsys):
     got = json.loads(capsys.readouterr().out)
     assert got["zero_shot_accuracy"] == want["zero_shot_accuracy"] and got["classes"] == 80
     assert got["holdout_n"] == 3 and got["clip"] == str(trained["clip"])
+    assert got["worst"] == []  # only categories with 5+ renders are ranked
+    wrong = round(3 * (1 - got["zero_shot_accuracy"]))
+    assert sum(k for _, k in got["confusions"]) == wrong and all(" -> " in c for c, _ in got["confusions"])
 
 
 def test_eval_clip_names_a_folder_it_cannot_load(trained, tmp_path, capsys):

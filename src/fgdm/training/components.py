@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -386,16 +387,22 @@ def evaluate_clip(clip, tok, cfg: TrainConfig) -> dict:
     ids = tok([f"a photo of a {n}" for n in names], padding="max_length", max_length=77, return_tensors="pt").input_ids
     text = F.normalize(clip.text_projection(clip.text_model(input_ids=ids.to(dev)).pooler_output), dim=-1)
     wc = _world(cfg, min_objects=1, max_objects=1)
-    correct = 0
+    pairs = []  # (true, predicted) category index per held-out render
     for i in range(cfg.data.holdout_n):
         s = make_sample(i, seed=cfg.data.holdout_seed, size=cfg.data.size, config=wc)
         x = torch.from_numpy(s.render.image).permute(2, 0, 1).float().div(127.5).sub(1)[None].to(dev)
         img = F.normalize(clip.visual_projection(clip.vision_model(pixel_values=x).pooler_output), dim=-1)
-        correct += int((img @ text.T).argmax().item() == s.render.scene.objects[0].category_id)
+        pairs.append((s.render.scene.objects[0].category_id, int((img @ text.T).argmax().item())))
+    seen = Counter(t for t, _ in pairs)
+    hits = Counter(t for t, p in pairs if t == p)
+    acc = sorted(((hits[c] / n, names[c]) for c, n in seen.items() if n >= 5))  # categories with 5+ renders
+    wrong = Counter((names[t], names[p]) for t, p in pairs if t != p)
     return {
-        "zero_shot_accuracy": round(correct / cfg.data.holdout_n, 4),
+        "zero_shot_accuracy": round(sum(hits.values()) / cfg.data.holdout_n, 4),
         "holdout_n": cfg.data.holdout_n,
         "classes": len(names),
+        "worst": [(name, round(a, 2)) for a, name in acc[:8]],  # accuracy of the 8 hardest categories
+        "confusions": [(f"{t} -> {p}", k) for (t, p), k in wrong.most_common(5)],
     }
 
 
