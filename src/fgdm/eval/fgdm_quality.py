@@ -48,11 +48,11 @@ from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.categories import NUM_CLASSES, VOID_ID
 from ..world.conditions import decode_depth, decode_segmentation, resize_labels
-from ..world.dataset import make_sample
 from ..world.sheet import contact_sheet
 from ..world.vocab import parse_prompt
 from .features import clip_score, frechet_distance, precision_recall
 from .metrics import sign_test
+from .runner import real_reference
 from .timing import sync
 
 K_NEIGHBOURS = 3  # precision/recall's k
@@ -112,28 +112,6 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 def _unit(arrs: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
-
-
-def real_reference(n: int, size: int, conditions: list[str], seed: int,
-                   prompts: list[str] | None = None) -> dict[str, list[np.ndarray]]:  # fmt: skip
-    """``n`` real renders, images and each condition map, (H, W, 3) uint8: of ``prompts`` (prompt
-    i mod P with seed ``seed + i``, showing what it names, as ``eval quality``'s default reference),
-    or without prompts, held-out renders of the world at large (world seed ``seed``)."""
-    from .prompts import prompt_entries
-    from .runner import REFERENCE_TRIES, WorldRenders
-
-    out: dict[str, list[np.ndarray]] = {"image": [], **{c: [] for c in conditions}}
-    renders = WorldRenders(prompt_entries(prompts), first_try=REFERENCE_TRIES) if prompts else None
-    for i in range(n):
-        if renders is None:
-            r = make_sample(i, seed=seed, size=size).render
-        else:
-            r = renders.render(prompts[i % len(prompts)], seed + i, size)[0]
-        out["image"].append(r.image)
-        conds = r.conditions() if conditions else {}
-        for c in conditions:
-            out[c].append(conds[c])
-    return out
 
 
 def _distribution(real: torch.Tensor, fake: torch.Tensor, clip, prefix: str) -> dict:

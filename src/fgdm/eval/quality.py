@@ -17,9 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
-from ..world.dataset import make_sample
 from .features import clip_score, diversity, frechet_distance, next_prompt_texts, precision_recall
 from .prompts import REFERENCE_NEEDS_OBJECTS, PromptEntry, prompt_entries
 
@@ -75,7 +73,7 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[Pro
     held-out renders of the world at large (``make_sample(i, seed=real_seed)``), whatever their
     content and style.
     """
-    from .runner import REFERENCE_TRIES, WorldRenders, run_prompts
+    from .runner import real_reference, run_prompts
 
     if reference not in ("prompts", "world"):
         raise ValueError(f"reference must be 'prompts' or 'world', got {reference!r}")
@@ -92,17 +90,8 @@ def evaluate_quality(pipe, clip: MiniCLIPFeatures, prompts: list[str] | list[Pro
     groups = [images_per_prompt] * len(entries)
     side = fake.shape[-1]
     real_size = max(64, min(512, side - side % 8))
-    if reference == "world":
-        real = torch.stack([
-            torch.from_numpy(make_sample(i, seed=real_seed, size=real_size).render.image).permute(2, 0, 1)
-            for i in tqdm(range(n_real), desc="real renders", disable=not progress)
-        ]).float() / 255  # fmt: skip
-    else:
-        renders = WorldRenders(entries, first_try=REFERENCE_TRIES)
-        real = torch.stack([
-            torch.from_numpy(renders.render(entries[i % len(entries)].text, real_seed + i, real_size)[0].image)
-            .permute(2, 0, 1) for i in tqdm(range(n_real), desc="real renders", disable=not progress)
-        ]).float() / 255  # fmt: skip
+    ref = real_reference(n_real, real_size, [], real_seed, entries if reference == "prompts" else None, progress)
+    real = torch.from_numpy(np.stack(ref["image"])).permute(0, 3, 1, 2).float() / 255
     f_fake = torch.cat([clip.images(fake[i : i + 64]) for i in range(0, len(fake), 64)])
     f_real = torch.cat([clip.images(real[i : i + 64]) for i in range(0, len(real), 64)])
     f_text = clip.texts([e.text for e, k in zip(entries, groups, strict=True) for _ in range(k)])

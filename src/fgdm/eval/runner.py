@@ -89,6 +89,31 @@ class WorldRenders:
         return best[1], {**best[2], "tries": j + 1}
 
 
+def real_reference(n: int, size: int, conditions: list[str], seed: int,
+                   prompts: list[str] | list[PromptEntry] | None = None,
+                   progress: bool = False) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    """``n`` real renders, images and each condition map, (H, W, 3) uint8: of ``prompts`` (prompt
+    i mod P with seed ``seed + i``, showing what it names: :class:`WorldRenders` from scene seeds
+    ``REFERENCE_TRIES`` on, apart from ``--real``'s), or without prompts, held-out renders of the
+    world at large (world seed ``seed``). The reference of ``eval quality`` and ``eval fgdm``."""
+    from ..world.dataset import make_sample
+    from .prompts import prompt_entries
+
+    out: dict[str, list[np.ndarray]] = {"image": [], **{c: [] for c in conditions}}
+    entries = prompt_entries(prompts) if prompts else None
+    renders = WorldRenders(entries, first_try=REFERENCE_TRIES) if entries else None
+    for i in tqdm(range(n), desc="real renders", disable=not progress):
+        if renders is None:
+            r = make_sample(i, seed=seed, size=size).render
+        else:
+            r = renders.render(entries[i % len(entries)].text, seed + i, size)[0]
+        out["image"].append(r.image)
+        conds = r.conditions() if conditions else {}
+        for c in conditions:
+            out[c].append(conds[c])
+    return out
+
+
 class SavedImages:
     """A stand-in for the pipeline in :func:`run_prompts` that draws nothing: image k of prompt p is
     read from an earlier benchmark run folder (``RUN/images/pPPPPP-KK.png``), so its images can be
