@@ -585,3 +585,10 @@ def test_images_from_an_earlier_run_are_judged_and_scored_again(tiny_sd_dir, jud
         assert main([*argv, "--judge", str(judge_dir), "--out", str(tmp_path / "bad")]) == 2, needle
         assert needle in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()  # refused before any run folder was started
+    from fgdm.eval.prompts import load_prompt_entries
+    from fgdm.eval.runner import SavedImages
+
+    saved = SavedImages(src, load_prompt_entries(prompts), images_per_prompt=2, seed=0)
+    assert saved(["a photo of a bus"], seed=[1001]).images[0].size == (32, 32)
+    with pytest.raises(ValueError, match="no image of 'a photo of a bus' with seed 2"):
+        saved(["a photo of a bus"], seed=[2])  # an image it was not opened for: a clear error, not a KeyError

@@ -155,9 +155,10 @@ class SavedImages:
     def __call__(self, texts: list[str], *, seed: list[int], size: int | None = None, **_ignored) -> RenderedImages:
         images, info = [], []
         for text, s in zip(texts, seed, strict=True):
-            saved = self.rows[s]
-            if saved["prompt"] != text:
-                raise ValueError(f"images-from {str(self.run)!r}: seed {s} drew {saved['prompt']!r}, not {text!r}")
+            saved = self.rows.get(s)
+            if saved is None or saved["prompt"] != text:  # only what __init__ checked can be read
+                raise ValueError(f"images-from {str(self.run)!r}: no image of {text!r} with seed {s} among the "
+                                 "prompts and images it was opened for")  # fmt: skip
             p, k = divmod(s - self.seed, 1000)
             with Image.open(self.run / "images" / f"p{p:05d}-{k:02d}.png") as im:
                 img = im.convert("RGB")
