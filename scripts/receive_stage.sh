@@ -43,6 +43,14 @@ ship_judge() {  # ship_judge FOLDER: a judge's final/ folder becomes the package
   chmod -R u+w,a+r "$data/judge" && rm -rf checkpoints/judge
   echo "shipped $data/judge ($(ls "$data/judge" | tr '\n' ' '))"
 }
+graph_parts() {  # graph_parts [SKIP]: every returned <graph>.tar.part-* (but SKIP's) to checkpoints/, replacing the old
+  local f g
+  for f in "$src"/*.tar.part-aa; do
+    g=$(basename "$f" .tar.part-aa)
+    [ "$g" = "${1:-}" ] && continue
+    rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
+  done
+}
 unpack() {  # unpack() PREFIX DEST: cat PREFIX.tar.part-* | tar -C DEST -x
   ls "$src/$1".tar.part-* >/dev/null 2>&1 || { echo "no $1.tar.part-* in $src" >&2; exit 2; }
   cat "$src/$1".tar.part-* | tar -C "$2" -xf -
@@ -83,19 +91,12 @@ case "$stage" in
     fi ;;
   factor)
     checkpoint "factor_${FACTOR:?set FACTOR}"
-    for f in "$src"/*.tar.part-aa; do
-      g=$(basename "$f" .tar.part-aa)
-      rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
-    done ;;
+    graph_parts ;;
   factors)  # several factor runs of one call: each checkpoint to checkpoints/factor_NAME/, their graphs' parts
     mkdir -p "$keep/ck" && unpack factors-ckpt "$keep/ck"
     for d in "$keep"/ck/factor_*/; do checkpoint "$(basename "$d")" "${d%/}"; done
     rm -rf "$keep/ck" && tar -C "$keep" -xzf "$src/logs.tgz"
-    for f in "$src"/*.tar.part-aa; do
-      g=$(basename "$f" .tar.part-aa)
-      [ "$g" = factors-ckpt ] && continue
-      rm -f "checkpoints/$g.tar.part-"* && cp "$src/$g.tar.part-"* checkpoints/ && echo "checkpoints/$g.tar.part-*"
-    done ;;
+    graph_parts factors-ckpt ;;
   graph)
     rm -rf "$data/fgdm" && unpack fgdm "$data"
     rm -rf checkpoints/factor_* checkpoints/graph.tar.part-*
