@@ -708,3 +708,42 @@ def test_loss_csv_averages_terms_logged_every_kth_step(tmp_path):
     # steps 0-3 report distill at 0 and 3, steps 4-7 at 6, steps 8-11 at 9
     assert [r["step"] for r in rows] == ["4", "8", "12"]
     assert [float(r["distill"]) for r in rows] == [1.5, 6.0, 9.0]
+
+
+def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
+    """extra.train_text_encoder: the text encoder trains with the UNet (from base.text_encoder); the
+    run writes both; the UNet of its checkpoint assembles; without it the encoder stays the base's."""
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    base_text = CLIPModel.from_pretrained(trained["clip"]).text_model.state_dict()
+    out = tmp_path / "joint"
+    run = ["train", "unet", "--config", trained["unet_cfg"], "--quiet", "--steps", "2", "--output-dir", str(out),
+           "--set", f"base.unet={trained['unet']}", "--set", "extra.train_text_encoder=true"]  # fmt: skip
+    assert main(run) == 0
+    assert json.loads((out / "metrics.json").read_text())["text_encoder_trained"] is True
+    te = load_file(str(next((out / "final-text-encoder").glob("*.safetensors"))))
+    moved = [k for k in te if k.removeprefix("text_model.") in base_text
+             and not torch.allclose(te[k].float(), base_text[k.removeprefix("text_model.")].float())]  # fmt: skip
+    assert len(moved) > 10  # the encoder learnt (most of its tensors moved)
+    unet_final = load_file(str(next((out / "final").glob("*.safetensors"))))
+    start = load_file(str(next(trained["unet"].glob("*.safetensors"))))
+    assert unet_final.keys() == start.keys() and any(not torch.equal(unet_final[k], start[k]) for k in start)
+    ckpt = sorted((out / "checkpoints").glob("step-*"))[-1]
+    assert any(k.startswith("text_encoder.") for k in load_file(str(next(ckpt.glob("ema-*.safetensors")))))
+    pipe = tmp_path / "pipe"
+    assert main(["train", "assemble", "--tokenizer", str(trained["tokenizer"]), "--text-encoder",
+                 str(out / "final-text-encoder"), "--vae", str(trained["vae"]), "--unet", str(ckpt), "--out", str(pipe)]) == 0  # fmt: skip
+    assembled = load_file(str(pipe / "text_encoder" / "model.safetensors"))
+    assert all(torch.equal(assembled[k], te[k].half()) for k in te)
+    res = Text2ImagePipeline.from_pretrained(pipe)("a photo of a dog", num_inference_steps=2)
+    assert res.images[0].size == (64, 64)
+    assert main([*run[:-2], "--resume", "--steps", "3"]) == 2  # a joint checkpoint goes on only as a joint run
+    assert "holds the UNet and the text encoder" in capsys.readouterr().err
+    assert main([*run, "--resume", "--steps", "3"]) == 0
+    frozen = tmp_path / "frozen"  # the default: no encoder folder, nothing of it trained
+    assert main([*run[:-2], "--output-dir", str(frozen)]) == 0
+    assert not (frozen / "final-text-encoder").exists()
+    assert json.loads((frozen / "metrics.json").read_text())["text_encoder_trained"] is False
+    assert main([*run, "--output-dir", str(frozen), "--resume", "--steps", "3"]) == 2
+    assert "start a new run with base.unet" in capsys.readouterr().err

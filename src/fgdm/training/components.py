@@ -19,6 +19,12 @@ Component-specific settings (``extra:`` in the YAML):
   plain MSE), ``prerender`` (true: render, VAE-encode and text-encode all training scenes once,
   then train from memory). ``base.unet`` starts from a trained UNet (a pipeline folder works for
   every ``base`` part: ``base: {tokenizer: D, text_encoder: D, vae: D, unet: D}`` with D = MiniSD).
+  ``train_text_encoder`` (false): the text encoder trains jointly with the UNet (one model to the
+  loop, its EMA and checkpoints; captions are pre-tokenized instead of pre-encoded, and a dropped
+  caption is the empty caption through the training encoder). SD freezes its text encoder, and so
+  does MiniSD's recipe; this is for experiments and for fine-tunes that need it. The run writes
+  ``final/`` (the UNet) and ``final-text-encoder/`` (a ``CLIPTextModel``), to assemble with
+  ``--unet`` and ``--text-encoder``.
 """
 
 from __future__ import annotations
@@ -457,8 +463,11 @@ def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str 
         raise ValueError(f"the config for {what} {str(path)!r} is a {cfg.component!r} config, not a UNet one")
     unet = build_unet(cfg.model, cfg.data.size // vae_factor, cross_dim)
     prefix = "ema" if any(path.glob("ema-*.safetensors")) else "model"
+    state = load_sharded(path, prefix)
+    if any(k.startswith("unet.") for k in state):  # a run that trained the text encoder too: its UNet part
+        state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
     try:
-        unet.load_state_dict({k: v.float() for k, v in load_sharded(path, prefix).items()})
+        unet.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as e:  # the architecture does not match the weights
         first = str(e).strip().splitlines()[:3]
         raise ValueError(f"{what} {str(path)!r} does not fit the UNet its config describes: {' '.join(first)}") from None
@@ -515,7 +524,8 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     """Render, VAE-encode and text-encode every training scene once (a progress bar per scene).
 
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
-    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)``. The encoders run
+    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
+    returns integers, its token ids as int32). The encoders run
     under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on a CPU, the
     latents within 0.5% of fp32 — results.md; they are stored in fp16 either way).
     """
@@ -536,7 +546,8 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
                 x = b["image"] if m == "image" else b[f"cond_{m}"]
                 z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
                 out[f"lat_{m}"].append(z.half())
-            out["embeddings"].append(text_fn(b["caption"]).half())
+            e = text_fn(b["caption"])  # states, or token ids when the text encoder trains
+            out["embeddings"].append(e.half() if e.is_floating_point() else e.int())
     bar.close()
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -623,14 +634,48 @@ def _start_unet(unet, path: str | Path, *, vae_factor: int, cross_dim: int) -> N
                          f"architecture, e.g. the config it was trained with): {str(e).splitlines()[0]}") from None  # fmt: skip
 
 
+class UNetAndTextEncoder(torch.nn.Module):
+    """The UNet and the text encoder as one module, so that the training loop, its EMA and its
+    checkpoints (keys ``unet.*``, ``text_encoder.*``) treat them as one model; ``forward`` takes
+    token ids (one call, so it also works wrapped for data-parallel training)."""
+
+    def __init__(self, unet, text_encoder) -> None:
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
+
+    def forward(self, zt: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.unet(zt, t, encoder_hidden_states=self.text_encoder(ids)[0]).sample
+
+
+def _check_resumable(out: Path, joint: bool) -> None:
+    """A run resumes only a checkpoint of its own kind: UNet alone, or UNet and text encoder."""
+    from safetensors import safe_open
+
+    from .checkpoint import latest_checkpoint
+
+    ck = latest_checkpoint(out)
+    shards = sorted(ck.glob("*.safetensors")) if ck is not None else []
+    if not shards:
+        return  # the loop reports a missing checkpoint
+    with safe_open(str(shards[0]), "pt") as f:
+        has_text = any(k.startswith("text_encoder.") for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
+    if has_text != joint:
+        held = "the UNet and the text encoder" if has_text else "the UNet alone"
+        raise ValueError(f"--resume: {str(ck)!r} holds {held}, but extra.train_text_encoder is {str(joint).lower()}; "
+                         + ("set it to true to go on" if has_text else
+                            "to train the encoder from this UNet, start a new run with base.unet set to that checkpoint"))  # fmt: skip
+
+
 def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """The UNet, from scratch or, with ``base.unet``, from a trained one (e.g. MiniSD's, to go on
     training the shipped fp16 weights or to fine-tune them on other scenes); a resumed run goes on
-    from its own checkpoint and ignores ``base.unet``."""
+    from its own checkpoint and ignores ``base.unet``. With ``extra.train_text_encoder`` the text
+    encoder (from ``base.text_encoder``) trains with it."""
     cfg = dataclasses.replace(cfg, base=_pipeline_parts(cfg.base))
     dev = training_device()
     tok = _tokenizer(cfg)
-    te = _text_encoder(cfg).to(dev).eval().requires_grad_(False)
+    joint = bool(cfg.extra.get("train_text_encoder", False))
+    te = _text_encoder(cfg).to(dev).eval().requires_grad_(joint)
     if "vae" not in cfg.base:
         raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
     vae = load_vae(cfg.base["vae"], "base.vae")
@@ -643,7 +688,17 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     noise = sd_noise_scheduler()
     p_drop = float(cfg.extra.get("caption_dropout", 0.1))
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
-    uncond = te(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(dev))[0]
+
+    def ids_of(captions) -> torch.Tensor:
+        return tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(dev)
+
+    def text_fn(captions):  # what a batch carries: token ids for a training encoder, else its states
+        if joint:
+            return ids_of(captions)
+        with torch.no_grad():
+            return te(ids_of(captions))[0]
+
+    uncond = text_fn([""])[0]  # the empty caption: a dropped caption's ids, or its states
     rank = int(os.environ.get("RANK", "0"))  # one random stream per process under `accelerate launch`
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
@@ -651,29 +706,26 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         t0 = time.perf_counter()
         from ..models.pipeline import fingerprint
 
-        def text_fn(captions):
-            ids = tok(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-            return te(ids.to(dev))[0]
-
         sources = {k: fingerprint(cfg.base[k]) for k in ("vae", "text_encoder", "tokenizer")}
-        data = cached_prerender(cfg, vae, text_fn, dev, ("image",), sources, progress=progress)
+        if joint:  # token ids do not depend on the encoder's weights; a cache of states would be another file
+            sources["text"] = "token ids"
+        data = cached_prerender(cfg, vae, text_fn, dev, ("image",), sources, progress=progress,
+                                name="prerender-ids" if joint else "prerender")  # fmt: skip
         lats, embs = data["lat_image"], data["embeddings"]
         log.info("pre-encoded %d scenes in %.1f s", len(lats), time.perf_counter() - t0)
 
         def batches():
             while True:
                 idx = torch.randint(len(lats), (cfg.batch_size,), generator=gen, device=dev)
-                yield {"latents": lats[idx.to(lats.device)].float(), "emb": embs[idx.to(embs.device)].float()}
+                e = embs[idx.to(embs.device)]
+                yield {"latents": lats[idx.to(lats.device)].float(), "emb": e.long() if joint else e.float()}
     else:
 
         def batches():
             for b in _forever(_loader(cfg, cfg.data.seed, cfg.data.n_scenes)):
                 with torch.no_grad():
                     z = vae.encode(b["image"].to(dev)).latent_dist.sample() * vae.config.scaling_factor
-                    ids = tok(
-                        b["caption"], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-                    ).input_ids
-                    yield {"latents": z, "emb": te(ids.to(dev))[0]}
+                yield {"latents": z, "emb": text_fn(b["caption"])}
 
     ac = noise.alphas_cumprod.to(dev)
 
@@ -681,18 +733,25 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         z, emb = batch["latents"].to(dev), batch["emb"].to(dev)
         b = z.shape[0]
         drop = torch.rand(b, generator=gen, device=dev) < p_drop
-        emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
+        emb = torch.where(drop.view(-1, *([1] * (emb.dim() - 1))), uncond.expand_as(emb), emb)
         t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen, device=dev)
         eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
-        pred = model(zt, t, encoder_hidden_states=emb).sample
+        pred = model(zt, t, emb) if joint else model(zt, t, encoder_hidden_states=emb).sample
         return min_snr_mse(pred, eps, ac[t], gamma).mean(), {}
 
-    res = train(cfg, unet, loss_fn, batches(), resume=resume, progress=progress)
+    model = UNetAndTextEncoder(unet, te) if joint else unet
+    if resume:
+        _check_resumable(Path(cfg.output_dir), joint)
+    res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress)
     final = res.ema or res.model
-    final.save_pretrained(Path(cfg.output_dir) / "final", safe_serialization=True, max_shard_size=SHARD)
-    return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final.parameters()),
-                                "started_from": started_from})  # fmt: skip
+    out = Path(cfg.output_dir)
+    final_unet = final.unet if joint else final
+    final_unet.save_pretrained(out / "final", safe_serialization=True, max_shard_size=SHARD)
+    if joint:
+        final.text_encoder.save_pretrained(out / "final-text-encoder", safe_serialization=True, max_shard_size=SHARD)
+    return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final_unet.parameters()),
+                                "started_from": started_from, "text_encoder_trained": joint})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- assembly
