@@ -618,6 +618,23 @@ def test_prerender_encodes_in_the_run_precision(trained, tmp_path):
     assert seen == [bf16, bf16]
 
 
+def test_prerender_is_the_same_every_time(trained):
+    """The latents are posterior samples drawn from the data seed, not from whatever state the global
+    random stream is in: two builds of one cache are identical (before, they differed per build)."""
+    from fgdm.training.components import load_vae, prerender
+
+    vae = load_vae(trained["vae"]).eval()
+    cfg = load_train_config(trained["unet_cfg"], {"output_dir": "unused"})
+    text_fn = lambda caps: torch.zeros(len(caps), 2, 3)
+    torch.manual_seed(1)
+    a = prerender(cfg, vae, text_fn, "cpu", ("image",), progress=False)["lat_image"]
+    torch.manual_seed(2)
+    b = prerender(cfg, vae, text_fn, "cpu", ("image",), progress=False)["lat_image"]
+    assert torch.equal(a, b)
+    cfg.data.seed += 1  # other scenes (and other noise): other latents
+    assert not torch.equal(a, prerender(cfg, vae, text_fn, "cpu", ("image",), progress=False)["lat_image"])
+
+
 def test_runs_side_by_side_encode_the_shared_cache_once(trained, tmp_path):
     """A run that finds another building the shared cache (its lock held) waits, then loads what
     that one wrote instead of encoding everything again."""

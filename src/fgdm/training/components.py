@@ -539,12 +539,13 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     bar = tqdm(total=len(ds), desc=f"pre-encode {'+'.join(modalities)}", unit="scene", disable=not progress)
     amp = _AMP.get(cfg.mixed_precision)
     dev_type = torch.device(dev).type
+    gen = torch.Generator(device=dev).manual_seed(cfg.data.seed)  # the posterior samples: the same cache every time
     for b in loader:
         bar.update(len(b["caption"]))
         with torch.autocast(dev_type, amp) if amp is not None else contextlib.nullcontext():
             for m in modalities:
                 x = b["image"] if m == "image" else b[f"cond_{m}"]
-                z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
+                z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample(gen) * vae.config.scaling_factor
                 out[f"lat_{m}"].append(z.half())
             e = text_fn(b["caption"])  # states, or token ids when the text encoder trains
             out["embeddings"].append(e.half() if e.is_floating_point() else e.int())
