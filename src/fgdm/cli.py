@@ -1085,6 +1085,7 @@ def _benchmark_result(kind: str, rows: list[dict], n_prompts: int, images_per_pr
 def _benchmark_plot(kind: str, result: dict, n_prompts: int, images_per_prompt: int):
     """``plot.png`` of a benchmark run: MG2-5 (mean ± std over rounds) for multigen, presence by
     named position otherwise."""
+    from .eval.metrics import ordinal
     from .eval.plots import bar_chart
 
     shape = f"{n_prompts} prompts x {images_per_prompt}"
@@ -1093,12 +1094,17 @@ def _benchmark_plot(kind: str, result: dict, n_prompts: int, images_per_prompt: 
         return bar_chart(keys, [result[k]["mean"] for k in keys], errors=[result[k]["std"] for k in keys], ymax=100,
                          title=f"MultiGen, {shape}: % of images with >= k of the objects (mean ± std over rounds)")
     pos = result["presence_by_position"]
-    return bar_chart([_ordinal(i + 1) for i in range(len(pos))], pos, ymax=100,
+    return bar_chart([ordinal(i + 1) for i in range(len(pos))], pos, ymax=100,
                      title=f"{kind}, {shape}: % of images in which the judge found the n-th named object")
 
 
-def _ordinal(n: int) -> str:
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    """Two benchmark runs of the same prompts and seeds, image by image (paired counts, sign test)."""
+    from .eval.compare import compare_runs, markdown_table
+
+    result = compare_runs(args.run_a, args.run_b)
+    print(json.dumps(result, indent=1) if args.json else markdown_table(result))
+    return 0
 
 
 def cmd_eval_sbpc(args: argparse.Namespace) -> int:
@@ -1609,6 +1615,12 @@ def build_parser() -> argparse.ArgumentParser:
         _batch_size_arg(p)
         _runner_args(p, kind)
         p.set_defaults(func=cmd_eval_benchmark)
+    p = esub.add_parser("compare", help="two recall/multigen/visor runs of the same prompts and seeds, image by image: "
+                        "each measure in both, images better / worse, sign test")  # fmt: skip
+    p.add_argument("run_a", metavar="A", help="a finished (or partial) benchmark run folder: the reference")
+    p.add_argument("run_b", metavar="B", help="another run of the same prompts and seeds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval_compare)
     p = esub.add_parser("sbpc", help="SBPC table: FG-DM best-of-N vs the base model and image-space best-of-N")
     p.add_argument("--prompts", required=True, help="dense prompts (e.g. prompts/dense_6to8_200.json)")
     p.add_argument("--n-prompts", type=_int_at_least(1), default=50, help="the first P prompts")

@@ -21,8 +21,8 @@ import numpy as np
 from ..compliance.recall import PRESENCE_MIN_AREA, object_recall, present_categories
 from ..world.categories import category
 
-__all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "presence_by_position",
-           "present_categories", "recall_summary", "relation_holds", "shuffled_recall", "sign_test",
+__all__ = ["PRESENCE_MIN_AREA", "centroid", "multigen_scores", "object_recall", "ordinal",
+           "presence_by_position", "present_categories", "recall_summary", "relation_holds", "shuffled_recall", "sign_test",
            "visor_scores"]  # fmt: skip
 
 
@@ -44,6 +44,11 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> dict:
     n, k = better + worse, min(better, worse)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
     return {"better": int(better), "worse": int(worse), "p": p}
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def presence_by_position(objects: Sequence[Sequence[str]], present: Sequence[Sequence[str]]) -> list[float]:
