@@ -44,7 +44,7 @@ def _paired(name: str, a: list[float], b: list[float], *, rate: bool = True) -> 
     scale = 100.0 if rate else 1.0
     return {"measure": name, "n": len(a), "a": round(scale * sum(a) / len(a), 4 if not rate else 2),
             "b": round(scale * sum(b) / len(b), 4 if not rate else 2),
-            "b_better": t["better"], "b_worse": t["worse"], "p": round(t["p"], 4)}  # fmt: skip
+            "b_better": t["better"], "b_worse": t["worse"], "p": t["p"]}  # fmt: skip
 
 
 def compare_rows(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict]) -> dict:
@@ -104,5 +104,5 @@ def markdown_table(result: dict) -> str:
              *([f"warning: {result['warning']}"] if "warning" in result else []), "",
              "| measure | images | A | B | B better / worse | p (sign test) |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in result["measures"]:
-        lines.append(f"| {r['measure']} | {r['n']} | {r['a']} | {r['b']} | {r['b_better']} / {r['b_worse']} | {r['p']} |")
+        lines.append(f"| {r['measure']} | {r['n']} | {r['a']} | {r['b']} | {r['b_better']} / {r['b_worse']} | {r['p']:.3g} |")
     return "\n".join(lines)
