@@ -729,7 +729,8 @@ def test_loss_csv_averages_terms_logged_every_kth_step(tmp_path):
 
 def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     """extra.train_text_encoder: the text encoder trains with the UNet (from base.text_encoder); the
-    run writes both; the UNet of its checkpoint assembles; without it the encoder stays the base's."""
+    run writes both; the UNet of its checkpoint assembles; each kind of checkpoint resumes only as its own
+    kind; without the setting no encoder is written."""
     from safetensors.torch import load_file
     from transformers import CLIPModel
 
