@@ -73,13 +73,16 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     cases = [
         (_run(tmp_path / "B1", [["dog"]] * 3, prompts={1: "a photo of a bus"}), "image 0 of prompt 1 differs"),
         (_run(tmp_path / "B2", [["dog"]] * 3, seeds={2: 7}), "seed 2000 against"),
-        (tmp_path / "nothing", "B: "),
+        (tmp_path / "nothing", "B 'PATH' is not a benchmark run folder"),
         (_run(tmp_path / "B3", [], kind="recall"), "holds no judged images yet"),
         (_run(tmp_path / "B4", [["dog"]], kind="sbpc"), "is a 'sbpc' run"),
     ]
+    broken = _run(tmp_path / "B5", [["dog"]] * 2)
+    (broken / "results" / "p00001-00.json").write_text("{")  # a result cut off mid-write
+    cases.append((broken, "p00001-00.json' is not a benchmark result"))
     for b, needle in cases:
         assert main(["eval", "compare", str(ra), str(b)]) == 2, needle
-        assert needle in capsys.readouterr().err
+        assert needle.replace("'PATH'", repr(str(b))) in capsys.readouterr().err
     with pytest.raises(ValueError, match="share no image"):
         compare_rows({(0, 0): {}}, {(1, 0): {}})
 

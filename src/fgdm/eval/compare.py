@@ -17,26 +17,35 @@ from .metrics import object_recall, ordinal, sign_test
 BENCHMARKS = ("recall", "multigen", "visor")
 
 
-def load_run(run: str | Path, what: str) -> tuple[dict, dict[tuple[int, int], dict]]:
-    """A benchmark run folder's settings (``record.json``) and its per-image rows keyed by
-    (prompt index, image index); a clear error naming ``what`` (the argument) if it is not one."""
-    run = Path(run)
-    rec = run / "record.json"
-    if not rec.is_file():
-        raise ValueError(f"{what}: {str(run)!r} is not a benchmark run folder (no record.json)")
+def run_settings(run: str | Path, what: str) -> dict:
+    """The settings a benchmark run folder's ``record.json`` holds (what drew and judged it); a clear
+    error naming ``what`` (the argument) if the folder is not one. Shared with ``--images-from``."""
     try:
-        settings = json.loads(rec.read_text()).get("settings", {})
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what}: {str(rec)!r} is not valid JSON ({e})") from None
+        settings = json.loads((Path(run) / "record.json").read_text())["settings"]
+        if not isinstance(settings, dict):
+            raise TypeError("settings is not a dict")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{what} {str(run)!r} is not a benchmark run folder (no readable record.json: "
+                         f"{e})") from None  # fmt: skip
+    return settings
+
+
+def load_run(run: str | Path, what: str) -> tuple[dict, dict[tuple[int, int], dict]]:
+    """A benchmark run folder's settings and its per-image rows keyed by (prompt index, image
+    index); a clear error naming ``what`` (the argument) if it is not a recall/multigen/visor run."""
+    settings = run_settings(run, what)
     if settings.get("kind") not in BENCHMARKS:
-        raise ValueError(f"{what}: {str(run)!r} is a {settings.get('kind')!r} run; compare takes "
+        raise ValueError(f"{what} {str(run)!r} is a {settings.get('kind')!r} run; compare takes "
                          f"{', '.join(BENCHMARKS)} runs")  # fmt: skip
     rows = {}
-    for f in sorted((run / "results").glob("*.json")):
-        r = json.loads(f.read_text())
-        rows[(int(r["prompt_index"]), int(r["k"]))] = r
+    for f in sorted((Path(run) / "results").glob("*.json")):
+        try:
+            r = json.loads(f.read_text())
+            rows[(int(r["prompt_index"]), int(r["k"]))] = r
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{what}: {str(f)!r} is not a benchmark result ({e})") from None
     if not rows:
-        raise ValueError(f"{what}: {str(run)!r} holds no judged images yet (results/ is empty)")
+        raise ValueError(f"{what} {str(run)!r} holds no judged images yet (results/ is empty)")
     return settings, rows
 
 

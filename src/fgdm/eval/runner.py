@@ -122,14 +122,10 @@ class SavedImages:
     are taken; anything else is an error naming what differs."""
 
     def __init__(self, run: str | Path, entries: list[PromptEntry], *, images_per_prompt: int, seed: int) -> None:
+        from .compare import run_settings
+
         self.run = Path(run)
-        rec_path = self.run / "record.json"
-        try:
-            settings = json.loads(rec_path.read_text())["settings"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"images-from {str(run)!r} is not a benchmark run folder (no readable record.json: "
-                             f"{e})") from None  # fmt: skip
-        self.settings = settings
+        self.settings = settings = run_settings(run, "images-from")
         have_k, have_p = settings.get("images_per_prompt", 0), settings.get("n_prompts", 0)
         if settings.get("seed") != seed:
             raise ValueError(f"images-from {str(run)!r} drew its images with seed {settings.get('seed')}, not {seed}")
