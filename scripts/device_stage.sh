@@ -8,6 +8,8 @@
 #   OUT=checkpoints bash scripts/device_stage.sh pack-base   # (here) commit a CPU-trained base as checkpoints/base.tar.part-*
 #   bash scripts/device_stage.sh unet             # UNet towards configs/unet.yaml's steps, ~8.5 min, resumed;
 #                                                 # then the fp16 pipeline is assembled and packed
+#   TEXT=1 bash scripts/device_stage.sh unet      # the same with the text encoder trained too (configs/unet_text.yaml),
+#                                                 # starting from checkpoints/unet; the pipeline gets its encoder
 #   NAME=vae MINUTES=60 PYTHON=.venv/bin/python bash scripts/device_stage.sh cpu   # (here) configs/NAME_cpu.yaml on this
 #                                   # CPU (vae, clip, unet), resumed from checkpoints/NAME/, which it then replaces
 #   bash scripts/device_stage.sh judge
@@ -52,7 +54,7 @@ fgdm() {
     case "$2" in
       factor|image-factor) extra=(--set base.model=runs/minisd --set "extra.sizes=[64]" --set data.size=64) ;;
       vae|clip|judge) extra=(--set data.size=64 --set extra.pool=8) ;;
-      unet) extra=(--set data.size=64) ;;
+      unet) [ "${TEXT:-0}" = 1 ] || extra=(--set data.size=64) ;;  # a joint run starts from 32-px latents' UNet
     esac
     "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
   elif [ "${SMOKE:-0}" = 1 ] && [ "$1 $2" = "eval make-prompts" ]; then
@@ -87,15 +89,25 @@ sets=(); for kv in ${SET:-}; do sets+=(--set "$kv"); done  # SET="data.seed=3 op
 MINISD=${MINISD:-src/fgdm/models/data/minisd}
 shipped() { [ ! -d runs/train/vae/final ] && [ -f "$MINISD/model_index.json" ]; }
 assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also becomes the package's MiniSD here
-  if shipped; then  # the shipped parts, and the shipped evaluation MiniCLIP as it is
-    fgdm train assemble --tokenizer "$MINISD/tokenizer" --text-encoder "$MINISD/text_encoder" \
-      --vae "$MINISD/vae" --unet runs/train/unet/final --out runs/minisd.new --overwrite
-    rm -rf runs/miniclip && cp -r "$(dirname "$MINISD")/miniclip" runs/miniclip
+  local run=runs/train/unet te
+  [ "${TEXT:-0}" = 1 ] && run=runs/train/unet-joint  # its UNet and its own text encoder; MiniCLIP then ships whole
+  if shipped; then  # the shipped parts, and the shipped evaluation MiniCLIP
+    te=$MINISD/text_encoder; [ "${TEXT:-0}" = 1 ] && te=$run/final-text-encoder
+    fgdm train assemble --tokenizer "$MINISD/tokenizer" --text-encoder "$te" \
+      --vae "$MINISD/vae" --unet "$run/final" --out runs/minisd.new --overwrite
+    if [ "${TEXT:-0}" = 1 ]; then  # re-joined with the text tower it was trained against (the shipped one)
+      fgdm train assemble-clip --clip "$(dirname "$MINISD")/miniclip" --text-encoder "$MINISD" --with-text \
+        --out runs/miniclip --overwrite
+    else
+      rm -rf runs/miniclip && cp -r "$(dirname "$MINISD")/miniclip" runs/miniclip
+    fi
     rm -rf runs/minisd && mv runs/minisd.new runs/minisd
   else
-    fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder runs/train/clip/final \
-      --vae runs/train/vae/final --unet runs/train/unet/final --out runs/minisd --overwrite
-    fgdm train assemble-clip --clip runs/train/clip/final --out runs/miniclip --overwrite  # for evaluation
+    te=runs/train/clip/final; [ "${TEXT:-0}" = 1 ] && te=$run/final-text-encoder
+    fgdm train assemble --tokenizer runs/train/tokenizer/final --text-encoder "$te" \
+      --vae runs/train/vae/final --unet "$run/final" --out runs/minisd --overwrite
+    local whole=(); [ "${TEXT:-0}" = 1 ] && whole=(--with-text)
+    fgdm train assemble-clip --clip runs/train/clip/final "${whole[@]}" --out runs/miniclip --overwrite  # for evaluation
   fi
   tar -C runs -cf - minisd miniclip | split -b 15m - "$out/minisd.tar.part-"
   if [ "${SMOKE:-0}" != 1 ]; then
@@ -123,10 +135,11 @@ factor_setup() {
 
 # Train a component, resuming from its own checkpoints or, in a new session, from checkpoints/NAME
 # (an earlier session's, committed); the newest checkpoint comes back under $OUT/checkpoint/.
+# RESTORE=0: not from checkpoints/NAME (a joint UNet + encoder run starting from a UNet-only checkpoint).
 resumable() {
   local name=$1 comp=$2 cfg=$3 dir step resume=()
   dir=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['output_dir'])" "$cfg")
-  if ! ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && [ -f "checkpoints/$name/state.json" ]; then
+  if ! ls -d "$dir"/checkpoints/step-* >/dev/null 2>&1 && [ -f "checkpoints/$name/state.json" ] && [ "${RESTORE:-1}" = 1 ]; then
     step=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "checkpoints/$name/state.json")
     mkdir -p "$dir/checkpoints/step-$(printf %07d "$step")"
     cp "checkpoints/$name"/* "$dir/checkpoints/step-$(printf %07d "$step")/"
@@ -140,6 +153,19 @@ resumable() {
   fgdm train "$comp" --config "$cfg" --quiet "${steps[@]}" "${budget[@]}" "${sets[@]}" "${from[@]}" "${resume[@]}"
   rm -rf "$out/checkpoint" && mkdir -p "$out/checkpoint"
   cp "$(ls -d "$dir"/checkpoints/step-* | tail -n 1)"/* "$out/checkpoint/"
+  if ls "$out/checkpoint"/ema-*.safetensors >/dev/null 2>&1; then  # only the EMA is committed (receive_stage.sh):
+    rm -f "$out/checkpoint"/model-*.safetensors                     # the trip back carries no more (8 files at most)
+  fi
+}
+# A training checkpoint folder whose weights include the text encoder (extra.train_text_encoder)?
+holds_text() {
+  "$PY" - "$1" <<'PYEOF'
+import pathlib, sys
+from safetensors import safe_open
+shards = sorted(pathlib.Path(sys.argv[1]).glob("*.safetensors"))
+with safe_open(str(shards[0]), "pt") as f:
+    sys.exit(0 if any(k.startswith("text_encoder.") for k in f.keys()) else 1)
+PYEOF
 }
 
 # Evaluation stages: each command gets what is left of the call's budget (MINUTES, from the
@@ -220,7 +246,16 @@ case "$stage" in
   pack-base)  # the same parts from a base trained elsewhere (here on CPU: OUT=checkpoints)
     pack_base ;;
   unet)
-    resumable unet unet configs/unet.yaml
+    if [ "${TEXT:-0}" = 1 ]; then  # the UNet and the text encoder together (configs/unet_text.yaml; the owner's call)
+      if ! ls -d runs/train/unet-joint/checkpoints/step-* >/dev/null 2>&1 && ! shipped \
+         && [ -f checkpoints/unet/state.json ] && ! holds_text checkpoints/unet; then
+        sets+=(--set base.unet=checkpoints/unet); RESTORE=0 resumable unet unet configs/unet_text.yaml  # a new joint run
+      else
+        resumable unet unet configs/unet_text.yaml  # its own joint checkpoints (or, shipped, from the shipped pipeline)
+      fi
+    else
+      resumable unet unet configs/unet.yaml
+    fi
     assemble ;;
   cpu)  # here, on the 2-core CPU: configs/${NAME}_cpu.yaml (the GPU recipe's architecture), resumed from
         # checkpoints/NAME/ (or this checkout's runs/), whose newest checkpoint then replaces checkpoints/NAME/ (commit it)
@@ -228,16 +263,15 @@ case "$stage" in
     [ -f "configs/${name}_cpu.yaml" ] || { echo "no configs/${name}_cpu.yaml" >&2; exit 2; }
     resumable "$name" "$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['component'])" "configs/${name}_cpu.yaml")" \
       "configs/${name}_cpu.yaml"
-    if [ "${SMOKE:-0}" != 1 ]; then  # committed with its EMA only, as receive_stage.sh does (the weights budget)
+    if [ "${SMOKE:-0}" != 1 ]; then  # committed with its EMA only (resumable brings back no more), as receive_stage.sh does
       rm -rf "checkpoints/$name" && cp -r "$out/checkpoint" "checkpoints/$name"
-      if ls "checkpoints/$name"/ema-*.safetensors >/dev/null 2>&1; then rm -f "checkpoints/$name"/model-*.safetensors; fi
     fi ;;
   judge)
     resumable judge judge configs/judge.yaml
     tar -C runs/train/judge -cf - final | split -b 15m - "$out/judge.tar.part-" ;;
   unet-judge)  # the UNet and the judge side by side (two processes on the one GPU, CPU workers shared), each with
                # its own STEPS/SET and MINUTES' budget; what comes back is cut to what is committed or read:
-               # unet/ (the UNet checkpoint: model, EMA, state.json), judge-run.tar (the judge's newest checkpoint,
+               # unet/ (the UNet checkpoint: EMA, state.json), judge-run.tar (the judge's newest checkpoint,
                # final/, metrics, loss curve), logs.tgz, reports.tgz, gpu.txt. The wheels and base are in place already.
     mkdir -p runs
     STEPS=${UNET_STEPS:-} SET=${UNET_SET:-} OUT="$out/u" bash "$0" unet > runs/unet.log 2>&1 & upid=$!

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -233,6 +234,8 @@ def test_unet_starts_from_a_pipelines_unet(trained, tmp_path, capsys):
     assert max((got[k] - start[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-9: the start itself
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert m["started_from"] == str(pipe / "unet")
+    hist = json.loads(next((tmp_path / "a" / "checkpoints").glob("step-*/state.json")).read_text())["history"]
+    assert hist[0] == {"started_from": str(pipe / "unet")} and len(hist) == 2  # a saved UNet has no history
     resumed = [*run[:-4], "--steps", "2", "--set", "optim.lr=1e-9", "--output-dir", str(tmp_path / "a"), "--resume",
                "--set", f"base.unet={pipe}"]  # fmt: skip
     assert main(resumed) == 0  # goes on from its checkpoint; base.unet is not loaded again
@@ -244,6 +247,18 @@ def test_unet_starts_from_a_pipelines_unet(trained, tmp_path, capsys):
     assert "does not fit the UNet that model: describes" in capsys.readouterr().err
     assert main([*run, "--output-dir", str(tmp_path / "d"), "--set", f"base.unet={pipe}", "--set", "data.size=128"]) == 2
     assert "works on 16-px latents, this run on 32" in capsys.readouterr().err
+    committed = tmp_path / "committed"  # a checkpoint alone, as in checkpoints/unet: this run's model: reads it
+    shutil.copytree(sorted((trained["unet"].parent / "checkpoints").glob("step-*"))[-1], committed)
+    ema = {k: v.float() for k, v in load_file(str(next(committed.glob("ema-*.safetensors")))).items()}
+    assert main([*run, "--output-dir", str(tmp_path / "e"), "--set", f"base.unet={committed}"]) == 0
+    assert max((final(tmp_path / "e")[k] - ema[k]).abs().max().item() for k in ema) < 1e-6
+    start_state = json.loads((committed / "state.json").read_text())  # its provenance heads the new run's
+    hist = json.loads(next((tmp_path / "e" / "checkpoints").glob("step-*/state.json")).read_text())["history"]
+    assert hist[: len(start_state["history"])] == start_state["history"]
+    assert hist[-2]["started_from"] == str(committed) and hist[-2]["at_step"] == start_state["step"]
+    assert hist[-1]["steps"] == [0, 1]
+    assert main([*run, "--output-dir", str(tmp_path / "f"), "--set", f"base.unet={committed}", *wider]) == 2
+    assert "does not fit the UNet its config describes" in capsys.readouterr().err
 
 
 def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
@@ -463,6 +478,11 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     gpu, cpu = load_train_config(root / "factor_seg.yaml"), load_train_config(root / "factor_seg_cpu.yaml")
     assert cpu.model == gpu.model and cpu.extra["sizes"] == gpu.extra["sizes"] and cpu.extra["variable"] == "seg"
     assert cpu.extra["graph"] != gpu.extra["graph"] and cpu.output_dir != gpu.output_dir
+    # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training, in its own folder
+    gpu, joint = load_train_config(root / "unet.yaml"), load_train_config(root / "unet_text.yaml")
+    assert joint.extra == {**gpu.extra, "train_text_encoder": True} and joint.output_dir != gpu.output_dir
+    same = dataclasses.replace(joint, extra=gpu.extra, output_dir=gpu.output_dir)
+    assert same == gpu
 
 
 def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):

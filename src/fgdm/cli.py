@@ -855,8 +855,15 @@ def cmd_train_assemble_clip(args: argparse.Namespace) -> int:
     from .models.miniclip import load_eval_clip, save_eval_clip
     from .runs import staged_output
 
-    clip, _ = load_eval_clip(args.clip)
-    with staged_output(args.out, marker="eval_clip.json", overwrite=args.overwrite) as stage:
+    clip, tok = load_eval_clip(args.clip, text_encoder=args.text_encoder)
+    marker = "config.json"  # either kind of MiniCLIP folder: --overwrite may replace one with the other
+    if args.with_text:  # a complete CLIPModel: the pipeline's text encoder is no longer this text tower
+        with staged_output(args.out, marker=marker, overwrite=args.overwrite) as stage:
+            clip.half().save_pretrained(stage, safe_serialization=True)
+            tok.save_pretrained(stage)
+        print(f"wrote the evaluation MiniCLIP (both towers and projections, fp16) to {args.out}")
+        return 0
+    with staged_output(args.out, marker=marker, overwrite=args.overwrite) as stage:
         save_eval_clip(clip, stage)  # the tokenizer, like the text tower, is the pipeline's
     print(f"wrote the evaluation MiniCLIP (image tower + projections, fp16) to {args.out}")
     return 0
@@ -1557,6 +1564,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("assemble-clip", help="MiniCLIP for evaluation, without its text tower (that is MiniSD's "
                         "text encoder): fp16 image tower and projections")  # fmt: skip
     p.add_argument("--clip", required=True, help="a trained CLIPModel folder (`fgdm train clip`'s final/)")
+    p.add_argument("--with-text", action="store_true", help="keep its text tower and tokenizer too (fp16, about "
+                   "twice the size): for a MiniSD whose text encoder trained on (extra.train_text_encoder)")  # fmt: skip
+    p.add_argument("--text-encoder", help="where the text tower of an evaluation MiniCLIP --clip is (a pipeline "
+                   "or its text_encoder/ folder; default: the shipped MiniSD's)")  # fmt: skip
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train_assemble_clip)

@@ -426,14 +426,15 @@ def build_unet(arch: dict, latent_size: int, cross_dim: int):
 
 
 def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str | Path | None = None,
-              what: str = "unet"):  # fmt: skip
+              what: str = "unet", default_config: TrainConfig | None = None):  # fmt: skip
     """A trained UNet from a ``save_pretrained`` folder (a run's ``final/``, a pipeline's ``unet/``) or
     from a training checkpoint (``state.json`` + ``ema-*``/``model-*`` shards, e.g. ``checkpoints/unet``
     or ``runs/train/unet/checkpoints/step-NNNNNNN``): its EMA weights where it has them, else its
     weights. A checkpoint holds no architecture: it is read from ``config`` (a UNet training config,
-    YAML) or else from the run's own ``config.json`` beside its ``checkpoints/`` folder.
-    ``vae_factor`` (the VAE's downsampling; the latent side is the config's ``data.size`` over it) and
-    ``cross_dim`` (the text encoder's width) complete it."""
+    YAML), else from the run's own ``config.json`` beside its ``checkpoints/`` folder, else from
+    ``default_config`` (a run starting from the checkpoint passes its own). ``vae_factor`` (the VAE's
+    downsampling; the latent side is the config's ``data.size`` over it) and ``cross_dim`` (the text
+    encoder's width) complete it."""
     from diffusers import UNet2DConditionModel
 
     from .checkpoint import load_sharded
@@ -456,6 +457,8 @@ def load_unet(path: str | Path, *, vae_factor: int, cross_dim: int, config: str 
         except ValueError as e:  # broken JSON or keys this version does not know
             raise ValueError(f"the run config {str(run_cfg)!r} of {what} {str(path)!r} cannot be used ({e}); "
                              "give its architecture with --unet-config") from None  # fmt: skip
+    elif default_config is not None:
+        cfg = default_config
     else:
         raise ValueError(f"{what} {str(path)!r} is a training checkpoint with no run config.json beside it: "
                          "give its architecture with a UNet training config (--unet-config)")  # fmt: skip
@@ -621,10 +624,11 @@ def _pipeline_parts(base: dict) -> dict:
     return out
 
 
-def _start_unet(unet, path: str | Path, *, vae_factor: int, cross_dim: int) -> None:
-    """Load ``base.unet``'s weights (a saved UNet, a pipeline's, or a training checkpoint's EMA) into
-    ``unet``, the architecture ``model:`` describes; they must match."""
-    start = load_unet(path, vae_factor=vae_factor, cross_dim=cross_dim, what="base.unet")
+def _start_unet(unet, path: str | Path, cfg: TrainConfig, *, vae_factor: int, cross_dim: int) -> None:
+    """Load ``base.unet``'s weights (a saved UNet, a pipeline's, or a training checkpoint's EMA, e.g.
+    the committed ``checkpoints/unet``, read with this run's architecture if its own run config is not
+    beside it) into ``unet``, the architecture ``model:`` describes; they must match."""
+    start = load_unet(path, vae_factor=vae_factor, cross_dim=cross_dim, what="base.unet", default_config=cfg)
     if start.config.sample_size != unet.config.sample_size:
         raise ValueError(f"base.unet {str(path)!r} works on {start.config.sample_size}-px latents, this run on "
                          f"{unet.config.sample_size} (data.size {unet.config.sample_size * vae_factor})")  # fmt: skip
@@ -633,6 +637,20 @@ def _start_unet(unet, path: str | Path, *, vae_factor: int, cross_dim: int) -> N
     except RuntimeError as e:
         raise ValueError(f"base.unet {str(path)!r} does not fit the UNet that model: describes (set model: to its "
                          f"architecture, e.g. the config it was trained with): {str(e).splitlines()[0]}") from None  # fmt: skip
+
+
+def _start_history(path: str | Path) -> list[dict]:
+    """A new run's provenance: the history of the training checkpoint ``base.unet`` names (if it is
+    one), then where the run started; its own steps count from 0 again."""
+    p = Path(path)
+    p = p / "unet" if (p / "model_index.json").exists() else p
+    entry: dict = {"started_from": str(path)}
+    before: list[dict] = []
+    if (p / "state.json").exists():
+        state = json.loads((p / "state.json").read_text())
+        before, entry["at_step"] = state.get("history", []), state.get("step")
+        entry["note"] = "a new run from this checkpoint's weights (EMA where it had one); its steps count from 0"
+    return [*before, entry]
 
 
 class UNetAndTextEncoder(torch.nn.Module):
@@ -685,7 +703,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     unet = build_unet(cfg.model, cfg.data.size // factor, te.config.hidden_size)
     started_from = cfg.base.get("unet") if not resume else None  # a resumed run continues its own checkpoint
     if started_from:
-        _start_unet(unet, started_from, vae_factor=factor, cross_dim=te.config.hidden_size)
+        _start_unet(unet, started_from, cfg, vae_factor=factor, cross_dim=te.config.hidden_size)
     noise = sd_noise_scheduler()
     p_drop = float(cfg.extra.get("caption_dropout", 0.1))
     gamma = cfg.extra.get("min_snr_gamma", 5.0)
@@ -744,7 +762,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     model = UNetAndTextEncoder(unet, te) if joint else unet
     if resume:
         _check_resumable(Path(cfg.output_dir), joint)
-    res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress)
+    prior = _start_history(started_from) if started_from else None
+    res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress, history=prior)
     final = res.ema or res.model
     out = Path(cfg.output_dir)
     final_unet = final.unet if joint else final

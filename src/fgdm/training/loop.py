@@ -97,13 +97,16 @@ def _forget_other_precision(mixed_precision: str) -> None:
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: Iterator[dict], *,
-          resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | None = None) -> TrainResult:  # fmt: skip
+          resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | None = None,
+          history: list[dict] | None = None) -> TrainResult:  # fmt: skip
     """Optimise ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, step)``.
 
     ``batches`` must yield at least ``steps * grad_accum`` batches (from the resumed step on).
     Checkpoints go to ``cfg.output_dir/checkpoints``; the loss curve to ``loss.csv``. With
     ``cfg.max_minutes``, the run stops after the first step that ends past the budget (counted
     from the start of the enclosing :func:`budget_clock`, or from this call), saving a checkpoint there; ``--resume`` goes on.
+    ``history`` (a new run's provenance, e.g. that of the checkpoint it started from) heads the
+    history its checkpoints record; a resumed run keeps its checkpoint's.
     """
     from accelerate import Accelerator
 
@@ -114,7 +117,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                       cpu=not torch.cuda.is_available())  # fmt: skip
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    start, history = 0, []  # history: one entry per run that led to a checkpoint, kept in its state.json
+    start, history = 0, list(history or [])  # one entry per run that led to a checkpoint, kept in its state.json
     if resume:
         ck = latest_checkpoint(out)
         if ck is None:
