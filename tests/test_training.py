@@ -779,6 +779,17 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     assert main([*run[:-2], "--resume", "--steps", "3"]) == 2  # a joint checkpoint goes on only as a joint run
     assert "holds the UNet and the text encoder" in capsys.readouterr().err
     assert main([*run, "--resume", "--steps", "3"]) == 0
+    alone = tmp_path / "alone"  # extra.freeze_unet: the encoder trains against the UNet, which stays as it was
+    assert main([*run[:5], "--steps", "2", "--output-dir", str(alone), *run[-4:], "--set", "extra.freeze_unet=true"]) == 0
+    assert json.loads((alone / "metrics.json").read_text())["unet_trained"] is False
+    kept = load_file(str(next((alone / "final").glob("*.safetensors"))))
+    assert all(torch.equal(kept[k], start[k]) for k in start)
+    te2 = load_file(str(next((alone / "final-text-encoder").glob("*.safetensors"))))
+    assert any(not torch.equal(te2[k], te[k]) for k in te) and any(
+        not torch.allclose(te2[k].float(), base_text[k.removeprefix("text_model.")].float())
+        for k in te2 if k.removeprefix("text_model.") in base_text)  # fmt: skip
+    assert main([*run[:-2], "--output-dir", str(tmp_path / "x"), "--set", "extra.freeze_unet=true"]) == 2
+    assert "needs extra.train_text_encoder: true and base.unet" in capsys.readouterr().err
     frozen = tmp_path / "frozen"  # the default: no encoder folder, nothing of it trained
     assert main([*run[:-2], "--output-dir", str(frozen)]) == 0
     assert not (frozen / "final-text-encoder").exists()

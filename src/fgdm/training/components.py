@@ -24,7 +24,8 @@ Component-specific settings (``extra:`` in the YAML):
   caption is the empty caption through the training encoder). SD freezes its text encoder, and so
   does MiniSD's recipe; this is for experiments and for fine-tunes that need it. The run writes
   ``final/`` (the UNet) and ``final-text-encoder/`` (a ``CLIPTextModel``), to assemble with
-  ``--unet`` and ``--text-encoder``.
+  ``--unet`` and ``--text-encoder``. ``freeze_unet`` (false; with ``train_text_encoder`` and
+  ``base.unet``): only the text encoder trains, against that UNet, which stays bit for bit as it was.
 """
 
 from __future__ import annotations
@@ -694,6 +695,10 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     dev = training_device()
     tok = _tokenizer(cfg)
     joint = bool(cfg.extra.get("train_text_encoder", False))
+    frozen_unet = bool(cfg.extra.get("freeze_unet", False))
+    if frozen_unet and not (joint and (cfg.base.get("unet") or resume)):
+        raise ValueError("extra.freeze_unet trains the text encoder alone against a trained UNet: it needs "
+                         "extra.train_text_encoder: true and base.unet")  # fmt: skip
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(joint)
     if "vae" not in cfg.base:
         raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
@@ -759,6 +764,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         pred = model(zt, t, emb) if joint else model(zt, t, encoder_hidden_states=emb).sample
         return min_snr_mse(pred, eps, ac[t], gamma).mean(), {}
 
+    unet.requires_grad_(not frozen_unet)
     model = UNetAndTextEncoder(unet, te) if joint else unet
     if resume:
         _check_resumable(Path(cfg.output_dir), joint)
@@ -771,7 +777,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     if joint:
         final.text_encoder.save_pretrained(out / "final-text-encoder", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final_unet.parameters()),
-                                "started_from": started_from, "text_encoder_trained": joint})  # fmt: skip
+                                "started_from": started_from, "text_encoder_trained": joint,
+                                "unet_trained": not frozen_unet})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- assembly
