@@ -159,13 +159,7 @@ resumable() {
 }
 # A training checkpoint folder whose weights include the text encoder (extra.train_text_encoder)?
 holds_text() {
-  "$PY" - "$1" <<'PYEOF'
-import pathlib, sys
-from safetensors import safe_open
-shards = sorted(pathlib.Path(sys.argv[1]).glob("*.safetensors"))
-with safe_open(str(shards[0]), "pt") as f:
-    sys.exit(0 if any(k.startswith("text_encoder.") for k in f.keys()) else 1)
-PYEOF
+  "$PY" -c "import sys; from fgdm.training.components import holds_text_encoder as h; sys.exit(0 if h(sys.argv[1]) else 1)" "$1"
 }
 
 # Evaluation stages: each command gets what is left of the call's budget (MINUTES, from the

@@ -259,6 +259,9 @@ def test_unet_starts_from_a_pipelines_unet(trained, tmp_path, capsys):
     assert hist[-1]["steps"] == [0, 1]
     assert main([*run, "--output-dir", str(tmp_path / "f"), "--set", f"base.unet={committed}", *wider]) == 2
     assert "does not fit the UNet its config describes" in capsys.readouterr().err
+    (committed / "state.json").write_text(json.dumps({"step": 3, "history": 7}))  # a history that is not a list
+    assert main([*run, "--output-dir", str(tmp_path / "g"), "--set", f"base.unet={committed}"]) == 2
+    assert "its state.json cannot be read" in capsys.readouterr().err
 
 
 def test_assemble_from_a_training_checkpoint(trained, tmp_path, capsys):
@@ -751,7 +754,7 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     """extra.train_text_encoder: the text encoder trains with the UNet (from base.text_encoder); the
     run writes both; the UNet of its checkpoint assembles; each kind of checkpoint resumes only as its own
     kind; without the setting no encoder is written."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
     from transformers import CLIPModel
 
     base_text = CLIPModel.from_pretrained(trained["clip"]).text_model.state_dict()
@@ -779,6 +782,15 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     assert main([*run[:-2], "--resume", "--steps", "3"]) == 2  # a joint checkpoint goes on only as a joint run
     assert "holds the UNet and the text encoder" in capsys.readouterr().err
     assert main([*run, "--resume", "--steps", "3"]) == 0
+    from fgdm.training.components import holds_text_encoder
+
+    split = tmp_path / "split"  # the text encoder's keys in a later shard than the first: still found
+    split.mkdir()
+    whole = load_file(str(next(ckpt.glob("ema-*.safetensors"))))
+    save_file({k: v for k, v in whole.items() if k.startswith("unet.")}, str(split / "ema-00000.safetensors"))
+    assert not holds_text_encoder(split)
+    save_file({k: v for k, v in whole.items() if k.startswith("text_encoder.")}, str(split / "ema-00001.safetensors"))
+    assert holds_text_encoder(split) and not holds_text_encoder(tmp_path / "nothing")
     alone = tmp_path / "alone"  # extra.freeze_unet: the encoder trains against the UNet, which stays as it was
     assert main([*run[:5], "--steps", "2", "--output-dir", str(alone), *run[-4:], "--set", "extra.freeze_unet=true"]) == 0
     assert json.loads((alone / "metrics.json").read_text())["unet_trained"] is False

@@ -642,14 +642,17 @@ def _start_unet(unet, path: str | Path, cfg: TrainConfig, *, vae_factor: int, cr
 
 def _start_history(path: str | Path) -> list[dict]:
     """A new run's provenance: the history of the training checkpoint ``base.unet`` names (if it is
-    one), then where the run started; its own steps count from 0 again."""
+    one; a pipeline folder is already resolved to its ``unet/``), then where the run started; its own
+    steps count from 0 again."""
     p = Path(path)
-    p = p / "unet" if (p / "model_index.json").exists() else p
     entry: dict = {"started_from": str(path)}
     before: list[dict] = []
     if (p / "state.json").exists():
-        state = json.loads((p / "state.json").read_text())
-        before, entry["at_step"] = state.get("history", []), state.get("step")
+        try:
+            state = json.loads((p / "state.json").read_text())
+            before, entry["at_step"] = list(state.get("history", [])), state.get("step")
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            raise ValueError(f"base.unet {str(path)!r}: its state.json cannot be read ({e})") from None
         entry["note"] = "a new run from this checkpoint's weights (EMA where it had one); its steps count from 0"
     return [*before, entry]
 
@@ -667,18 +670,27 @@ class UNetAndTextEncoder(torch.nn.Module):
         return self.unet(zt, t, encoder_hidden_states=self.text_encoder(ids)[0]).sample
 
 
-def _check_resumable(out: Path, joint: bool) -> None:
-    """A run resumes only a checkpoint of its own kind: UNet alone, or UNet and text encoder."""
+def holds_text_encoder(ck: str | Path) -> bool:
+    """Whether a training checkpoint folder's weights include the text encoder (a run with
+    ``extra.train_text_encoder``): any key ``text_encoder.*`` in any shard (only the keys are read).
+    Also what ``scripts/device_stage.sh`` asks of a committed checkpoint."""
     from safetensors import safe_open
 
+    for shard in sorted(Path(ck).glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            if any(k.startswith("text_encoder.") for k in f.keys()):  # noqa: SIM118 (safe_open is not iterable)
+                return True
+    return False
+
+
+def _check_resumable(out: Path, joint: bool) -> None:
+    """A run resumes only a checkpoint of its own kind: UNet alone, or UNet and text encoder."""
     from .checkpoint import latest_checkpoint
 
     ck = latest_checkpoint(out)
-    shards = sorted(ck.glob("*.safetensors")) if ck is not None else []
-    if not shards:
+    if ck is None or not any(ck.glob("*.safetensors")):
         return  # the loop reports a missing checkpoint
-    with safe_open(str(shards[0]), "pt") as f:
-        has_text = any(k.startswith("text_encoder.") for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
+    has_text = holds_text_encoder(ck)
     if has_text != joint:
         held = "the UNet and the text encoder" if has_text else "the UNet alone"
         raise ValueError(f"--resume: {str(ck)!r} holds {held}, but extra.train_text_encoder is {str(joint).lower()}; "
