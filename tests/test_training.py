@@ -481,9 +481,11 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     gpu, cpu = load_train_config(root / "factor_seg.yaml"), load_train_config(root / "factor_seg_cpu.yaml")
     assert cpu.model == gpu.model and cpu.extra["sizes"] == gpu.extra["sizes"] and cpu.extra["variable"] == "seg"
     assert cpu.extra["graph"] != gpu.extra["graph"] and cpu.output_dir != gpu.output_dir
-    # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training, in its own folder
+    # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training (at the
+    # CPU-measured rate), in its own folder
     gpu, joint = load_train_config(root / "unet.yaml"), load_train_config(root / "unet_text.yaml")
-    assert joint.extra == {**gpu.extra, "train_text_encoder": True} and joint.output_dir != gpu.output_dir
+    assert joint.extra == {**gpu.extra, "train_text_encoder": True, "text_encoder_lr": 1e-4}
+    assert joint.output_dir != gpu.output_dir
     same = dataclasses.replace(joint, extra=gpu.extra, output_dir=gpu.output_dir)
     assert same == gpu
 
@@ -750,6 +752,31 @@ def test_loss_csv_averages_terms_logged_every_kth_step(tmp_path):
     assert [float(r["distill"]) for r in rows] == [1.5, 6.0, 9.0]
 
 
+def test_param_groups_train_at_their_own_rates(tmp_path):
+    """``train(params=[{...}, {..., "lr_scale": s}])``: each group's rate is the schedule's times its
+    ``lr_scale``, so a group at scale 0 stays exactly as it was while the other one learns."""
+    from fgdm.training.config import TrainConfig
+    from fgdm.training.loop import train
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def batches():
+        while True:
+            yield {"x": torch.randn(4, 2)}
+
+    def loss_fn(m, batch, step):
+        return (m(batch["x"]) - 1).pow(2).mean(), {}
+
+    cfg = TrainConfig(component="unet", output_dir=str(tmp_path / "g"), steps=3, batch_size=4, ema_decay=None)
+    groups = [{"params": list(model[0].parameters()), "lr_scale": 0.0}, {"params": list(model[1].parameters())}]
+    res = train(cfg, model, loss_fn, batches(), progress=False, params=groups)
+    after = list(res.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after[:2], before[:2], strict=True))  # scale 0: untouched
+    assert all(not torch.equal(a, b) for a, b in zip(after[2:], before[2:], strict=True))
+
+
 def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     """extra.train_text_encoder: the text encoder trains with the UNet (from base.text_encoder); the
     run writes both; the UNet of its checkpoint assembles; each kind of checkpoint resumes only as its own
@@ -802,6 +829,19 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
         for k in te2 if k.removeprefix("text_model.") in base_text)  # fmt: skip
     assert main([*run[:-2], "--output-dir", str(tmp_path / "x"), "--set", "extra.freeze_unet=true"]) == 2
     assert "needs extra.train_text_encoder: true and base.unet" in capsys.readouterr().err
+    slow = tmp_path / "slow"  # extra.text_encoder_lr: the encoder at its own rate (here ~0), the UNet at optim.lr
+    assert main([*run, "--output-dir", str(slow), "--set", "extra.text_encoder_lr=1e-12"]) == 0
+    assert json.loads((slow / "metrics.json").read_text())["text_encoder_lr"] == 1e-12
+    te3 = load_file(str(next((slow / "final-text-encoder").glob("*.safetensors"))))
+    assert all(torch.allclose(te3[k].float(), base_text[k.removeprefix("text_model.")].float(), atol=1e-6)
+               for k in te3 if k.removeprefix("text_model.") in base_text)  # fmt: skip
+    moved_unet = load_file(str(next((slow / "final").glob("*.safetensors"))))
+    assert any(not torch.equal(moved_unet[k], start[k]) for k in start)
+    for bad, said in (("-1", "must be a positive number, got -1"), ("true", "must be a positive number, got True")):
+        assert main([*run, "--output-dir", str(tmp_path / "y"), "--set", f"extra.text_encoder_lr={bad}"]) == 2
+        assert said in capsys.readouterr().err
+    assert main([*run[:-2], "--output-dir", str(tmp_path / "y"), "--set", "extra.text_encoder_lr=1e-4"]) == 2
+    assert "it needs extra.train_text_encoder: true" in capsys.readouterr().err
     frozen = tmp_path / "frozen"  # the default: no encoder folder, nothing of it trained
     assert main([*run[:-2], "--output-dir", str(frozen)]) == 0
     assert not (frozen / "final-text-encoder").exists()

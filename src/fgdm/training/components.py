@@ -26,6 +26,9 @@ Component-specific settings (``extra:`` in the YAML):
   ``final/`` (the UNet) and ``final-text-encoder/`` (a ``CLIPTextModel``), to assemble with
   ``--unet`` and ``--text-encoder``. ``freeze_unet`` (false; with ``train_text_encoder`` and
   ``base.unet``): only the text encoder trains, against that UNet, which stays bit for bit as it was.
+  ``text_encoder_lr`` (default ``optim.lr``; with ``train_text_encoder``): the encoder's peak rate,
+  on the same warm-up and schedule as the UNet's (its rate is the UNet's times
+  ``text_encoder_lr / optim.lr`` at every step).
 """
 
 from __future__ import annotations
@@ -711,6 +714,13 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     if frozen_unet and not (joint and (cfg.base.get("unet") or resume)):
         raise ValueError("extra.freeze_unet trains the text encoder alone against a trained UNet: it needs "
                          "extra.train_text_encoder: true and base.unet")  # fmt: skip
+    te_lr = cfg.extra.get("text_encoder_lr")
+    if te_lr is not None:
+        if isinstance(te_lr, bool) or not isinstance(te_lr, int | float) or te_lr <= 0:
+            raise ValueError(f"extra.text_encoder_lr must be a positive number, got {te_lr!r}")
+        if not joint:
+            raise ValueError(f"extra.text_encoder_lr ({te_lr}) is the rate of a training text encoder: it needs "
+                             "extra.train_text_encoder: true")  # fmt: skip
     te = _text_encoder(cfg).to(dev).eval().requires_grad_(joint)
     if "vae" not in cfg.base:
         raise ValueError("base.vae (a trained MiniVAE folder) is required to train the UNet")
@@ -781,7 +791,12 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     if resume:
         _check_resumable(Path(cfg.output_dir), joint)
     prior = _start_history(started_from) if started_from else None
-    res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress, history=prior)
+    groups = None
+    if te_lr is not None:  # the encoder at its own rate (a frozen UNet's group is empty and left out)
+        groups = [{"params": [p for p in unet.parameters() if p.requires_grad]},
+                  {"params": list(te.parameters()), "lr_scale": float(te_lr) / cfg.optim.lr}]  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+    res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress, history=prior, params=groups)
     final = res.ema or res.model
     out = Path(cfg.output_dir)
     final_unet = final.unet if joint else final
@@ -790,6 +805,7 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
         final.text_encoder.save_pretrained(out / "final-text-encoder", safe_serialization=True, max_shard_size=SHARD)
     return _write_metrics(cfg, {**res.summary(), "parameters": sum(p.numel() for p in final_unet.parameters()),
                                 "started_from": started_from, "text_encoder_trained": joint,
+                                "text_encoder_lr": (te_lr if te_lr is not None else cfg.optim.lr) if joint else None,
                                 "unet_trained": not frozen_unet})  # fmt: skip
 
 

@@ -21,7 +21,7 @@ EXTRA_KEYS = {
     "tokenizer": set(),
     "clip": {"pool", "freeze_text"},
     "vae": {"kl_weight", "pool", "freeze_encoder", "modality_probs"},
-    "unet": {"caption_dropout", "min_snr_gamma", "prerender", "train_text_encoder", "freeze_unet"},
+    "unet": {"caption_dropout", "min_snr_gamma", "prerender", "train_text_encoder", "freeze_unet", "text_encoder_lr"},
     "judge": {"pool", "dataset", "thing_weight", "depth_weight", "presence_weight", "loss_points"},
     "factor": _FACTOR_EXTRA,
     "image-factor": _FACTOR_EXTRA,

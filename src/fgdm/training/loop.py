@@ -97,7 +97,7 @@ def _forget_other_precision(mixed_precision: str) -> None:
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: Iterator[dict], *,
-          resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | None = None,
+          resume: bool = False, progress: bool = True, params: list[torch.nn.Parameter] | list[dict] | None = None,
           history: list[dict] | None = None) -> TrainResult:  # fmt: skip
     """Optimise ``model`` for ``cfg.steps`` optimizer steps of ``loss_fn(model, batch, step)``.
 
@@ -107,6 +107,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     from the start of the enclosing :func:`budget_clock`, or from this call), saving a checkpoint there; ``--resume`` goes on.
     ``history`` (a new run's provenance, e.g. that of the checkpoint it started from) heads the
     history its checkpoints record; a resumed run keeps its checkpoint's.
+    ``params`` (default: every parameter that requires grad) may be parameter groups, dicts with
+    ``params`` and an optional ``lr_scale``: that group's rate is the schedule's times ``lr_scale``.
     """
     from accelerate import Accelerator
 
@@ -129,8 +131,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
         raise ValueError(
             f"output_dir {str(out)!r} already holds checkpoints; pass --resume or choose another output_dir"
         )
-    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    groups = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     warm = cfg.optim.warmup_steps if start == 0 or cfg.optim.rewarm_steps is None else cfg.optim.rewarm_steps
     warm = max(1, warm)  # a resumed run re-warms: AdamW's moments start from zero again
     model, opt = acc.prepare(model, opt)
@@ -162,7 +165,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             # once per process): warm-up from this run's start, the decay on the global step
             lr = cfg.optim.lr * min(1.0, (step - start + 1) / warm) * cfg.optim.factor(step, cfg.steps)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
                 with acc.accumulate(model), acc.autocast():
