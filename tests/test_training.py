@@ -481,11 +481,9 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     gpu, cpu = load_train_config(root / "factor_seg.yaml"), load_train_config(root / "factor_seg_cpu.yaml")
     assert cpu.model == gpu.model and cpu.extra["sizes"] == gpu.extra["sizes"] and cpu.extra["variable"] == "seg"
     assert cpu.extra["graph"] != gpu.extra["graph"] and cpu.output_dir != gpu.output_dir
-    # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training (at the
-    # CPU-measured rate), in its own folder
+    # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training, in its own folder
     gpu, joint = load_train_config(root / "unet.yaml"), load_train_config(root / "unet_text.yaml")
-    assert joint.extra == {**gpu.extra, "train_text_encoder": True, "text_encoder_lr": 1e-4}
-    assert joint.output_dir != gpu.output_dir
+    assert joint.extra == {**gpu.extra, "train_text_encoder": True} and joint.output_dir != gpu.output_dir
     same = dataclasses.replace(joint, extra=gpu.extra, output_dir=gpu.output_dir)
     assert same == gpu
 
