@@ -830,6 +830,9 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     slow = tmp_path / "slow"  # extra.text_encoder_lr: the encoder at its own rate (here ~0), the UNet at optim.lr
     assert main([*run, "--output-dir", str(slow), "--set", "extra.text_encoder_lr=1e-12"]) == 0
     assert json.loads((slow / "metrics.json").read_text())["text_encoder_lr"] == 1e-12
+    last = json.loads(sorted((slow / "checkpoints").glob("step-*"))[-1].joinpath("state.json").read_text())
+    rates = last["history"][-1]["group_lr"]  # each group's peak rate, by name, in the checkpoint's provenance
+    assert rates["text_encoder"] == pytest.approx(1e-12) and rates["unet"] == last["history"][-1]["lr"]
     te3 = load_file(str(next((slow / "final-text-encoder").glob("*.safetensors"))))
     assert all(torch.allclose(te3[k].float(), base_text[k.removeprefix("text_model.")].float(), atol=1e-6)
                for k in te3 if k.removeprefix("text_model.") in base_text)  # fmt: skip

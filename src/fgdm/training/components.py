@@ -793,8 +793,8 @@ def train_unet(cfg: TrainConfig, *, resume: bool = False, progress: bool = True)
     prior = _start_history(started_from) if started_from else None
     groups = None
     if te_lr is not None:  # the encoder at its own rate (a frozen UNet's group is empty and left out)
-        groups = [{"params": [p for p in unet.parameters() if p.requires_grad]},
-                  {"params": list(te.parameters()), "lr_scale": float(te_lr) / cfg.optim.lr}]  # fmt: skip
+        groups = [{"name": "unet", "params": [p for p in unet.parameters() if p.requires_grad]},
+                  {"name": "text_encoder", "params": list(te.parameters()), "lr_scale": float(te_lr) / cfg.optim.lr}]  # fmt: skip
         groups = [g for g in groups if g["params"]]
     res = train(cfg, model, loss_fn, batches(), resume=resume, progress=progress, history=prior, params=groups)
     final = res.ema or res.model

@@ -108,7 +108,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     ``history`` (a new run's provenance, e.g. that of the checkpoint it started from) heads the
     history its checkpoints record; a resumed run keeps its checkpoint's.
     ``params`` (default: every parameter that requires grad) may be parameter groups, dicts with
-    ``params`` and an optional ``lr_scale``: that group's rate is the schedule's times ``lr_scale``.
+    ``params`` and an optional ``lr_scale``: that group's rate is the schedule's times ``lr_scale``;
+    with an optional ``name`` too, the history records each group's peak rate under that name.
     """
     from accelerate import Accelerator
 
@@ -132,7 +133,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
             f"output_dir {str(out)!r} already holds checkpoints; pass --resume or choose another output_dir"
         )
     groups = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    trainable = [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
+    as_dicts = bool(groups) and isinstance(groups[0], dict)
+    trainable = [p for g in groups for p in g["params"]] if as_dicts else groups
+    group_lr = ({g.get("name", f"group{i}"): cfg.optim.lr * g.get("lr_scale", 1.0) for i, g in enumerate(groups)}
+                if as_dicts and any("name" in g for g in groups) else None)  # fmt: skip
     opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     warm = cfg.optim.warmup_steps if start == 0 or cfg.optim.rewarm_steps is None else cfg.optim.rewarm_steps
     warm = max(1, warm)  # a resumed run re-warms: AdamW's moments start from zero again
@@ -201,6 +205,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
                             "lr_at_end": lr, "mixed_precision": cfg.mixed_precision,
                             "data": {k: getattr(cfg.data, k) for k in ("n_scenes", "seed", "size")},
                             "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+                if group_lr is not None:
+                    this_run["group_lr"] = group_lr
                 if cfg.optim.schedule != "constant":
                     o = cfg.optim
                     this_run["schedule"] = {"schedule": o.schedule, "decay_start": o.decay_start,
