@@ -44,17 +44,18 @@ fi
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-python3}
 SMOKE_ARGS=()
-if [ "${SMOKE:-0}" = 1 ]; then  # tiny everything; the assembled pipeline lives in runs/minisd
+if [ "${SMOKE:-0}" = 1 ]; then  # tiny everything; the base is the smoke-assembled runs/minisd, else the shipped MiniSD
   SMOKE_ARGS=(--set steps=2 --set data.n_scenes=8 --set data.workers=0 --set data.holdout_n=2 --set batch_size=4
               --set checkpoint_every=1 --set compile=false --set mixed_precision=no)
 fi
+smoke_model() { if [ -d runs/minisd ]; then echo runs/minisd; else echo "${MINISD:-src/fgdm/models/data/minisd}"; fi; }
 fgdm() {
   if [ "$1" = train ] && [ "${SMOKE:-0}" = 1 ] && [ "${2#assemble}" = "$2" ]; then  # not the assemble commands
     local extra=()
     case "$2" in
-      factor|image-factor) extra=(--set base.model=runs/minisd --set "extra.sizes=[64]" --set data.size=64) ;;
+      factor|image-factor) extra=(--set "base.model=$(smoke_model)" --set "extra.sizes=[64]" --set data.size=64) ;;
       vae|clip|judge) extra=(--set data.size=64 --set extra.pool=8) ;;
-      unet) [ "${TEXT:-0}" = 1 ] || extra=(--set data.size=64) ;;  # a joint run starts from 32-px latents' UNet
+      unet) [ "${TEXT:-0}" = 1 ] || shipped || extra=(--set data.size=64) ;;  # a run from a UNet keeps its 32-px latents
     esac
     "$PY" -m fgdm "$@" "${SMOKE_ARGS[@]}" "${extra[@]}"
   elif [ "${SMOKE:-0}" = 1 ] && [ "$1 $2" = "eval make-prompts" ]; then
@@ -95,7 +96,8 @@ assemble() {  # the fp16 pipeline from the newest UNet; outside SMOKE it also be
     te=$MINISD/text_encoder; [ "${TEXT:-0}" = 1 ] && te=$run/final-text-encoder
     fgdm train assemble --tokenizer "$MINISD/tokenizer" --text-encoder "$te" \
       --vae "$MINISD/vae" --unet "$run/final" --out runs/minisd.new --overwrite
-    if [ "${TEXT:-0}" = 1 ]; then  # re-joined with the text tower it was trained against (the shipped one)
+    if [ "${TEXT:-0}" = 1 ]; then  # whole, with the text tower it was trained against (the shipped MiniCLIP is
+                                   # whole already since MiniSD shipped with its own encoder: then copied as it is)
       fgdm train assemble-clip --clip "$(dirname "$MINISD")/miniclip" --text-encoder "$MINISD" --with-text \
         --out runs/miniclip --overwrite
     else
@@ -180,7 +182,7 @@ _ev() {  # _ev RESUMABLE NAME ARGS...
     [ -f "runs/eval/$name/record.json" ] && extra+=(--resume)
   fi
   if [ "${SMOKE:-0}" = 1 ]; then  # tiny versions of every measurement, on the smoke-trained models
-    local m=(--model runs/minisd)
+    local m=(--model "$(smoke_model)")
     case "$1 $2" in
       "eval judge") extra+=(--n 4) ;;
       "eval recall"|"eval multigen"|"eval visor") extra+=("${m[@]}" --limit 2 --steps 2 --images-per-prompt 2) ;;
@@ -318,8 +320,10 @@ case "$stage" in
     tar -C runs -czf "$out/logs.tgz" $(for f in "${names[@]}"; do echo "factor_$f.log"; done)
     if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]} (see logs.tgz)" >&2; stage_rc=1; fi ;;
   graph)
-    # without the normal factor by default: all five exceed the 40 MiB weights budget (docs/training.md)
-    fgdm train assemble-graph --graph runs/train/graph --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
+    # without the normal factor by default: all five exceed the 40 MiB weights budget (docs/training.md);
+    # SHIP_GRAPH=runs/train/graph_image_adapter ships the adapter image factor's graph instead (with MiniSD's
+    # own text encoder and a whole MiniCLIP shipped, the ControlNet image factor no longer fits at all)
+    fgdm train assemble-graph --graph "${SHIP_GRAPH:-runs/train/graph}" --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
       --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
   bench-train)  # ms per UNet step: fp32 / bf16 / compiled, at 256, 512 and 1024 — run first on a new machine;

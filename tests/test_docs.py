@@ -36,9 +36,10 @@ def test_api_page_examples_run(tiny_sd_dir, random_graph, tmp_path, monkeypatch)
     graph = random_graph(spec).save_pretrained(tmp_path / "graph")
     monkeypatch.chdir(tmp_path)
     Image.fromarray(make_sample(0, seed=3, size=64).render.image).save("photo.png")
-    swaps = {'"runs/minisd-preview"': repr(str(tiny_sd_dir)), '"runs/train/graph"': repr(str(graph))}
+    swaps = {"Text2ImagePipeline.from_pretrained()": f"Text2ImagePipeline.from_pretrained({str(tiny_sd_dir)!r})",
+             '"runs/train/graph"': repr(str(graph))}  # fmt: skip
     blocks = _blocks("docs/api.md")
-    assert len(blocks) == 4
+    assert len(blocks) == 4 and all(any(k in b for b in blocks) for k in swaps)  # each swap finds its text
     env: dict = {}
     for code in blocks:  # one namespace, as a reader running the page top to bottom
         for old, new in swaps.items():

@@ -804,6 +804,10 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     assert all(torch.equal(assembled[k], te[k].half()) for k in te)
     res = Text2ImagePipeline.from_pretrained(pipe)("a photo of a dog", num_inference_steps=2)
     assert res.images[0].size == (64, 64)
+    again = tmp_path / "from-pipe"  # a new joint run from an assembled (fp16) pipeline, as the device stage
+    from_pipe = [a for k in ("tokenizer", "text_encoder", "vae", "unet") for a in ("--set", f"base.{k}={pipe}")]
+    assert main([*run[:7], "--output-dir", str(again), *from_pipe, "--set", "extra.train_text_encoder=true"]) == 0
+    assert all(v.dtype == torch.float32 for v in load_file(str(next((again / "final-text-encoder").glob("*.safetensors")))).values())
     assert main([*run[:-2], "--resume", "--steps", "3"]) == 2  # a joint checkpoint goes on only as a joint run
     assert "holds the UNet and the text encoder" in capsys.readouterr().err
     assert main([*run, "--resume", "--steps", "3"]) == 0

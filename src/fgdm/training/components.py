@@ -519,7 +519,9 @@ def _text_encoder(cfg: TrainConfig):
         te = CLIPTextModel(clip.config.text_config)
         getattr(te, "text_model", te).load_state_dict(clip.text_model.state_dict())  # transformers 4 nests it
         return te
-    return _load(lambda p: CLIPTextModel.from_pretrained(p, use_safetensors=True), path, "base.text_encoder")
+    # fp32 whatever the folder holds: an assembled pipeline's encoder is fp16, and a trained encoder
+    # (extra.train_text_encoder) needs fp32 weights beside the fp32 UNet
+    return _load(lambda p: CLIPTextModel.from_pretrained(p, use_safetensors=True), path, "base.text_encoder").float()
 
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}  # mixed_precision -> autocast dtype ("no": none)
