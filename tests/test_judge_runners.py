@@ -215,6 +215,12 @@ def test_eval_judge_cli(judge_dir, capsys, tmp_path):
     assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
     assert main([*args[:-1], str(tmp_path / "e.jpg")]) == 2 and "must be a .png" in capsys.readouterr().err
+    plot = tmp_path / "classes.png"  # every class's precision and recall, one row each, in a chart
+    base = ["eval", "judge", "--judge", str(judge_dir), "--n", "4", "--seed", "3", "--json"]
+    assert main([*base, "--per-class-plot", str(plot)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["per_class_plot"] == str(plot) and "per_class" not in r and Image.open(plot).size[1] > 40 * 15
+    assert main([*base, "--per-class-plot", str(plot)]) == 2 and "--per-class-plot" in capsys.readouterr().err
 
 
 def test_benchmark_runners_resume_and_score(tiny_sd_dir, judge_dir, tmp_path, capsys):
@@ -472,6 +478,27 @@ def test_verdict_sheet_lays_out_prompts_and_pads_the_last_row(tmp_path):
     assert inks(0, len(sheet)) == (True, False) and inks(1, len(sheet)) == (True, True)  # relation right / wrong
     with pytest.raises(ValueError, match="no results"):
         verdict_sheet(tmp_path, [])
+
+
+def test_per_class_chart_puts_each_class_where_its_values_say():
+    import numpy as np
+
+    from fgdm.eval.plots import PRECISION, RECALL, per_class_chart
+
+    pc = {"dog": {"precision": 1.0, "recall": 0.0, "support": 3}, "cat": {"precision": 0.5, "recall": 1.0, "support": 2}}
+    img = np.asarray(per_class_chart(pc, columns=1, column_width=400))
+    def xs(colour):  # the columns of a dot's pixels, per row band (15 px each, dog's F1 0 comes first)
+        hit = (img == np.array(colour)).all(-1)
+        return [hit[r : r + 15].any(0).nonzero()[0].mean() for r in (img.shape[0] - 40, img.shape[0] - 25)]
+    (p_dog, p_cat), (r_dog, r_cat) = xs(PRECISION), xs(RECALL)
+    x0, x1 = 150, 380  # the axis of the one column: 0 at x0, 1 at x1
+    assert abs(p_dog - x1) <= 4 and abs(r_dog - x0) <= 4 and abs(p_cat - (x0 + x1) / 2) <= 4 and abs(r_cat - x1) <= 4
+    pc = {"dog": {"precision": 0.75, "recall": 1.0, "support": 3}}  # the axis starts at 0.7, the lowest tenth
+    img = np.asarray(per_class_chart(pc, columns=1, column_width=400))
+    hit = (img == np.array(PRECISION)).all(-1)[-25:-10].any(0).nonzero()[0].mean()
+    assert abs(hit - (x0 + (0.75 - 0.7) / 0.3 * (x1 - x0))) <= 4
+    with pytest.raises(ValueError, match="per_class_chart"):
+        per_class_chart({})
 
 
 def test_bar_chart_draws_bars_to_scale_and_checks_its_input():

@@ -896,23 +896,31 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     from .training.judge import evaluate_judge
 
     _check_sheet(args.sheet, args.overwrite)
+    _check_sheet(args.per_class_plot, args.overwrite, "--per-class-plot")
     judge = load_judge(args.judge, _device(args.device))
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
     result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=_progress(args),
                             sheet=args.sheet, sheet_rows=args.sheet_rows)  # fmt: skip
+    if args.per_class_plot is not None:
+        from .eval.plots import per_class_chart
+
+        title = (f"judge presence per class: {args.n} held-out renders, seed {args.seed} (worst F1 first; "
+                 "in brackets: renders showing the class)")  # fmt: skip
+        per_class_chart(result["per_class"], title=title).save(args.per_class_plot)
+        result["per_class_plot"] = str(args.per_class_plot)
     if not args.per_class:
         result.pop("per_class")
     _print_result(result, args.json)
     return 0
 
 
-def _check_sheet(path: Path | None, overwrite: bool) -> None:
+def _check_sheet(path: Path | None, overwrite: bool, arg: str = "--sheet") -> None:
     if path is not None:
         if path.suffix.lower() != ".png":
-            raise ValueError(f"sheet {str(path)!r} must be a .png file")
+            raise ValueError(f"{arg} {str(path)!r} must be a .png file")
         if path.exists() and not overwrite:
-            raise ValueError(f"sheet {str(path)!r} exists; pass --overwrite to replace it")
+            raise ValueError(f"{arg} {str(path)!r} exists; pass --overwrite to replace it")
 
 
 def _holdout_config(component: str, args: argparse.Namespace):
@@ -1592,7 +1600,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the judge's view of each image and of its mirror image (default: the judge's own flip_average)")
     p.add_argument("--sheet", type=Path, help="write a contact sheet (.png) of the renders with the most presence errors")
     p.add_argument("--sheet-rows", type=_int_at_least(1), default=12, help="rows of --sheet (default 12)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet")
+    p.add_argument("--per-class-plot", type=Path,
+                   help="write a chart (.png) of every class's presence precision and recall, worst first")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --sheet or --per-class-plot")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -59,3 +59,58 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, errors: Sequenc
         d.text((tx, max(y(v) - 16, y0 + 2)), text, fill=(0, 0, 0), font=font)
         d.text((cx - font.getlength(lab) / 2, y0 + ph + 6), lab, fill=(0, 0, 0), font=font)
     return img
+
+
+PRECISION, RECALL = (31, 119, 180), (230, 120, 20)
+
+
+def per_class_chart(per_class: dict[str, dict], *, title: str = "", columns: int = 2,
+                    row_height: int = 15, column_width: int = 480) -> Image.Image:  # fmt: skip
+    """Presence precision (blue) and recall (orange) of every class on an axis from the lowest value
+    (rounded down to a tenth) to 1, one row per class
+    (its name and support: renders showing it), worst F1 first, read down the columns. Input: the
+    ``per_class`` of :func:`fgdm.training.judge.evaluate_judge` (a missing value is not drawn)."""
+    if not per_class:
+        raise ValueError("per_class_chart needs at least one class")
+    if columns < 1 or row_height < 8 or column_width < 200:
+        raise ValueError(f"per_class_chart: columns >= 1, row_height >= 8, column_width >= 200, got "
+                         f"{columns}, {row_height}, {column_width}")  # fmt: skip
+
+    def f1(m: dict) -> float:
+        p, r = m.get("precision"), m.get("recall")
+        return 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else 0.0
+
+    names = sorted(per_class, key=lambda k: (f1(per_class[k]), k))
+    values = [m[key] for m in per_class.values() for key in ("precision", "recall") if m.get(key) is not None]
+    lo = min(max(0.0, int(min(values, default=0.0) * 10) / 10), 0.9)
+    rows = -(-len(names) // columns)
+    font = ImageFont.load_default(size=11)
+    heading = wrap_to_width(title, font, columns * column_width - 20) if title else []
+    top = 10 + 14 * len(heading) + 18  # title, then the legend and axis labels
+    img = Image.new("RGB", (columns * column_width, top + rows * row_height + 10), "white")
+    d = ImageDraw.Draw(img)
+    for k, line in enumerate(heading):
+        d.text((10, 6 + 14 * k), line, fill=(0, 0, 0), font=font)
+    label_w = 150
+    for c in range(columns):
+        x0, x1 = c * column_width + label_w, (c + 1) * column_width - 20
+
+        def x(v: float, x0=x0, x1=x1) -> float:
+            return x0 + (v - lo) / (1 - lo) * (x1 - x0)
+
+        for v in sorted({lo, *(k / 10 for k in range(int(lo * 10) + 1, 11))}):
+            d.line([x(v), top - 2, x(v), top + rows * row_height], fill=(200, 200, 200))
+            d.text((x(v) - 8, top - 16), f"{v:.1f}", fill=(0, 0, 0), font=font)
+        for i, name in enumerate(names[c * rows : (c + 1) * rows]):
+            m, cy = per_class[name], top + i * row_height + row_height / 2
+            d.text((c * column_width + 6, cy - 6), f"{name} ({m.get('support', 0)})", fill=(0, 0, 0), font=font)
+            pts = [(m.get(key), colour) for key, colour in (("precision", PRECISION), ("recall", RECALL))]
+            have = [x(v) for v, _ in pts if v is not None]
+            if len(have) == 2:
+                d.line([min(have), cy, max(have), cy], fill=(120, 120, 120))
+            for v, colour in pts:
+                if v is not None:
+                    d.ellipse([x(v) - 3, cy - 3, x(v) + 3, cy + 3], fill=colour)
+    d.text((10, top - 16), "precision", fill=PRECISION, font=font)
+    d.text((70, top - 16), "recall", fill=RECALL, font=font)
+    return img
