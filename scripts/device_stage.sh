@@ -19,7 +19,7 @@
 #                                   # (seg depth sketch image normal seg_nodistill image_adapter)
 #   FACTORS="seg depth sketch image" bash scripts/device_stage.sh factors   # several side by side, ~8 min
 #                                   # (not image_adapter beside seg/depth/sketch: it starts from their graph)
-#   bash scripts/device_stage.sh graph            # fp16 copy of runs/train/graph, packed for the trip back
+#   bash scripts/device_stage.sh graph            # fp16 copy of the graph to ship (the adapter image factor's), packed
 #   bash scripts/device_stage.sh eval-base        # MiniSD's measurements (carry .bench for the official MultiGen list)
 #   bash scripts/device_stage.sh eval-fgdm        # FG-DM's tables: quality, SBPC, real-image edits
 #   bash scripts/device_stage.sh eval-data        # judge trained on FG-DM-generated data vs on real renders
@@ -320,10 +320,11 @@ case "$stage" in
     tar -C runs -czf "$out/logs.tgz" $(for f in "${names[@]}"; do echo "factor_$f.log"; done)
     if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]} (see logs.tgz)" >&2; stage_rc=1; fi ;;
   graph)
-    # without the normal factor by default: all five exceed the 40 MiB weights budget (docs/training.md);
-    # SHIP_GRAPH=runs/train/graph_image_adapter ships the adapter image factor's graph instead (with MiniSD's
-    # own text encoder and a whole MiniCLIP shipped, the ControlNet image factor no longer fits at all)
-    fgdm train assemble-graph --graph "${SHIP_GRAPH:-runs/train/graph}" --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
+    # without the normal factor by default. Since MiniSD shipped with its own text encoder and a whole
+    # MiniCLIP, the ControlNet image factor no longer fits the 40 MiB weights budget (docs/training.md): the
+    # adapter image factor's graph ships once it exists (SHIP_GRAPH names another)
+    ship=runs/train/graph; [ -f runs/train/graph_image_adapter/graph.yaml ] && ship=runs/train/graph_image_adapter
+    fgdm train assemble-graph --graph "${SHIP_GRAPH:-$ship}" --factors "${SHIP_FACTORS:-seg,depth,sketch,image}" \
       --out runs/fgdm --overwrite
     tar -C runs -cf - fgdm | split -b 15m - "$out/fgdm.tar.part-" ;;
   bench-train)  # ms per UNet step: fp32 / bf16 / compiled, at 256, 512 and 1024 — run first on a new machine;
