@@ -1,11 +1,12 @@
-"""MiniCLIP for evaluation, shipped without a second copy of its text tower.
+"""MiniCLIP for evaluation: a complete ``CLIPModel`` folder, or one without a second copy of its text tower.
 
-MiniCLIP's text tower *is* MiniSD's text encoder (``fgdm train assemble`` copies it), so the
-evaluation copy keeps only what the pipeline lacks — the image tower and both projections, fp16,
-about 3.9 MB instead of 8.3 — and borrows the text tower from a pipeline's ``text_encoder/`` at
-load time. A fingerprint of the text tower's fp16 weights, written at save time, makes sure the
-two halves belong together. A complete ``CLIPModel`` folder (``fgdm train clip``'s ``final/``)
-loads as it is.
+While MiniCLIP's text tower *is* a pipeline's text encoder (``fgdm train assemble`` copies it), the
+evaluation copy can keep only what the pipeline lacks — the image tower and both projections, fp16,
+about 3.9 MB instead of 8.3 — and borrow the text tower from the pipeline's ``text_encoder/`` at
+load time; a fingerprint of the text tower's fp16 weights, written at save time, makes sure the
+two halves belong together. The shipped MiniSD's encoder was trained on after that (docs/training.md),
+so the shipped evaluation MiniCLIP is a complete ``CLIPModel`` folder (``fgdm train assemble-clip
+--with-text``), which loads as it is, as ``fgdm train clip``'s ``final/`` does.
 """
 
 from __future__ import annotations
