@@ -80,6 +80,44 @@ def test_flip_averaged_inference_is_mirror_equivariant(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["flip_average"] is want_flag
 
 
+def test_multi_size_inference_averages_every_view(tmp_path, capsys):
+    """tta_sizes: predict() averages the class probabilities and depths of the image read at each
+    side (and mirrored, with flip_average) at the image's size; one side alone without mirroring is
+    the plain network; the setting is checked, saved, and `fgdm eval judge --tta-sizes` overrides it."""
+    torch.manual_seed(0)
+    j = Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=64, stem_stride=4)).eval()
+    for p in j.parameters():
+        p.data.normal_(0, 0.5)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    j.config.tta_sizes = [64]
+    assert torch.allclose(j.predict(x)[0].exp(), j(x)[0].softmax(1), atol=1e-6)  # one view: the network
+    j.config.tta_sizes, j.config.flip_average = [48, 80], True
+    scores, depth = j.predict(x)
+    with torch.no_grad():
+        views = [(j(v, size=s), m) for s in (48, 80) for v, m in ((x, False), (x.flip(-1), True))]
+    want = sum((lg.flip(-1) if m else lg).softmax(1) for (lg, _), m in views) / 4
+    want_d = sum((d.flip(-1) if m else d) for (_, d), m in views) / 4
+    assert torch.allclose(scores.exp(), want, atol=1e-6) and torch.allclose(depth, want_d, atol=1e-6)
+    assert scores.shape == (2, 90, 64, 64) and torch.equal(j.segment(x.flip(-1)), j.segment(x).flip(-1))
+    assert Judge.from_pretrained(j.save_pretrained(tmp_path / "tta")).config.tta_sizes == [48, 80]
+    j.config.tta_sizes = [64, 80]  # input_size among the sides: the depth is its views' alone
+    with torch.no_grad():
+        d0, d1 = j(x)[1], j(x.flip(-1))[1].flip(-1)
+    assert torch.allclose(j.predict(x)[1], (d0 + d1) / 2, atol=1e-6)
+    j.config.tta_sizes = [48, 80]
+    for bad in ([], [64, 64], [16], "64", [True]):
+        with pytest.raises(ValueError, match="tta_sizes must be a list of distinct image sides"):
+            JudgeConfig(tta_sizes=bad)
+    base = ["eval", "judge", "--judge", str(tmp_path / "tta"), "--n", "2", "--seed", "3", "--json"]
+    for flag, want_sizes in (([], [48, 80]), (["--tta-sizes", "64,96"], [64, 96]), (["--tta-sizes", "none"], None)):
+        assert main([*base, *flag]) == 0
+        assert json.loads(capsys.readouterr().out)["tta_sizes"] == want_sizes
+    for bad in ("64,x", "64,64"):
+        with pytest.raises(SystemExit) as e:
+            raise SystemExit(main([*base, "--tta-sizes", bad]))
+        assert e.value.code == 2 and "--tta-sizes" in capsys.readouterr().err
+
+
 def test_judge_tally_on_constructed_maps():
     """Known answers: presence TP/FP/FN, P/R/F1, where the errors are, per-class scores, mIoU, depth."""
     import numpy as np

@@ -47,6 +47,20 @@ def _int_at_least(lo: int, hi: int | None = None) -> Callable:
     return _arg_type(f, f"integer >= {lo}" if hi is None else f"integer in {lo}-{hi}")
 
 
+def _tta_sizes(text: str) -> list[int]:
+    """``112,128,160`` -> [112, 128, 160]; ``none`` -> [] (the judge's input size alone)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        sizes = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected image sides like 112,128,160 or none, got {text!r}") from None
+    from .models.judge import JudgeConfig
+
+    JudgeConfig(tta_sizes=sizes)  # the judge's own check (distinct sides >= 32)
+    return sizes
+
+
 def _size(text: str) -> int:
     from .world.render import check_size
 
@@ -900,6 +914,9 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, _device(args.device))
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
+    if args.tta_sizes is not None:  # "none": the judge's input_size alone
+        judge.config.tta_sizes = args.tta_sizes or None
+        judge.config.__post_init__()
     result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=_progress(args),
                             sheet=args.sheet, sheet_rows=args.sheet_rows)  # fmt: skip
     if args.per_class_plot is not None:
@@ -1598,6 +1615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="include per-class presence precision/recall")
     p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="average the judge's view of each image and of its mirror image (default: the judge's own flip_average)")
+    p.add_argument("--tta-sizes", type=_arg_type(_tta_sizes, "tta-sizes"),
+                   help="image sides the judge reads and averages, e.g. 112,128,160, or none (default: the judge's own)")
     p.add_argument("--sheet", type=Path, help="write a contact sheet (.png) of the renders with the most presence errors")
     p.add_argument("--sheet-rows", type=_int_at_least(1), default=12, help="rows of --sheet (default 12)")
     p.add_argument("--per-class-plot", type=Path,

@@ -287,7 +287,8 @@ def evaluate_judge(judge, *, n: int = 500, seed: int = 20_000, size: int = 128, 
                 caption = f"#{start + k}  missed: {', '.join(sorted(want - got)) or '-'}  false: {', '.join(sorted(got - want)) or '-'}"
                 worst.append((-len(got ^ want), start + k, s.render.image, s.render.seg, p, caption))
                 worst = sorted(worst, key=lambda w: w[:2])[:sheet_rows]
-    result = {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average}
+    result = {**tally.result(), "n": n, "seed": seed, "size": size, "flip_average": judge.config.flip_average,
+              "tta_sizes": judge.config.tta_sizes}
     if sheet is not None:
         result["sheet"] = str(_error_sheet(Path(sheet), worst))
     return result
