@@ -81,9 +81,10 @@ def test_flip_averaged_inference_is_mirror_equivariant(tmp_path, capsys):
 
 
 def test_multi_size_inference_averages_every_view(tmp_path, capsys):
-    """tta_sizes: predict() averages the class probabilities and depths of the image read at each
-    side (and mirrored, with flip_average) at the image's size; one side alone without mirroring is
-    the plain network; the setting is checked, saved, and `fgdm eval judge --tta-sizes` overrides it."""
+    """tta_sizes: predict() averages the class probabilities of the image read at each side (and
+    mirrored, with flip_average) at the image's size, and the depths of the views at input_size (of
+    every view if input_size is not a side); one side alone without mirroring is the plain network;
+    the setting is checked, saved, and `fgdm eval judge --tta-sizes` overrides it."""
     torch.manual_seed(0)
     j = Judge(JudgeConfig(channels=[8, 16], groups=4, input_size=64, stem_stride=4)).eval()
     for p in j.parameters():

@@ -915,8 +915,7 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     if args.flip_average is not None:  # else the judge's own setting (its config.json)
         judge.config.flip_average = args.flip_average
     if args.tta_sizes is not None:  # "none": the judge's input_size alone
-        judge.config.tta_sizes = args.tta_sizes or None
-        judge.config.__post_init__()
+        judge.config.tta_sizes = args.tta_sizes or None  # checked by the argument's parser
     result = evaluate_judge(judge, n=args.n, seed=args.seed, size=args.size, progress=_progress(args),
                             sheet=args.sheet, sheet_rows=args.sheet_rows)  # fmt: skip
     if args.per_class_plot is not None:

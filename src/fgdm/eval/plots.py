@@ -67,9 +67,9 @@ PRECISION, RECALL = (31, 119, 180), (230, 120, 20)
 def per_class_chart(per_class: dict[str, dict], *, title: str = "", columns: int = 2,
                     row_height: int = 15, column_width: int = 480) -> Image.Image:  # fmt: skip
     """Presence precision (blue) and recall (orange) of every class on an axis from the lowest value
-    (rounded down to a tenth) to 1, one row per class
-    (its name and support: renders showing it), worst F1 first, read down the columns. Input: the
-    ``per_class`` of :func:`fgdm.training.judge.evaluate_judge` (a missing value is not drawn)."""
+    (rounded down to a tenth) to 1, one row per class (its name and support: renders showing it),
+    worst F1 first, read down the columns. Input: the ``per_class`` of
+    :func:`fgdm.training.judge.evaluate_judge` (a missing value is not drawn)."""
     if not per_class:
         raise ValueError("per_class_chart needs at least one class")
     if columns < 1 or row_height < 8 or column_width < 200:
