@@ -69,7 +69,7 @@ def per_class_chart(per_class: dict[str, dict], *, title: str = "", columns: int
     """Presence precision (blue) and recall (orange) of every class on an axis from the lowest value
     (rounded down to a tenth) to 1, one row per class (its name and support: renders showing it),
     worst F1 first, read down the columns. Input: the ``per_class`` of
-    :func:`fgdm.training.judge.evaluate_judge` (a missing value is not drawn)."""
+    :func:`fgdm.training.judge.evaluate_judge`."""
     if not per_class:
         raise ValueError("per_class_chart needs at least one class")
     if columns < 1 or row_height < 8 or column_width < 200:
@@ -77,12 +77,12 @@ def per_class_chart(per_class: dict[str, dict], *, title: str = "", columns: int
                          f"{columns}, {row_height}, {column_width}")  # fmt: skip
 
     def f1(m: dict) -> float:
-        p, r = m.get("precision"), m.get("recall")
-        return 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else 0.0
+        p, r = m["precision"], m["recall"]
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
     names = sorted(per_class, key=lambda k: (f1(per_class[k]), k))
-    values = [m[key] for m in per_class.values() for key in ("precision", "recall") if m.get(key) is not None]
-    lo = min(max(0.0, int(min(values, default=0.0) * 10) / 10), 0.9)
+    lowest = min(min(m["precision"], m["recall"]) for m in per_class.values())
+    lo = min(max(0.0, int(lowest * 10) / 10), 0.9)
     rows = -(-len(names) // columns)
     font = ImageFont.load_default(size=11)
     heading = wrap_to_width(title, font, columns * column_width - 20) if title else []
@@ -104,13 +104,10 @@ def per_class_chart(per_class: dict[str, dict], *, title: str = "", columns: int
         for i, name in enumerate(names[c * rows : (c + 1) * rows]):
             m, cy = per_class[name], top + i * row_height + row_height / 2
             d.text((c * column_width + 6, cy - 6), f"{name} ({m.get('support', 0)})", fill=(0, 0, 0), font=font)
-            pts = [(m.get(key), colour) for key, colour in (("precision", PRECISION), ("recall", RECALL))]
-            have = [x(v) for v, _ in pts if v is not None]
-            if len(have) == 2:
-                d.line([min(have), cy, max(have), cy], fill=(120, 120, 120))
-            for v, colour in pts:
-                if v is not None:
-                    d.ellipse([x(v) - 3, cy - 3, x(v) + 3, cy + 3], fill=colour)
+            p, r = m["precision"], m["recall"]
+            d.line([x(min(p, r)), cy, x(max(p, r)), cy], fill=(120, 120, 120))
+            for v, colour in ((p, PRECISION), (r, RECALL)):
+                d.ellipse([x(v) - 3, cy - 3, x(v) + 3, cy + 3], fill=colour)
     d.text((10, top - 16), "precision", fill=PRECISION, font=font)
     d.text((70, top - 16), "recall", fill=RECALL, font=font)
     return img
