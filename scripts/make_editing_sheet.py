@@ -1,16 +1,21 @@
 """Render docs/editing_sheet.png: object-level edits applied to a SceneWorld sample's maps.
 
     python scripts/make_editing_sheet.py docs/editing_sheet.png
+    python scripts/make_editing_sheet.py docs/editing_rerender.png --rerender [--graph DIR]
 
 Each row is one edit of the same sample (seed 3, index 0, two objects): the segmentation, the
-disparity, the normals re-derived from it and the sketch, all edited consistently.
+disparity, the normals re-derived from it and the sketch, all edited consistently. With
+``--rerender`` a last column shows the image the graph's image factor (default: the shipped graph)
+draws from each row's maps, with the sample's caption and the same seed, as ``fgdm edit`` does
+(a changed class is changed in the caption too).
 """
 
-import sys
+import argparse
 
 import numpy as np
 
-from fgdm.editing import MapSample, delete, duplicate, flip, move, resize, scribble_text
+from fgdm.editing import MapSample, change_class, delete, duplicate, flip, move, resize, scribble_text
+from fgdm.editing.maps import sample_conditions
 from fgdm.world.conditions import encode_normals, encode_segmentation, encode_sketch
 from fgdm.world.dataset import make_sample
 from fgdm.world.scene import WorldConfig
@@ -22,11 +27,19 @@ def _row(s: MapSample) -> list[np.ndarray]:
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", default="docs/editing_sheet.png")
+    ap.add_argument("--rerender", action="store_true", help="add the image factor's image of each row")
+    ap.add_argument("--graph", default=None, help="with --rerender: a graph folder (default: the shipped graph)")
+    ap.add_argument("--seed", type=int, default=0, help="with --rerender: the image factor's seed")
+    a = ap.parse_args()
     cfg = WorldConfig.from_dict({**WorldConfig().to_dict(), "min_objects": 2, "max_objects": 2})
-    s = MapSample.from_render(make_sample(0, seed=3, size=128, config=cfg).render)
+    sample = make_sample(0, seed=3, size=128, config=cfg)
+    s = MapSample.from_render(sample.render)
     objs = s.objects()
     big = max(objs, key=lambda i: objs[i][1])
     name = objs[big][0]
+    new = "horse" if name != "horse" else "cow"
     edits = [
         ("original", s),
         (f"move {name} +24,0", move(s, big, 24, 0)),
@@ -34,8 +47,22 @@ if __name__ == "__main__":
         (f"flip {name}", flip(s, big)),
         (f"delete {name}", delete(s, big)),
         (f"duplicate {name} +60,0", duplicate(s, big, 60, 0)),
+        (f"change {name} -> {new}", change_class(s, big, new)),
         ('text "HELLO" on the sketch', scribble_text(s, "HELLO")),
     ]
-    sheet = contact_sheet([_row(e) for _, e in edits], headers=["seg", "disparity", "normals", "sketch"],
-                          captions=[c for c, _ in edits], cell=128)  # fmt: skip
-    sheet.save(sys.argv[1] if len(sys.argv) > 1 else "docs/editing_sheet.png", optimize=True)
+    rows = [_row(e) for _, e in edits]
+    headers = ["seg", "disparity", "normals", "sketch"]
+    if a.rerender:
+        from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+        pipe = FactorGraphPipeline.from_pretrained(a.graph)
+        parents = pipe.spec.factors["image"].parents
+        caption = sample.caption.text
+        prompts = [caption.replace(name, new) if c.startswith("change") else caption for c, _ in edits]
+        given = {k: [sample_conditions(e)[k] for _, e in edits] for k in parents}
+        out = pipe(prompts, factors=["image"], given=given, seed=[a.seed] * len(edits))
+        rows = [[*r, np.asarray(im.convert("RGB"))] for r, im in zip(rows, out.images, strict=True)]
+        headers.append(f"image ({'+'.join(parents)} given)")
+        print(f"caption: {caption!r}; image factor given {parents}, seed {a.seed}")
+    sheet = contact_sheet(rows, headers=headers, captions=[c for c, _ in edits], cell=128)
+    sheet.save(a.out, optimize=True)
