@@ -372,7 +372,6 @@ case "$stage" in
     # does the image follow its sampled map, re-painted or not, as it follows a real one?
     evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled
     abl=()
-    [ ${#vs[@]} -gt 0 ] && abl+=(--ablation "shipped-cpu-graph=$SHIPPED_G")
     [ -f runs/train/graph_nodistill/graph.yaml ] && abl+=(--ablation no-distill=runs/train/graph_nodistill)
     # the image factor the shipped graph does not use, as an ablation (issue 5 asks for both)
     kind=''  # (no graph here: every measurement below reports its own failure and the call still packs)
@@ -387,6 +386,13 @@ case "$stage" in
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
+    if [ ${#vs[@]} -gt 0 ]; then  # the shipped graph on the same prompts and seeds, as runs of their own (an
+      # --ablation cannot swap it in: its image factor's parents, seg alone, differ from the new graph's)
+      evr fgdm-quality-shipped eval fgdm --graph "$SHIPPED_G" --prompts prompts/multigen_sceneworld_5_1k.json \
+        --n-prompts "${FG_PROMPTS:-50}" --clip "$C" --judge "$J"
+      evr sbpc-shipped eval sbpc --graph "$SHIPPED_G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" \
+        --judge "$J" --clip "$C"
+    fi
     evj bench-factors bench factors --sample-batch "${EVAL_BATCH:-64}"
     pack_eval ;;
   eval-data)  # the FG-DM data claim: a judge trained only on generated samples, one on real labels with

@@ -33,6 +33,8 @@ if __name__ == "__main__":
     ap.add_argument("--graph", default=None, help="with --rerender: a graph folder (default: the shipped graph)")
     ap.add_argument("--seed", type=int, default=0, help="with --rerender: the image factor's seed")
     a = ap.parse_args()
+    if a.graph is not None and not a.rerender:
+        ap.error("--graph is only used with --rerender")
     cfg = WorldConfig.from_dict({**WorldConfig().to_dict(), "min_objects": 2, "max_objects": 2})
     sample = make_sample(0, seed=3, size=128, config=cfg)
     s = MapSample.from_render(sample.render)
@@ -40,29 +42,33 @@ if __name__ == "__main__":
     big = max(objs, key=lambda i: objs[i][1])
     name = objs[big][0]
     new = "horse" if name != "horse" else "cow"
-    edits = [
-        ("original", s),
-        (f"move {name} +24,0", move(s, big, 24, 0)),
-        (f"resize {name} x1.5", resize(s, big, 1.5)),
-        (f"flip {name}", flip(s, big)),
-        (f"delete {name}", delete(s, big)),
-        (f"duplicate {name} +60,0", duplicate(s, big, 60, 0)),
-        (f"change {name} -> {new}", change_class(s, big, new)),
-        ('text "HELLO" on the sketch', scribble_text(s, "HELLO")),
+    caption = sample.caption.text
+    edits = [  # (row caption, edited maps, the prompt the image factor re-renders them with)
+        ("original", s, caption),
+        (f"move {name} +24,0", move(s, big, 24, 0), caption),
+        (f"resize {name} x1.5", resize(s, big, 1.5), caption),
+        (f"flip {name}", flip(s, big), caption),
+        (f"delete {name}", delete(s, big), caption),
+        (f"duplicate {name} +60,0", duplicate(s, big, 60, 0), caption),
+        (f"change {name} -> {new}", change_class(s, big, new), caption.replace(name, new)),
+        ('text "HELLO" on the sketch', scribble_text(s, "HELLO"), caption),
     ]
-    rows = [_row(e) for _, e in edits]
+    rows = [_row(e) for _, e, _ in edits]
     headers = ["seg", "disparity", "normals", "sketch"]
     if a.rerender:
         from fgdm.pipelines.factor_graph import FactorGraphPipeline
 
-        pipe = FactorGraphPipeline.from_pretrained(a.graph)
+        try:  # a bad folder is the user's input: an argument error, not a traceback
+            pipe = FactorGraphPipeline.from_pretrained(a.graph)
+        except ValueError as e:
+            ap.error(str(e))
+        if "image" not in pipe.spec.factors:
+            ap.error(f"--graph {a.graph or '(the shipped graph)'!r} has no image factor to re-render with")
         parents = pipe.spec.factors["image"].parents
-        caption = sample.caption.text
-        prompts = [caption.replace(name, new) if c.startswith("change") else caption for c, _ in edits]
-        given = {k: [sample_conditions(e)[k] for _, e in edits] for k in parents}
-        out = pipe(prompts, factors=["image"], given=given, seed=[a.seed] * len(edits))
+        given = {k: [sample_conditions(e)[k] for _, e, _ in edits] for k in parents}
+        out = pipe([p for _, _, p in edits], factors=["image"], given=given, seed=[a.seed] * len(edits))
         rows = [[*r, np.asarray(im.convert("RGB"))] for r, im in zip(rows, out.images, strict=True)]
         headers.append(f"image ({'+'.join(parents)} given)")
         print(f"caption: {caption!r}; image factor given {parents}, seed {a.seed}")
-    sheet = contact_sheet(rows, headers=headers, captions=[c for c, _ in edits], cell=128)
+    sheet = contact_sheet(rows, headers=headers, captions=[c for c, _, _ in edits], cell=128)
     sheet.save(a.out, optimize=True)
