@@ -11,11 +11,13 @@ draws from each row's maps, with the sample's caption and the same seed, as ``fg
 """
 
 import argparse
+import re
 
 import numpy as np
 
 from fgdm.editing import MapSample, change_class, delete, duplicate, flip, move, resize, scribble_text
 from fgdm.editing.maps import sample_conditions
+from fgdm.eval.prompts import with_article
 from fgdm.world.conditions import encode_normals, encode_segmentation, encode_sketch
 from fgdm.world.dataset import make_sample
 from fgdm.world.scene import WorldConfig
@@ -24,6 +26,12 @@ from fgdm.world.sheet import contact_sheet
 
 def _row(s: MapSample) -> list[np.ndarray]:
     return [encode_segmentation(s.seg), encode_sketch(s.disparity), encode_normals(s.normals), encode_sketch(s.sketch)]
+
+
+def _swap_class(caption: str, old: str, new: str) -> str:
+    """The caption with ``old`` named ``new``, its article agreeing ("an orange" -> "a horse")."""
+    caption = re.sub(rf"\b[Aa]n? {re.escape(old)}\b", with_article(new), caption)
+    return re.sub(rf"\b{re.escape(old)}\b", new, caption)
 
 
 if __name__ == "__main__":
@@ -50,7 +58,7 @@ if __name__ == "__main__":
         (f"flip {name}", flip(s, big), caption),
         (f"delete {name}", delete(s, big), caption),
         (f"duplicate {name} +60,0", duplicate(s, big, 60, 0), caption),
-        (f"change {name} -> {new}", change_class(s, big, new), caption.replace(name, new)),
+        (f"change {name} -> {new}", change_class(s, big, new), _swap_class(caption, name, new)),
         ('text "HELLO" on the sketch', scribble_text(s, "HELLO"), caption),
     ]
     rows = [_row(e) for _, e, _ in edits]

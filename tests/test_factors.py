@@ -115,6 +115,40 @@ def test_time_conditioning_matters_and_can_be_turned_off():
         FactorAdapter(channels=(8,), out_channels=(16, 32), out_strides=(1, 2))
 
 
+def test_a_text_conditioned_adapter_reads_the_caption_and_round_trips(tiny_model, tmp_path):
+    from fgdm.models.factors import check_factor_module, load_factor_module
+
+    unet = tiny_model.unet
+    spec = GraphSpec.from_dict({"factors": {"seg": {}}}).factors["seg"]
+    adapter = build_factor_module(spec, unet, {"text_conditioned": True})
+    assert adapter.config.text_dim == unet.config.cross_attention_dim
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    dog, bus = tiny_model.encode_text(["a dog", "a bus"])[0].chunk(2)
+    ctx = torch.cat([dog, dog])
+    base = unet(x, t, encoder_hidden_states=ctx).sample
+    # fresh, it is the identity on the base, as the paper's adapter is
+    assert torch.allclose(factor_forward(spec, adapter, unet, x, t, ctx, None), base, atol=1e-6)
+    _perturb(adapter, 0.2)
+    feats_dog = adapter(x, t, ctx)
+    feats_bus = adapter(x, t, torch.cat([bus, bus]))
+    assert not torch.allclose(feats_dog[0], feats_bus[0], atol=1e-4)  # the caption changes its features
+    assert torch.allclose(adapter(x, t, dog)[0], feats_dog[0], atol=1e-6)  # one caption broadcasts over the batch
+    with pytest.raises(ValueError, match=r"text-conditioned .*pass context"):
+        adapter(x, t)
+    # gradient reaches the text path
+    factor_forward(spec, adapter, unet, x, t, ctx, None).pow(2).mean().backward()
+    assert float(adapter.text_attn[0].k.weight.grad.abs().sum()) > 0
+    adapter.save_pretrained(tmp_path / "seg", safe_serialization=True)
+    loaded = load_factor_module(spec, tmp_path / "seg")
+    assert torch.equal(loaded(x, t, ctx)[0], feats_dog[0])
+    check_factor_module(spec, loaded, unet, unet.config.cross_attention_dim)
+    with pytest.raises(ValueError, match="reads text of width"):
+        check_factor_module(spec, loaded, unet, unet.config.cross_attention_dim + 1)
+    # the paper's adapter (no text) ignores a context
+    plain = _perturb(build_factor_module(spec, unet))
+    assert plain.config.text_dim is None and torch.equal(plain(x, t)[0], plain(x, t, ctx)[0])
+
+
 def test_pack_parents_nulls_missing_parents_and_resizes():
     like = torch.zeros(2, 4, 8, 8)
     seg = torch.randn(2, 4, 4, 4)
@@ -421,6 +455,42 @@ def test_training_into_a_graph_and_continual_learning(tmp_path, tiny_sd_dir, cap
     typo = _write(tmp_path, "typo", {"variable": "seg", "distil_weight": 1})
     assert main(["train", "factor", "--config", typo, "--quiet"]) == 2
     assert "distil_weight" in capsys.readouterr().err
+
+
+def test_a_factor_starts_from_trained_weights_new_blocks_as_the_identity(tmp_path, tiny_model, tiny_sd_dir, capsys):
+    import shutil
+
+    from fgdm.training.factors import init_factor_from
+
+    unet = tiny_model.unet
+    spec = GraphSpec.from_dict({"factors": {"seg": {}}}).factors["seg"]
+    plain = _perturb(build_factor_module(spec, unet), 0.2)
+    plain.save_pretrained(tmp_path / "plain", safe_serialization=True)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 600])
+    ctx = tiny_model.encode_text(["a dog", "a cat"])[0]
+    text = build_factor_module(spec, unet, {"text_conditioned": True})
+    init_factor_from(text, tmp_path / "plain")
+    # the start reproduces the stored factor exactly; only then does the text path begin to learn
+    assert torch.equal(factor_forward(spec, text, unet, x, t, ctx, None), factor_forward(spec, plain, unet, x, t, ctx, None))
+    with pytest.raises(ValueError, match="no safetensors weights"):
+        init_factor_from(text, tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"lacks .*scales.0.blocks.2"):  # a deeper adapter: new blocks are not identities
+        init_factor_from(build_factor_module(spec, unet, {"blocks_per_scale": 3}), tmp_path / "plain")
+    with pytest.raises(ValueError, match="shapes differ"):
+        init_factor_from(build_factor_module(spec, unet, {"channels": [16, 16]}), tmp_path / "plain")
+    _perturb(text).save_pretrained(tmp_path / "text", safe_serialization=True)
+    with pytest.raises(ValueError, match=r"tensors this module lacks: .*text_attn"):
+        init_factor_from(build_factor_module(spec, unet), tmp_path / "text")
+    # through the trainer: a text-conditioned run from the plain weights, and a bad folder refused
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    cfg = _write(tmp_path, "cont", {"variable": "seg", "init_from": str(tmp_path / "plain")})
+    with open(cfg, "a") as f:
+        f.write("model: {text_conditioned: true}\n")
+    assert main(["train", "factor", "--config", cfg, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == sum(p.numel() for p in text.parameters())
+    bad = _write(tmp_path, "bad", {"variable": "seg", "init_from": str(tmp_path / "nowhere")})
+    assert main(["train", "factor", "--config", bad, "--quiet"]) == 2
+    assert "extra.init_from: no safetensors weights" in capsys.readouterr().err
 
 
 def test_factor_runs_share_one_cache_and_installs_merge(tmp_path, tiny_sd_dir, capsys):

@@ -481,6 +481,14 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     gpu, cpu = load_train_config(root / "factor_seg.yaml"), load_train_config(root / "factor_seg_cpu.yaml")
     assert cpu.model == gpu.model and cpu.extra["sizes"] == gpu.extra["sizes"] and cpu.extra["variable"] == "seg"
     assert cpu.extra["graph"] != gpu.extra["graph"] and cpu.output_dir != gpu.output_dir
+    # its text-conditioned arm differs only in the module's text path, its start (the shipped seg) and precision
+    text = load_train_config(root / "factor_seg_text_cpu.yaml")
+    assert text.model == {**cpu.model, "text_conditioned": True} and text.mixed_precision == "no"
+    assert {k: v for k, v in text.extra.items() if k not in ("graph", "init_from")} == {
+        k: v for k, v in cpu.extra.items() if k != "graph"}  # fmt: skip
+    assert (root.parent / text.extra["init_from"] / "config.json").exists() and text.extra["graph"] != cpu.extra["graph"]
+    assert dataclasses.replace(text, model=cpu.model, extra=cpu.extra, output_dir=cpu.output_dir,
+                               mixed_precision=cpu.mixed_precision) == cpu  # fmt: skip
     # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training, in its own folder
     gpu, joint = load_train_config(root / "unet.yaml"), load_train_config(root / "unet_text.yaml")
     assert joint.extra == {**gpu.extra, "train_text_encoder": True} and joint.output_dir != gpu.output_dir
@@ -853,3 +861,23 @@ def test_unet_trains_the_text_encoder_jointly(trained, tmp_path, capsys):
     assert json.loads((frozen / "metrics.json").read_text())["text_encoder_trained"] is False
     assert main([*run, "--output-dir", str(frozen), "--resume", "--steps", "3"]) == 2
     assert "start a new run with base.unet" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(tmp_path, monkeypatch, caplog):
+    from fgdm.training import loop
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert loop.cpu_runs_bf16_fast(str(info)) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert loop.cpu_runs_bf16_fast(str(info)) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert loop.cpu_runs_bf16_fast(str(info)) is True
+    assert loop.cpu_runs_bf16_fast(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(loop, "cpu_runs_bf16_fast", lambda: False)
+    with caplog.at_level("WARNING", logger="fgdm.training.loop"):
+        assert loop.warn_if_emulated_bf16("bf16", "cpu", where="pre-encoding")
+    assert "pre-encoding in bf16 on a CPU without AVX-512 or native bf16" in caplog.text and "mixed_precision=no" in caplog.text
+    assert not loop.warn_if_emulated_bf16("no", "cpu") and not loop.warn_if_emulated_bf16("bf16", "meta")
+    monkeypatch.setattr(loop, "cpu_runs_bf16_fast", lambda: True)
+    assert not loop.warn_if_emulated_bf16("bf16", "cpu")

@@ -66,6 +66,28 @@ class _TimeResBlock(nn.Module):
         return x + self.conv2(F.silu(self.norm2(h)))
 
 
+class _TextAttn(nn.Module):
+    """Residual cross-attention from adapter features to the caption's token embeddings (the output
+    projection starts at zero, so a fresh block is the identity)."""
+
+    def __init__(self, ch: int, text_dim: int, groups: int, head_dim: int = 16) -> None:
+        super().__init__()
+        self.heads = max(1, ch // head_dim)
+        self.norm = nn.GroupNorm(groups, ch)
+        self.q, self.k, self.v = nn.Linear(ch, ch, bias=False), nn.Linear(text_dim, ch, bias=False), nn.Linear(text_dim, ch, bias=False)
+        self.out = nn.Linear(ch, ch)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.q(self.norm(x).flatten(2).transpose(1, 2))  # (B, hw, C)
+        k, v = self.k(context), self.v(context)  # (B, L, C)
+        split = lambda y: y.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, n, C/heads)
+        a = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).flatten(2)
+        return x + self.out(a).transpose(1, 2).reshape(b, c, h, w)
+
+
 class FactorAdapter(ModelMixin, ConfigMixin):
     """T2I-Adapter-shaped, optionally time-conditioned feature branch for a frozen UNet.
 
@@ -77,6 +99,10 @@ class FactorAdapter(ModelMixin, ConfigMixin):
         blocks_per_scale: residual blocks per scale (the paper: 2).
         time_conditioned: add the timestep embedding inside every residual block.
         norm_groups: GroupNorm groups (must divide every width).
+        text_dim: if set, the adapter also reads the caption: a cross-attention block after each
+            scale's residual blocks attends to the text encoder's token embeddings (this width).
+            Not in the paper (its adapter sees no text); ``model: {text_conditioned: true}`` in a
+            training config sets it to the base's text width.
 
     The output projections start at zero, so an untrained adapter leaves the base model unchanged.
     """
@@ -84,7 +110,8 @@ class FactorAdapter(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 4, channels: tuple[int, ...] = (32, 64, 80),
                  out_channels: tuple[int, ...] = (64, 128, 160), out_strides: tuple[int, ...] = (1, 2, 4),
-                 blocks_per_scale: int = 2, time_conditioned: bool = True, norm_groups: int = 8) -> None:  # fmt: skip
+                 blocks_per_scale: int = 2, time_conditioned: bool = True, norm_groups: int = 8,
+                 text_dim: int | None = None) -> None:  # fmt: skip
         super().__init__()
         if not len(channels) == len(out_channels) == len(out_strides):
             raise ValueError(
@@ -107,26 +134,35 @@ class FactorAdapter(ModelMixin, ConfigMixin):
                 "blocks": nn.ModuleList([_TimeResBlock(ch, temb_dim, norm_groups) for _ in range(blocks_per_scale)]),
             }))  # fmt: skip
             prev = ch
+        if text_dim:
+            self.text_attn = nn.ModuleList([_TextAttn(ch, text_dim, norm_groups) for ch in channels])
         self.out = nn.ModuleList([nn.Conv2d(c, o, 1) for c, o in zip(channels, out_channels, strict=True)])
         for conv in self.out:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Features to add to the UNet's down blocks; ``context`` (the caption's token embeddings,
+        (B, L, text_dim)) is required when the adapter is text-conditioned and ignored otherwise."""
         cfg = self.config
+        if cfg.text_dim and context is None:
+            raise ValueError("this adapter is text-conditioned (text_dim set): pass context, the caption's embeddings")
         temb = None
         if cfg.time_conditioned:
             t = timestep.expand(x.shape[0]) if timestep.ndim == 0 else timestep
             temb = self.time_embedding(self.time_proj(t.to(x.device)).to(x.dtype))
         h = self.conv_in(x)
         feats, stride = [], 1
-        for scale, out, s in zip(self.scales, self.out, cfg.out_strides, strict=True):
+        for i, (scale, out, s) in enumerate(zip(self.scales, self.out, cfg.out_strides, strict=True)):
             if s > stride:
                 h = F.avg_pool2d(h, s // stride)
                 stride = s
             h = scale["conv"](h)
             for block in scale["blocks"]:
                 h = block(h, temb)
+            if cfg.text_dim:
+                ctx = context.to(h) if context.shape[0] == h.shape[0] else context.to(h).expand(h.shape[0], -1, -1)
+                h = self.text_attn[i](h, ctx)
             feats.append(out(h))
         return feats
 
@@ -284,6 +320,8 @@ def build_factor_module(spec: FactorSpec, base_unet, arch: dict | None = None) -
         chans, strides = unet_feature_targets(base_unet.config)
         width = arch.pop("channels", None) or [max(8, c // 2) for c in chans]
         groups = arch.pop("norm_groups", 8)
+        if arch.pop("text_conditioned", False):
+            arch["text_dim"] = base_unet.config.cross_attention_dim
         return FactorAdapter(in_channels=n_in or LATENT_CHANNELS, channels=tuple(width), out_channels=chans,
                              out_strides=strides, norm_groups=groups, **arch)  # fmt: skip
     if spec.kind == "controlnet":
@@ -336,6 +374,8 @@ def check_factor_module(spec: FactorSpec, module: nn.Module, base_unet, text_dim
         if tuple(cfg.out_channels) != chans or tuple(cfg.out_strides) != strides:
             raise ValueError(f"{where}: features {list(cfg.out_channels)} at strides {list(cfg.out_strides)} do not "
                              f"fit the base UNet ({list(chans)} at {list(strides)})")  # fmt: skip
+        if cfg.get("text_dim") and cfg.text_dim != text_dim:
+            raise ValueError(f"{where}: reads text of width {cfg.text_dim}, the text encoder gives {text_dim}")
     elif spec.kind == "controlnet":
         if cfg.conditioning_channels != n_in:
             raise ValueError(f"{where}: takes {cfg.conditioning_channels} condition channels, its parents give {n_in}")
@@ -374,7 +414,7 @@ def factor_forward(spec: FactorSpec, module: nn.Module, base_unet, x_t: torch.Te
     ``parents`` is the packed parent tensor (:func:`pack_parents`); ``None`` for a parentless factor.
     """
     if spec.kind == "adapter":
-        feats = module(x_t if parents is None else parents, t)
+        feats = module(x_t if parents is None else parents, t, context)
         return base_unet(x_t, t, encoder_hidden_states=context, down_intrablock_additional_residuals=list(feats)).sample
     if spec.kind == "controlnet":
         down, mid = module(x_t, t, encoder_hidden_states=context, controlnet_cond=parents, return_dict=False)

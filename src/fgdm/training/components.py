@@ -54,7 +54,7 @@ from ..world.conditions import decode_segmentation
 from ..world.dataset import SceneWorldDataset, collate, make_sample, scene_seed
 from ..world.scene import WorldConfig, sample_scene
 from .config import TrainConfig
-from .loop import train, training_device
+from .loop import train, training_device, warn_if_emulated_bf16
 from .pools import render_pool, to_unit
 
 log = logging.getLogger(__name__)
@@ -535,8 +535,9 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
     condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
     returns integers, its token ids as int32). The encoders run
-    under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on a CPU, the
-    latents within 0.5% of fp32 — results.md; they are stored in fp16 either way).
+    under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on the CPUs
+    measured first, the latents within 0.5% of fp32 — results.md; 57x slower on an AVX2-only one,
+    which is warned about; they are stored in fp16 either way).
     """
     conds = tuple(m for m in modalities if m != "image")
     ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg),
@@ -548,6 +549,7 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     bar = tqdm(total=len(ds), desc=f"pre-encode {'+'.join(modalities)}", unit="scene", disable=not progress)
     amp = _AMP.get(cfg.mixed_precision)
     dev_type = torch.device(dev).type
+    warn_if_emulated_bf16(cfg.mixed_precision, dev, where="pre-encoding")
     gen = torch.Generator(device=dev).manual_seed(cfg.data.seed)  # the posterior samples: the same cache every time
     for b in loader:
         bar.update(len(b["caption"]))

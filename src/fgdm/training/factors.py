@@ -20,11 +20,15 @@ Settings (``extra:`` in the YAML):
   (e.g. ``[128, 64]`` so the seg factor also samples well at quarter area, as SBPC does).
 - ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
   ``cond_guidance``).
+- ``init_from``: a trained factor's weights folder (safetensors) to start from instead of a fresh
+  module, e.g. a graph's ``seg/`` to train it further with another recipe. Every tensor of it must
+  fit the new module; the new module may have tensors it lacks only where they start as the
+  identity (a text-conditioned adapter's cross-attention blocks on a plain adapter's weights).
 - ``cache_dir``: where the pre-encoded training data is cached. Set, the cache holds every
   modality (image and the four conditions) and is shared by all factor runs on the same data and
   base (the first run pays for it); unset, each run caches only what it needs in its output_dir.
 ``base.model``: the base SD directory (default: the shipped MiniSD). ``model:``: module options
-(adapter ``channels``, ``blocks_per_scale``, ``time_conditioned``; controlnet
+(adapter ``channels``, ``blocks_per_scale``, ``time_conditioned``, ``text_conditioned``; controlnet
 ``embedding_channels``; scratch: UNet config overrides).
 """
 
@@ -196,7 +200,10 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         raise ValueError(f"extra.wait_for_parents must be a number of minutes >= 0, got {wait!r}")
     graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(cfg.output_dir),
                         pending=wait > 0)  # fmt: skip
-    module = build_factor_module(spec, base.unet, cfg.model).to(dev)
+    module = build_factor_module(spec, base.unet, cfg.model)
+    if ex.get("init_from") and not resume:
+        init_factor_from(module, Path(ex["init_from"]))
+    module = module.to(dev)
     noise = base_noise_scheduler(base.scheduler.config)  # factors predict what the base predicts (epsilon or v)
     ac = noise.alphas_cumprod.to(dev)
     p_null, p_drop = float(ex.get("null_prob", 0.2)), float(ex.get("caption_dropout", 0.1))
@@ -271,6 +278,36 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
                                 "parameters": sum(p.numel() for p in final.parameters()),
                                 "distill_weight": w_distill, **metrics,
                                 "graph": str(graph_dir) if graph_dir else None})  # fmt: skip
+
+
+_IDENTITY_AT_INIT = ("text_attn.",)  # modules a fresh adapter starts as the identity with (zeroed output)
+
+
+def init_factor_from(module: torch.nn.Module, folder: Path) -> None:
+    """Load the weights in ``folder`` (a factor's safetensors) into the fresh ``module``:
+    ``extra.init_from``. Every stored tensor must exist in the module with the same shape; the module
+    may have more only in blocks that start as the identity, so the start reproduces the stored factor."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        raise ValueError(f"extra.init_from: no safetensors weights in {str(folder)!r}")
+    stored = {k: v for f in files for k, v in load_file(str(f)).items()}
+    own = module.state_dict()
+    unknown = sorted(k for k in stored if k not in own)
+    if unknown:
+        raise ValueError(f"extra.init_from: {str(folder)!r} has tensors this module lacks: {unknown[:3]}"
+                         f"{' ...' if len(unknown) > 3 else ''} (a different kind or architecture)")  # fmt: skip
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in stored.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f"extra.init_from: shapes differ from {str(folder)!r}: {bad[:3]}")
+    missing = sorted(k for k in own if k not in stored)
+    not_identity = [k for k in missing if not k.startswith(_IDENTITY_AT_INIT)]
+    if not_identity:
+        raise ValueError(f"extra.init_from: {str(folder)!r} lacks {not_identity[:3]}, which a fresh module does "
+                         f"not start as the identity")  # fmt: skip
+    module.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in stored.items()}})
+    log.info("started from %s (%d tensors; %d new, starting as the identity)", folder, len(stored), len(missing))
 
 
 def distillation_loss(spec: FactorSpec, module, unet, zt, t, emb, select, size: int | None = None) -> torch.Tensor:

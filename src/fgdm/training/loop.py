@@ -44,6 +44,28 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_runs_bf16_fast(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU runs bf16 at speed: natively (AVX512-BF16, AMX-BF16) or through oneDNN's
+    AVX-512 kernels; False on a CPU with neither (AVX2 at most), where PyTorch's bf16 convolutions
+    ran 57x slower than fp32 (an AMD EPYC; results.md, "bf16 on an AVX2-only CPU"); None where
+    unknown (no ``/proc/cpuinfo``)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16", "avx512f"} & set(flags))
+
+
+def warn_if_emulated_bf16(mixed_precision: str, device: torch.device | str, where: str = "training") -> bool:
+    """Log a warning (and return True) when ``mixed_precision`` is bf16 on a CPU that runs it slowly."""
+    if mixed_precision != "bf16" or torch.device(device).type != "cpu" or cpu_runs_bf16_fast() is not False:
+        return False
+    log.warning("%s in bf16 on a CPU without AVX-512 or native bf16 (AVX2 at most): PyTorch emulates it, "
+                "many times slower than fp32 here; set mixed_precision=no (--set mixed_precision=no)", where)
+    return True
+
+
 LossFn = Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -118,6 +140,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, loss_fn: LossFn, batches: It
     _forget_other_precision(cfg.mixed_precision)
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       cpu=not torch.cuda.is_available())  # fmt: skip
+    warn_if_emulated_bf16(cfg.mixed_precision, acc.device)
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     start, history = 0, list(history or [])  # one entry per run that led to a checkpoint, kept in its state.json
