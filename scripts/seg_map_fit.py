@@ -5,10 +5,12 @@ A sampled segmentation map is decoded to classes by nearest palette colour
 decoder's tolerance (30) from every palette colour, its class is guessed from blends and
 neighbours. `palette_fit` is the share of pixels within the tolerance. For each graph and each
 seg guidance scale this draws one map per prompt (the first N of --prompts, seeds 0..N-1, the
-graph's seg steps and size) and reports the mean palette fit at each --tolerance, with the maps'
-object recall of the prompt's things and the thing classes per map (as `fgdm eval fgdm` counts
-them). The reference row: N held-out real maps (world seed 50000) through the same base's VAE, the
-best a sampled map can score.
+graph's seg steps and size, or --steps and --size) and reports the mean palette fit at each
+--tolerance, with the maps' object recall of the prompt's things and the thing classes per map (as
+`fgdm eval fgdm` counts them) and the recall of the same maps against the next prompt's objects
+(chance: a map that holds many classes names some objects of any prompt). The reference row: N held-out real maps (world seed 50000) through
+the same base's VAE, the best a sampled map can score; their recall is against each one's own
+caption (small objects vanish at 64 px, so it is below 1).
 
     python scripts/seg_map_fit.py --graph runs/train/graph_cpu runs/train/graph_abl_kd \\
         --prompts runs/captions_400.json --n 12 --guidance 1 2 4 7.5
@@ -45,9 +47,16 @@ def main() -> None:
                     help="seg guidance scales (default: each graph's own)")  # fmt: skip
     ap.add_argument("--tolerance", type=float, nargs="+", default=[30.0, 15.0], help="RGB distances")
     ap.add_argument("--real-seed", type=int, default=50000, help="world seed of the reference maps")
+    ap.add_argument("--size", type=int, default=None,
+                    help="map size in pixels (default: each graph's seg size), e.g. 64, the size SBPC samples at")
+    ap.add_argument("--steps", type=int, default=None, help="seg steps (default: each graph's own)")
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
+    if a.size is not None and (a.size < 64 or a.size % 8):
+        ap.error(f"--size must be a multiple of 8 and >= 64, got {a.size}")
+    if a.steps is not None and a.steps < 1:
+        ap.error(f"--steps must be >= 1, got {a.steps}")
     bad = [t for t in a.tolerance if t <= 0] + [g for g in a.guidance or [] if g <= 0]
     if bad:
         ap.error(f"--tolerance and --guidance must be > 0, got {bad}")
@@ -63,25 +72,35 @@ def main() -> None:
     rows, bases = [], set()
     for path, g in graphs.items():
         spec = g.spec.factors["seg"]
-        size = spec.size or g.native_size()
+        size = a.size or spec.size or g.native_size()
         if (g.base.fingerprint, size) not in bases:  # one reference per base and size
             bases.add((g.base.fingerprint, size))
-            real = []
+            real, own = [], []
             for i in range(len(prompts)):
-                lab = make_sample(i, seed=a.real_seed, size=max(64, size)).render.seg
+                sample = make_sample(i, seed=a.real_seed, size=max(64, size))
+                lab = sample.render.seg
                 real.append(encode_segmentation(resize_labels(lab, size) if lab.shape[0] != size else lab))
+                own.append(parse_prompt(sample.caption.text).things)
             back = [np.asarray(im) for im in latents_to_images(g.base.vae, g.encode_maps(real))]
-            rows.append({"graph": path, "maps": "real, through the VAE", "guidance": None, **fits(back, a.tolerance)})
+            row = {"graph": path, "maps": "real, through the VAE", "guidance": None, **fits(back, a.tolerance)}
+            # other scenes than the prompts': recall of each real map against its own caption, the
+            # ceiling of a map at this size after the VAE
+            row.update(object_counts([decode_segmentation(r) for r in back], own, "seg"))
+            rows.append(row)
         for gs in a.guidance or [spec.guidance]:
             rgbs = []
             for i, p in enumerate(tqdm(prompts, desc=f"{path} guidance {gs:g}")):
-                out = g(p, factors=["seg"], seed=i, guidance={"seg": gs})
+                out = g(p, factors=["seg"], seed=i, guidance={"seg": gs}, sizes={"seg": size},
+                        steps={"seg": a.steps or spec.steps})  # fmt: skip
                 rgbs.append(np.asarray(latents_to_images(g.base.vae, out.latents["seg"])[0]))
             row = {"graph": path, "maps": "sampled", "guidance": gs, **fits(rgbs, a.tolerance)}
-            row.update(object_counts([decode_segmentation(r) for r in rgbs], objects, "seg"))
+            labels = [decode_segmentation(r) for r in rgbs]
+            row.update(object_counts(labels, objects, "seg"))
+            # chance: the same maps against the next prompt's objects (a map of many classes scores high)
+            row["seg_object_recall_shuffled"] = object_counts(labels, objects[1:] + objects[:1], "s")["s_object_recall"]
             rows.append(row)
-    print(json.dumps({"prompts": a.prompts, "n": len(prompts), "seg_steps": {p: g.spec.factors["seg"].steps
-                      for p, g in graphs.items()}, "rows": rows}, indent=1))  # fmt: skip
+    print(json.dumps({"prompts": a.prompts, "n": len(prompts), "seg_steps": {p: a.steps or g.spec.factors["seg"].steps
+                      for p, g in graphs.items()}, "size": a.size, "rows": rows}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

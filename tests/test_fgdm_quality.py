@@ -49,6 +49,40 @@ def test_with_factors_from_swaps_only_the_named_factor(random_graph):
         g.with_factors_from(wrong)
 
 
+def test_assemble_graph_takes_a_factor_from_another_graph(random_graph, tmp_path, capsys):
+    """`fgdm train assemble-graph --take seg=OTHER`: a from-scratch seg factor joins a graph's image
+    factor (trained on real maps, so it serves any seg factor); the graph records where each came from."""
+    g = random_graph(GRAPH, seed=0)
+    g.spec.info["sources"] = {n: f"/runs/{n}" for n in g.spec.factors}
+    other = random_graph({"factors": {"seg": {"kind": "scratch", "size": 16, "steps": 3, "guidance": 2.0}}}, seed=5)
+    other.spec.info["sources"] = {"seg": "/runs/seg_scratch"}
+    g.save_pretrained(tmp_path / "g")
+    other.save_pretrained(tmp_path / "o")
+    out = tmp_path / "mixed"
+    args = ["train", "assemble-graph", "--graph", str(tmp_path / "g"), "--take", f"seg={tmp_path / 'o'}", "--fp32"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "seg from" in capsys.readouterr().out
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    mixed = FactorGraphPipeline.from_pretrained(out)
+    seg = mixed.spec.factors["seg"]
+    assert (seg.kind, seg.size, seg.steps, seg.guidance) == ("scratch", 16, 3, 2.0)
+    assert mixed.spec.info["sources"] == {**g.spec.info["sources"], "seg": "/runs/seg_scratch"}
+    for name, src in (("seg", other), ("depth", g), ("image", g)):
+        want = src.modules[name].state_dict()
+        assert all(torch.equal(v, want[k]) for k, v in mixed.modules[name].state_dict().items()), name
+    a = mixed("a dog", factors=["seg"], seed=2).latents["seg"]
+    b = other("a dog", factors=["seg"], seed=2).latents["seg"]
+    assert torch.allclose(a, b, atol=1e-5)
+    # bad input: the argument's form, a factor the other graph lacks, a folder that holds no graph
+    for take, msg in (("seg", "FACTOR=GRAPH_FOLDER"), (f"depth={tmp_path / 'o'}", "must be in both graphs"),
+                      (f"seg={tmp_path / 'none'}", "--take")):  # fmt: skip
+        assert main(["train", "assemble-graph", "--graph", str(tmp_path / "g"), "--take", take,
+                     "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_adapter_image_factor_can_stand_in_for_the_controlnet(random_graph):
     """The budget comparison: same parents, another kind."""
     g = random_graph(GRAPH, seed=0)

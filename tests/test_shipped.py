@@ -95,23 +95,6 @@ def test_shipped_image_factor_follows_a_given_map():
     assert f > b + 0.05, agree
 
 
-def test_committed_cpu_judge_still_measures_presence():
-    """checkpoints/judge_cpu is not shipped (below the 0.9 bar) but docs/results.md measures MiniSD's
-    presence with it: it must load and still see fresh renders as well as it did (F1 0.869 on 500)."""
-    from pathlib import Path
-
-    from fgdm.models.judge import load_judge
-    from fgdm.training.judge import evaluate_judge
-
-    path = Path(__file__).resolve().parents[1] / "checkpoints" / "judge_cpu"
-    if not path.exists():
-        pytest.skip(f"no CPU judge committed ({path})")
-    judge = load_judge(path)
-    assert judge.config.flip_average and judge.config.stem_stride == 4
-    m = evaluate_judge(judge, n=40, seed=987_654, progress=False)
-    assert m["presence_f1"] >= 0.8 and m["miou"] >= 0.55, m  # measured: 0.845, 0.628
-
-
 def test_weights_in_the_tree_fit_the_budget():
     """Every weight file the repository carries (shipped folders and committed checkpoints, the
     base's tar parts included) together stays within 40 MiB, so the tree still travels to the GPU."""
@@ -122,3 +105,23 @@ def test_weights_in_the_tree_fit_the_budget():
              for p in d.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or ".tar.part-" in p.name)]  # fmt: skip
     total = sum(p.stat().st_size for p in files)
     assert total <= 40 * 2**20, f"{total / 2**20:.1f} MiB of weights: {sorted(str(p.relative_to(root)) for p in files)}"
+
+
+def test_shipped_seg_factor_names_its_captions_objects():
+    """The shipped seg factor (from scratch, 64 px; docs/results.md, "A from-scratch seg factor") draws
+    maps that name their caption's objects well above chance: the same maps scored against another
+    caption's objects (48 captions, 25 steps: 0.358 vs 0.134; these 16 at 15 steps: 0.304 vs 0.117).
+    The adapter it replaced scored below chance at 64 px (0.112 vs 0.172)."""
+    _need(default_graph_dir(), "the FG-DM graph")
+    from fgdm.eval.fgdm_quality import object_counts
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+    from fgdm.world.dataset import make_sample
+    from fgdm.world.vocab import parse_prompt
+
+    graph = FactorGraphPipeline.from_pretrained()
+    captions = [make_sample(i, seed=765_432, size=64).caption.text for i in range(16)]  # a seed no run has used
+    out = graph(captions, factors=["seg"], seed=list(range(16)), steps={"seg": 15})
+    objects = [parse_prompt(c).things for c in captions]
+    own = object_counts(out.labels, objects, "s")["s_object_recall"]
+    other = object_counts(out.labels, objects[1:] + objects[:1], "s")["s_object_recall"]
+    assert own > other + 0.1, (own, other)

@@ -496,6 +496,30 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     assert same == gpu
 
 
+def test_the_from_scratch_seg_recipe_builds_on_the_shipped_base():
+    """configs/factor_seg_scratch_cpu.yaml: the paper's from-scratch variant for seg, trained and sampled
+    at SBPC's quarter-area size only, a UNet reading the shipped MiniSD's caption embeddings."""
+    from diffusers import UNet2DConditionModel
+
+    from fgdm.models.factors import build_factor_module, check_factor_module
+    from fgdm.models.pipeline import default_model_dir
+    from fgdm.training.factors import factor_spec
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_train_config(root / "configs" / "factor_seg_scratch_cpu.yaml")
+    spec = factor_spec(cfg)
+    assert (spec.name, spec.kind, spec.parents) == ("seg", "scratch", ())
+    assert cfg.extra["sizes"] == [cfg.data.size] == [spec.size] == [64]
+    assert cfg.optim.schedule == "cosine" and cfg.extra["graph"] != "runs/train/graph_cpu"
+    base_dir = default_model_dir()
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base_dir / "unet"))
+    text_width = json.loads((base_dir / "text_encoder" / "config.json").read_text())["hidden_size"]
+    module = build_factor_module(spec, unet, cfg.model)
+    check_factor_module(spec, module, unet, text_width)
+    assert list(module.config.block_out_channels) == cfg.model["block_out_channels"]
+    assert module.config.in_channels == 4 and module.config.cross_attention_dim == text_width
+
+
 def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):
     want = json.loads((trained["vae"].parent / "metrics.json").read_text())
     sheet = tmp_path / "vae.png"

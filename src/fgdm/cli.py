@@ -887,10 +887,21 @@ def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
     from .pipelines.factor_graph import FactorGraphPipeline
 
     pipe = FactorGraphPipeline.from_pretrained(args.graph)
+    taken = []
+    for item in args.take or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--take {item!r}: expected FACTOR=GRAPH_FOLDER, e.g. seg=runs/train/graph_scratch_cpu")
+        try:
+            other = FactorGraphPipeline.from_pretrained(folder)
+        except ValueError as e:
+            raise ValueError(f"--take {item!r}: {e}") from None
+        pipe = pipe.with_factors_from(other, [name])
+        taken.append(f"{name} from {folder}")
     if args.factors:
         pipe = pipe.subset(args.factors)
     pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
-    print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}")
+    print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}" + (f" ({'; '.join(taken)})" if taken else ""))
     return 0
 
 
@@ -1599,6 +1610,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", required=True, help="a trained graph folder (extra.graph of the factor configs)")
     p.add_argument("--factors", type=_arg_type(_csv, "factors"),
                    help="only these factors, e.g. seg,depth,sketch,image (each one's parents included)")
+    p.add_argument("--take", action="append", metavar="FACTOR=GRAPH",
+                   help="use FACTOR (module, kind and sampling settings) from another trained graph on the same "
+                        "base, e.g. seg=runs/train/graph_scratch_cpu; it must have the same parents (repeatable)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")

@@ -219,6 +219,7 @@ class FactorGraphPipeline:
                              f"{other.base.fingerprint}); factors only work on their own base")  # fmt: skip
         names = list(other.spec.factors) if names is None else list(names)
         factors, modules = dict(self.spec.factors), dict(self.modules)
+        sources = dict(self.spec.info.get("sources", {}))
         for name in names:
             mine, theirs = self.spec.factors.get(name), other.spec.factors.get(name)
             if mine is None or theirs is None:
@@ -229,7 +230,11 @@ class FactorGraphPipeline:
                                  "only a factor with the same parents can be swapped in")  # fmt: skip
             factors[name] = theirs
             modules[name] = other.modules[name].to(self.base.device, next(self.modules[name].parameters()).dtype)
-        spec = GraphSpec(factors, self.spec.base, self.spec.base_fingerprint, self.spec.info)
+            sources.pop(name, None)  # the swapped factor's run is the other graph's (if it recorded one)
+            if other.spec.info.get("sources", {}).get(name):
+                sources[name] = other.spec.info["sources"][name]
+        info = {**self.spec.info, "sources": sources} if sources or "sources" in self.spec.info else self.spec.info
+        spec = GraphSpec(factors, self.spec.base, self.spec.base_fingerprint, info)
         return FactorGraphPipeline(self.base, spec, modules, self.path)
 
     def differing_factors(self, other: FactorGraphPipeline) -> list[str]:
