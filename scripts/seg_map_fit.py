@@ -8,9 +8,10 @@ seg guidance scale this draws one map per prompt (the first N of --prompts, seed
 graph's seg steps and size, or --steps and --size) and reports the mean palette fit at each
 --tolerance, with the maps' object recall of the prompt's things and the thing classes per map (as
 `fgdm eval fgdm` counts them) and the recall of the same maps against the next prompt's objects
-(chance: a map that holds many classes names some objects of any prompt). The reference row: N held-out real maps (world seed 50000) through
-the same base's VAE, the best a sampled map can score; their recall is against each one's own
-caption (small objects vanish at 64 px, so it is below 1).
+(chance: a map that holds many classes names some objects of any prompt). The reference row: N
+held-out real maps (world seed 50000) through the same base's VAE, the best a sampled map can
+score; their recall is against each one's own caption (small objects vanish at 64 px, so it is
+below 1).
 
     python scripts/seg_map_fit.py --graph runs/train/graph_cpu runs/train/graph_abl_kd \\
         --prompts runs/captions_400.json --n 12 --guidance 1 2 4 7.5

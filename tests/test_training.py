@@ -518,6 +518,11 @@ def test_the_from_scratch_seg_recipe_builds_on_the_shipped_base():
     check_factor_module(spec, module, unet, text_width)
     assert list(module.config.block_out_channels) == cfg.model["block_out_channels"]
     assert module.config.in_channels == 4 and module.config.cross_attention_dim == text_width
+    # the shipped graph's seg factor is this recipe's module
+    from fgdm.models.factors import default_graph_dir
+
+    shipped = json.loads((default_graph_dir() / "seg" / "config.json").read_text())
+    assert shipped["block_out_channels"] == cfg.model["block_out_channels"] and shipped["in_channels"] == 4
 
 
 def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):
