@@ -883,21 +883,28 @@ def cmd_train_assemble_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_graph(item: str, option: str, form: str, example: str, device: str | None = None):
+    """``NAME=GRAPH_DIR`` (``--take``, ``--ablation``): the name and the loaded graph, or a clear error."""
+    from .pipelines.factor_graph import FactorGraphPipeline
+
+    name, sep, folder = item.partition("=")
+    if not sep or not name.strip() or not folder.strip():
+        raise ValueError(f"{option} {item!r}: expected {form}, e.g. {example}")
+    try:
+        return name.strip(), FactorGraphPipeline.from_pretrained(folder.strip(), device=device)
+    except ValueError as e:
+        raise ValueError(f"{option} {item!r}: {e}") from None
+
+
 def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
     from .pipelines.factor_graph import FactorGraphPipeline
 
     pipe = FactorGraphPipeline.from_pretrained(args.graph)
     taken = []
     for item in args.take or []:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--take {item!r}: expected FACTOR=GRAPH_FOLDER, e.g. seg=runs/train/graph_scratch_cpu")
-        try:
-            other = FactorGraphPipeline.from_pretrained(folder)
-        except ValueError as e:
-            raise ValueError(f"--take {item!r}: {e}") from None
+        name, other = _named_graph(item, "--take", "FACTOR=GRAPH_FOLDER", "seg=runs/train/graph_scratch_cpu")
         pipe = pipe.with_factors_from(other, [name])
-        taken.append(f"{name} from {folder}")
+        taken.append(f"{name} from {other.path}")
     if args.factors:
         pipe = pipe.subset(args.factors)
     pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
@@ -1204,12 +1211,8 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
     _check_run_folder(out, args.resume)
     device = _device(args.device)
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
-    ablations = []
-    for item in args.ablation or []:
-        label, sep, path = item.partition("=")
-        if not sep or not label.strip() or not path.strip():
-            raise ValueError(f"--ablation expects LABEL=GRAPH_DIR (e.g. no-distill=runs/train/graph_nodistill), got {item!r}")
-        ablations.append((label.strip(), FactorGraphPipeline.from_pretrained(path.strip(), device=device)))
+    ablations = [_named_graph(item, "--ablation", "LABEL=GRAPH_DIR", "no-distill=runs/train/graph_nodistill", device)
+                 for item in args.ablation or []]  # fmt: skip
     judge, judge_fp = None, None
     if not args.no_judge:
         judge = load_judge(args.judge, device)

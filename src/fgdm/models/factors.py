@@ -151,9 +151,11 @@ class FactorAdapter(ModelMixin, ConfigMixin):
         if cfg.time_conditioned:
             t = timestep.expand(x.shape[0]) if timestep.ndim == 0 else timestep
             temb = self.time_embedding(self.time_proj(t.to(x.device)).to(x.dtype))
-        if cfg.text_dim and context.shape[0] != x.shape[0]:
-            context = context.expand(x.shape[0], -1, -1)  # one caption for the whole batch
         h = self.conv_in(x)
+        if cfg.text_dim:
+            context = context.to(h)
+            if context.shape[0] != x.shape[0]:
+                context = context.expand(x.shape[0], -1, -1)  # one caption for the whole batch
         feats, stride = [], 1
         for i, (scale, out, s) in enumerate(zip(self.scales, self.out, cfg.out_strides, strict=True)):
             if s > stride:
@@ -163,7 +165,7 @@ class FactorAdapter(ModelMixin, ConfigMixin):
             for block in scale["blocks"]:
                 h = block(h, temb)
             if cfg.text_dim:
-                h = self.text_attn[i](h, context.to(h))
+                h = self.text_attn[i](h, context)
             feats.append(out(h))
         return feats
 

@@ -233,7 +233,9 @@ class FactorGraphPipeline:
             sources.pop(name, None)  # the swapped factor's run is the other graph's (if it recorded one)
             if other.spec.info.get("sources", {}).get(name):
                 sources[name] = other.spec.info["sources"][name]
-        info = {**self.spec.info, "sources": sources} if sources or "sources" in self.spec.info else self.spec.info
+        info = dict(self.spec.info)
+        if sources or "sources" in info:
+            info["sources"] = sources
         spec = GraphSpec(factors, self.spec.base, self.spec.base_fingerprint, info)
         return FactorGraphPipeline(self.base, spec, modules, self.path)
 
