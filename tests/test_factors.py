@@ -21,7 +21,7 @@ from fgdm.models.factors import (
     unet_feature_targets,
 )
 from fgdm.pipelines.factor_graph import FactorGraphPipeline, condition_rgb
-from fgdm.sampling import FactorRun, ddim_schedule, sample_ddim, sample_graph, step_plan
+from fgdm.sampling import FactorRun, KeepOutside, ddim_schedule, sample_ddim, sample_graph, step_plan
 from fgdm.training.factors import distillation_loss
 
 GRAPH = {"factors": {"seg": {"steps": 3}, "depth": {"parents": ["seg"], "steps": 3},
@@ -188,6 +188,32 @@ def test_joint_sampler_with_one_factor_is_plain_ddim(tiny_model):
     want = sample_ddim(lambda x, t: den(x, t), x0.clone(), sched)
     got = sample_graph([FactorRun("seg", (), den, x0.clone(), sched)])["seg"]
     assert torch.equal(want, got)
+
+
+def test_keep_outside_holds_the_latent_to_its_path_outside_the_mask(tiny_model):
+    sched = ddim_schedule(tiny_model.scheduler.config, 4)
+    path = [torch.full((1, 4, 4, 4), float(k)) for k in range(5)]  # x_T ... clean
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1  # the top half is free
+    seen = []
+
+    def den(x, t, p):
+        seen.append(x.clone())
+        return 0.3 * x
+
+    x = torch.randn(1, 4, 4, 4)
+    free = sample_graph([FactorRun("seg", (), den, x.clone(), sched)])["seg"]
+    got = sample_graph([FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(mask, path))])["seg"]
+    assert torch.equal(got[..., 2:, :], path[-1][..., 2:, :])  # held: the clean end of the path
+    assert torch.equal(seen[-4][..., 2:, :], path[0][..., 2:, :])  # it starts on x_T there
+    assert all(torch.equal(seen[-4 + i][..., 2:, :], path[i][..., 2:, :]) for i in range(4))  # and follows the path
+    assert not torch.equal(got[..., :2, :], path[-1][..., :2, :]) and not torch.equal(got, free)
+    whole = sample_graph([FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(torch.ones(1, 1, 4, 4), path))])
+    assert torch.equal(whole["seg"], free)  # a mask of ones is unmasked sampling
+    with pytest.raises(ValueError, match=r"keep\.path holds 3 latents; a schedule of 4 steps needs 5"):
+        FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(mask, path[:3]))
+    with pytest.raises(ValueError, match=r"keep\.mask is \(2, 2\)"):
+        FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(torch.ones(1, 1, 2, 2), path))
 
 
 def test_joint_children_see_their_parents_current_estimate_ancestral_the_final(tiny_model):
@@ -612,9 +638,11 @@ def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, c
     assert [s["seg_objects"] for s in split["samples"]] == [s["seg_objects"] for s in rec["samples"]]
     from PIL import Image
 
-    for f in ("image-001.png", "seg-001.png"):
-        a, b = (np.asarray(Image.open(d / f), dtype=int) for d in (out, tmp_path / "split"))
-        assert np.abs(a - b).max() <= 2, f
+    a, b = (np.asarray(Image.open(d / "image-001.png"), dtype=int) for d in (out, tmp_path / "split"))
+    assert np.abs(a - b).max() <= 2
+    # the seg map is re-painted with the palette: batched float rounding may flip a boundary pixel's class
+    a, b = (np.asarray(Image.open(d / "seg-001.png"), dtype=int) for d in (out, tmp_path / "split"))
+    assert (a != b).any(axis=-1).mean() <= 0.01
     assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--quiet"]) == 0
     assert (tmp_path / "run2" / "depth-000.png").exists()
     capsys.readouterr()
@@ -658,6 +686,39 @@ def test_pipeline_inverts_a_map_and_regenerates_it(graph):
         graph("a dog", factors=["seg"], init_latents={"seg": xt}, sizes={"seg": 16})
     with pytest.raises(ValueError, match="image must be RGB"):
         graph.encode_value("image", np.zeros((8, 8)), 32)
+
+
+def test_invert_path_and_keep_regenerate_only_a_region(graph):
+    seg = np.full((32, 32), 80, np.uint8)
+    seg[8:24, 6:20] = 16
+    path = graph.invert_path("seg", seg, "a dog on the grass", steps=6)
+    assert len(path) == 7 and torch.equal(path[-1], graph.encode_value("seg", seg, 32))
+    assert torch.equal(path[0], graph.invert("seg", seg, "a dog on the grass", steps=6))
+    region = np.zeros((32, 32), bool)
+    region[:, :12] = True  # on the 8x8 latent grid (4 pixels a cell): columns 0-2 free
+    out = graph("a cat on the grass", factors=["seg"], init_latents={"seg": path[0]}, steps={"seg": 6},
+                keep={"seg": (region, path)})  # fmt: skip
+    z = out.latents["seg"]
+    assert torch.equal(z[..., 3:], path[-1][..., 3:].to(z)) and not torch.allclose(z[..., :3], path[-1][..., :3].to(z))
+    none = graph("a cat", factors=["seg"], init_latents={"seg": path[0]}, steps={"seg": 6},
+                 keep={"seg": (np.zeros((32, 32), bool), path)})  # fmt: skip
+    assert torch.equal(none.latents["seg"], path[-1].to(z))  # nothing free: the inverted map itself
+    with pytest.raises(ValueError, match="keep: \\['image'\\] are not among the sampled factors"):
+        graph("a cat", factors=["seg"], keep={"image": (region, path)})
+    with pytest.raises(ValueError, match="must be a \\(H, W\\) bool array"):
+        graph("a cat", factors=["seg"], steps={"seg": 6}, keep={"seg": (region.astype(int), path)})
+    with pytest.raises(ValueError, match="a schedule of 25 steps needs 26"):
+        graph("a cat", factors=["seg"], steps={"seg": 25}, keep={"seg": (region, path)})
+
+
+def test_latent_mask_frees_every_cell_a_pixel_touches():
+    from fgdm.pipelines.factor_graph import latent_mask
+
+    m = np.zeros((32, 32), bool)
+    m[5, 9] = True  # one pixel, in cell (1, 2) of an 8x8 grid
+    got = latent_mask(m, 8)
+    assert got.shape == (1, 1, 8, 8) and got.sum() == 1 and got[0, 0, 1, 2] == 1
+    assert latent_mask(np.ones((4, 4), bool), 8).sum() == 64  # a coarser mask is upsampled
 
 
 def test_factor_heldout_script(random_graph, tmp_path, capsys, monkeypatch):

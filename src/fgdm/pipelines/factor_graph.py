@@ -27,7 +27,7 @@ from ..models.factors import (
     save_graph_spec,
 )
 from ..models.pipeline import BaseModel, default_model_dir, load_base_model
-from ..sampling import FactorRun, ddim_schedule, guided, sample_graph, to_epsilon
+from ..sampling import FactorRun, KeepOutside, ddim_schedule, guided, sample_graph, to_epsilon
 from ..world.conditions import decode_segmentation, encode_segmentation, palette_fit, resize_image, resize_labels
 from .text2image import image_seeds, latents_to_images
 
@@ -100,6 +100,18 @@ def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
     if a.dtype != np.uint8:
         raise ValueError(f"given {name}: a 3-channel map must be uint8, got {a.dtype}")
     return resize_image(a, size)
+
+
+def latent_mask(mask: np.ndarray, lat: int, what: str = "mask") -> torch.Tensor:
+    """A (H, W) bool pixel mask as a (1, 1, lat, lat) float mask on a latent grid: a cell is 1 when
+    any of its pixels is True (a region grows to whole cells rather than losing thin parts)."""
+    a = np.asarray(mask)
+    if a.ndim != 2 or a.dtype != bool:
+        raise ValueError(f"{what}: the mask must be a (H, W) bool array, got shape {a.shape} {a.dtype}")
+    t = torch.from_numpy(a.astype(np.float32))[None, None]
+    if min(a.shape) >= lat:
+        return torch.nn.functional.adaptive_max_pool2d(t, lat)
+    return torch.nn.functional.interpolate(t, size=(lat, lat), mode="nearest")
 
 
 def base_reference(path: Path) -> str:
@@ -337,7 +349,6 @@ class FactorGraphPipeline:
             return self.encode_maps([resize_image(a, size)])
         return self.encode_maps([condition_rgb(name, value, size)])
 
-    @torch.no_grad()
     def invert(self, name: str, value, prompt: str, *, given: dict | None = None, size: int | None = None,
                steps: int | None = None, guidance: float = 1.0) -> torch.Tensor:  # fmt: skip
         """DDIM-invert a map or image through its factor: the x_T that regenerates it.
@@ -345,6 +356,14 @@ class FactorGraphPipeline:
         ``given`` supplies the factor's parents (absent ones are null). Guidance 1 (no CFG)
         inverts most faithfully. Pass the result as ``init_latents={name: x_T}``.
         """
+        return self.invert_path(name, value, prompt, given=given, size=size, steps=steps, guidance=guidance)[0]
+
+    @torch.no_grad()
+    def invert_path(self, name: str, value, prompt: str, *, given: dict | None = None, size: int | None = None,
+                    steps: int | None = None, guidance: float = 1.0) -> list[torch.Tensor]:  # fmt: skip
+        """:meth:`invert`'s whole trajectory: x_T, x_{t_1}, ..., x_{t_{N-1}} and the clean latent
+        (N + 1 latents for N steps), the path ``keep={name: (mask, path)}`` holds a factor to
+        outside a region."""
         from ..sampling import invert_ddim
 
         nodes = self.spec.factors
@@ -359,7 +378,9 @@ class FactorGraphPipeline:
         sched = ddim_schedule(self.base.scheduler.config, steps or spec.steps)
         den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0)
         parents = {p: self.encode_value(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
-        return invert_ddim(lambda x, t: den(x, t, parents), z, sched)
+        path = [z]
+        invert_ddim(lambda x, t: den(x, t, parents), z, sched, callback=lambda _, x: path.append(x))
+        return path[::-1]
 
     # ------------------------------------------------------------------ sampling
 
@@ -369,6 +390,7 @@ class FactorGraphPipeline:
                  sizes: dict[str, int] | None = None, steps: dict[str, int] | None = None,
                  guidance: dict[str, float] | None = None, negative_prompt: str = "", eta: float = 0.0,
                  init_latents: dict[str, torch.Tensor] | None = None,
+                 keep: dict[str, tuple[np.ndarray, list[torch.Tensor]]] | None = None,
                  progress: bool = False) -> FactorGraphOutput:  # fmt: skip
         """Sample ``factors`` (default: the whole graph) for a prompt, or for a list of prompts in one
         batch (``num_images_per_prompt`` samples each, prompt-major).
@@ -382,7 +404,11 @@ class FactorGraphPipeline:
         the graph's per-factor defaults. ``mode``: "joint" (every factor steps at every step,
         conditioned on its parents' current estimates) or "ancestral" (each factor finishes
         before its children start). ``init_latents[name]``: the starting noise x_T of a factor
-        (e.g. from :meth:`invert`) instead of the seeded noise.
+        (e.g. from :meth:`invert`) instead of the seeded noise. ``keep[name] = (mask, path)``:
+        regenerate the factor only where the (H, W) bool ``mask`` is True (any pixel of a latent
+        cell frees the cell); elsewhere it follows ``path``, a trajectory from :meth:`invert_path`
+        run with the same steps (:class:`~fgdm.sampling.KeepOutside`) — editing a region of a
+        real image or map while the rest stays as inverted.
         """
         m, nodes = self.base, self.spec.factors
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -396,9 +422,10 @@ class FactorGraphPipeline:
         sizes, steps, guidance = dict(sizes or {}), dict(steps or {}), dict(guidance or {})
         # 1. check inputs and resolve per-factor settings
         self._check(factors, given, sizes, steps, mode, num_images_per_prompt)
-        stray = [k for k in (init_latents or {}) if k not in factors]
-        if stray:
-            raise ValueError(f"init_latents: {stray} are not among the sampled factors {factors}")
+        for what, d in (("init_latents", init_latents), ("keep", keep)):
+            stray = [k for k in (d or {}) if k not in factors]
+            if stray:
+                raise ValueError(f"{what}: {stray} are not among the sampled factors {factors}")
         order = [n for n in nodes if n in factors or n in given]
         size = {n: sizes.get(n, nodes[n].size or self.native_size()) for n in order}
         self._check(factors, {}, size, {}, mode, 1)  # the graph's own sizes must fit this base too
@@ -438,7 +465,11 @@ class FactorGraphPipeline:
             sched = ddim_schedule(m.scheduler.config, steps.get(name, spec.steps))
             den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance.get(name, spec.guidance)),
                                  float(spec.cond_guidance))  # fmt: skip
-            runs.append(FactorRun(name, spec.parents, den, x, sched))
+            held = None
+            if name in (keep or {}):
+                mask, path = keep[name]
+                held = KeepOutside(latent_mask(mask, lat, f"keep[{name!r}]").to(x), [p.to(m.device) for p in path])
+            runs.append(FactorRun(name, spec.parents, den, x, sched, keep=held))
         runs.sort(key=lambda r: order.index(r.name))
         total = sum(len(r.schedule.timesteps) for r in runs if r.fixed is None)
         bar = tqdm(total=total, desc=f"FG-DM {mode}", disable=not progress)

@@ -8,6 +8,10 @@ iteration round(k S / s_f) of S = max(s_f) iterations, parents before children w
 iteration, so a child always sees an estimate of every active parent.
 
 Ancestral sampling runs each factor to the end, in topological order, before its children start.
+
+A factor may be held to a known path outside a region (:class:`KeepOutside`): after every step its
+latent outside the region is replaced by the path's latent at the same noise level, the blended
+latent diffusion recipe applied to a DDIM inversion, so that only the region is regenerated.
 """
 
 from __future__ import annotations
@@ -25,11 +29,31 @@ FactorDenoiser = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor | 
 
 
 @dataclass
+class KeepOutside:
+    """Regenerate a factor only inside ``mask``; outside it, follow ``path``.
+
+    ``mask``: (1 or B, 1, h, w) on the latent grid, 1 where the factor samples freely, 0 where it
+    is held (values between blend). ``path``: the latents x_T, x_{t_1}, ..., x_{t_{N-1}} and the
+    clean latent, ``N + 1`` in all for a schedule of N steps (what
+    :meth:`~fgdm.pipelines.FactorGraphPipeline.invert_path` returns). After step i the held part
+    of the latent is ``path[i + 1]`` and of its x0 estimate (what children see) ``path[-1]``.
+    """
+
+    mask: torch.Tensor
+    path: list[torch.Tensor]
+
+    def apply(self, i: int, x: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mask.to(x)
+        return m * x + (1 - m) * self.path[i + 1].to(x), m * x0 + (1 - m) * self.path[-1].to(x0)
+
+
+@dataclass
 class FactorRun:
     """One factor to sample: its denoiser, initial noise and DDIM schedule (or a fixed value).
 
     ``fixed``: a given latent (an edited or user-supplied condition); the factor is then not
-    sampled and its children see ``fixed`` throughout.
+    sampled and its children see ``fixed`` throughout. ``keep``: regenerate only a region, the
+    rest following a known path (:class:`KeepOutside`).
     """
 
     name: str
@@ -38,11 +62,24 @@ class FactorRun:
     x: torch.Tensor | None = None
     schedule: DDIMSchedule | None = None
     fixed: torch.Tensor | None = None
+    keep: KeepOutside | None = None
     seconds: float = field(default=0.0, init=False)  # time spent in this factor's denoiser
 
     def __post_init__(self) -> None:
         if self.fixed is None and (self.denoise is None or self.x is None or self.schedule is None):
             raise ValueError(f"factor {self.name!r}: give either fixed, or denoise + x + schedule")
+        if self.keep is not None:
+            if self.fixed is not None:
+                raise ValueError(f"factor {self.name!r}: keep applies to a sampled factor, not a fixed one")
+            want = len(self.schedule.timesteps) + 1
+            if len(self.keep.path) != want:
+                raise ValueError(f"factor {self.name!r}: keep.path holds {len(self.keep.path)} latents; "
+                                 f"a schedule of {want - 1} steps needs {want} (x_T ... clean)")  # fmt: skip
+            if self.keep.mask.shape[-2:] != self.x.shape[-2:]:
+                raise ValueError(f"factor {self.name!r}: keep.mask is {tuple(self.keep.mask.shape[-2:])}, "
+                                 f"its latent {tuple(self.x.shape[-2:])}")  # fmt: skip
+            m = self.keep.mask.to(self.x)
+            self.x = m * self.x + (1 - m) * self.keep.path[0].to(self.x)
 
 
 def step_plan(steps: list[int]) -> list[list[int]]:
@@ -73,6 +110,8 @@ def _timed_step(run: FactorRun, i: int, estimates: dict, eta: float, generator) 
     if eta > 0:
         noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else "cpu").to(x)
     run.x, x0 = ddim_step(x, eps, a_t, a_prev, eta, noise)
+    if run.keep is not None:
+        run.x, x0 = run.keep.apply(i, run.x, x0)
     return x0
 
 
