@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fgdm.cli import main
-from fgdm.editing.real import edit_metrics, edit_prompt, edit_real_image, psnr
+from fgdm.editing.real import dilate, edit_metrics, edit_prompt, edit_real_image, map_edit_prompt, psnr, render_edit
 from fgdm.world.dataset import make_sample
 
 
@@ -34,6 +34,28 @@ def test_edit_prompt_errors():
         edit_prompt("a dog", remove=["dog"])
 
 
+def test_map_edit_prompt_follows_the_classes_the_map_lost_and_gained():
+    src = np.full((8, 8), 83, np.uint8)  # grass
+    src[1:3, 1:3], src[5:7, 5:7] = 16, 15  # a dog, a cat
+    to_horse = src.copy()
+    to_horse[src == 16] = 17
+    assert map_edit_prompt("a dog and a cat on the grass", src, to_horse) == "a horse and a cat on the grass"
+    gone = src.copy()
+    gone[src == 16] = 83
+    assert map_edit_prompt("a dog and a cat on the grass", src, gone) == "a cat on the grass"
+    both = gone.copy()
+    both[0:2, 5:8], both[7, 0] = 17, 18  # a horse (larger) and a sheep
+    assert map_edit_prompt("a dog and a cat", src, both) == "a horse and a cat and a sheep"
+    moved = np.roll(src, 1, axis=1)
+    assert map_edit_prompt("a dog and a cat", src, moved) == "a dog and a cat"  # same classes: same prompt
+
+
+def test_dilate():
+    m = np.zeros((7, 7), bool)
+    m[3, 3] = True
+    assert dilate(m, 0).sum() == 1 and dilate(m, 1).sum() == 9 and dilate(m, 2)[1:6, 1:6].all()
+
+
 def test_psnr():
     a = np.zeros((4, 4, 3), np.uint8)
     assert psnr(a, a) == float("inf")
@@ -52,15 +74,30 @@ def setup(random_graph, tiny_judge_dir, tmp_path):
     return pipe, graph, tiny_judge_dir, img
 
 
-def test_edit_real_image_end_to_end(setup):
+def _known_map(monkeypatch):
+    """The judge's extraction replaced by a known map: grass with a dog in its top-left corner."""
+    seg = np.full((32, 32), 83, np.uint8)
+    seg[2:10, 2:10] = 16
+    monkeypatch.setattr("fgdm.editing.real.extract_map", lambda judge, image, size: seg.copy())
+    return seg
+
+
+def test_edit_real_image_end_to_end(setup, monkeypatch):
     from fgdm.models.judge import load_judge
 
     pipe, _, judge_dir, img = setup
     judge = load_judge(judge_dir)
     image = Image.open(img)
+    seg = _known_map(monkeypatch)
     res = edit_real_image(pipe, judge, image, "a dog on the grass", replace={"dog": "cat"}, steps=4)
     assert res.edited_prompt == "a cat on the grass" and res.source_map.shape == (32, 32)
     assert res.image.size == (32, 32) and set(res.timings) >= {"extract_s", "render_s"}
+    region = dilate(seg == 16, 1)  # the masked text edit touches the dog's region only
+    assert np.array_equal(res.edited_map[~region], seg[~region])
+    whole = edit_real_image(pipe, judge, image, "a dog on the grass", replace={"dog": "cat"}, steps=4, masked=False)
+    assert not np.array_equal(whole.edited_map[~region], seg[~region])  # unmasked, the random factor redraws it all
+    with pytest.raises(ValueError, match=r"the judge finds no \['cat'\] in the image \(it sees \['dog', 'grass'\]\)"):
+        edit_real_image(pipe, judge, image, "a dog and a cat", remove=["cat"], steps=4)
     same = edit_real_image(pipe, judge, image, "a dog on the grass", steps=4, map_edits=lambda s: s)
     assert np.array_equal(same.edited_map, same.source_map) and same.edited_prompt == "a dog on the grass"
     m = edit_metrics(pipe, judge, image, "a dog on the grass", res, steps=4)
@@ -70,14 +107,33 @@ def test_edit_real_image_end_to_end(setup):
         edit_real_image(pipe, judge, image, "a dog")
 
 
-def test_edit_real_cli(setup, tmp_path, capsys):
+def test_masked_render_keeps_the_image_where_the_map_did_not_change(setup):
+    from fgdm.pipelines.text2image import latents_to_images
+
+    pipe, _, _, img = setup
+    image = Image.open(img)
+    seg = np.full((32, 32), 80, np.uint8)
+    seg[2:10, 2:10] = 16
+    kept = render_edit(pipe, image, seg, seg, "a dog", steps=3)  # nothing changed: the image's own latent, decoded
+    want = latents_to_images(pipe.base.vae, pipe.encode_value("image", image, 32))[0]
+    assert np.array_equal(np.asarray(kept), np.asarray(want))
+    moved = np.roll(seg, 12, axis=1)
+    a = render_edit(pipe, image, seg, moved, "a dog", steps=3)
+    b = render_edit(pipe, image, seg, moved, "a dog", steps=3, masked=False)
+    assert not np.array_equal(np.asarray(a), np.asarray(kept)) and not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_edit_real_cli(setup, tmp_path, capsys, monkeypatch):
     _, graph, judge_dir, img = setup
+    seg = _known_map(monkeypatch)
+    seg[20:28, 20:28] = 15  # and a cat
     out = tmp_path / "out"
     assert main(["edit-real", str(img), "--prompt", "a dog and a cat on the grass", "--replace", "dog:horse",
                  "--remove", "cat", "--graph", str(graph), "--judge", str(judge_dir), "--steps", "3", "--measure",
                  "-o", str(out)]) == 0  # fmt: skip
     rec = json.loads((out / "record.json").read_text())
     assert rec["edited_prompt"] == "a horse on the grass" and rec["metrics"]["reconstruction_psnr"] > 0
+    assert rec["masked"] is True
     assert all((out / f).exists() for f in rec["files"])
     capsys.readouterr()
     assert main(["edit-real", str(img), "--prompt", "a dog", "--replace", "cat:dog", "--graph", str(graph), "--judge",
@@ -107,8 +163,12 @@ def test_plan_edit_picks_the_largest_visible_object_and_a_new_class():
 
 
 @pytest.mark.parametrize("edit", ["text", "map"])
-def test_eval_real_edit_cli_resumes(setup, tmp_path, capsys, edit):
+def test_eval_real_edit_cli_resumes(setup, tmp_path, capsys, monkeypatch, edit):
+    from fgdm.world.categories import THINGS
+
     _, graph, judge_dir, _ = setup
+    ids = np.array([c.id for c in THINGS], np.uint8)  # a (random) judge that sees every thing class somewhere
+    monkeypatch.setattr("fgdm.editing.real.extract_map", lambda judge, image, size: ids[np.arange(size * size) % len(ids)].reshape(size, size))
     out = tmp_path / f"run-{edit}"
     argv = ["eval", "real-edit", "--n", "3", "--edit", edit, "--steps", "2", "--graph", str(graph), "--judge",
             str(judge_dir), "--out", str(out), "--json"]  # fmt: skip

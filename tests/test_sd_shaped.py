@@ -104,8 +104,12 @@ def test_fgdm_trains_samples_searches_edits_and_inverts(sd_dir, tmp_path, monkey
     assert len(res.candidates) == 3 and res.image.size == (128, 128)
     x_t = graph.invert("seg", res.labels, "a dog and a cat", size=64, steps=2)
     assert x_t.shape == (1, 4, 8, 8)
+    known = np.full((64, 64), 83, np.uint8)  # what the judge sees in the random image: a dog on the grass
+    known[10:40, 10:40] = 16
+    monkeypatch.setattr("fgdm.editing.real.extract_map", lambda judge, image, size: known)
     edit = edit_real_image(graph, load_judge(), res.image, "a dog on the grass", replace={"dog": "horse"}, steps=2)
     assert edit.image.size == (64, 64) and edit.edited_map.shape == (64, 64)
+    assert np.array_equal(edit.edited_map[50:], known[50:])  # the masked edit leaves the grass alone
 
     run = tmp_path / "run"
     assert main(["generate", "a dog and a cat", "--factors", "seg,image", "--graph", g, "--size", "128",

@@ -2,13 +2,19 @@
 
 1. **Extract** the segmentation map of the image with the judge (the condition extraction model).
 2. Edit the map, either
-   - **semantically**, by text: DDIM-invert the map through the seg factor with the source
-     prompt, then regenerate it from that noise with the edited prompt (prompt swap on the
-     inverted trajectory: ``replace`` a class by another, ``remove`` a class); or
-   - **at object level**, with the map operations of :mod:`fgdm.editing.maps`.
+   - **semantically**, by text: DDIM-invert the map through the seg factor (at the factor's own
+     size) with the source prompt, then regenerate it from that noise with the edited prompt
+     (prompt swap on the inverted trajectory: ``replace`` a class by another, ``remove`` a class).
+     By default only the named classes' region (dilated) is regenerated, the rest of the latent
+     following the inverted path, and the map outside that region is the extracted one; or
+   - **at object level**, with the map operations of :mod:`fgdm.editing.maps` (the prompt follows:
+     :func:`map_edit_prompt`).
 3. **Re-render** with the image factor: at *pixel level* (default), the image factor is inverted
-   with the real image and its original map, and the edited map is rendered from that noise, so
-   the background is kept where the map did not change; or from fresh noise (``pixel=False``).
+   with the real image and its original map; by default the region where the map changed (dilated)
+   is regenerated from that noise with the edited prompt and the factor's guidance while the rest
+   follows the inverted path (blended latent diffusion on a DDIM inversion), so the background is
+   kept where the map did not change. ``masked=False`` regenerates the whole image from the
+   inverted noise without guidance (the earlier behaviour); ``pixel=False`` from fresh noise.
 
 :func:`edit_metrics` measures what the issue asks: inversion reconstruction PSNR without an edit,
 the judge's recall of the new classes in the edited region, and the PSNR of the unchanged region.
@@ -22,12 +28,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..world.categories import category
-from ..world.conditions import resize_image
+from ..world.conditions import resize_image, resize_labels
 from ..world.vocab import parse_prompt
 
 
@@ -40,27 +47,59 @@ def edit_prompt(prompt: str, replace: dict[str, str] | None = None, remove: list
     """The prompt with classes swapped (``{"dog": "cat"}``) or removed (the noun, its article or
     number, and a dangling "and"/comma). Every named class must be mentioned by the prompt."""
     replace, remove = dict(replace or {}), list(remove or [])
-    mentions = parse_prompt(prompt).mentions
-    named = {m.category for m in mentions}
+    named = {m.category for m in parse_prompt(prompt).mentions}
     for c in [*replace, *remove]:
         name = category(c).name
         if name not in named:
             raise ValueError(f"the prompt {prompt!r} does not mention {name!r}; it mentions {sorted(named)}")
     for new in replace.values():
         category(new)  # raises for unknown classes
-    out = prompt
-    for m in sorted(mentions, key=lambda m: -m.start):  # right to left keeps earlier spans valid
-        if m.category in {category(c).name for c in replace}:
-            new = category(next(v for k, v in replace.items() if category(k).name == m.category)).name
-            out = out[: m.start] + new + out[m.end :]
-        elif m.category in {category(c).name for c in remove}:
-            head = re.sub(r"(\b(a|an|the|one|two|three|four|five|some)\s+)$", "", out[: m.start], flags=re.I)
-            out = head + out[m.end :]
-    out = re.sub(r"\s+(and|,)\s*(?=(,|\.|$|\s+(and|on|in|under|near|next)\b))", "", out)
-    out = re.sub(r"^\s*(and|,)\s+|\s+(and|,)\s*$", "", re.sub(r"\s{2,}", " ", out)).strip()
+    out = _rewrite(prompt, {category(k).name: category(v).name for k, v in replace.items()}, {category(c).name for c in remove})
     if not parse_prompt(out).things and parse_prompt(prompt).things:
         raise ValueError(f"removing {remove} from {prompt!r} leaves no object in the prompt")
     return out
+
+
+def _rewrite(prompt: str, replace: dict[str, str], remove: set[str]) -> str:
+    out = prompt
+    for m in sorted(parse_prompt(prompt).mentions, key=lambda m: -m.start):  # right to left keeps earlier spans valid
+        if m.category in replace:
+            out = out[: m.start] + replace[m.category] + out[m.end :]
+        elif m.category in remove:
+            head = re.sub(r"(\b(a|an|the|one|two|three|four|five|some)\s+)$", "", out[: m.start], flags=re.I)
+            out = head + out[m.end :]
+    out = re.sub(r"\s+(and|,)\s*(?=(,|\.|$|\s+(and|on|in|under|near|next)\b))", "", out)
+    return re.sub(r"^\s*(and|,)\s+|\s+(and|,)\s*$", "", re.sub(r"\s{2,}", " ", out)).strip()
+
+
+def map_edit_prompt(prompt: str, source: np.ndarray, edited: np.ndarray) -> str:
+    """The prompt for a map edited at object level, so the caption does not call back what the map
+    lost: each thing class the prompt mentions that the edit removed from the map is replaced by a
+    thing class the edit added (largest added first), the rest of the removed ones are dropped
+    from the prompt and the rest of the added ones are appended ("... and a horse")."""
+    had, has = set(np.unique(source).tolist()), set(np.unique(edited).tolist())
+    mentioned = [m.category for m in parse_prompt(prompt).mentions]
+    gone = [c for c in dict.fromkeys(mentioned) if category(c).is_thing and category(c).id in had - has]
+    added = sorted((c for c in has - had if category(int(c)).is_thing), key=lambda c: (-int((edited == c).sum()), c))
+    added = [category(int(c)).name for c in added]
+    out = _rewrite(prompt, dict(zip(gone, added, strict=False)), set(gone[len(added) :]))
+    for name in added[len(gone) :]:
+        out += (" and " if out else "") + ("an " if name[0] in "aeiou" else "a ") + name
+    return out
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """A bool mask grown by ``radius`` pixels (a square structuring element)."""
+    if radius <= 0:
+        return np.asarray(mask, bool)
+    t = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+    return torch.nn.functional.max_pool2d(t, 2 * radius + 1, 1, radius)[0, 0].numpy() > 0
+
+
+def edit_margin(size: int) -> int:
+    """How far (pixels) an edited region is grown before it is regenerated: one pixel per 32 of
+    the map's side, enough to take in an object's outline and its shadow's edge."""
+    return max(1, size // 32)
 
 
 @dataclass
@@ -74,35 +113,68 @@ class RealEdit:
 
 
 def semantic_map_edit(pipe: FactorGraphPipeline, labels: np.ndarray, prompt: str, edited_prompt: str, *,
-                      steps: int | None = None, guidance: float = 3.0) -> np.ndarray:  # fmt: skip
-    """Invert a map through the seg factor with ``prompt``; regenerate it with ``edited_prompt``."""
+                      region: np.ndarray | None = None, steps: int | None = None, guidance: float | None = None,
+                      seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Invert a map through the seg factor with ``prompt``; regenerate it with ``edited_prompt``.
+
+    The factor runs at its own size (the map is resized to it and the result back). With a bool
+    ``region`` (the map's shape), only that region is regenerated: the rest of the latent follows
+    the inverted path, and outside ``region`` the result is ``labels`` exactly. ``guidance``: the
+    seg factor's own by default.
+    """
     size = labels.shape[0]
-    x_t = pipe.invert("seg", labels, prompt, size=size, steps=steps)
-    out = pipe(edited_prompt, factors=["seg"], init_latents={"seg": x_t}, sizes={"seg": size},
-               steps={"seg": steps} if steps else None, guidance={"seg": guidance})  # fmt: skip
-    return out.labels[0]
+    spec = pipe.spec.factors["seg"]
+    fsize = spec.size or size
+    small = resize_labels(labels, fsize)
+    path = pipe.invert_path("seg", small, prompt, size=fsize, steps=steps)
+    out = pipe(edited_prompt, factors=["seg"], init_latents={"seg": path[0]}, sizes={"seg": fsize}, seed=seed,
+               keep={"seg": (region, path)} if region is not None else None,
+               steps={"seg": steps} if steps else None,
+               guidance={"seg": guidance if guidance is not None else spec.guidance})  # fmt: skip
+    new = resize_labels(out.labels[0], size)
+    return np.where(region, new, labels) if region is not None else new
 
 
 def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarray, edited: np.ndarray, prompt: str,
-                *, pixel: bool = True, steps: int | None = None, seed: int = 0,
-                guidance: float | None = None) -> Image.Image:  # fmt: skip
-    """Re-render an edited map with the image factor; with ``pixel``, from the image's own
-    inverted noise (inverted with its source map), so unchanged regions are kept."""
+                *, edited_prompt: str | None = None, pixel: bool = True, masked: bool = True, steps: int | None = None,
+                seed: int = 0, guidance: float | None = None) -> Image.Image:  # fmt: skip
+    """Re-render an edited map with the image factor.
+
+    ``pixel``: from the image's own inverted noise (inverted with ``prompt`` and its source map),
+    so unchanged regions are kept. With ``masked`` (default) only the region where the map changed,
+    grown by :func:`edit_margin`, is regenerated, with ``edited_prompt`` and the factor's guidance;
+    the rest follows the inverted path. Without it the whole image is regenerated from the
+    inverted noise, without guidance. ``pixel=False``: from fresh noise with ``edited_prompt``.
+    """
     size = source.shape[0]
-    init = None
-    if pixel:
-        init = {"image": pipe.invert("image", image, prompt, given={"seg": source}, size=size, steps=steps)}
-    out = pipe(prompt, factors=["image"], given={"seg": edited}, sizes={"image": size}, seed=seed,
-               steps={"image": steps} if steps else None,
-               guidance={"image": guidance if guidance is not None else (1.0 if pixel else pipe.spec.factors["image"].guidance)},
-               init_latents=init)  # fmt: skip
-    return out.images[0]
+    edited_prompt = edited_prompt or prompt
+    spec = pipe.spec.factors["image"]
+    kw = {"factors": ["image"], "given": {"seg": edited}, "sizes": {"image": size}, "seed": seed,
+          "steps": {"image": steps} if steps else None}  # fmt: skip
+    if not pixel:
+        g = guidance if guidance is not None else spec.guidance
+        return pipe(edited_prompt, guidance={"image": g}, **kw).images[0]
+    path = pipe.invert_path("image", image, prompt, given={"seg": source}, size=size, steps=steps)
+    if not masked:
+        g = guidance if guidance is not None else 1.0
+        return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": path[0]}, **kw).images[0]
+    region = dilate(source != edited, edit_margin(size))
+    g = guidance if guidance is not None else spec.guidance
+    return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": path[0]},
+                keep={"image": (region, path)}, **kw).images[0]  # fmt: skip
 
 
 def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, *,
                     replace: dict[str, str] | None = None, remove: list[str] | None = None, map_edits=None,
-                    pixel: bool = True, steps: int | None = None, seed: int = 0) -> RealEdit:  # fmt: skip
-    """Extract, edit (by text and/or ``map_edits(MapSample) -> MapSample``), re-render."""
+                    pixel: bool = True, masked: bool = True, steps: int | None = None,
+                    seed: int = 0) -> RealEdit:  # fmt: skip
+    """Extract, edit (by text and/or ``map_edits(MapSample) -> MapSample``), re-render.
+
+    ``masked`` (default): a text edit regenerates only the named classes' region of the map, and
+    the re-render only the region where the map changed (see :func:`semantic_map_edit`,
+    :func:`render_edit`); a text edit then needs the judge to find each named class in the image.
+    The re-render's prompt follows map edits too (:func:`map_edit_prompt`).
+    """
     from .maps import MapSample
 
     if "seg" not in pipe.spec.factors or "image" not in pipe.spec.factors:
@@ -118,11 +190,23 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
     edited = source
     t1 = time.perf_counter()
     if replace or remove:
-        edited = semantic_map_edit(pipe, source, prompt, edited_prompt, steps=steps)
+        region = None
+        if masked:
+            ids = [category(c).id for c in [*(replace or {}), *(remove or [])]]
+            missing = [category(i).name for i in ids if not (source == i).any()]
+            if missing:
+                seen = sorted(category(int(c)).name for c in np.unique(source))
+                raise ValueError(f"the judge finds no {missing} in the image (it sees {seen}); "
+                                 "a masked text edit regenerates the named classes' region only")  # fmt: skip
+            region = dilate(np.isin(source, ids), edit_margin(size))
+        edited = semantic_map_edit(pipe, source, prompt, edited_prompt, region=region, steps=steps, seed=seed)
     if map_edits is not None:
+        before = edited
         edited = map_edits(MapSample.from_labels(edited)).seg
+        edited_prompt = map_edit_prompt(edited_prompt, before, edited)
     t2 = time.perf_counter()
-    img = render_edit(pipe, image, source, edited, edited_prompt, pixel=pixel, steps=steps, seed=seed)
+    img = render_edit(pipe, image, source, edited, prompt, edited_prompt=edited_prompt, pixel=pixel, masked=masked,
+                      steps=steps, seed=seed)  # fmt: skip
     t3 = time.perf_counter()
     return RealEdit(source, edited, img, prompt, edited_prompt,
                     {"extract_s": t1 - t0, "map_edit_s": t2 - t1, "render_s": t3 - t2, "total_s": t3 - t0})  # fmt: skip
@@ -145,7 +229,7 @@ def edit_metrics(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, pr
     each class new to the edited region (the fraction of those pixels it labels as that class)."""
     size = result.source_map.shape[0]
     orig = resize_image(np.asarray(image.convert("RGB")), size)
-    recon = render_edit(pipe, image, result.source_map, result.source_map, prompt, pixel=True, steps=steps)
+    recon = render_edit(pipe, image, result.source_map, result.source_map, prompt, masked=False, steps=steps)
     changed = result.source_map != result.edited_map
     new = np.asarray(result.image.convert("RGB"))
     judged = extract_map(judge, result.image, size)

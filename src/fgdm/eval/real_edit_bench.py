@@ -9,7 +9,9 @@ scene), either
 - ``--edit map``: by relabelling that object in the judge's extracted map (object level),
 
 and re-rendered at pixel level (the image factor inverted with the real image) or from fresh
-noise (``--level semantic``). Per image and averaged: inversion reconstruction PSNR (no edit),
+noise (``--level semantic``). By default both the map edit and the re-render regenerate only the
+edited region, the rest following the inverted path (``--no-mask``: the whole map and image, the
+earlier behaviour; :mod:`fgdm.editing.real`). Per image and averaged: inversion reconstruction PSNR (no edit),
 unchanged-region PSNR, the judge's recall of the new class over the edited region, whether the
 edit changed the map at all, and seconds per edit. Per-image results are cached, so a run resumes.
 """
@@ -67,7 +69,7 @@ def _largest_thing(s: MapSample) -> int:
 
 
 def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int = 50, seed: int = 50_000,
-                  edit: str = "text", level: str = "pixel", steps: int | None = None,
+                  edit: str = "text", level: str = "pixel", masked: bool = True, steps: int | None = None,
                   progress: bool = True) -> dict:  # fmt: skip
     """Edit ``n`` held-out renders (resumable in ``out``); returns {"summary", "rows"}."""
     if edit not in ("text", "map"):
@@ -95,9 +97,9 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
             try:
                 if edit == "text":
                     res = edit_real_image(pipe, judge, image, plan["prompt"], replace={plan["old"]: plan["new"]},
-                                          pixel=level == "pixel", steps=steps, seed=i)  # fmt: skip
+                                          pixel=level == "pixel", masked=masked, steps=steps, seed=i)  # fmt: skip
                 else:
-                    res = edit_real_image(pipe, judge, image, plan["prompt"], pixel=level == "pixel", steps=steps,
+                    res = edit_real_image(pipe, judge, image, plan["prompt"], pixel=level == "pixel", masked=masked, steps=steps,
                                           seed=i, map_edits=lambda s, new=plan["new"]: change_class(s, _largest_thing(s), new))  # fmt: skip
             except ValueError as e:  # e.g. the judge saw no object to relabel
                 row = {"index": i, "skipped": str(e)}
