@@ -6,18 +6,18 @@
 Each row is one edit of the same sample (seed 3, index 0, two objects): the segmentation, the
 disparity, the normals re-derived from it and the sketch, all edited consistently. With
 ``--rerender`` a last column shows the image the graph's image factor (default: the shipped graph)
-draws from each row's maps, with the sample's caption and the same seed, as ``fgdm edit`` does
-(a changed class is changed in the caption too).
+draws from each row's maps with the same seed and, as ``fgdm edit`` does, the sample's caption made
+to follow the map (:func:`fgdm.editing.real.map_edit_prompt`: a deleted object leaves the caption,
+a changed class is renamed in it).
 """
 
 import argparse
-import re
 
 import numpy as np
 
 from fgdm.editing import MapSample, change_class, delete, duplicate, flip, move, resize, scribble_text
 from fgdm.editing.maps import sample_conditions
-from fgdm.eval.prompts import with_article
+from fgdm.editing.real import map_edit_prompt
 from fgdm.world.conditions import encode_normals, encode_segmentation, encode_sketch
 from fgdm.world.dataset import make_sample
 from fgdm.world.scene import WorldConfig
@@ -26,12 +26,6 @@ from fgdm.world.sheet import contact_sheet
 
 def _row(s: MapSample) -> list[np.ndarray]:
     return [encode_segmentation(s.seg), encode_sketch(s.disparity), encode_normals(s.normals), encode_sketch(s.sketch)]
-
-
-def _swap_class(caption: str, old: str, new: str) -> str:
-    """The caption with ``old`` named ``new``, its article agreeing ("an orange" -> "a horse")."""
-    caption = re.sub(rf"\b[Aa]n? {re.escape(old)}\b", with_article(new), caption)
-    return re.sub(rf"\b{re.escape(old)}\b", new, caption)
 
 
 if __name__ == "__main__":
@@ -51,16 +45,17 @@ if __name__ == "__main__":
     name = objs[big][0]
     new = "horse" if name != "horse" else "cow"
     caption = sample.caption.text
-    edits = [  # (row caption, edited maps, the prompt the image factor re-renders them with)
-        ("original", s, caption),
-        (f"move {name} +24,0", move(s, big, 24, 0), caption),
-        (f"resize {name} x1.5", resize(s, big, 1.5), caption),
-        (f"flip {name}", flip(s, big), caption),
-        (f"delete {name}", delete(s, big), caption),
-        (f"duplicate {name} +60,0", duplicate(s, big, 60, 0), caption),
-        (f"change {name} -> {new}", change_class(s, big, new), _swap_class(caption, name, new)),
-        ('text "HELLO" on the sketch', scribble_text(s, "HELLO"), caption),
+    edits = [  # (row caption, edited maps)
+        ("original", s),
+        (f"move {name} +24,0", move(s, big, 24, 0)),
+        (f"resize {name} x1.5", resize(s, big, 1.5)),
+        (f"flip {name}", flip(s, big)),
+        (f"delete {name}", delete(s, big)),
+        (f"duplicate {name} +60,0", duplicate(s, big, 60, 0)),
+        (f"change {name} -> {new}", change_class(s, big, new)),
+        ('text "HELLO" on the sketch', scribble_text(s, "HELLO")),
     ]
+    edits = [(c, e, map_edit_prompt(caption, s.seg, e.seg)) for c, e in edits]  # the prompt each is re-rendered with
     rows = [_row(e) for _, e, _ in edits]
     headers = ["seg", "disparity", "normals", "sketch"]
     if a.rerender:

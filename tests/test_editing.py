@@ -183,6 +183,7 @@ def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
 
     from fgdm.cli import main
     from fgdm.editing import sample_from_run
+    from fgdm.editing.real import map_edit_prompt
 
     s, _ = sample_from_run(fgdm_run)
     name = s.objects()[_largest(s)][0]
@@ -193,7 +194,12 @@ def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
     assert [e["op"] for e in rec["edits"]] == ["move", "flip", "change_class"]  # in the order given
     assert rec["edits"][0] == {"op": "move", "target": name, "dx": 3, "dy": -2} and rec["seed"] == 0
     assert {"image-000.png", "seg-000.png", "depth-000.png", "before_after.png"} <= set(rec["files"])
-    assert rec["parameters"]["given"] == ["depth", "seg"]
+    assert rec["parameters"]["given"] == ["depth", "seg"] and rec["parameters"]["keep_prompt"] is False
+    edited, _ = sample_from_run(out)
+    assert rec["render_prompt"] == map_edit_prompt("a dog and a cat", s.seg, edited.seg)  # the prompt follows the map
+    kept = tmp_path / "kept"
+    assert main(["edit", str(fgdm_run), "--delete", name, "--keep-prompt", "-o", str(kept), "--quiet"]) == 0
+    assert json.loads((kept / "record.json").read_text())["render_prompt"] == "a dog and a cat"
     again = tmp_path / "again"
     assert main(["edit", str(fgdm_run), "--edits-from", str(out / "record.json"), "-o", str(again), "--quiet"]) == 0
     for f in ("image-000.png", "seg-000.png", "depth-000.png"):
@@ -239,7 +245,7 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     rec1 = json.loads((first / "record.json").read_text())
     assert rec1["source"]["kind"] == "generate-sbpc" and rec1["seed"] == chosen_seed
     assert rec1["parameters"] | {"given": None} == {"size": src["parameters"]["image_size"], "steps": 3,
-                                                     "guidance": 2.0, "given": None}  # fmt: skip
+                                                     "guidance": 2.0, "given": None, "keep_prompt": False}  # fmt: skip
     second = tmp_path / "edit2"
     assert main(["edit", str(first), "--move", f"{name}:+2,0", "-o", str(second), "--quiet"]) == 0
     rec2 = json.loads((second / "record.json").read_text())

@@ -644,6 +644,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .editing import apply_edits, sample_conditions, sample_from_run
+    from .editing.real import map_edit_prompt
     from .pipelines.factor_graph import FactorGraphPipeline
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
     from .world.conditions import encode_normals, encode_segmentation, encode_sketch
@@ -678,7 +679,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
         size, steps, guidance = p.get("size"), p.get("steps"), p.get("guidance")
     conds = sample_conditions(edited)
     given = {k: v for k, v in conds.items() if k in pipe.spec.factors["image"].parents}
-    res = pipe(rec["prompt"], factors=["image"], given=given, seed=seed, sizes={"image": size} if size else None,
+    prompt = rec.get("render_prompt") or rec["prompt"]  # an edited run's prompt already follows its maps
+    if not args.keep_prompt:
+        prompt = map_edit_prompt(prompt, sample.seg, edited.seg)
+    res = pipe(prompt, factors=["image"], given=given, seed=seed, sizes={"image": size} if size else None,
                steps={"image": steps} if steps else None, guidance={"image": guidance} if guidance else None,
                progress=not args.quiet)  # fmt: skip
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
@@ -701,11 +705,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
                       captions=["before", "after: " + "; ".join(_describe(e) for e in edits)]).save(stage / "before_after.png")  # fmt: skip
         files.append("before_after.png")
         write_json(stage / "record.json", {
-            "kind": "edit", "prompt": rec["prompt"], "source": {"run": str(Path(args.run).resolve()), "sample": args.sample,
+            "kind": "edit", "prompt": rec["prompt"], "render_prompt": prompt, "source": {"run": str(Path(args.run).resolve()), "sample": args.sample,
                                                               "kind": rec["kind"]},
             "edits": edits, "seed": seed, "files": files, "graph": {"path": str(pipe.path)},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
-            "parameters": {"size": size, "steps": steps, "guidance": guidance, "given": sorted(given)},
+            "parameters": {"size": size, "steps": steps, "guidance": guidance, "given": sorted(given),
+                           "keep_prompt": args.keep_prompt},
             "objects_before": sorted({n for n, _ in sample.objects().values()}),
             "objects_after": sorted({n for n, _ in edited.objects().values()}),
             "timings": {k: round(v, 4) for k, v in res.timings.items()},
@@ -713,6 +718,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
         })  # fmt: skip
     print(f"applied {len(edits)} edit(s) and re-rendered (seed {seed}) into {out}")
     return 0
+
+
+def _no_mask_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-mask", action="store_true",
+                   help="regenerate the whole map and image, not only the edited region (the rest then drifts; "
+                        "the behaviour before the region lock)")  # fmt: skip
 
 
 def cmd_edit_real(args: argparse.Namespace) -> int:
@@ -748,7 +759,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     res = edit_real_image(pipe, judge, image, args.prompt, replace=replace, remove=args.remove or [],
                           map_edits=(lambda s: apply_edits(s, edits)) if edits else None, pixel=args.level == "pixel",
-                          steps=args.steps, seed=args.seed)  # fmt: skip
+                          masked=not args.no_mask, steps=args.steps, seed=args.seed)  # fmt: skip
     metrics = edit_metrics(pipe, judge, image, args.prompt, res, steps=args.steps) if args.measure else None
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         size = res.source_map.shape[0]
@@ -762,7 +773,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
         write_json(stage / "record.json", {
             "kind": "edit-real", "image": str(Path(args.image).resolve()), "prompt": res.prompt,
             "edited_prompt": res.edited_prompt, "replace": replace, "remove": args.remove or [], "edits": edits,
-            "level": args.level, "seed": args.seed, "steps": args.steps, "metrics": metrics,
+            "level": args.level, "masked": not args.no_mask, "seed": args.seed, "steps": args.steps, "metrics": metrics,
             "files": ["image-000.png", "seg-source.png", "seg-000.png", "before_after.png"],
             "graph": {"path": str(pipe.path)}, "model": {"fingerprint": pipe.base.fingerprint},
             "judge_fingerprint": fingerprint(args.judge or default_judge_dir()),
@@ -1249,11 +1260,12 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     judge = load_judge(args.judge, device)
-    settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "steps": args.steps,
+    settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "masked": not args.no_mask,
+                "steps": args.steps,
                 "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_real_edit(
-        pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, steps=args.steps,
+        pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, masked=not args.no_mask, steps=args.steps,
         progress=_progress(args)))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:
@@ -1534,6 +1546,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--graph", help="re-render with this graph (default: the run's)")
     p.add_argument("--edits-from", help="replay the edits of an earlier edit run's record.json first")
+    p.add_argument("--keep-prompt", action="store_true",
+                   help="re-render with the run's prompt as it is; by default a class the edits remove from the map "
+                        "leaves the prompt and a class they add replaces it or joins it")  # fmt: skip
     for flag, meta, text in (
         ("--move", "OBJ:dx,dy", "move an object (OBJ: dog, dog#2 (second largest) or an instance id)"),
         ("--resize", "OBJ:SCALE", "scale an object about its centre"),
@@ -1560,6 +1575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=("pixel", "semantic"), default="pixel",
                    help="pixel: re-render from the image's own inverted noise (keeps the unchanged background); "
                         "semantic: from fresh noise")  # fmt: skip
+    _no_mask_arg(p)
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps of inversion and sampling")
@@ -1727,6 +1743,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", choices=["text", "map"], default="text",
                    help="text: prompt swap on the inverted seg trajectory; map: relabel the object in the extracted map")
     p.add_argument("--level", choices=["pixel", "semantic"], default="pixel")
+    _no_mask_arg(p)
     p.add_argument("--steps", type=_int_at_least(1), help="DDIM steps of inversion and sampling (default: the graph's)")
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
