@@ -17,6 +17,24 @@ def graph_dir(random_graph, tmp_path):
     return random_graph(spec).save_pretrained(tmp_path / "graph")
 
 
+def test_export_brings_maps_sampled_smaller_to_the_image_size(random_graph, tmp_path):
+    """A seg factor that samples at 16 px (its own size, as the shipped one does at 64) beside a
+    32-px image: every file of a sample is written at the image's size, labels by nearest neighbour."""
+    from fgdm.eval.datasets import export_generated
+    from fgdm.world.conditions import resize_labels
+
+    spec = {"factors": {"seg": {"steps": 2, "size": 16}, "depth": {"parents": ["seg"], "steps": 2, "size": 16},
+                        "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
+    pipe = random_graph(spec)
+    out = export_generated(pipe, ["a dog and a cat"], tmp_path / "ds", factors=["seg", "depth", "image"], progress=False)
+    r = read_samples(out)[0]
+    shapes = {f: np.asarray(Image.open(out / path)).shape[:2] for f, path in r["files"].items()}
+    assert set(shapes.values()) == {(32, 32)}, shapes
+    want = pipe("a dog and a cat", factors=["seg", "depth", "image"], seed=0).labels[0]
+    assert want.shape == (16, 16)
+    assert np.array_equal(np.asarray(Image.open(out / r["files"]["seg_ids"])), resize_labels(want, 32))
+
+
 def test_export_dataset_format_and_judge_training_on_it(graph_dir, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog and a cat on the grass\n# a comment\na bus on the road\n")

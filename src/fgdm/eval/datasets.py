@@ -25,7 +25,14 @@ from ..editing.maps import thing_instances
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..runs import check_output_dir, promote, write_json
 from ..world.categories import CATEGORIES, category
-from ..world.conditions import decode_depth, encode_normals, normals_from_depth
+from ..world.conditions import (
+    decode_depth,
+    encode_normals,
+    encode_segmentation,
+    normals_from_depth,
+    resize_image,
+    resize_labels,
+)
 from ..world.export import CONVENTIONS, MARKER
 from ..world.palette import PALETTE
 from ..world.vocab import parse_prompt
@@ -86,20 +93,25 @@ def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, flo
 def _write_prompt(stage: Path, jl, res, j: int, prompt: str, index: int, per_prompt: int, factors: list[str],
                   folders: list[str]) -> int:  # fmt: skip
     """Write the ``per_prompt`` samples of the ``j``-th prompt of a batch output (files first, then
-    the prompt's records in one line each); returns the next sample index."""
+    the prompt's records in one line each); returns the next sample index. Maps sampled at a smaller
+    size than the image (a factor's own size, e.g. a 64-px seg factor) are brought to the image's
+    size, labels by nearest neighbour, so every file of a sample shares one size."""
     mentions = parse_prompt(prompt).mentions
     rows = []
     for k in range(j * per_prompt, (j + 1) * per_prompt):
         name = f"{index:06d}.png"
-        seg = res.labels[k]
+        image = np.asarray(res.images[k])
+        size = image.shape[0]
+        seg = res.labels[k] if res.labels[k].shape[0] == size else resize_labels(res.labels[k], size)
         inst = thing_instances(seg)
-        arrays = {"images": np.asarray(res.images[k]), "seg": res.maps["seg"][k], "seg_ids": seg,
+        arrays = {"images": image, "seg": encode_segmentation(seg), "seg_ids": seg,
                   "instance": inst.astype(np.uint8 if inst.max() < 256 else np.uint16)}  # fmt: skip
+        for f in ("depth", "sketch"):
+            if f in factors:
+                m = res.maps[f][k]
+                arrays[f] = m if m.shape[0] == size else resize_image(m, size)
         if "depth" in factors:
-            arrays["depth"] = res.maps["depth"][k]
-            arrays["normal"] = encode_normals(normals_from_depth(decode_depth(res.maps["depth"][k])))
-        if "sketch" in factors:
-            arrays["sketch"] = res.maps["sketch"][k]
+            arrays["normal"] = encode_normals(normals_from_depth(decode_depth(arrays["depth"])))
         for f, a in arrays.items():
             Image.fromarray(a).save(stage / f / name, compress_level=1)
         rows.append({"index": index, "seed": res.seeds[k], "caption": prompt, "kind": "generated",
