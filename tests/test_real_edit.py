@@ -18,6 +18,10 @@ from fgdm.world.dataset import make_sample
         ("a dog and a cat on the grass", None, ["dog"], "a cat on the grass"),
         ("a dog and a cat on the grass", None, ["cat"], "a dog on the grass"),
         ("a bus, a car and a person", {"person": "dog"}, ["car"], "a bus, and a dog"),
+        ("a photo of a lake with an orange and a dog.", None, ["orange"], "a photo of a lake and a dog."),
+        ("a photo of a dog, a cat, and a bus.", None, ["dog"], "a photo of a cat, and a bus."),
+        ("a dog with a cat on the grass", None, ["dog"], "a cat on the grass"),
+        ("a cat next to a dog.", None, ["dog"], "a cat."),
     ],
 )
 def test_edit_prompt(prompt, replace, remove, want):

@@ -60,16 +60,30 @@ def edit_prompt(prompt: str, replace: dict[str, str] | None = None, remove: list
     return out
 
 
+_CONNECTOR = (r"(?:,\s*)?(?:and|with|next to|near|beside|behind|under|over|above|below|on|in front of|in|"
+              r"to the (?:left|right) of)|,")  # fmt: skip
+
+
 def _rewrite(prompt: str, replace: dict[str, str], remove: set[str]) -> str:
+    """``prompt`` with mentions of ``replace``'s classes renamed and of ``remove``'s dropped, each
+    dropped noun with its article or number and the connector that tied it to the rest: the one
+    before it ("a lake with an orange" -> "a lake"), or after it when it opens the description
+    ("a dog with a cat" -> "a cat", "a photo of a dog, a cat" -> "a photo of a cat")."""
     out = prompt
     for m in sorted(parse_prompt(prompt).mentions, key=lambda m: -m.start):  # right to left keeps earlier spans valid
         if m.category in replace:
             out = out[: m.start] + replace[m.category] + out[m.end :]
         elif m.category in remove:
             head = re.sub(r"(\b(a|an|the|one|two|three|four|five|some)\s+)$", "", out[: m.start], flags=re.I)
-            out = head + out[m.end :]
-    out = re.sub(r"\s+(and|,)\s*(?=(,|\.|$|\s+(and|on|in|under|near|next)\b))", "", out)
-    return re.sub(r"^\s*(and|,)\s+|\s+(and|,)\s*$", "", re.sub(r"\s{2,}", " ", out)).strip()
+            tail = out[m.end :]
+            opening = not head.strip() or re.search(r"\bof\s*$", head, flags=re.I)
+            if opening:
+                tail = re.sub(rf"^\s*(?:{_CONNECTOR})\s*", " ", tail, flags=re.I)
+            else:
+                head = re.sub(rf"\s*(?:{_CONNECTOR})\s*$", "", head, flags=re.I)
+            out = head.rstrip() + (" " if head.strip() and tail[:1].isalnum() else "") + tail
+    out = re.sub(r"\s+([,.])", r"\1", re.sub(r"\s{2,}", " ", out))
+    return re.sub(r"^\s*(?:and|,)\s+|\s+(?:and|,)\s*$", "", out).strip()
 
 
 def map_edit_prompt(prompt: str, source: np.ndarray, edited: np.ndarray) -> str:
