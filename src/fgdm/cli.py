@@ -724,6 +724,8 @@ def _no_mask_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mask", action="store_true",
                    help="regenerate the whole map and image, not only the edited region (the rest then drifts; "
                         "the behaviour before the region lock)")  # fmt: skip
+    p.add_argument("--guidance", type=_arg_type(_positive_float, "number"), default=None,
+                   help="the re-render's guidance (default: the image factor's; 1 with --no-mask at pixel level)")
 
 
 def cmd_edit_real(args: argparse.Namespace) -> int:
@@ -759,7 +761,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     res = edit_real_image(pipe, judge, image, args.prompt, replace=replace, remove=args.remove or [],
                           map_edits=(lambda s: apply_edits(s, edits)) if edits else None, pixel=args.level == "pixel",
-                          masked=not args.no_mask, steps=args.steps, seed=args.seed)  # fmt: skip
+                          masked=not args.no_mask, steps=args.steps, seed=args.seed, guidance=args.guidance)  # fmt: skip
     metrics = edit_metrics(pipe, judge, image, args.prompt, res, steps=args.steps) if args.measure else None
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         size = res.source_map.shape[0]
@@ -773,7 +775,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
         write_json(stage / "record.json", {
             "kind": "edit-real", "image": str(Path(args.image).resolve()), "prompt": res.prompt,
             "edited_prompt": res.edited_prompt, "replace": replace, "remove": args.remove or [], "edits": edits,
-            "level": args.level, "masked": not args.no_mask, "seed": args.seed, "steps": args.steps, "metrics": metrics,
+            "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "seed": args.seed, "steps": args.steps, "metrics": metrics,
             "files": ["image-000.png", "seg-source.png", "seg-000.png", "before_after.png"],
             "graph": {"path": str(pipe.path)}, "model": {"fingerprint": pipe.base.fingerprint},
             "judge_fingerprint": fingerprint(args.judge or default_judge_dir()),
@@ -1261,11 +1263,11 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     pipe = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     judge = load_judge(args.judge, device)
     settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "masked": not args.no_mask,
-                "steps": args.steps,
+                "guidance": args.guidance, "steps": args.steps,
                 "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_real_edit(
-        pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, masked=not args.no_mask, steps=args.steps,
+        pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, masked=not args.no_mask, steps=args.steps, guidance=args.guidance,
         progress=_progress(args)))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:

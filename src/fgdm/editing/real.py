@@ -180,14 +180,15 @@ def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarra
 
 def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, *,
                     replace: dict[str, str] | None = None, remove: list[str] | None = None, map_edits=None,
-                    pixel: bool = True, masked: bool = True, steps: int | None = None,
-                    seed: int = 0) -> RealEdit:  # fmt: skip
+                    pixel: bool = True, masked: bool = True, steps: int | None = None, seed: int = 0,
+                    guidance: float | None = None) -> RealEdit:  # fmt: skip
     """Extract, edit (by text and/or ``map_edits(MapSample) -> MapSample``), re-render.
 
     ``masked`` (default): a text edit regenerates only the named classes' region of the map, and
     the re-render only the region where the map changed (see :func:`semantic_map_edit`,
     :func:`render_edit`); a text edit then needs the judge to find each named class in the image.
-    The re-render's prompt follows map edits too (:func:`map_edit_prompt`).
+    The re-render's prompt follows map edits too (:func:`map_edit_prompt`). ``guidance``: the
+    re-render's (:func:`render_edit`'s default when None).
     """
     from .maps import MapSample
 
@@ -220,7 +221,7 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
         edited_prompt = map_edit_prompt(edited_prompt, before, edited)
     t2 = time.perf_counter()
     img = render_edit(pipe, image, source, edited, prompt, edited_prompt=edited_prompt, pixel=pixel, masked=masked,
-                      steps=steps, seed=seed)  # fmt: skip
+                      steps=steps, seed=seed, guidance=guidance)  # fmt: skip
     t3 = time.perf_counter()
     return RealEdit(source, edited, img, prompt, edited_prompt,
                     {"extract_s": t1 - t0, "map_edit_s": t2 - t1, "render_s": t3 - t2, "total_s": t3 - t0})  # fmt: skip

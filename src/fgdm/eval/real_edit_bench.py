@@ -70,7 +70,7 @@ def _largest_thing(s: MapSample) -> int:
 
 def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int = 50, seed: int = 50_000,
                   edit: str = "text", level: str = "pixel", masked: bool = True, steps: int | None = None,
-                  progress: bool = True) -> dict:  # fmt: skip
+                  guidance: float | None = None, progress: bool = True) -> dict:  # fmt: skip
     """Edit ``n`` held-out renders (resumable in ``out``); returns {"summary", "rows"}."""
     if edit not in ("text", "map"):
         raise ValueError(f"edit must be text or map, got {edit!r}")
@@ -97,10 +97,11 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
             try:
                 if edit == "text":
                     res = edit_real_image(pipe, judge, image, plan["prompt"], replace={plan["old"]: plan["new"]},
-                                          pixel=level == "pixel", masked=masked, steps=steps, seed=i)  # fmt: skip
+                                          pixel=level == "pixel", masked=masked, steps=steps, seed=i,
+                                          guidance=guidance)  # fmt: skip
                 else:
                     res = edit_real_image(pipe, judge, image, plan["prompt"], pixel=level == "pixel", masked=masked, steps=steps,
-                                          seed=i, map_edits=lambda s, new=plan["new"]: change_class(s, _largest_thing(s), new))  # fmt: skip
+                                          seed=i, guidance=guidance, map_edits=lambda s, new=plan["new"]: change_class(s, _largest_thing(s), new))  # fmt: skip
             except ValueError as e:  # e.g. the judge saw no object to relabel
                 row = {"index": i, "skipped": str(e)}
             else:
