@@ -137,9 +137,18 @@ def test_edit_real_cli(setup, tmp_path, capsys, monkeypatch):
                  "-o", str(out)]) == 0  # fmt: skip
     rec = json.loads((out / "record.json").read_text())
     assert rec["edited_prompt"] == "a horse on the grass" and rec["metrics"]["reconstruction_psnr"] > 0
-    assert rec["masked"] is True
+    assert rec["masked"] is True and rec["guidance"] is None
     assert all((out / f).exists() for f in rec["files"])
+    whole = tmp_path / "whole"
+    assert main(["edit-real", str(img), "--prompt", "a dog on the grass", "--replace", "dog:horse", "--no-mask",
+                 "--guidance", "2", "--graph", str(graph), "--judge", str(judge_dir), "--steps", "3", "-o", str(whole)]) == 0  # fmt: skip
+    rec = json.loads((whole / "record.json").read_text())
+    assert rec["masked"] is False and rec["guidance"] == 2.0
+    assert (whole / "image-000.png").read_bytes() != (out / "image-000.png").read_bytes()
     capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["edit-real", str(img), "--prompt", "a dog", "--remove", "dog", "--guidance", "0"])
+    assert "--guidance: must be > 0" in capsys.readouterr().err
     assert main(["edit-real", str(img), "--prompt", "a dog", "--replace", "cat:dog", "--graph", str(graph), "--judge",
                  str(judge_dir), "-o", str(tmp_path / "bad")]) == 2  # fmt: skip
     assert "does not mention 'cat'" in capsys.readouterr().err
