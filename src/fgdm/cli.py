@@ -723,7 +723,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def _no_mask_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mask", action="store_true",
                    help="regenerate the whole map and image, not only the edited region (the rest then drifts; "
-                        "the behaviour before the region lock)")  # fmt: skip
+                        "as before the region lock)")  # fmt: skip
     p.add_argument("--guidance", type=_arg_type(_positive_float, "number"), default=None,
                    help="the re-render's guidance (default: the image factor's; 1 with --no-mask at pixel level)")
 

@@ -45,7 +45,8 @@ def extract_map(judge: Judge, image: Image.Image, size: int) -> np.ndarray:
 
 def edit_prompt(prompt: str, replace: dict[str, str] | None = None, remove: list[str] | None = None) -> str:
     """The prompt with classes swapped (``{"dog": "cat"}``) or removed (the noun, its article or
-    number, and a dangling "and"/comma). Every named class must be mentioned by the prompt."""
+    number, and the connector that tied it in: :func:`_rewrite`). Every named class must be
+    mentioned by the prompt."""
     replace, remove = dict(replace or {}), list(remove or [])
     named = {m.category for m in parse_prompt(prompt).mentions}
     for c in [*replace, *remove]:
