@@ -212,8 +212,8 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
             missing = [category(i).name for i in ids if not (source == i).any()]
             if missing:
                 seen = sorted(category(int(c)).name for c in np.unique(source))
-                raise ValueError(f"the judge finds no {missing} in the image (it sees {seen}); "
-                                 "a masked text edit regenerates the named classes' region only")  # fmt: skip
+                raise ValueError(f"the judge finds no {missing} in the image (it sees {seen}); a masked text edit "
+                                 "regenerates the named classes' region only (masked=False, --no-mask: the whole map)")  # fmt: skip
             region = dilate(np.isin(source, ids), edit_margin(size))
         edited = semantic_map_edit(pipe, source, prompt, edited_prompt, region=region, steps=steps, seed=seed)
     if map_edits is not None:
