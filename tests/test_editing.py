@@ -200,6 +200,25 @@ def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
     kept = tmp_path / "kept"
     assert main(["edit", str(fgdm_run), "--delete", name, "--keep-prompt", "-o", str(kept), "--quiet"]) == 0
     assert json.loads((kept / "record.json").read_text())["render_prompt"] == "a dog and a cat"
+    # --keep-rest: the run's image, inverted with its maps, regenerated only where the maps changed
+    rest = tmp_path / "rest"
+    assert main(["edit", str(fgdm_run), "--move", f"{name}:+3,-2", "--keep-rest", "-o", str(rest), "--quiet"]) == 0
+    rrec = json.loads((rest / "record.json").read_text())
+    assert rrec["parameters"]["keep_rest"] is True
+    from PIL import Image
+
+    from fgdm.editing.maps import sample_conditions
+    from fgdm.editing.real import render_region
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    pipe = FactorGraphPipeline.from_pretrained(json.loads((fgdm_run / "record.json").read_text())["graph"]["path"])
+    parents = pipe.spec.factors["image"].parents
+    want = render_region(pipe, Image.open(fgdm_run / "image-000.png").convert("RGB"),
+                         {k: v for k, v in sample_conditions(s).items() if k in parents},
+                         {k: v for k, v in sample_conditions(apply_edits(s, rrec["edits"])).items() if k in parents},
+                         "a dog and a cat", rrec["render_prompt"], size=32, steps=2, seed=0)  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(rest / "image-000.png")), np.asarray(want))
+    assert (rest / "image-000.png").read_bytes() != (out / "image-000.png").read_bytes()
     again = tmp_path / "again"
     assert main(["edit", str(fgdm_run), "--edits-from", str(out / "record.json"), "-o", str(again), "--quiet"]) == 0
     for f in ("image-000.png", "seg-000.png", "depth-000.png"):
@@ -245,7 +264,8 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     rec1 = json.loads((first / "record.json").read_text())
     assert rec1["source"]["kind"] == "generate-sbpc" and rec1["seed"] == chosen_seed
     assert rec1["parameters"] | {"given": None} == {"size": src["parameters"]["image_size"], "steps": 3,
-                                                     "guidance": 2.0, "given": None, "keep_prompt": False}  # fmt: skip
+                                                     "guidance": 2.0, "given": None, "keep_prompt": False,
+                                                     "keep_rest": False}  # fmt: skip
     second = tmp_path / "edit2"
     assert main(["edit", str(first), "--move", f"{name}:+2,0", "-o", str(second), "--quiet"]) == 0
     rec2 = json.loads((second / "record.json").read_text())
@@ -253,3 +273,23 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     assert (rec2["seed"], rec2["parameters"]) == (rec1["seed"], rec1["parameters"])
     assert rec2["edits"] == [{"op": "move", "target": name, "dx": 2, "dy": 0}]
     assert (second / "image-000.png").read_bytes() != (first / "image-000.png").read_bytes()
+
+
+def test_edit_keep_rest_script(random_graph, tmp_path, capsys, monkeypatch):
+    """scripts/edit_keep_rest.py (results.md): both ways of re-rendering an object edit, measured."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    spec = {"factors": {"seg": {"steps": 2}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 2}}}
+    graph = random_graph(spec).save_pretrained(tmp_path / "graph")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat on the grass\na bus on the road\n")
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "edit_keep_rest.py")
+    monkeypatch.setattr("sys.argv", ["x", "--prompts", str(prompts), "--n", "2", "--graph", str(graph), "--dx", "2"])
+    runpy.run_path(script, run_name="__main__")
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"original (object before the move)", "same seed", "keep rest"}
+    for way in ("same seed", "keep rest"):
+        assert got[way]["edits"] >= 1 and got[way]["seconds"] > 0 and 0 <= got[way]["moved_object_recall"] <= 1
+        assert got[way]["unchanged_psnr"] > 0  # (which way keeps more depends on the VAE: random here)

@@ -54,6 +54,22 @@ def test_map_edit_prompt_follows_the_classes_the_map_lost_and_gained():
     assert map_edit_prompt("a dog and a cat", src, moved) == "a dog and a cat"  # same classes: same prompt
 
 
+def test_changed_region_unites_every_map():
+    from fgdm.editing.real import changed_region
+
+    seg = np.zeros((4, 4), np.uint8)
+    depth = np.zeros((4, 4), np.float32)
+    normal = np.zeros((4, 4, 3), np.uint8)
+    seg2, depth2, normal2 = seg.copy(), depth.copy(), normal.copy()
+    seg2[0, 0], depth2[1, 1], normal2[2, 2, 1] = 5, 0.5, 9
+    got = changed_region({"seg": seg, "depth": depth, "normal": normal}, {"seg": seg2, "depth": depth2, "normal": normal2})
+    assert got.sum() == 3 and got[0, 0] and got[1, 1] and got[2, 2]
+    with pytest.raises(ValueError, match="before has maps"):
+        changed_region({"seg": seg}, {"depth": depth})
+    with pytest.raises(ValueError, match="is \\(4, 4\\) before and \\(2, 2\\) after"):
+        changed_region({"seg": seg}, {"seg": seg[:2, :2]})
+
+
 def test_dilate():
     m = np.zeros((7, 7), bool)
     m[3, 3] = True

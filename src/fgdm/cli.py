@@ -640,11 +640,13 @@ def _parse_edit(op: str, value: str) -> dict:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """``fgdm edit RUN_DIR --move dog:+20,0 ...``: edit a sample's maps, re-render its image, same seed."""
+    import time
+
     import numpy as np
     from PIL import Image
 
     from .editing import apply_edits, sample_conditions, sample_from_run
-    from .editing.real import map_edit_prompt
+    from .editing.real import map_edit_prompt, render_region
     from .pipelines.factor_graph import FactorGraphPipeline
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
     from .world.conditions import encode_normals, encode_segmentation, encode_sketch
@@ -677,16 +679,28 @@ def cmd_edit(args: argparse.Namespace) -> int:
     else:
         seed, p = rec["seed"], rec["parameters"]
         size, steps, guidance = p.get("size"), p.get("steps"), p.get("guidance")
-    conds = sample_conditions(edited)
-    given = {k: v for k, v in conds.items() if k in pipe.spec.factors["image"].parents}
-    prompt = rec.get("render_prompt") or rec["prompt"]  # an edited run's prompt already follows its maps
-    if not args.keep_prompt:
-        prompt = map_edit_prompt(prompt, sample.seg, edited.seg)
-    res = pipe(prompt, factors=["image"], given=given, seed=seed, sizes={"image": size} if size else None,
-               steps={"image": steps} if steps else None, guidance={"image": guidance} if guidance else None,
-               progress=not args.quiet)  # fmt: skip
+    parents = pipe.spec.factors["image"].parents
+    given = {k: v for k, v in sample_conditions(edited).items() if k in parents}
+    source_prompt = rec.get("render_prompt") or rec["prompt"]  # an edited run's prompt already follows its maps
+    prompt = source_prompt if args.keep_prompt else map_edit_prompt(source_prompt, sample.seg, edited.seg)
+    idx = args.sample if rec["kind"] == "generate-fgdm" else 0
+    before = Path(args.run) / f"image-{idx:03d}.png"
+    if args.keep_rest:  # regenerate only where the maps changed; the rest is the run's image, inverted and followed
+        if not before.exists():
+            raise ValueError(f"--keep-rest: run {args.run!r} has no {before.name} to keep")
+        was = Image.open(before).convert("RGB")
+        given_before = {k: v for k, v in sample_conditions(sample).items() if k in parents}
+        t0 = time.perf_counter()
+        image = render_region(pipe, was, given_before, given, source_prompt, prompt, size=size or was.height,
+                              steps=steps, seed=seed, guidance=guidance)  # fmt: skip
+        timings = {"total_s": time.perf_counter() - t0}
+    else:
+        res = pipe(prompt, factors=["image"], given=given, seed=seed, sizes={"image": size} if size else None,
+                   steps={"image": steps} if steps else None, guidance={"image": guidance} if guidance else None,
+                   progress=not args.quiet)  # fmt: skip
+        image, timings = res.images[0], res.timings
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
-        res.images[0].save(stage / "image-000.png")
+        image.save(stage / "image-000.png")
         files = ["image-000.png"]
         maps = {"seg": encode_segmentation(edited.seg)}
         if edited.disparity is not None:  # normalised disparity in [0, 1]: the same 3-channel encoding as edges
@@ -697,11 +711,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
         for name, m in maps.items():
             Image.fromarray(m).save(stage / f"{name}-000.png")
             files.append(f"{name}-000.png")
-        idx = args.sample if rec["kind"] == "generate-fgdm" else 0
-        before = Path(args.run) / f"image-{idx:03d}.png"
         row0 = [np.asarray(Image.open(before).convert("RGB")) if before.exists() else np.zeros_like(maps["seg"]),
                 encode_segmentation(sample.seg)]  # fmt: skip
-        contact_sheet([row0, [np.asarray(res.images[0]), maps["seg"]]], headers=["image", "seg"],
+        contact_sheet([row0, [np.asarray(image), maps["seg"]]], headers=["image", "seg"],
                       captions=["before", "after: " + "; ".join(_describe(e) for e in edits)]).save(stage / "before_after.png")  # fmt: skip
         files.append("before_after.png")
         write_json(stage / "record.json", {
@@ -710,13 +722,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
             "edits": edits, "seed": seed, "files": files, "graph": {"path": str(pipe.path)},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
             "parameters": {"size": size, "steps": steps, "guidance": guidance, "given": sorted(given),
-                           "keep_prompt": args.keep_prompt},
+                           "keep_prompt": args.keep_prompt, "keep_rest": args.keep_rest},
             "objects_before": sorted({n for n, _ in sample.objects().values()}),
             "objects_after": sorted({n for n, _ in edited.objects().values()}),
-            "timings": {k: round(v, 4) for k, v in res.timings.items()},
+            "timings": {k: round(v, 4) for k, v in timings.items()},
             "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
-    print(f"applied {len(edits)} edit(s) and re-rendered (seed {seed}) into {out}")
+    print(f"applied {len(edits)} edit(s) and re-rendered (seed {seed}{', the rest kept' if args.keep_rest else ''}) into {out}")
     return 0
 
 
@@ -1548,6 +1560,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--graph", help="re-render with this graph (default: the run's)")
     p.add_argument("--edits-from", help="replay the edits of an earlier edit run's record.json first")
+    p.add_argument("--keep-rest", action="store_true",
+                   help="regenerate only where the maps changed: the rest of the image is the run's own, DDIM-inverted "
+                        "and followed (without it the whole image is re-rendered with the same seed)")  # fmt: skip
     p.add_argument("--keep-prompt", action="store_true",
                    help="re-render with the run's prompt as it is; by default a class the edits remove from the map "
                         "leaves the prompt and a class they add replaces it or joins it")  # fmt: skip

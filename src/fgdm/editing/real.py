@@ -150,33 +150,63 @@ def semantic_map_edit(pipe: FactorGraphPipeline, labels: np.ndarray, prompt: str
     return np.where(region, new, labels) if region is not None else new
 
 
+def changed_region(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> np.ndarray:
+    """Where any condition map differs between ``before`` and ``after`` (same keys, same sizes;
+    (H, W) or (H, W, C) arrays), as an (H, W) bool mask."""
+    if set(before) != set(after):
+        raise ValueError(f"before has maps {sorted(before)}, after {sorted(after)}")
+    out = None
+    for k in before:
+        a, b = np.asarray(before[k]), np.asarray(after[k])
+        if a.shape != b.shape:
+            raise ValueError(f"map {k!r} is {a.shape} before and {b.shape} after")
+        d = (a != b).any(axis=-1) if a.ndim == 3 else a != b
+        out = d if out is None else out | d
+    if out is None:
+        raise ValueError("no maps to compare")
+    return out
+
+
+def render_region(pipe: FactorGraphPipeline, image: Image.Image, before: dict[str, np.ndarray],
+                  after: dict[str, np.ndarray], prompt: str, edited_prompt: str | None = None, *, size: int,
+                  steps: int | None = None, seed: int = 0, guidance: float | None = None) -> Image.Image:  # fmt: skip
+    """Re-render ``image`` with the image factor where its conditions changed from ``before`` to
+    ``after`` (:func:`changed_region`, grown by :func:`edit_margin`), keeping the rest: the factor
+    is DDIM-inverted with the image, ``before`` and ``prompt``, and the region is regenerated from
+    that noise with ``after``, ``edited_prompt`` and ``guidance`` (the factor's by default) while
+    the rest of the latent follows the inverted path (:class:`~fgdm.sampling.KeepOutside`)."""
+    region = changed_region(before, after)
+    region = dilate(region, edit_margin(region.shape[0]))
+    path = pipe.invert_path("image", image, prompt, given=before, size=size, steps=steps)
+    g = guidance if guidance is not None else pipe.spec.factors["image"].guidance
+    return pipe(edited_prompt or prompt, factors=["image"], given=after, sizes={"image": size}, seed=seed,
+                steps={"image": steps} if steps else None, guidance={"image": g}, init_latents={"image": path[0]},
+                keep={"image": (region, path)}).images[0]  # fmt: skip
+
+
 def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarray, edited: np.ndarray, prompt: str,
                 *, edited_prompt: str | None = None, pixel: bool = True, masked: bool = True, steps: int | None = None,
                 seed: int = 0, guidance: float | None = None) -> Image.Image:  # fmt: skip
-    """Re-render an edited map with the image factor.
+    """Re-render an edited seg map with the image factor.
 
     ``pixel``: from the image's own inverted noise (inverted with ``prompt`` and its source map),
-    so unchanged regions are kept. With ``masked`` (default) only the region where the map changed,
-    grown by :func:`edit_margin`, is regenerated, with ``edited_prompt`` and the factor's guidance;
-    the rest follows the inverted path. Without it the whole image is regenerated from the
+    so unchanged regions are kept. With ``masked`` (default) only the region where the map changed
+    is regenerated (:func:`render_region`). Without it the whole image is regenerated from the
     inverted noise, without guidance. ``pixel=False``: from fresh noise with ``edited_prompt``.
     """
     size = source.shape[0]
     edited_prompt = edited_prompt or prompt
-    spec = pipe.spec.factors["image"]
+    if pixel and masked:
+        return render_region(pipe, image, {"seg": source}, {"seg": edited}, prompt, edited_prompt, size=size,
+                             steps=steps, seed=seed, guidance=guidance)  # fmt: skip
     kw = {"factors": ["image"], "given": {"seg": edited}, "sizes": {"image": size}, "seed": seed,
           "steps": {"image": steps} if steps else None}  # fmt: skip
     if not pixel:
-        g = guidance if guidance is not None else spec.guidance
+        g = guidance if guidance is not None else pipe.spec.factors["image"].guidance
         return pipe(edited_prompt, guidance={"image": g}, **kw).images[0]
-    path = pipe.invert_path("image", image, prompt, given={"seg": source}, size=size, steps=steps)
-    if not masked:
-        g = guidance if guidance is not None else 1.0
-        return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": path[0]}, **kw).images[0]
-    region = dilate(source != edited, edit_margin(size))
-    g = guidance if guidance is not None else spec.guidance
-    return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": path[0]},
-                keep={"image": (region, path)}, **kw).images[0]  # fmt: skip
+    x_t = pipe.invert("image", image, prompt, given={"seg": source}, size=size, steps=steps)
+    g = guidance if guidance is not None else 1.0
+    return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": x_t}, **kw).images[0]
 
 
 def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, *,
