@@ -214,6 +214,8 @@ def test_keep_outside_holds_the_latent_to_its_path_outside_the_mask(tiny_model):
         FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(mask, path[:3]))
     with pytest.raises(ValueError, match=r"keep\.mask is \(2, 2\)"):
         FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(torch.ones(1, 1, 2, 2), path))
+    with pytest.raises(ValueError, match=r"keep\.path is \(8, 8\), its latent \(4, 4\)"):
+        FactorRun("seg", (), den, x.clone(), sched, keep=KeepOutside(mask, [torch.zeros(1, 4, 8, 8)] * 5))
 
 
 def test_joint_children_see_their_parents_current_estimate_ancestral_the_final(tiny_model):

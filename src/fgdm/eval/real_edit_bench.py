@@ -10,9 +10,9 @@ scene), either
 
 and re-rendered at pixel level (the image factor inverted with the real image) or from fresh
 noise (``--level semantic``). By default both the map edit and the re-render regenerate only the
-edited region, the rest following the inverted path (``--no-mask``: the whole map and image, the
-earlier behaviour; :mod:`fgdm.editing.real`). Per image and averaged: inversion reconstruction PSNR (no edit),
-unchanged-region PSNR, the judge's recall of the new class over the edited region, whether the
+edited region, the rest following the inverted path (``--no-mask``: the whole map and image, as
+before the region lock; :mod:`fgdm.editing.real`). Per image and averaged: inversion
+reconstruction PSNR (no edit), unchanged-region PSNR, the judge's recall of the new class over the edited region, whether the
 edit changed the map at all, and seconds per edit. Per-image results are cached, so a run resumes.
 """
 

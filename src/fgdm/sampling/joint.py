@@ -75,9 +75,10 @@ class FactorRun:
             if len(self.keep.path) != want:
                 raise ValueError(f"factor {self.name!r}: keep.path holds {len(self.keep.path)} latents; "
                                  f"a schedule of {want - 1} steps needs {want} (x_T ... clean)")  # fmt: skip
-            if self.keep.mask.shape[-2:] != self.x.shape[-2:]:
-                raise ValueError(f"factor {self.name!r}: keep.mask is {tuple(self.keep.mask.shape[-2:])}, "
-                                 f"its latent {tuple(self.x.shape[-2:])}")  # fmt: skip
+            for what, t in (("keep.mask", self.keep.mask), ("keep.path", self.keep.path[0])):
+                if t.shape[-2:] != self.x.shape[-2:]:
+                    raise ValueError(f"factor {self.name!r}: {what} is {tuple(t.shape[-2:])}, "
+                                     f"its latent {tuple(self.x.shape[-2:])}")  # fmt: skip
             m = self.keep.mask.to(self.x)
             self.x = m * self.x + (1 - m) * self.keep.path[0].to(self.x)
 
