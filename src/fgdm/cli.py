@@ -732,7 +732,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_mask_arg(p: argparse.ArgumentParser) -> None:
+def _region_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mask", action="store_true",
                    help="regenerate the whole map and image, not only the edited region (the rest then drifts; "
                         "as before the region lock)")  # fmt: skip
@@ -1592,7 +1592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=("pixel", "semantic"), default="pixel",
                    help="pixel: re-render from the image's own inverted noise (keeps the unchanged background); "
                         "semantic: from fresh noise")  # fmt: skip
-    _no_mask_arg(p)
+    _region_args(p)
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="DDIM steps of inversion and sampling")
@@ -1760,7 +1760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", choices=["text", "map"], default="text",
                    help="text: prompt swap on the inverted seg trajectory; map: relabel the object in the extracted map")
     p.add_argument("--level", choices=["pixel", "semantic"], default="pixel")
-    _no_mask_arg(p)
+    _region_args(p)
     p.add_argument("--steps", type=_int_at_least(1), help="DDIM steps of inversion and sampling (default: the graph's)")
     p.add_argument("--graph", help="FG-DM graph folder (default: the shipped graph)")
     p.add_argument("--judge", help="judge folder (default: the shipped judge)")
