@@ -52,6 +52,9 @@ def test_map_edit_prompt_follows_the_classes_the_map_lost_and_gained():
     assert map_edit_prompt("a dog and a cat", src, both) == "a horse and a cat and a sheep"
     moved = np.roll(src, 1, axis=1)
     assert map_edit_prompt("a dog and a cat", src, moved) == "a dog and a cat"  # same classes: same prompt
+    void = to_horse.copy()
+    void[0, 0] = 255  # a pixel a sampled map left undecoded is no class
+    assert map_edit_prompt("a dog and a cat on the grass", src, void) == "a horse and a cat on the grass"
 
 
 def test_changed_region_unites_every_map():
@@ -120,6 +123,7 @@ def test_edit_real_image_end_to_end(setup, monkeypatch):
         edit_real_image(pipe, judge, image, "a dog and a cat", remove=["cat"], steps=4)
     same = edit_real_image(pipe, judge, image, "a dog on the grass", steps=4, map_edits=lambda s: s)
     assert np.array_equal(same.edited_map, same.source_map) and same.edited_prompt == "a dog on the grass"
+    res.edited_map[0, :4] = 255  # undecoded pixels of a sampled map are measured as no class
     m = edit_metrics(pipe, judge, image, "a dog on the grass", res, steps=4)
     assert set(m) == {"reconstruction_psnr", "unchanged_psnr", "edited_fraction", "edited_region_recall"}
     assert m["reconstruction_psnr"] > 0 and 0 <= m["edited_fraction"] <= 1

@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
-from ..world.categories import category
+from ..world.categories import VOID_ID, category
 from ..world.conditions import resize_image, resize_labels
 from ..world.vocab import parse_prompt
 
@@ -92,7 +92,7 @@ def map_edit_prompt(prompt: str, source: np.ndarray, edited: np.ndarray) -> str:
     lost: each thing class the prompt mentions that the edit removed from the map is replaced by a
     thing class the edit added (largest added first), the rest of the removed ones are dropped
     from the prompt and the rest of the added ones are appended ("... and a horse")."""
-    had, has = set(np.unique(source).tolist()), set(np.unique(edited).tolist())
+    had, has = set(np.unique(source).tolist()) - {VOID_ID}, set(np.unique(edited).tolist()) - {VOID_ID}
     mentioned = [m.category for m in parse_prompt(prompt).mentions]
     gone = [c for c in dict.fromkeys(mentioned) if category(c).is_thing and category(c).id in had - has]
     added = sorted((c for c in has - had if category(int(c)).is_thing), key=lambda c: (-int((edited == c).sum()), c))
@@ -241,7 +241,7 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
             ids = [category(c).id for c in [*(replace or {}), *(remove or [])]]
             missing = [category(i).name for i in ids if not (source == i).any()]
             if missing:
-                seen = sorted(category(int(c)).name for c in np.unique(source))
+                seen = sorted(category(int(c)).name for c in np.unique(source) if c != VOID_ID)
                 raise ValueError(f"the judge finds no {missing} in the image (it sees {seen}); a masked text edit "
                                  "regenerates the named classes' region only (masked=False, --no-mask: the whole map)")  # fmt: skip
             region = dilate(np.isin(source, ids), edit_margin(size))
@@ -282,7 +282,7 @@ def edit_metrics(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, pr
     recall = {}
     for cid in np.unique(result.edited_map[changed]).tolist():
         region = changed & (result.edited_map == cid)
-        if category(int(cid)).is_thing:
+        if cid != VOID_ID and category(int(cid)).is_thing:  # void: pixels a sampled map left undecoded
             recall[category(int(cid)).name] = round(float((judged[region] == cid).mean()), 4)
     return {"reconstruction_psnr": round(psnr(np.asarray(recon.convert("RGB")), orig), 3),
             "unchanged_psnr": round(psnr(new, orig, ~changed[..., None].repeat(3, 2)), 3),
