@@ -33,6 +33,7 @@ from PIL import Image
 
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
+from ..world.captions import article
 from ..world.categories import VOID_ID, category
 from ..world.conditions import resize_image, resize_labels
 from ..world.vocab import parse_prompt
@@ -99,7 +100,7 @@ def map_edit_prompt(prompt: str, source: np.ndarray, edited: np.ndarray) -> str:
     added = [category(int(c)).name for c in added]
     out = _rewrite(prompt, dict(zip(gone, added, strict=False)), set(gone[len(added) :]))
     for name in added[len(gone) :]:
-        out += (" and " if out else "") + ("an " if name[0] in "aeiou" else "a ") + name
+        out += (" and " if out else "") + article(name) + name
     return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..world.captions import article
 from ..world.categories import THINGS, category, resolve_categories
 
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
@@ -52,7 +53,7 @@ def multigen_prompts(n: int = 1000, k: int = 5, seed: int = 0) -> list[PromptEnt
 
 
 def with_article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
+    return article(word) + word
 
 
 def relation_prompts(n: int = 500, seed: int = 0) -> list[PromptEntry]:

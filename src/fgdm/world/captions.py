@@ -78,7 +78,8 @@ class _Builder:
         self.phrases.append(Phrase(n0, n1, p0, len(self.text), c.name, c.id, ids, c.kind))
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article for ``word``, with its space: "an " before a vowel, else "a "."""
     return "an " if word[0] in "aeiou" else "a "
 
 
@@ -91,10 +92,10 @@ def _thing_phrase(b: _Builder, rng: np.random.Generator, cat: str, ids: tuple[in
     sing, plur = forms[rng.integers(len(forms))]
     if c.unit is not None and sing == c.singular:
         unit = c.unit[0] if k == 1 else c.unit[1]
-        count = _article(unit) if k == 1 else _NUM_WORDS[min(k, 6)] + " "
+        count = article(unit) if k == 1 else _NUM_WORDS[min(k, 6)] + " "
         b.noun(f"{count}{unit} of ", plur, cat, ids)
     elif k == 1:
-        b.noun(_article(sing), sing, cat, ids)
+        b.noun(article(sing), sing, cat, ids)
     else:
         count = _NUM_WORDS[k] if k <= 6 else "many"
         b.noun(count + " ", plur, cat, ids)
