@@ -33,11 +33,18 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
-    pipe = FactorGraphPipeline.from_pretrained(a.graph)
+    try:  # a bad folder or prompt file is the user's input: an argument error, not a traceback
+        pipe = FactorGraphPipeline.from_pretrained(a.graph)
+        prompts = [e.text for e in load_prompt_entries(a.prompts)[: a.n]]
+    except (OSError, ValueError) as e:
+        ap.error(str(e))
+    nodes = pipe.spec.factors
+    if "seg" not in nodes or "image" not in nodes or "seg" not in nodes["image"].parents:
+        ap.error(f"--graph {a.graph or '(the shipped graph)'!r} needs a seg factor and an image factor conditioned on it")
     judge = load_judge()
     size = pipe.spec.factors["image"].size or pipe.native_size()
     rows = {"original (object before the move)": [], "same seed": [], "keep rest": []}
-    for i, prompt in enumerate(e.text for e in load_prompt_entries(a.prompts)[: a.n]):
+    for i, prompt in enumerate(prompts):
         out = pipe(prompt, factors=["seg", "image"], seed=i)
         s = MapSample.from_labels(out.labels[0])
         objs = s.objects()

@@ -293,3 +293,9 @@ def test_edit_keep_rest_script(random_graph, tmp_path, capsys, monkeypatch):
     for way in ("same seed", "keep rest"):
         assert got[way]["edits"] >= 1 and got[way]["seconds"] > 0 and 0 <= got[way]["moved_object_recall"] <= 1
         assert got[way]["unchanged_psnr"] > 0  # (which way keeps more depends on the VAE: random here)
+    for argv, err in ((["--graph", str(tmp_path / "missing")], "does not exist"),
+                      (["--prompts", str(tmp_path / "none.txt")], "none.txt")):  # fmt: skip
+        monkeypatch.setattr("sys.argv", ["x", "--prompts", str(prompts), "--graph", str(graph), *argv])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and err in capsys.readouterr().err
