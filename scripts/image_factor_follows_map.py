@@ -23,6 +23,7 @@ import json
 import time
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from fgdm.eval.fgdm_quality import consistency, judged, object_counts
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=50000, help="world seed of the held-out renders")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     ap.add_argument("--sampled", action="store_true", help="also score images against seg maps the graph samples")
+    ap.add_argument("--depth", action="store_true", help="also give the image factor the depth map, alone and with seg")
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
@@ -51,19 +53,28 @@ def main() -> None:
     image = graph.spec.factors.get("image")
     if image is None or "seg" not in image.parents:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
+    if a.depth and "depth" not in image.parents:
+        ap.error(f"--depth: the image factor of --graph {a.graph!r} is not conditioned on depth (its parents: "
+                 f"{list(image.parents)})")
     base = Text2ImagePipeline(graph.base)
     size = graph.native_size()
     names = ["image factor, given the map", "base model, caption only"]
+    if a.depth:
+        names += ["image factor, given depth", "image factor, given seg and depth"]
     if a.sampled:
         names += ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
-    got = {n: {"images": [], "maps": [], "fits": [], "seconds": 0.0} for n in names}
+    got = {n: {"images": [], "maps": [], "depths": [], "fits": [], "seconds": 0.0} for n in names}
 
-    def add(name: str, t0: float, out, seg: np.ndarray | None = None, fits: list[float] | None = None) -> None:
-        """One image of row ``name``, scored against ``seg`` (default: the map the call sampled)."""
+    def add(name: str, t0: float, out, seg: np.ndarray | None = None, fits: list[float] | None = None,
+            depth: np.ndarray | None = None) -> None:  # fmt: skip
+        """One image of row ``name``, scored against ``seg`` (default: the map the call sampled) and
+        ``depth`` (a real depth map; rows without one are not scored on depth)."""
         g = got[name]
         g["seconds"] += time.perf_counter() - t0
         g["images"].append(np.asarray(out.images[0].convert("RGB")))
         g["maps"].append(seg if seg is not None else out.maps["seg"][0])
+        if depth is not None:
+            g["depths"].append(depth)
         g["fits"] += fits if fits is not None else getattr(out, "palette_fit", None) or []
 
     captions = []
@@ -72,10 +83,18 @@ def main() -> None:
         text, labels = s.caption.text, s.render.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
+        depth = s.render.conditions()["depth"] if a.depth else None
+        if depth is not None and depth.shape[0] != size:
+            depth = np.asarray(Image.fromarray(depth).resize((size, size), Image.BILINEAR))
         t0 = time.perf_counter()
-        add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg)
+        add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg, depth=depth)
         t0 = time.perf_counter()
-        add(names[1], t0, base(text, seed=i), seg)
+        add(names[1], t0, base(text, seed=i), seg, depth=depth)
+        if a.depth:
+            for name, given in (("image factor, given depth", {"depth": depth}),
+                                ("image factor, given seg and depth", {"seg": seg, "depth": depth})):  # fmt: skip
+                t0 = time.perf_counter()
+                add(name, t0, graph(text, factors=["image"], given=given, seed=i), seg, depth=depth)
         if a.sampled:
             for name, mode in ((names[2], "joint"), (names[3], "ancestral")):
                 t0 = time.perf_counter()
@@ -89,7 +108,7 @@ def main() -> None:
     rows = {}
     for name, g in got.items():
         seen = judged(judge, g["images"])
-        rows[name] = consistency(judge, g["images"], g["maps"], None, seen)
+        rows[name] = consistency(judge, g["images"], g["maps"], g["depths"] or None, seen)
         rows[name].update(object_counts(list(seen[0]), objects, "image"))
         if g["fits"]:
             rows[name]["seg_palette_fit"] = round(float(np.mean(g["fits"])), 4)

@@ -519,6 +519,46 @@ def test_a_factor_starts_from_trained_weights_new_blocks_as_the_identity(tmp_pat
     bad = _write(tmp_path, "bad", {"variable": "seg", "init_from": str(tmp_path / "nowhere")})
     assert main(["train", "factor", "--config", bad, "--quiet"]) == 2
     assert "extra.init_from: no safetensors weights" in capsys.readouterr().err
+    lone = _write(tmp_path, "lone", {"variable": "seg", "init_parents": ["seg"]})
+    assert main(["train", "factor", "--config", lone, "--quiet"]) == 2
+    assert "extra.init_parents must be a list of parent names beside extra.init_from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["adapter", "scratch", "controlnet"])
+def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_model, kind):
+    """extra.init_parents: a factor trained with parents [seg] continues with [depth, seg] (a new
+    parent first, so the stored inputs move): the start reproduces the stored factor with any depth
+    given, and only training makes depth count. Parents that are not a subset, or weights that do
+    not read the stated parents, are errors."""
+    from fgdm.models.factors import pack_parents
+    from fgdm.training.factors import init_factor_from
+
+    unet = tiny_model.unet
+    spec = lambda ps: GraphSpec.from_dict({"factors": {**{p: {} for p in ps}, "image": {"kind": kind, "parents": ps}}}).factors["image"]
+    old, new = spec(["seg"]), spec(["depth", "seg"])
+    stored = _perturb(build_factor_module(old, unet), 0.2)
+    stored.save_pretrained(tmp_path / "old", safe_serialization=True)
+    module = build_factor_module(new, unet)
+    init_factor_from(module, tmp_path / "old", new, ["seg"])
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([50, 600])
+    seg, depth = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    ctx = tiny_model.encode_text(["a dog", "a cat"])[0]
+    want = factor_forward(old, stored, unet, x, t, ctx, pack_parents(("seg",), {"seg": seg}, x))
+    for d in (None, depth):
+        got = factor_forward(new, module, unet, x, t, ctx, pack_parents(("depth", "seg"), {"seg": seg, "depth": d}, x))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # once the depth inputs are trained (perturbed here), depth changes the output
+    _perturb(module, 0.2, seed=1)
+    a, b = (factor_forward(new, module, unet, x, t, ctx, pack_parents(("depth", "seg"), {"seg": seg, "depth": d}, x))
+            for d in (None, depth))  # fmt: skip
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match=r"init_parents \['normal'\] must be distinct parents"):
+        init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["normal"])
+    with pytest.raises(ValueError, match=r"reads .* channels, \['seg', 'depth'\] give"):
+        init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["seg", "depth"])
+    with pytest.raises(ValueError, match=r"set extra\.init_parents"):
+        init_factor_from(build_factor_module(new, unet), tmp_path / "old")
 
 
 def test_factor_runs_share_one_cache_and_installs_merge(tmp_path, tiny_sd_dir, capsys):

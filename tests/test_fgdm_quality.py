@@ -229,6 +229,19 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     assert all(0 <= rows[k]["seg_palette_fit"] <= 1 and 0 <= rows[k]["consistency_pixel_acc"] <= 1 for k in sampled)
     # the root seg factor samples the same map in every mode: the same fits
     assert rows[sampled[0]]["seg_palette_fit"] == rows[sampled[1]]["seg_palette_fit"] == rows[sampled[2]]["seg_palette_fit"]
+    # --depth: the depth map alone and with seg; every row given a real map is scored on depth too
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir), "--depth"])
+    runpy.run_path(script, run_name="__main__")
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert list(rows) == ["image factor, given the map", "base model, caption only", "image factor, given depth",
+                          "image factor, given seg and depth"]  # fmt: skip
+    assert all(0 <= row["consistency_depth_mae"] <= 1 for row in rows.values())
+    seg_only = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2}}})
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(seg_only.save_pretrained(tmp_path / "so")), "--n", "2",
+                                     "--depth"])  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "not conditioned on depth (its parents: ['seg'])" in capsys.readouterr().err
     no_image = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_image), "--n", "2"])
     with pytest.raises(SystemExit) as e:
@@ -267,3 +280,45 @@ def test_real_reference_renders_the_prompts_or_the_world():
     assert list(world) == ["image"] and not np.array_equal(world["image"][0], ref["image"][0])
     with pytest.raises(ValueError, match="name none"):
         real_reference(2, 64, [], 7, ["a snowy landscape"])
+
+
+def test_depth_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch):
+    """scripts/depth_factor_fit.py (a figure in results.md): sampled depth against the renders' own,
+    given seg and from the caption alone, beside the two chance levels."""
+    import runpy
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "depth_factor_fit.py")
+    g = random_graph(GRAPH).save_pretrained(tmp_path / "g")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "3", "--guidance", "1", "2"])
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 3 and r["steps"] == 2
+    assert list(r["rows"]) == ["mean depth (no model)", "given seg, guidance 1", "given seg, guidance 1, shuffled (chance)",
+                               "caption only, guidance 1", "given seg, guidance 2",
+                               "given seg, guidance 2, shuffled (chance)", "caption only, guidance 2"]  # fmt: skip
+    assert all(0 <= row["mae"] <= 1 for row in r["rows"].values())
+    assert r["rows"]["given seg, guidance 1"]["seconds_per_map"] > 0
+    for argv, err in ((["--n", "1"], "--n must be >= 2"), (["--steps", "0"], "--steps must be >= 1")):
+        monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), *argv])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and err in capsys.readouterr().err
+    no_depth = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_depth)])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "no depth factor conditioned on seg" in capsys.readouterr().err
+
+
+def test_depth_scores_are_exact_on_known_maps():
+    """The script's error and correlation on maps with known answers."""
+    import runpy
+    from pathlib import Path
+
+    scores = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "depth_factor_fit.py"))["scores"]
+    ramp = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))
+    assert scores([ramp], [ramp]) == {"mae": 0.0, "corr": 1.0}
+    assert scores([1 - ramp], [ramp]) == {"mae": round(float(np.abs(1 - 2 * ramp).mean()), 4), "corr": -1.0}
+    flat = np.full((8, 8), 0.25, np.float32)
+    assert scores([flat], [ramp]) == {"mae": round(float(np.abs(ramp - 0.25).mean()), 4), "corr": None}

@@ -24,6 +24,10 @@ Settings (``extra:`` in the YAML):
   module, e.g. a graph's ``seg/`` to train it further with another recipe. Every tensor of it must
   fit the new module; the new module may have tensors it lacks only where they start as the
   identity (a text-conditioned adapter's cross-attention blocks on a plain adapter's weights).
+- ``init_parents``: the parents the ``init_from`` weights were trained with (default: this run's
+  ``parents``). They must be a subset of ``parents``; the input weights of each one are moved to its
+  place in the new packing and those of a new parent start at zero, so the start reproduces the
+  stored factor and a new condition (e.g. depth beside seg for the image factor) is learnt from there.
 - ``cache_dir``: where the pre-encoded training data is cached. Set, the cache holds every
   modality (image and the four conditions) and is shared by all factor runs on the same data and
   base (the first run pays for it); unset, each run caches only what it needs in its output_dir.
@@ -46,6 +50,8 @@ import torch
 from ..attention import AttentionStore, LayerSelector, attention_control
 from ..losses import attention_distillation
 from ..models.factors import (
+    LATENT_CHANNELS,
+    PARENT_CHANNELS,
     VARIABLES,
     FactorSpec,
     GraphSpec,
@@ -201,8 +207,13 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     graph = _graph_with(graph_dir, spec, base, bool(ex.get("replace", False)), str(cfg.output_dir),
                         pending=wait > 0)  # fmt: skip
     module = build_factor_module(spec, base.unet, cfg.model)
+    init_parents = ex.get("init_parents")
+    if init_parents is not None and (not ex.get("init_from") or not isinstance(init_parents, list)
+                                     or not all(isinstance(p, str) for p in init_parents)):  # fmt: skip
+        raise ValueError(f"extra.init_parents must be a list of parent names beside extra.init_from, got "
+                         f"{init_parents!r} (init_from: {ex.get('init_from')!r})")  # fmt: skip
     if ex.get("init_from") and not resume:
-        init_factor_from(module, Path(ex["init_from"]))
+        init_factor_from(module, Path(ex["init_from"]), spec, init_parents)
     module = module.to(dev)
     noise = base_noise_scheduler(base.scheduler.config)  # factors predict what the base predicts (epsilon or v)
     ac = noise.alphas_cumprod.to(dev)
@@ -283,10 +294,47 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
 _IDENTITY_AT_INIT = ("text_attn.",)  # modules a fresh adapter starts as the identity with (zeroed output)
 
 
-def init_factor_from(module: torch.nn.Module, folder: Path) -> None:
+def _input_weight(kind: str) -> tuple[str, int]:
+    """The tensor that reads a factor's packed parents, and the input channel they start at."""
+    if kind == "adapter":
+        return "conv_in.weight", 0
+    if kind == "controlnet":
+        return "controlnet_cond_embedding.conv_in.weight", 0
+    return "conv_in.weight", LATENT_CHANNELS  # scratch: the noisy latent comes first
+
+
+def _repack_parents(stored: dict, spec: FactorSpec, old: tuple[str, ...], own: dict) -> None:
+    """Rewrite ``stored``'s parent-input weights, trained with parents ``old``, for ``spec.parents``:
+    each old parent's channels go to its new place, a new parent's start at zero."""
+    if list(old) == list(spec.parents):
+        return
+    bad = [p for p in old if p not in spec.parents]
+    if bad or len(set(old)) != len(old):
+        raise ValueError(f"extra.init_parents {list(old)} must be distinct parents of this factor "
+                         f"({list(spec.parents)}); not: {bad}")  # fmt: skip
+    key, first = _input_weight(spec.kind)
+    if key not in stored or key not in own:
+        raise ValueError(f"extra.init_from: no {key!r} to repack the parents of")
+    w, want = stored[key], own[key]
+    if w.shape[1] != first + PARENT_CHANNELS * len(old):
+        raise ValueError(f"extra.init_parents {list(old)}: the stored {key!r} reads {w.shape[1]} channels, "
+                         f"{list(old)} give {first + PARENT_CHANNELS * len(old)}")  # fmt: skip
+    new = torch.zeros(w.shape[0], want.shape[1], *w.shape[2:], dtype=w.dtype)
+    new[:, :first] = w[:, :first]
+    for i, p in enumerate(old):
+        j = spec.parents.index(p)
+        src = slice(first + PARENT_CHANNELS * i, first + PARENT_CHANNELS * (i + 1))
+        new[:, first + PARENT_CHANNELS * j : first + PARENT_CHANNELS * (j + 1)] = w[:, src]
+    stored[key] = new
+
+
+def init_factor_from(module: torch.nn.Module, folder: Path, spec: FactorSpec | None = None,
+                     parents: list[str] | None = None) -> None:  # fmt: skip
     """Load the weights in ``folder`` (a factor's safetensors) into the fresh ``module``:
     ``extra.init_from``. Every stored tensor must exist in the module with the same shape; the module
-    may have more only in blocks that start as the identity, so the start reproduces the stored factor."""
+    may have more only in blocks that start as the identity, so the start reproduces the stored factor.
+    ``parents`` (``extra.init_parents``, with the new factor's ``spec``): the stored factor's parents,
+    a subset of ``spec.parents``; the new ones' input weights start at zero."""
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
@@ -294,13 +342,16 @@ def init_factor_from(module: torch.nn.Module, folder: Path) -> None:
         raise ValueError(f"extra.init_from: no safetensors weights in {str(folder)!r}")
     stored = {k: v for f in files for k, v in load_file(str(f)).items()}
     own = module.state_dict()
+    if parents is not None and spec is not None:
+        _repack_parents(stored, spec, tuple(parents), own)
     unknown = sorted(k for k in stored if k not in own)
     if unknown:
         raise ValueError(f"extra.init_from: {str(folder)!r} has tensors this module lacks: {unknown[:3]}"
                          f"{' ...' if len(unknown) > 3 else ''} (a different kind or architecture)")  # fmt: skip
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in stored.items() if v.shape != own[k].shape]
     if bad:
-        raise ValueError(f"extra.init_from: shapes differ from {str(folder)!r}: {bad[:3]}")
+        hint = "" if parents is not None else " (weights trained with other parents: set extra.init_parents)"
+        raise ValueError(f"extra.init_from: shapes differ from {str(folder)!r}: {bad[:3]}{hint}")
     missing = sorted(k for k in own if k not in stored)
     not_identity = [k for k in missing if not k.startswith(_IDENTITY_AT_INIT)]
     if not_identity:
