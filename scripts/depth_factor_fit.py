@@ -25,17 +25,10 @@ import time
 import numpy as np
 from PIL import Image
 
+from fgdm.eval.metrics import depth_agreement
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.world.conditions import decode_depth, encode_segmentation, resize_labels
 from fgdm.world.dataset import make_sample
-
-
-def scores(pred: list[np.ndarray], real: list[np.ndarray]) -> dict:
-    """Mean absolute error and mean per-map Pearson correlation of depth maps in [0, 1]."""
-    mae = float(np.mean([np.abs(p - r).mean() for p, r in zip(pred, real, strict=True)]))
-    # a flat map has no correlation: left out
-    corr = [np.corrcoef(p.ravel(), r.ravel())[0, 1] for p, r in zip(pred, real, strict=True) if p.std() and r.std()]
-    return {"mae": round(mae, 4), "corr": round(float(np.mean(corr)), 4) if corr else None}
 
 
 def main() -> None:
@@ -70,7 +63,7 @@ def main() -> None:
         real.append(decode_depth(d))
     rows = {}
     total = np.sum(real, axis=0)
-    rows["mean depth (no model)"] = scores([(total - r) / (a.n - 1) for r in real], real)
+    rows["mean depth (no model)"] = depth_agreement([(total - r) / (a.n - 1) for r in real], real)
     steps = {"depth": a.steps} if a.steps else None
     for g in a.guidance or [spec.guidance]:
         for name, given in ((f"given seg, guidance {g:g}", {"seg": segs}), (f"caption only, guidance {g:g}", None)):
@@ -79,9 +72,9 @@ def main() -> None:
                         guidance={"depth": g})  # fmt: skip
             sec = (time.perf_counter() - t0) / a.n
             pred = [decode_depth(m) for m in out.maps["depth"]]
-            rows[name] = {**scores(pred, real), "seconds_per_map": round(sec, 3)}
+            rows[name] = {**depth_agreement(pred, real), "seconds_per_map": round(sec, 3)}
             if given is not None:
-                rows[f"given seg, guidance {g:g}, shuffled (chance)"] = scores(pred, real[1:] + real[:1])
+                rows[f"given seg, guidance {g:g}, shuffled (chance)"] = depth_agreement(pred, real[1:] + real[:1])
     print(json.dumps({"graph": a.graph, "n": a.n, "world_seed": a.seed, "size": size,
                       "steps": a.steps or spec.steps, "rows": rows}, indent=1))  # fmt: skip
 

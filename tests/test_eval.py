@@ -399,3 +399,20 @@ def test_clip_vs_recall_script(tiny_sd_dir, tiny_judge_dir, tiny_clip_dir, tmp_p
     bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--clip", str(tiny_clip_dir)],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "not a finished eval recall run" in bad.stderr
+
+
+def test_depth_agreement_on_known_maps():
+    """Error and correlation of depth maps with known answers; flat maps have no correlation."""
+    from fgdm.eval.metrics import depth_agreement
+
+    ramp = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))
+    assert depth_agreement([ramp], [ramp]) == {"mae": 0.0, "corr": 1.0}
+    assert depth_agreement([1 - ramp], [ramp]) == {"mae": round(float(np.abs(1 - 2 * ramp).mean()), 4), "corr": -1.0}
+    flat = np.full((8, 8), 0.25, np.float32)
+    assert depth_agreement([flat], [ramp]) == {"mae": round(float(np.abs(ramp - 0.25).mean()), 4), "corr": None}
+    both = depth_agreement([flat, ramp], [ramp, ramp])  # the flat map counts in the error only
+    assert both["corr"] == 1.0 and both["mae"] == round(float(np.abs(ramp - 0.25).mean()) / 2, 4)
+    with pytest.raises(ValueError, match="as many maps as references"):
+        depth_agreement([ramp], [])
+    with pytest.raises(ValueError, match=r"map 0 is \(4, 4\), its reference \(8, 8\)"):
+        depth_agreement([ramp[:4, :4]], [ramp])

@@ -8,7 +8,8 @@
   are present, from the centroids of their regions;
 - presence by position: how often the prompt's first, second, ... named object is present (the
   order bias of text-to-image models, which tend to draw the first-named object and drop a later one);
-- paired comparison of two methods on the same items (prompts and seeds): the sign test.
+- paired comparison of two methods on the same items (prompts and seeds): the sign test;
+- depth agreement of depth maps with reference ones: mean absolute error and per-map correlation.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> dict:
     n, k = better + worse, min(better, worse)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
     return {"better": int(better), "worse": int(worse), "p": p}
+
+
+def depth_agreement(pred: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> dict:
+    """Depth maps (normalised inverse depth in [0, 1], (H, W) each) against reference maps of the same
+    size: the mean absolute error (``mae``) and the mean per-map Pearson correlation (``corr``: the
+    layout, whatever the depth scale; maps that are flat on either side have none and are left out,
+    ``None`` if all are)."""
+    if len(pred) != len(real) or not len(pred):
+        raise ValueError(f"depth_agreement: give as many maps as references, at least one; got {len(pred)} and {len(real)}")
+    bad = [i for i, (p, r) in enumerate(zip(pred, real, strict=True)) if np.shape(p) != np.shape(r)]
+    if bad:
+        raise ValueError(f"depth_agreement: map {bad[0]} is {np.shape(pred[bad[0]])}, its reference {np.shape(real[bad[0]])}")
+    mae = float(np.mean([np.abs(np.asarray(p, np.float64) - r).mean() for p, r in zip(pred, real, strict=True)]))
+    corr = [np.corrcoef(np.ravel(p), np.ravel(r))[0, 1] for p, r in zip(pred, real, strict=True)
+            if np.std(p) and np.std(r)]  # fmt: skip
+    return {"mae": round(mae, 4), "corr": round(float(np.mean(corr)), 4) if corr else None}
 
 
 def ordinal(n: int) -> str:
