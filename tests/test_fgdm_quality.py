@@ -293,13 +293,14 @@ def test_depth_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "3", "--guidance", "1", "2"])
     runpy.run_path(script, run_name="__main__")
     r = json.loads(capsys.readouterr().out)
-    assert r["n"] == 3 and r["steps"] == 2
+    assert r["n"] == 3 and r["steps"] == 2 and r["eta"] == 0
     assert list(r["rows"]) == ["mean depth (no model)", "given seg, guidance 1", "given seg, guidance 1, shuffled (chance)",
                                "caption only, guidance 1", "given seg, guidance 2",
                                "given seg, guidance 2, shuffled (chance)", "caption only, guidance 2"]  # fmt: skip
     assert all(0 <= row["mae"] <= 1 for row in r["rows"].values())
     assert r["rows"]["given seg, guidance 1"]["seconds_per_map"] > 0
-    for argv, err in ((["--n", "1"], "--n must be >= 2"), (["--steps", "0"], "--steps must be >= 1")):
+    for argv, err in ((["--n", "1"], "--n must be >= 2"), (["--steps", "0"], "--steps must be >= 1"),
+                      (["--eta", "2"], "--eta must be in [0, 1]")):
         monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), *argv])
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
