@@ -910,3 +910,49 @@ def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(tmp_path, monkeypatch, c
     assert not loop.warn_if_emulated_bf16("no", "cpu") and not loop.warn_if_emulated_bf16("bf16", "meta")
     monkeypatch.setattr(loop, "cpu_runs_bf16_fast", lambda: True)
     assert not loop.warn_if_emulated_bf16("bf16", "cpu")
+
+
+def test_the_depth_recipes_build_on_the_shipped_graph():
+    """configs/factor_depth_scratch_cpu.yaml and configs/image_factor_depth_cpu.yaml (results.md, "A depth
+    factor and a depth-conditioned image factor on this CPU"): the depth factor fits the weights budget's
+    remainder, and the image recipe starts from the shipped image factor exactly (init_parents)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from fgdm.models.factors import (
+        build_factor_module,
+        check_factor_module,
+        factor_forward,
+        load_factor_module,
+        load_graph_spec,
+        pack_parents,
+    )
+    from fgdm.models.pipeline import default_model_dir
+    from fgdm.training.factors import factor_spec, init_factor_from
+
+    root = Path(__file__).resolve().parents[1]
+    base_dir = default_model_dir()
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base_dir / "unet"))
+    text_width = json.loads((base_dir / "text_encoder" / "config.json").read_text())["hidden_size"]
+    depth_cfg = load_train_config(root / "configs" / "factor_depth_scratch_cpu.yaml")
+    depth = factor_spec(depth_cfg)
+    assert (depth.name, depth.kind, depth.parents, depth.size) == ("depth", "scratch", ("seg",), 64)
+    module = build_factor_module(depth, unet, depth_cfg.model)
+    check_factor_module(depth, module, unet, text_width)
+    assert 2 * sum(p.numel() for p in module.parameters()) <= 1_000_000  # fp16 bytes: inside the 2.6 MB left
+    image_cfg = load_train_config(root / "configs" / "image_factor_depth_cpu.yaml")
+    image = factor_spec(image_cfg)
+    assert image.parents == ("seg", "depth") and image_cfg.extra["init_parents"] == ["seg"]
+    shipped_dir = root / image_cfg.extra["init_from"]
+    shipped = load_graph_spec(shipped_dir.parent).factors["image"]
+    assert shipped.parents == ("seg",)
+    old = load_factor_module(shipped, shipped_dir).float()
+    new = build_factor_module(image, unet, image_cfg.model)
+    init_factor_from(new, shipped_dir, image, image_cfg.extra["init_parents"])
+    g = torch.Generator().manual_seed(0)
+    x, seg, dep = (torch.randn(1, 4, 32, 32, generator=g) for _ in range(3))
+    t, ctx = torch.tensor([400]), torch.randn(1, 8, text_width, generator=g)
+    with torch.no_grad():
+        want = factor_forward(shipped, old, unet, x, t, ctx, pack_parents(("seg",), {"seg": seg}, x))
+        got = factor_forward(image, new, unet, x, t, ctx, pack_parents(image.parents, {"seg": seg, "depth": dep}, x))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
