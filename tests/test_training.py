@@ -940,6 +940,11 @@ def test_the_depth_recipes_build_on_the_shipped_graph():
     module = build_factor_module(depth, unet, depth_cfg.model)
     check_factor_module(depth, module, unet, text_width)
     assert 2 * sum(p.numel() for p in module.parameters()) <= 1_000_000  # fp16 bytes: inside the 2.6 MB left
+    plain_cfg = load_train_config(root / "configs" / "factor_depth_plain_cpu.yaml")  # the probe: wider, no attention
+    assert factor_spec(plain_cfg).parents == ("seg",)
+    plain = build_factor_module(factor_spec(plain_cfg), unet, plain_cfg.model)
+    check_factor_module(factor_spec(plain_cfg), plain, unet, text_width)
+    assert not plain.attn_processors and 2 * sum(p.numel() for p in plain.parameters()) <= 1_800_000
     image_cfg = load_train_config(root / "configs" / "image_factor_depth_cpu.yaml")
     image = factor_spec(image_cfg)
     assert image.parents == ("seg", "depth") and image_cfg.extra["init_parents"] == ["seg"]
