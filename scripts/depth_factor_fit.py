@@ -25,11 +25,10 @@ import json
 import time
 
 import numpy as np
-from PIL import Image
 
 from fgdm.eval.metrics import depth_agreement
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
-from fgdm.world.conditions import decode_depth, encode_segmentation, resize_labels
+from fgdm.world.conditions import decode_depth, encode_segmentation, resize_image, resize_labels
 from fgdm.world.dataset import make_sample
 
 
@@ -64,7 +63,7 @@ def main() -> None:
         segs.append(encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels))
         d = s.render.conditions()["depth"]
         if d.shape[0] != size:
-            d = np.asarray(Image.fromarray(d).resize((size, size), Image.BILINEAR))
+            d = resize_image(d, size)
         real.append(decode_depth(d))
     rows = {}
     total = np.sum(real, axis=0)

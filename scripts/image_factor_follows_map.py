@@ -23,14 +23,13 @@ import json
 import time
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from fgdm.eval.fgdm_quality import consistency, judged, object_counts
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.pipelines.text2image import Text2ImagePipeline
-from fgdm.world.conditions import encode_segmentation, resize_labels
+from fgdm.world.conditions import encode_segmentation, resize_image, resize_labels
 from fgdm.world.dataset import make_sample
 from fgdm.world.vocab import parse_prompt
 
@@ -85,7 +84,7 @@ def main() -> None:
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
         depth = s.render.conditions()["depth"] if a.depth else None
         if depth is not None and depth.shape[0] != size:
-            depth = np.asarray(Image.fromarray(depth).resize((size, size), Image.BILINEAR))
+            depth = resize_image(depth, size)
         t0 = time.perf_counter()
         add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg, depth=depth)
         t0 = time.perf_counter()

@@ -555,6 +555,8 @@ def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_mo
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match=r"init_parents \['normal'\] must be distinct parents"):
         init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["normal"])
+    with pytest.raises(ValueError, match=r"must be distinct parents .*; not: \['seg'\]"):
+        init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["seg", "seg"])
     with pytest.raises(ValueError, match=r"reads .* channels, \['seg', 'depth'\] give"):
         init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["seg", "depth"])
     with pytest.raises(ValueError, match=r"set extra\.init_parents"):

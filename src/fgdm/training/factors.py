@@ -308,8 +308,8 @@ def _repack_parents(stored: dict, spec: FactorSpec, old: tuple[str, ...], own: d
     each old parent's channels go to its new place, a new parent's start at zero."""
     if list(old) == list(spec.parents):
         return
-    bad = [p for p in old if p not in spec.parents]
-    if bad or len(set(old)) != len(old):
+    bad = [p for p in old if p not in spec.parents] + sorted({p for p in old if old.count(p) > 1})
+    if bad:
         raise ValueError(f"extra.init_parents {list(old)} must be distinct parents of this factor "
                          f"({list(spec.parents)}); not: {bad}")  # fmt: skip
     key, first = _input_weight(spec.kind)
