@@ -13,7 +13,8 @@ correlation of the two (``corr``: the layout, whatever the depth scale). Rows, p
   level a map reaches without following its own scene (chance);
 - ``mean depth``: no model, every render's depth predicted by the mean of the other renders' maps.
 
-``--eta 1`` samples with DDIM's eta = 1 (fresh noise at every step, as DDPM) instead of 0.
+``--eta 1`` samples with DDIM's eta = 1 (fresh noise at every step, as DDPM) instead of 0
+(default: the depth factor's own ``eta`` in graph.yaml).
 
     python scripts/depth_factor_fit.py --graph runs/train/graph_depth_cpu --n 32 --guidance 1 2 4 [--eta 1 --steps 50]
 """
@@ -39,13 +40,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=50000, help="world seed of the held-out renders")
     ap.add_argument("--guidance", type=float, nargs="+", default=None, help="depth guidance scales (default: the graph's)")
     ap.add_argument("--steps", type=int, default=None, help="depth steps (default: the graph's)")
-    ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 stochastic (DDPM-like)")
+    ap.add_argument("--eta", type=float, default=None,
+                    help="DDIM eta: 0 deterministic, 1 stochastic (DDPM-like); default: the graph's depth eta")
     a = ap.parse_args()
     if a.n < 2:
         ap.error(f"--n must be >= 2 (the chance rows compare renders with each other), got {a.n}")
     if a.steps is not None and a.steps < 1:
         ap.error(f"--steps must be >= 1, got {a.steps}")
-    if not 0 <= a.eta <= 1:
+    if a.eta is not None and not 0 <= a.eta <= 1:
         ap.error(f"--eta must be in [0, 1], got {a.eta}")
     try:  # a bad folder is the user's input: an argument error, not a traceback
         graph = FactorGraphPipeline.from_pretrained(a.graph)
@@ -55,6 +57,7 @@ def main() -> None:
     if spec is None or "seg" not in spec.parents:
         ap.error(f"--graph {a.graph!r} has no depth factor conditioned on seg")
     size = spec.size or graph.native_size()
+    eta = spec.eta if a.eta is None else a.eta
     captions, segs, real = [], [], []
     for i in range(a.n):
         s = make_sample(i, seed=a.seed, size=max(64, size))
@@ -73,14 +76,14 @@ def main() -> None:
         for name, given in ((f"given seg, guidance {g:g}", {"seg": segs}), (f"caption only, guidance {g:g}", None)):
             t0 = time.perf_counter()
             out = graph(captions, factors=["depth"], given=given, seed=list(range(a.n)), steps=steps,
-                        guidance={"depth": g}, eta=a.eta)  # fmt: skip
+                        guidance={"depth": g}, eta=eta)  # fmt: skip
             sec = (time.perf_counter() - t0) / a.n
             pred = [decode_depth(m) for m in out.maps["depth"]]
             rows[name] = {**depth_agreement(pred, real), "seconds_per_map": round(sec, 3)}
             if given is not None:
                 rows[f"given seg, guidance {g:g}, shuffled (chance)"] = depth_agreement(pred, real[1:] + real[:1])
     print(json.dumps({"graph": a.graph, "n": a.n, "world_seed": a.seed, "size": size,
-                      "steps": a.steps or spec.steps, "eta": a.eta, "rows": rows}, indent=1))  # fmt: skip
+                      "steps": a.steps or spec.steps, "eta": eta, "rows": rows}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

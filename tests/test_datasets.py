@@ -77,6 +77,9 @@ def test_export_dataset_format_and_judge_training_on_it(graph_dir, tmp_path, cap
     assert "go together" in capsys.readouterr().err
     assert main(["generate", "--prompts", str(prompts), "--export-dataset", str(out), "--graph", str(graph_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["generate", "--prompts", str(prompts), "--export-dataset", str(tmp_path / "x"), "--graph",
+                 str(graph_dir), "--eta", "1"]) == 2  # fmt: skip
+    assert "--eta is not available with --export-dataset" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -58,6 +58,8 @@ def graph(random_graph):
         ({"seg": {"size": 60}}, "size must be a multiple of 8"),
         ({"seg": {"guidance": 0.5}}, "guidance must be a number >= 1"),
         ({"seg": {"colour": 1}}, r"unknown keys \['colour'\]"),
+        ({"depth": {"eta": 1.5}}, r"factor 'depth' eta must be a number in \[0, 1\]"),
+        ({"depth": {"eta": "1"}}, "eta must be a number"),
     ],
 )
 def test_graph_validation_errors(factors, needle):
@@ -305,6 +307,28 @@ def test_per_factor_sizes_steps_and_condition_guidance(graph):
     graph.spec.factors["image"].cond_guidance = 1.0
     plain = graph("a dog", factors=["seg", "image"])
     assert not torch.allclose(guided.latents["image"], plain.latents["image"])
+
+
+def test_per_factor_eta_from_the_graph_and_overridden_per_call(graph):
+    """graph.yaml's eta applies to its factor only; a call's number sets every factor's, a dict some."""
+    plain = graph("a dog", factors=["seg", "image"], seed=2)
+    graph.spec.factors["image"].eta = 1.0
+    try:
+        noisy = graph("a dog", factors=["seg", "image"], seed=2)
+        again = graph("a dog", factors=["seg", "image"], seed=2)
+        zero = graph("a dog", factors=["seg", "image"], seed=2, eta=0.0)
+        seg_only = graph("a dog", factors=["seg", "image"], seed=2, eta={"seg": 1.0, "image": 0.0})
+    finally:
+        graph.spec.factors["image"].eta = 0.0
+    assert not torch.allclose(noisy.latents["image"], plain.latents["image"])  # the image factor's eta
+    assert torch.equal(noisy.latents["seg"], plain.latents["seg"])  # and only its own
+    assert all(torch.equal(noisy.latents[k], again.latents[k]) for k in noisy.latents)  # seeded noise
+    assert all(torch.equal(zero.latents[k], plain.latents[k]) for k in plain.latents)  # a number overrides the graph
+    assert not torch.allclose(seg_only.latents["seg"], plain.latents["seg"])
+    with pytest.raises(ValueError, match=r"eta: \['depth'\] are not among the sampled factors"):
+        graph("a dog", factors=["seg"], eta={"depth": 1.0})
+    with pytest.raises(ValueError, match=r"eta\['seg'\] must be a number in \[0, 1\]"):
+        graph("a dog", factors=["seg"], eta=2.0)
 
 
 def test_call_bad_inputs(graph):
@@ -687,8 +711,11 @@ def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, c
     # the seg map is re-painted with the palette: batched float rounding may flip a boundary pixel's class
     a, b = (np.asarray(Image.open(d / "seg-001.png"), dtype=int) for d in (out, tmp_path / "split"))
     assert (a != b).any(axis=-1).mean() <= 0.01
-    assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--quiet"]) == 0
+    assert [rec["parameters"]["per_factor"][f]["eta"] for f in ("seg", "image")] == [0.0, 0.0]  # the graph's
+    assert main([*argv[:-3], "-o", str(tmp_path / "run2"), "--factors", "depth,image", "--eta", "1", "--quiet"]) == 0
     assert (tmp_path / "run2" / "depth-000.png").exists()
+    two = json.loads((tmp_path / "run2" / "record.json").read_text())["parameters"]
+    assert two["eta"] == 1 and [two["per_factor"][f]["eta"] for f in ("depth", "image")] == [1, 1]
     capsys.readouterr()
     assert main(["generate", "a dog", "--factors", "seg,pose", "--graph", str(g), "-o", str(tmp_path / "x")]) == 2
     assert "not in the graph" in capsys.readouterr().err

@@ -52,6 +52,29 @@ def test_component_rule_ignores_scattered_specks():
         present_categories(seg, rule="biggest")
 
 
+def test_sbpc_in_a_graph_with_depth_samples_depth_on_its_pick(random_graph, tiny_judge_dir):
+    """By default SBPC's final pass runs every factor but seg, jointly: depth too, and the image reads
+    it; so does the table's FG-DM row (fgdm eval sbpc)."""
+    from fgdm.eval.sbpc_bench import _generate
+    from fgdm.models.judge import load_judge
+    from fgdm.pipelines.text2image import Text2ImagePipeline
+
+    g = random_graph({"factors": {"seg": {"steps": 2}, "depth": {"kind": "scratch", "parents": ["seg"], "steps": 2},
+                                  "image": {"parents": ["seg", "depth"], "steps": 2}}})  # fmt: skip
+    calls = []
+    hook = g.modules["depth"].register_forward_hook(lambda *_: calls.append(1))
+    res = sbpc(g, "a dog and a cat", n=2, cond_steps=2, cond_size=16, image_steps=2)
+    assert calls and res.image is not None and set(res.maps) == {"seg", "depth"}
+    calls.clear()
+    only = sbpc(g, "a dog and a cat", n=2, cond_steps=2, cond_size=16, image_steps=2, factors=["image"])
+    assert not calls and "depth" not in only.maps  # asked for the image alone: depth is the null condition
+    cfg = {"config": "FG-DM t=2 N=2", "kind": "fgdm", "n": 2, "t": 2}
+    _generate(cfg, "a dog and a cat", ["dog", "cat"], 0, graph=g, base=Text2ImagePipeline(g.base),
+              judge=load_judge(tiny_judge_dir, "cpu"), cond_size=16, image_steps=2)  # fmt: skip
+    hook.remove()
+    assert calls
+
+
 def test_map_presence_rules_script(graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
     """scripts/map_presence_rules.py (a figure in results.md): every candidate rendered and judged, both rules summarised."""
     import runpy
@@ -147,6 +170,8 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert "names no known objects" in capsys.readouterr().err
     assert main(["generate", "a dog", "--keep-candidates", "-o", str(tmp_path / "y")]) == 2
     assert "pass --sbpc" in capsys.readouterr().err
+    assert main(["generate", "a dog", "--sbpc", "2", "--eta", "1", "--graph", str(g), "-o", str(tmp_path / "y")]) == 2
+    assert "--eta is not available with --sbpc" in capsys.readouterr().err
     for extra in (["--sbpc", "2"], ["--factors", "seg,image"]):  # the option is named, before any sampling
         assert main(["generate", "a dog", *extra, "--graph", str(g), "--cond-size", "17", "-o", str(tmp_path / "z")]) == 2
         assert "--cond-size must be a multiple of" in capsys.readouterr().err
@@ -188,6 +213,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads((out / "flops.json").read_text()).keys() == gf.keys()
     rec = json.loads((out / "record.json").read_text())
     assert rec["status"] == "done" and rec["skipped_prompts"] == ["a dragon"]
+    assert rec["settings"]["final_factors"] == ["image"]  # every factor but seg (test_sbpc_in_a_graph_with_depth)
     assert (out / "table.md").read_text().startswith("| config") and (out / "recall_time.png").exists()
     stamp = {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()}
     assert cli([*argv, "--resume"]) == 0  # nothing is recomputed

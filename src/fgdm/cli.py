@@ -359,7 +359,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for chunk in _chunks(args.seed, args.n, batch):  # image i keeps seed + i whatever the batch size
         result = pipe(
             args.prompt, num_images_per_prompt=len(chunk), num_inference_steps=args.steps, seed=chunk,
-            guidance_scale=args.guidance_scale, size=size, eta=args.eta, negative_prompt=args.negative_prompt,
+            guidance_scale=args.guidance_scale, size=size, eta=args.eta or 0.0, negative_prompt=args.negative_prompt,
             attention=LayerSelector(kinds=("cross",)) if args.save_attention else None, progress=not args.quiet,
         )  # fmt: skip
         images += result.images
@@ -383,7 +383,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "seeds": seeds, "files": files,
             "model": {"path": str(pipe.model.path), "fingerprint": pipe.model.fingerprint},
             "parameters": {"n": args.n, "steps": args.steps, "guidance_scale": args.guidance_scale, "size": size,
-                           "eta": args.eta, "sampler": "ddim", "save_attention": args.save_attention,
+                           "eta": args.eta or 0.0, "sampler": "ddim", "save_attention": args.save_attention,
                            "batch_size": batch},
             "timings": {k: round(v, 4) for k, v in timings.items()},
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
@@ -484,7 +484,8 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
                            "sampler": "ddim",
                            "per_factor": {f: {"size": sizes.get(f, spec[f].size or pipe.native_size()),
                                               "steps": steps.get(f, spec[f].steps),
-                                              "guidance": guidance.get(f, spec[f].guidance)} for f in factors}},
+                                              "guidance": guidance.get(f, spec[f].guidance),
+                                              "eta": spec[f].eta if args.eta is None else args.eta} for f in factors}},
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
@@ -504,6 +505,8 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         raise ValueError("give either a prompt or --prompts FILE, not both")
     if args.sbpc is not None:
         raise ValueError("--sbpc is not available with --export-dataset yet")
+    if args.eta is not None:
+        raise ValueError("--eta is not available with --export-dataset; each factor samples with its graph.yaml eta")
     prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
     pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=_device(args.device))
     factors = list(dict.fromkeys(args.factors)) if args.factors else None
@@ -532,6 +535,8 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
         raise ValueError("--save-attention is not available with --sbpc")
     if args.n != 1:
         raise ValueError(f"--n must be 1 with --sbpc (the search returns one image), got {args.n}")
+    if args.eta is not None:
+        raise ValueError("--eta is not available with --sbpc; each factor samples with its graph.yaml eta")
     out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=device)
@@ -1202,6 +1207,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
                 "baseline_n": args.baseline_n, "ceiling": not args.no_ceiling, "cond_size": args.cond_size,
                 "image_steps": args.steps, "seed": args.seed,
+                "final_factors": [f for f in graph.spec.factors if f != "seg"],  # what SBPC samples on its pick
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     clip = None
@@ -1546,8 +1552,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SBPC: stop drawing candidates once a map reaches this recall")
     p.add_argument("--keep-candidates", action="store_true", help="SBPC: save every candidate map as a contact sheet")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--eta", type=_arg_type(_eta, "number"), default=0.0,
-                   help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise)")
+    p.add_argument("--eta", type=_arg_type(_eta, "number"), default=None,
+                   help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise; default 0, with --factors "
+                   "each factor's eta in graph.yaml)")  # fmt: skip
     p.add_argument("--save-attention", action="store_true", help="also write per-token cross-attention heat maps")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true")

@@ -6,7 +6,8 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 - ``base N=K + judge``: image-space SBPC — K full-size base images, each segmented by the judge,
   the best kept (the paper's "SD N=10");
 - ``FG-DM t=T N=n``: SBPC with the graph — n seg maps at ``cond_size`` with T steps, the best by
-  object recall, then the image factor once;
+  object recall, then the graph's other factors once (the image, and depth etc. where the graph has
+  them, sampled jointly as ``fgdm generate --sbpc`` does);
 - ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
   (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge.
 
@@ -69,7 +70,7 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
         recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(images)]
         return images[int(np.argmax(recalls))], recalls
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
-               image_steps=image_steps, factors=["image"])  # fmt: skip
+               image_steps=image_steps)  # fmt: skip
     return res.image, [c.recall for c in res.candidates]
 
 

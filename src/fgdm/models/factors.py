@@ -189,8 +189,10 @@ def unet_feature_targets(unet_config) -> tuple[tuple[int, ...], tuple[int, ...]]
 
 @dataclass
 class FactorSpec:
-    """One node: ``name`` is the variable; ``size`` (pixels), ``steps`` and ``guidance`` are the
-    sampling defaults of this factor (``None`` size = the base model's native size)."""
+    """One node: ``name`` is the variable; ``size`` (pixels), ``steps``, ``guidance`` and ``eta``
+    are the sampling defaults of this factor (``None`` size = the base model's native size; ``eta``
+    is DDIM's, 0 deterministic to 1 DDPM-like noise, e.g. 1 for a depth factor whose eta-0 maps
+    are too smooth)."""
 
     name: str
     kind: str = "adapter"
@@ -199,13 +201,14 @@ class FactorSpec:
     steps: int = 25
     guidance: float = 7.5
     cond_guidance: float = 1.0  # guidance over the parents (1 = off)
+    eta: float = 0.0  # DDIM eta of this factor's sampler (0 = deterministic)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "parents": list(self.parents), "size": self.size, "steps": self.steps,
-                "guidance": self.guidance, "cond_guidance": self.cond_guidance}  # fmt: skip
+                "guidance": self.guidance, "cond_guidance": self.cond_guidance, "eta": self.eta}  # fmt: skip
 
 
-_SPEC_KEYS = {"kind", "parents", "size", "steps", "guidance", "cond_guidance"}
+_SPEC_KEYS = {"kind", "parents", "size", "steps", "guidance", "cond_guidance", "eta"}
 
 
 @dataclass
@@ -272,6 +275,8 @@ def _check_spec(s: FactorSpec, where: str) -> None:
         v = getattr(s, k)
         if not isinstance(v, (int, float)) or v < 1:
             raise ValueError(f"{where}: factor {s.name!r} {k} must be a number >= 1, got {v!r}")
+    if isinstance(s.eta, bool) or not isinstance(s.eta, (int, float)) or not 0 <= s.eta <= 1:
+        raise ValueError(f"{where}: factor {s.name!r} eta must be a number in [0, 1] (DDIM's eta), got {s.eta!r}")
 
 
 def _topological(specs: dict[str, FactorSpec], where: str) -> list[str]:

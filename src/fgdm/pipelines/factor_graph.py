@@ -286,6 +286,20 @@ class FactorGraphPipeline:
         labels = [decode_segmentation(r) for r in rgbs]
         return [encode_segmentation(lab) for lab in labels], labels, [palette_fit(r) for r in rgbs]
 
+    def _etas(self, eta, factors: list[str]) -> dict[str, float]:
+        """Each sampled factor's DDIM eta: the graph's, overridden by ``eta`` (a number or a dict)."""
+        out = {f: float(self.spec.factors[f].eta) for f in factors}
+        if eta is None:
+            return out
+        per = eta if isinstance(eta, dict) else dict.fromkeys(factors, eta)
+        stray = [k for k in per if k not in factors]
+        if stray:
+            raise ValueError(f"eta: {stray} are not among the sampled factors {factors}")
+        for k, v in per.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"eta[{k!r}] must be a number in [0, 1] (DDIM's eta), got {v!r}")
+        return out | {k: float(v) for k, v in per.items()}
+
     def _check(self, factors, given, sizes, steps, mode, n) -> None:
         nodes = self.spec.factors
         for what, names in (("factors", factors), ("given", list(given))):
@@ -388,8 +402,8 @@ class FactorGraphPipeline:
     def __call__(self, prompt: str | list[str], *, factors: list[str] | None = None, given: dict | None = None,
                  num_images_per_prompt: int = 1, seed: int | list[int] = 0, mode: str = "joint",
                  sizes: dict[str, int] | None = None, steps: dict[str, int] | None = None,
-                 guidance: dict[str, float] | None = None, negative_prompt: str = "", eta: float = 0.0,
-                 init_latents: dict[str, torch.Tensor] | None = None,
+                 guidance: dict[str, float] | None = None, negative_prompt: str = "",
+                 eta: float | dict[str, float] | None = None, init_latents: dict[str, torch.Tensor] | None = None,
                  keep: dict[str, tuple[np.ndarray, list[torch.Tensor]]] | None = None,
                  progress: bool = False) -> FactorGraphOutput:  # fmt: skip
         """Sample ``factors`` (default: the whole graph) for a prompt, or for a list of prompts in one
@@ -398,6 +412,8 @@ class FactorGraphPipeline:
         ``seed``: an int gives sample i the seed ``seed + i``; a list gives every sample its own,
         so a batch of prompts draws what each prompt would draw alone with its seed (up to float
         rounding; for ``eta > 0`` the batch's per-step noise comes from the first seed).
+        ``eta``: DDIM's eta; ``None`` uses each factor's own (graph.yaml's ``eta``, default 0), a
+        number sets every sampled factor's, a dict some factors' (the rest keep the graph's).
         ``given``: conditions supplied instead of sampled (e.g. an edited map): one map for every
         sample, or a list with one map per prompt. Parents that are neither sampled nor given are
         the null condition. ``sizes``/``steps``/``guidance`` override
@@ -422,6 +438,7 @@ class FactorGraphPipeline:
         sizes, steps, guidance = dict(sizes or {}), dict(steps or {}), dict(guidance or {})
         # 1. check inputs and resolve per-factor settings
         self._check(factors, given, sizes, steps, mode, num_images_per_prompt)
+        etas = self._etas(eta, factors)
         for what, d in (("init_latents", init_latents), ("keep", keep)):
             stray = [k for k in (d or {}) if k not in factors]
             if stray:
@@ -469,13 +486,13 @@ class FactorGraphPipeline:
             if name in (keep or {}):
                 mask, path = keep[name]
                 held = KeepOutside(latent_mask(mask, lat, f"keep[{name!r}]").to(x), [p.to(m.device) for p in path])
-            runs.append(FactorRun(name, spec.parents, den, x, sched, keep=held))
+            runs.append(FactorRun(name, spec.parents, den, x, sched, keep=held, eta=etas[name]))
         runs.sort(key=lambda r: order.index(r.name))
         total = sum(len(r.schedule.timesteps) for r in runs if r.fixed is None)
         bar = tqdm(total=total, desc=f"FG-DM {mode}", disable=not progress)
         t1 = time.perf_counter()
         gen = torch.Generator().manual_seed(seeds[0] + 10_000)
-        latents = sample_graph(runs, mode=mode, eta=eta, generator=gen, callback=lambda *_: bar.update())
+        latents = sample_graph(runs, mode=mode, generator=gen, callback=lambda *_: bar.update())
         bar.close()
         timings["denoise_s"] = time.perf_counter() - t1
         timings.update({f"factor_{r.name}_s": r.seconds for r in runs if r.fixed is None})

@@ -53,7 +53,8 @@ class FactorRun:
 
     ``fixed``: a given latent (an edited or user-supplied condition); the factor is then not
     sampled and its children see ``fixed`` throughout. ``keep``: regenerate only a region, the
-    rest following a known path (:class:`KeepOutside`).
+    rest following a known path (:class:`KeepOutside`). ``eta``: this factor's DDIM eta (``None``:
+    the ``eta`` given to :func:`sample_graph`).
     """
 
     name: str
@@ -63,6 +64,7 @@ class FactorRun:
     schedule: DDIMSchedule | None = None
     fixed: torch.Tensor | None = None
     keep: KeepOutside | None = None
+    eta: float | None = None
     seconds: float = field(default=0.0, init=False)  # time spent in this factor's denoiser
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class FactorRun:
                                      f"its latent {tuple(self.x.shape[-2:])}")  # fmt: skip
             m = self.keep.mask.to(self.x)
             self.x = m * self.x + (1 - m) * self.keep.path[0].to(self.x)
+        if self.eta is not None and not 0 <= self.eta <= 1:
+            raise ValueError(f"factor {self.name!r}: eta must be in [0, 1], got {self.eta!r}")
 
 
 def step_plan(steps: list[int]) -> list[list[int]]:
@@ -99,6 +103,7 @@ def _sync(x: torch.Tensor) -> None:
 
 
 def _timed_step(run: FactorRun, i: int, estimates: dict, eta: float, generator) -> torch.Tensor:
+    eta = eta if run.eta is None else run.eta
     sched = run.schedule
     x = run.x
     a_t, a_prev = sched.alphas[i].to(x), sched.alphas_prev[i].to(x)
@@ -122,8 +127,9 @@ def sample_graph(runs: list[FactorRun], *, mode: str = "joint", eta: float = 0.0
     """Sample every non-fixed factor; ``runs`` must be in topological order.
 
     Returns the final latent of every factor (fixed ones included). Parents that are not among
-    ``runs`` are passed to the denoisers as ``None`` (the null condition). ``callback(name, step)``
-    is called after each factor step.
+    ``runs`` are passed to the denoisers as ``None`` (the null condition). ``eta`` is DDIM's for
+    every run that sets none of its own; the noise of every step with eta > 0 is drawn from
+    ``generator`` in sampling order. ``callback(name, step)`` is called after each factor step.
     """
     if mode not in ("joint", "ancestral"):
         raise ValueError(f"mode must be 'joint' or 'ancestral', got {mode!r}")

@@ -19,7 +19,7 @@ Settings (``extra:`` in the YAML):
 - ``sizes``: render sizes to train at (default ``[data.size]``); batches alternate between them
   (e.g. ``[128, 64]`` so the seg factor also samples well at quarter area, as SBPC does).
 - ``sample``: the node's sampling defaults in the graph (``size``, ``steps``, ``guidance``,
-  ``cond_guidance``).
+  ``cond_guidance``, ``eta``).
 - ``init_from``: a trained factor's weights folder (safetensors) to start from instead of a fresh
   module, e.g. a graph's ``seg/`` to train it further with another recipe. Every tensor of it must
   fit the new module; the new module may have tensors it lacks only where they start as the
