@@ -832,3 +832,41 @@ def test_bench_factors_reports_every_ratio(tiny_sd_dir, capsys):
         assert s["sample_batch"] == 3 and s["seconds_per_sample_joint_batched"] > 0 and s["batch_speedup"] > 0
         assert s["image_factor_parameters"] > 0 and s["joint_over_ancestral"] > 0
     assert r["seg_adapter_parameters"] > 0 and r["steps"] == 2
+
+
+def test_null_prob_per_parent_drops_each_parent_at_its_own_rate(tmp_path, tiny_model, tiny_sd_dir, capsys):
+    """extra.null_prob as a mapping: a parent dropped always (1.0) never reaches the factor, so its
+    input weights get no gradient and stay exactly as stored, while the other parent's train."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from fgdm.training.factors import null_probs
+
+    assert null_probs(0.3, ("seg", "depth")) == {"seg": 0.3, "depth": 0.3}
+    assert null_probs({"depth": 0.5}, ("seg", "depth")) == {"seg": 0.2, "depth": 0.5}
+    with pytest.raises(ValueError, match=r"names \['sketch'\], which are not this factor's parents"):
+        null_probs({"sketch": 0.5}, ("seg", "depth"))
+    with pytest.raises(ValueError, match=r"null_prob\['depth'\] must be a probability in \[0, 1\], got 2"):
+        null_probs({"depth": 2}, ("seg", "depth"))
+    with pytest.raises(ValueError, match="null_prob must be a probability"):
+        null_probs("half", ("seg",))
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    spec = GraphSpec.from_dict({"factors": {"seg": {}, "depth": {}, "normal": {"kind": "scratch", "parents": ["seg", "depth"]}}})
+    stored = _perturb(build_factor_module(spec.factors["normal"], tiny_model.unet), 0.1)
+    stored.save_pretrained(tmp_path / "start", safe_serialization=True)
+    extra = {"variable": "normal", "kind": "scratch", "parents": ["seg", "depth"], "init_from": str(tmp_path / "start"),
+             "null_prob": {"seg": 0.0, "depth": 1.0}}  # fmt: skip
+    (tmp_path / "np.yaml").write_text(
+        f"component: factor\noutput_dir: {tmp_path}/np\nsteps: 3\nbatch_size: 4\nlog_every: 1\ncheckpoint_every: 3\n"
+        f"ema_decay: 0.5\nbase: {{model: {tmp_path}/base}}\ncheckpoint_dtype: float32\n"
+        "data: {n_scenes: 6, size: 64, holdout_n: 4, holdout_seed: 99}\n"
+        f"optim: {{lr: 1.0e-2, warmup_steps: 1, weight_decay: 0.0}}\nextra: {json.dumps(extra)}\n")  # fmt: skip
+    assert main(["train", "factor", "--config", str(tmp_path / "np.yaml"), "--quiet"]) == 0
+    capsys.readouterr()
+    key = "conv_in.weight"
+    before = stored.state_dict()[key]
+    after = next(load_file(f)[key] for f in (tmp_path / "np" / "final").glob("*.safetensors")).to(before.dtype)
+    # conv_in reads [noisy latent 4 | seg 4 + presence | depth 4 + presence]
+    assert torch.equal(after[:, 9:], before[:, 9:])  # depth: always null, untouched
+    assert not torch.allclose(after[:, 4:9], before[:, 4:9])  # seg: always given, trained

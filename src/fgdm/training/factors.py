@@ -4,7 +4,9 @@ Settings (``extra:`` in the YAML):
 - ``variable``: seg | depth | normal | sketch | image (``image-factor``: image only).
 - ``parents``: the variables it is conditioned on (default none; ``image-factor``: [seg]).
 - ``kind``: adapter (default for conditions) | controlnet (default for the image) | scratch.
-- ``null_prob`` (0.2): each parent is replaced by the null condition with this probability.
+- ``null_prob`` (0.2): each parent is replaced by the null condition with this probability; a
+  mapping sets it per parent (e.g. ``{seg: 0.2, depth: 0.5}``, unnamed parents 0.2), so a parent
+  added later can be dropped more often and the factor keeps working well without it.
 - ``caption_dropout`` (0.1), ``min_snr_gamma`` (5.0; None = plain MSE).
 - ``distill_weight`` (0.1; 0 = off): attention distillation, only for a parentless adapter factor,
   every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch;
@@ -195,6 +197,21 @@ def _install_locked(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) 
     save_graph_spec(graph, graph_dir)
 
 
+def null_probs(value, parents: tuple[str, ...]) -> dict[str, float]:
+    """``extra.null_prob`` resolved per parent: one number for all, or a mapping (unnamed parents 0.2)."""
+    def check(name: str, v) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"extra.null_prob{name} must be a probability in [0, 1], got {v!r}")
+        return float(v)
+
+    if not isinstance(value, dict):
+        return {p: check("", value) for p in parents}
+    stray = sorted(set(value) - set(parents))
+    if stray:
+        raise ValueError(f"extra.null_prob names {stray}, which are not this factor's parents {list(parents)}")
+    return {p: check(f"[{p!r}]", value.get(p, 0.2)) for p in parents}
+
+
 def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     ex = cfg.extra
     spec = factor_spec(cfg)
@@ -217,7 +234,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     module = module.to(dev)
     noise = base_noise_scheduler(base.scheduler.config)  # factors predict what the base predicts (epsilon or v)
     ac = noise.alphas_cumprod.to(dev)
-    p_null, p_drop = float(ex.get("null_prob", 0.2)), float(ex.get("caption_dropout", 0.1))
+    p_null, p_drop = null_probs(ex.get("null_prob", 0.2), spec.parents), float(ex.get("caption_dropout", 0.1))
     gamma = ex.get("min_snr_gamma", 5.0)
     w_distill = float(ex.get("distill_weight", 0.1)) if spec.kind == "adapter" and not spec.parents else 0.0
     every, sub = int(ex.get("distill_every", 10)), int(ex.get("distill_batch", 8))
@@ -258,7 +275,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         if spec.parents:
             rows = []
             for p in spec.parents:
-                keep = (torch.rand(b, generator=gen, device=dev) >= p_null).float()[:, None, None, None]
+                keep = (torch.rand(b, generator=gen, device=dev) >= p_null[p]).float()[:, None, None, None]
                 zp = batch[f"lat_{p}"] * keep
                 rows.append(torch.cat([zp, keep.expand(-1, 1, *zp.shape[-2:])], 1))
             packed = torch.cat(rows, 1)
