@@ -913,7 +913,7 @@ def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(tmp_path, monkeypatch, c
 
 
 def test_the_depth_recipes_build_on_the_shipped_graph():
-    """configs/factor_depth_scratch_cpu.yaml and configs/image_factor_depth_cpu.yaml (results.md, "A depth
+    """configs/factor_depth_*_cpu.yaml and configs/image_factor_depth*_cpu.yaml (results.md, "A depth
     factor and a depth-conditioned image factor on this CPU"): the depth factor fits the weights budget's
     remainder, and the image recipe starts from the shipped image factor exactly (init_parents)."""
     import torch
@@ -941,7 +941,7 @@ def test_the_depth_recipes_build_on_the_shipped_graph():
     check_factor_module(depth, module, unet, text_width)
     assert 2 * sum(p.numel() for p in module.parameters()) <= 1_000_000  # fp16 bytes: inside the 2.6 MB left
     plain_cfg = load_train_config(root / "configs" / "factor_depth_plain_cpu.yaml")  # the probe: wider, no attention
-    assert factor_spec(plain_cfg).parents == ("seg",)
+    assert factor_spec(plain_cfg).parents == ("seg",) and factor_spec(plain_cfg).eta == 1.0  # it joins with eta 1
     plain = build_factor_module(factor_spec(plain_cfg), unet, plain_cfg.model)
     check_factor_module(factor_spec(plain_cfg), plain, unet, text_width)
     assert not plain.attn_processors and 2 * sum(p.numel() for p in plain.parameters()) <= 1_800_000
@@ -961,3 +961,9 @@ def test_the_depth_recipes_build_on_the_shipped_graph():
         want = factor_forward(shipped, old, unet, x, t, ctx, pack_parents(("seg",), {"seg": seg}, x))
         got = factor_forward(image, new, unet, x, t, ctx, pack_parents(image.parents, {"seg": seg, "depth": dep}, x))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # the same recipe, depth dropped half the time: seg alone on 40% of steps
+    from fgdm.training.factors import null_probs
+
+    np_cfg = load_train_config(root / "configs" / "image_factor_depth_np_cpu.yaml")
+    assert factor_spec(np_cfg) == image and np_cfg.extra["init_from"] == image_cfg.extra["init_from"]
+    assert null_probs(np_cfg.extra["null_prob"], image.parents) == {"seg": 0.2, "depth": 0.5}
