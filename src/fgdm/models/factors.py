@@ -256,6 +256,13 @@ class GraphSpec:
         return [n for n, s in self.factors.items() if not s.parents]
 
 
+def check_eta(value, what: str) -> float:
+    """DDIM's eta as a float, or a ValueError naming ``what`` unless it is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{what} must be a number in [0, 1] (DDIM's eta), got {value!r}")
+    return float(value)
+
+
 def _check_spec(s: FactorSpec, where: str) -> None:
     if s.kind not in KINDS:
         raise ValueError(f"{where}: factor {s.name!r} has kind {s.kind!r}; kinds are {list(KINDS)}")
@@ -275,8 +282,7 @@ def _check_spec(s: FactorSpec, where: str) -> None:
         v = getattr(s, k)
         if not isinstance(v, (int, float)) or v < 1:
             raise ValueError(f"{where}: factor {s.name!r} {k} must be a number >= 1, got {v!r}")
-    if isinstance(s.eta, bool) or not isinstance(s.eta, (int, float)) or not 0 <= s.eta <= 1:
-        raise ValueError(f"{where}: factor {s.name!r} eta must be a number in [0, 1] (DDIM's eta), got {s.eta!r}")
+    check_eta(s.eta, f"{where}: factor {s.name!r} eta")
 
 
 def _topological(specs: dict[str, FactorSpec], where: str) -> list[str]:

@@ -18,6 +18,7 @@ from ..models.factors import (
     FactorSpec,
     GraphSpec,
     build_factor_module,
+    check_eta,
     check_factor_module,
     default_graph_dir,
     factor_forward,
@@ -295,10 +296,7 @@ class FactorGraphPipeline:
         stray = [k for k in per if k not in factors]
         if stray:
             raise ValueError(f"eta: {stray} are not among the sampled factors {factors}")
-        for k, v in per.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"eta[{k!r}] must be a number in [0, 1] (DDIM's eta), got {v!r}")
-        return out | {k: float(v) for k, v in per.items()}
+        return out | {k: check_eta(v, f"eta[{k!r}]") for k, v in per.items()}
 
     def _check(self, factors, given, sizes, steps, mode, n) -> None:
         nodes = self.spec.factors

@@ -205,7 +205,7 @@ def null_probs(value, parents: tuple[str, ...]) -> dict[str, float]:
         return float(v)
 
     if not isinstance(value, dict):
-        return {p: check("", value) for p in parents}
+        return dict.fromkeys(parents, check("", value))
     stray = sorted(set(value) - set(parents))
     if stray:
         raise ValueError(f"extra.null_prob names {stray}, which are not this factor's parents {list(parents)}")
