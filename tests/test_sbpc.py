@@ -8,7 +8,7 @@ import torch
 
 from fgdm.cli import main
 from fgdm.compliance.recall import present_categories
-from fgdm.compliance.sbpc import Candidate, choose, sbpc, score_map
+from fgdm.compliance.sbpc import Candidate, choose, complete_map, sbpc, score_map
 from fgdm.world.categories import category
 
 GRAPH = {"factors": {"seg": {"steps": 2}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 2}}}
@@ -119,6 +119,48 @@ def test_choice_rule_recall_then_area_then_earliest():
         choose([])
 
 
+def test_complete_map_relabels_the_largest_unnamed_objects_as_the_missing_ones():
+    seg = _map(("dog", 0.05), ("car", 0.04), ("bird", 0.02), ("kite", 0.001))  # the kite is a speck
+    out, edits = complete_map(seg, ["dog", "cat", "bus", "train"])
+    assert np.all(out[seg == category("car").id] == category("cat").id)  # the largest unnamed object
+    assert np.all(out[seg == category("bird").id] == category("bus").id)  # the next largest, the next missing
+    assert np.array_equal(out[seg == category("kite").id], seg[seg == category("kite").id])  # too small to count
+    assert np.array_equal(out[~np.isin(seg, [category("car").id, category("bird").id])],
+                          seg[~np.isin(seg, [category("car").id, category("bird").id])])  # nothing else moves
+    assert [(e["from"], e["new"]) for e in edits] == [("car", "cat"), ("bird", "bus")]  # train: no donor left
+    assert edits[0]["area"] == pytest.approx(0.04, abs=0.005) and edits[0]["op"] == "change_class"
+    assert score_map(out, ["dog", "cat", "bus", "train"], 0, 0).missing == ["train"]
+    # the instance ids are those fgdm edit addresses objects by: replaying the edits gives the same map
+    from fgdm.editing import MapSample, apply_edits
+
+    replay = apply_edits(MapSample.from_labels(seg), [{"op": "change_class", "target": e["instance"], "new": e["new"]}
+                                                      for e in edits])  # fmt: skip
+    assert np.array_equal(replay.seg, out)
+    same, none = complete_map(seg, ["dog", "car"])  # nothing missing: nothing changes
+    assert none == [] and np.array_equal(same, seg)
+    with pytest.raises(ValueError, match="'grass' is a stuff class"):
+        complete_map(seg, ["grass"])
+    with pytest.raises(ValueError, match=r"labels must be \(H, W\)"):
+        complete_map(seg[None], ["dog"])
+
+
+def test_sbpc_complete_renders_the_completed_map(graph):
+    """Same candidates and choice as without completion; the final pass sees the completed map."""
+    kw = dict(n=3, cond_steps=2, cond_size=16, seed=2)
+    plain = sbpc(graph, "a dog, a cat, a bus and a train", **kw)
+    done = sbpc(graph, "a dog, a cat, a bus and a train", complete=True, **kw)
+    assert [c.to_dict() for c in done.candidates] == [c.to_dict() for c in plain.candidates]
+    assert done.chosen == plain.chosen and plain.completion is None and plain.completed_recall is None
+    want, edits = complete_map(plain.labels, plain.objects)
+    assert np.array_equal(done.labels, want) and done.completion == edits
+    assert done.completed_recall == score_map(want, plain.objects, 0, 0).recall >= plain.candidates[plain.chosen].recall
+    seed = plain.candidates[plain.chosen].seed
+    again = graph("a dog, a cat, a bus and a train", factors=["image"], given={"seg": want}, seed=seed).images[0]
+    assert np.array_equal(np.asarray(done.image), np.asarray(again))  # the image factor was given this map
+    if edits:  # (a random tiny graph's maps usually hold unnamed objects to relabel)
+        assert not np.array_equal(np.asarray(done.image), np.asarray(plain.image))
+
+
 def test_search_records_every_candidate_and_renders_the_argmax(graph):
     seen = []
     hook = graph.modules["image"].register_forward_hook(
@@ -168,8 +210,17 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert "SBPC: best of 3" in capsys.readouterr().out
     assert main(["generate", "a dragon", "--sbpc", "3", "--graph", str(g), "-o", str(tmp_path / "x")]) == 2
     assert "names no known objects" in capsys.readouterr().err
-    assert main(["generate", "a dog", "--keep-candidates", "-o", str(tmp_path / "y")]) == 2
-    assert "pass --sbpc" in capsys.readouterr().err
+    assert rec["completion"] is None and rec["parameters"]["complete"] is False
+    assert main(["generate", "a dog and a cat", "--sbpc", "3", "--graph", str(g), "--cond-steps", "2",
+                 "--cond-size", "16", "--steps", "2", "--complete", "-o", str(tmp_path / "c"), "--quiet"]) == 0  # fmt: skip
+    done = json.loads((tmp_path / "c" / "record.json").read_text())
+    assert done["candidates"] == rec["candidates"] and done["parameters"]["complete"] is True
+    assert done["completion"]["recall_after"] >= done["chosen_recall"]
+    assert all(e["op"] == "change_class" and e["new"] in ("dog", "cat") for e in done["completion"]["edits"])
+    assert "after" in capsys.readouterr().out
+    for opt in ("--keep-candidates", "--complete"):
+        assert main(["generate", "a dog", opt, "-o", str(tmp_path / "y")]) == 2
+        assert "pass --sbpc" in capsys.readouterr().err
     assert main(["generate", "a dog", "--sbpc", "2", "--eta", "1", "--graph", str(g), "-o", str(tmp_path / "y")]) == 2
     assert "--eta is not available with --sbpc" in capsys.readouterr().err
     for extra in (["--sbpc", "2"], ["--factors", "seg,image"]):  # the option is named, before any sampling
@@ -194,12 +245,24 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     rows = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in rows] == [c["config"] for c in configurations([1, 2], [2], 2)]
     assert [r["config"] for r in rows] == ["base N=1", "base N=2 + judge", "FG-DM t=2 N=1", "FG-DM t=2 N=2",
-                                           "real renders (ceiling)"]  # fmt: skip
+                                           "real renders (ceiling)", "FG-DM on real maps (map ceiling)"]  # fmt: skip
     ceiling = json.loads((out / "results" / "p00000-real_renders_(ceiling).json").read_text())
     from PIL import Image
 
     assert Image.open(out / "images" / ceiling["image"]).size == (64, 64)  # renders exist from 64 px
     assert len(ceiling["candidates"]) == 1 and ceiling["candidates"][0] == ceiling["final_image_recall"]
+    # the map ceiling gives the same render's seg map to the image factor: its one candidate is that map's recall
+    from fgdm.compliance.recall import object_recall
+    from fgdm.eval.prompts import PromptEntry
+    from fgdm.eval.runner import WorldRenders
+    from fgdm.world.conditions import resize_labels
+
+    mapc = json.loads((out / "results" / "p00000-FG-DM_on_real_maps_(map_ceiling).json").read_text())
+    text, objs = "a dog, a cat and a bus", ["dog", "cat", "bus"]
+    render = WorldRenders([PromptEntry(text, tuple(objs))]).render(text, 0, 64)[0]
+    assert mapc["candidates"] == [object_recall(objs, present_categories(resize_labels(render.seg, 16)))]
+    again = graph(text, factors=["image"], given={"seg": resize_labels(render.seg, 16)}, seed=0, steps={"image": 2})
+    assert np.array_equal(np.asarray(Image.open(out / "images" / mapc["image"])), np.asarray(again.images[0]))
     for r in rows:
         assert r["prompts"] == 2 and 0 <= r["avg_min_recall"] <= r["avg_median_recall"] <= r["avg_max_recall"] <= 1
         assert r["seconds_per_prompt"] > 0 and {"final_image_recall", "avg_candidates_ge_0.9"} <= set(r)
@@ -221,8 +284,13 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads(capsys.readouterr().out) == rows
     assert cli(argv) == 2
     assert "--resume" in capsys.readouterr().err
-    assert cli([*argv[:-3], "--no-ceiling", "--out", str(tmp_path / "nc"), "--json"]) == 0
-    assert [r["config"] for r in json.loads(capsys.readouterr().out)][-1] == "FG-DM t=2 N=2"
+    assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert [r["config"] for r in done][-3:] == ["FG-DM t=2 N=2", "FG-DM t=2 N=1 + complete", "FG-DM t=2 N=2 + complete"]
+    for n in (1, 2):  # the same search; the completed map names at least as many objects as the chosen one
+        plain, comp = (next(r for r in done if r["config"] == f"FG-DM t=2 N={n}{x}") for x in ("", " + complete"))
+        assert comp["avg_max_recall"] == plain["avg_max_recall"] <= comp["avg_completed_map_recall"]
+        assert comp["avg_objects_relabelled"] >= 0 and "avg_completed_map_recall" not in plain
 
 
 def test_seg_map_fit_script(graph, random_graph, tmp_path, capsys, monkeypatch):

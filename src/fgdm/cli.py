@@ -340,7 +340,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("prompt is empty")
     if args.sbpc is not None:
         return cmd_generate_sbpc(args)
-    for opt in ("keep_candidates", "early_stop"):
+    for opt in ("keep_candidates", "early_stop", "complete"):
         if getattr(args, opt) not in (None, False):
             raise ValueError(f"--{opt.replace('_', '-')} is an SBPC option; pass --sbpc N too")
     if args.factors is not None:
@@ -551,7 +551,7 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
     res = sbpc(pipe, args.prompt, n=args.sbpc, cond_steps=cond_steps, cond_size=cond_size, seed=args.seed,
                early_stop=args.early_stop, factors=factors, image_size=args.size, image_steps=args.steps,
                guidance=args.guidance_scale, keep_candidates=args.keep_candidates, mode=args.mode or "joint",
-               progress=not args.quiet)  # fmt: skip
+               complete=args.complete, progress=not args.quiet)  # fmt: skip
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         files = []
         if res.image is not None:
@@ -569,19 +569,22 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
             "kind": "generate-sbpc", "prompt": args.prompt, "objects": res.objects, "unknown_words": res.unknown,
             "candidates": [c.to_dict() for c in res.candidates], "chosen": res.chosen,
             "chosen_recall": res.candidates[res.chosen].recall, "stopped_early": res.stopped_early,
+            "completion": None if res.completion is None else {"edits": res.completion,
+                                                              "recall_after": res.completed_recall},
             "choice_rule": "max recall, then max area of the prompt's objects, then the earliest candidate",
             "presence_min_area": PRESENCE_MIN_AREA, "files": files,
             "graph": {"path": str(pipe.path), "factors": {n: s.to_dict() for n, s in pipe.spec.factors.items()}},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
             "parameters": {"sbpc": args.sbpc, "cond_steps": cond_steps, "cond_size": cond_size, "seed": args.seed,
-                           "early_stop": args.early_stop, "mode": args.mode or "joint",
+                           "early_stop": args.early_stop, "mode": args.mode or "joint", "complete": args.complete,
                            "image_size": args.size or pipe.native_size(), "image_steps": args.steps,
                            "guidance_scale": args.guidance_scale},
             "timings": {k: round(v, 4) for k, v in res.timings.items()},
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
     best = res.candidates[res.chosen]
-    print(f"SBPC: best of {len(res.candidates)} maps has recall {best.recall:.2f} (candidate {best.index}); "
+    done = "" if res.completion is None else f", {res.completed_recall:.2f} after {len(res.completion)} class change(s)"
+    print(f"SBPC: best of {len(res.candidates)} maps has recall {best.recall:.2f} (candidate {best.index}){done}; "
           f"wrote {out} in {res.timings['total_s']:.2f} s")  # fmt: skip
     return 0
 
@@ -1206,6 +1209,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
                 "baseline_n": args.baseline_n, "ceiling": not args.no_ceiling, "cond_size": args.cond_size,
+                "complete": args.complete,
                 "image_steps": args.steps, "seed": args.seed,
                 "final_factors": [f for f in graph.spec.factors if f != "seg"],  # what SBPC samples on its pick
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
@@ -1218,7 +1222,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
         graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, ceiling=not args.no_ceiling,
-        progress=_progress(args)))  # fmt: skip
+        complete=args.complete, progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
@@ -1551,6 +1555,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=_arg_type(_unit_interval, "recall"), default=None,
                    help="SBPC: stop drawing candidates once a map reaches this recall")
     p.add_argument("--keep-candidates", action="store_true", help="SBPC: save every candidate map as a contact sheet")
+    p.add_argument("--complete", action="store_true",
+                   help="SBPC: relabel objects the prompt does not name as the chosen map's missing ones before "
+                   "the image (not in the paper; the record lists each change)")  # fmt: skip
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--eta", type=_arg_type(_eta, "number"), default=None,
                    help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise; default 0, with --factors "
@@ -1729,7 +1736,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[10, 20], help="condition DDIM steps t (default 10,20)")
     p.add_argument("--baseline-n", type=_int_at_least(1), default=10, help="N of the image-space SBPC baseline")
     p.add_argument("--no-ceiling", action="store_true",
-                   help="leave out the row of world renders showing each prompt (what a perfect generator scores)")
+                   help="leave out the two ceiling rows: world renders showing each prompt (what a perfect "
+                   "generator scores) and the graph given their real seg maps")
+    p.add_argument("--complete", action="store_true",
+                   help="also run each FG-DM configuration with map completion (fgdm generate --sbpc --complete)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
     p.add_argument("--seed", type=_int_at_least(0), default=0)

@@ -7,6 +7,12 @@ graph (the image factor, and any other factors) once, at full size, on the chose
 Choice rule (documented, deterministic): the highest recall; ties go to the candidate whose
 prompt objects cover the largest total area (objects that are clearly there, not specks); then to
 the earliest candidate.
+
+Map completion (``complete=True``, off by default; not in the paper): before the final pass, each
+prompt object still missing from the chosen map takes the place of an object the prompt does not
+name, the largest such object first (:func:`complete_map`): an object-level class change, as
+``fgdm edit`` makes, chosen automatically. The map keeps its layout; the image factor then draws the
+prompt's objects where the seg factor drew other ones. The record lists every change.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from PIL import Image
 
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..world.categories import category
+from ..world.conditions import thing_instances
 from ..world.vocab import parse_prompt
 from .recall import PRESENCE_MIN_AREA, object_recall, presence_areas
 
@@ -49,10 +56,12 @@ class SBPCResult:
     chosen: int  # index into candidates
     image: Image.Image | None
     maps: dict[str, np.ndarray]  # the final sample's condition maps (seg: the chosen map, full size)
-    labels: np.ndarray  # the chosen map's class ids at candidate size
+    labels: np.ndarray  # the chosen map's class ids at candidate size (after completion, with complete=True)
     candidate_maps: list[np.ndarray] = field(default_factory=list)  # palette images, when kept
     timings: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    completion: list[dict] | None = None  # the class changes made by ``complete=True`` (None: not asked)
+    completed_recall: float | None = None  # the chosen map's recall after them
 
 
 def choose(candidates: list[Candidate]) -> int:
@@ -74,17 +83,58 @@ def score_map(labels: np.ndarray, objects: list[str], index: int, seed: int,
                      float(sum(areas[o] for o in found)))  # fmt: skip
 
 
+def complete_map(labels: np.ndarray, objects: list[str], min_area: float = PRESENCE_MIN_AREA) -> tuple[np.ndarray, list[dict]]:
+    """Relabel objects the prompt does not name as the prompt's missing ones.
+
+    The missing objects (in prompt order) are those absent under SBPC's presence rule (total area
+    >= ``min_area``). Donors are the connected regions of thing classes not in ``objects`` whose
+    own area is at least ``min_area``, so each relabelled object counts as present; the largest
+    donor goes to the first missing object, and so on. Objects left over keep their classes;
+    missing objects without a donor stay missing. Returns the new labels and one record per change
+    (``{"op": "change_class", "instance", "from", "new", "area"}``; instance ids as
+    :func:`~fgdm.world.conditions.thing_instances` numbers them, as ``fgdm edit`` addresses objects).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    for o in objects:
+        if not category(o).is_thing:
+            raise ValueError(f"objects: {o!r} is a stuff class; only things are completed")
+    thresh = min_area * labels.size if min_area < 1 else min_area
+    present = {category(i).name for i in presence_areas(labels, min_area) if category(i).is_thing}
+    missing = [o for o in dict.fromkeys(objects) if o not in present]
+    out, edits = labels.copy(), []
+    if not missing:
+        return out, edits
+    inst = thing_instances(labels)
+    ids, counts = np.unique(inst[inst > 0], return_counts=True)
+    named = {category(o).id for o in objects}
+    donors = []
+    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+        cls = int(labels[inst == i][0])
+        if cls not in named and c >= thresh:
+            donors.append((c, i, cls))
+    donors.sort(key=lambda d: (-d[0], d[1]))  # largest first, then the lower instance id
+    for name, (c, i, cls) in zip(missing, donors, strict=False):
+        out[inst == i] = category(name).id
+        edits.append({"op": "change_class", "instance": i, "from": category(cls).name, "new": name,
+                      "area": round(c / labels.size, 5)})  # fmt: skip
+    return out, edits
+
+
 def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int = 10, cond_size: int = 64,
          seed: int = 0, batch_size: int | None = None, early_stop: float | None = None,
          factors: list[str] | None = None, image_size: int | None = None, image_steps: int | None = None,
          guidance: float | None = None, keep_candidates: bool = False, mode: str = "joint",
-         progress: bool = False) -> SBPCResult:  # fmt: skip
+         complete: bool = False, progress: bool = False) -> SBPCResult:  # fmt: skip
     """Best-of-``n`` segmentation maps by object recall, then one full-size pass of ``factors``
     (default: every other factor of the graph) on the chosen map.
 
     Candidate i uses seed ``seed + i`` (its noise is the seg noise of ``fgdm generate --seed
     seed+i``); the final pass uses the chosen candidate's seed. With ``early_stop`` candidates are
-    drawn ``batch_size`` at a time and drawing stops once the best recall reaches it.
+    drawn ``batch_size`` at a time and drawing stops once the best recall reaches it. With
+    ``complete`` the chosen map's missing objects replace objects the prompt does not name
+    (:func:`complete_map`) before the final pass; the candidates are chosen as without it.
     """
     # 1. check inputs
     parsed = parse_prompt(prompt)
@@ -123,17 +173,23 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
             stopped = True
             break
     t1 = time.perf_counter()
-    # 3. keep the best, run the remaining factors once at full size on it
+    # 3. keep the best (with complete: relabel other objects as its missing ones), run the remaining
+    #    factors once at full size on it
     best = choose(cands)
+    chosen, completion, completed_recall = labels[best], None, None
+    if complete:
+        chosen, completion = complete_map(chosen, objects)
+        completed_recall = score_map(chosen, objects, best, cands[best].seed).recall
     image, maps = None, {}
     if factors:
         sizes = {f: image_size for f in factors if f == "image" and image_size}
         steps = {f: image_steps for f in factors if f == "image" and image_steps}
         guid = {"image": guidance} if guidance and "image" in factors else None
-        final = pipe(prompt, factors=factors, given={"seg": labels[best]}, seed=cands[best].seed, mode=mode,
+        final = pipe(prompt, factors=factors, given={"seg": chosen}, seed=cands[best].seed, mode=mode,
                      sizes=sizes, steps=steps, guidance=guid, progress=progress)  # fmt: skip
         image = final.images[0] if final.images else None
         maps = {k: v[0] for k, v in final.maps.items()}
     t2 = time.perf_counter()
-    return SBPCResult(prompt, objects, list(parsed.unknown), cands, best, image, maps, labels[best], keep,
-                      {"candidates_s": t1 - t0, "final_s": t2 - t1, "total_s": t2 - t0}, stopped)  # fmt: skip
+    return SBPCResult(prompt, objects, list(parsed.unknown), cands, best, image, maps, chosen, keep,
+                      {"candidates_s": t1 - t0, "final_s": t2 - t1, "total_s": t2 - t0}, stopped, completion,
+                      completed_recall)  # fmt: skip

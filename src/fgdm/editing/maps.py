@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..world.categories import category
-from ..world.conditions import connected_components, normals_from_depth
+from ..world.conditions import normals_from_depth, thing_instances
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +82,6 @@ class MapSample:
 
     def copy(self) -> MapSample:
         return copy.deepcopy(self)
-
-
-def thing_instances(seg: np.ndarray) -> np.ndarray:
-    """Connected components (4-neighbour) of every thing class, numbered from 1."""
-    seg = np.asarray(seg)
-    out = np.zeros(seg.shape, np.int32)
-    nxt = 0
-    for cid in np.unique(seg):
-        if cid == 255 or not category(int(cid)).is_thing:
-            continue
-        lab, n = connected_components(seg == cid)
-        out[lab > 0] = lab[lab > 0] + nxt
-        nxt += n
-    return out
 
 
 EDGE_WIDTH = 2  # sketch edges extend this far outside an object's mask

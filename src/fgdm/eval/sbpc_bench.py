@@ -8,8 +8,14 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 - ``FG-DM t=T N=n``: SBPC with the graph — n seg maps at ``cond_size`` with T steps, the best by
   object recall, then the graph's other factors once (the image, and depth etc. where the graph has
   them, sampled jointly as ``fgdm generate --sbpc`` does);
+- ``FG-DM t=T N=n + complete`` (with ``complete``): the same search and seeds, the chosen map's
+  missing objects put in place of objects the prompt does not name before the final pass
+  (:func:`~fgdm.compliance.sbpc.complete_map`); its row also gives the completed map's recall;
 - ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
-  (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge.
+  (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge;
+- ``FG-DM on real maps (map ceiling)``: that render's seg map, at ``cond_size``, given to the graph's
+  other factors in place of a searched one: what SBPC's final pass makes of a perfect map, so the
+  most any better seg factor or search could gain with this image factor.
 
 Per configuration (averaged over prompts): min / max / median recall over the candidates, the
 number of candidates with recall >= 0.5 / 0.75 / 0.9, the recall of the final image as the judge
@@ -35,6 +41,7 @@ from ..compliance.sbpc import sbpc
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
+from ..world.conditions import resize_labels
 from ..world.vocab import parse_prompt
 from .prompts import PromptEntry
 from .runner import WorldRenders
@@ -44,34 +51,47 @@ THRESHOLDS = (0.5, 0.75, 0.9)
 
 
 CEILING = "real renders (ceiling)"
+MAP_CEILING = "FG-DM on real maps (map ceiling)"
 
 
-def configurations(ns: list[int], cond_steps: list[int], baseline_n: int, ceiling: bool = True) -> list[dict]:
+def configurations(ns: list[int], cond_steps: list[int], baseline_n: int, ceiling: bool = True,
+                   complete: bool = False) -> list[dict]:  # fmt: skip
     out = [{"config": "base N=1", "kind": "base", "n": 1}]
     if baseline_n > 1:
         out.append({"config": f"base N={baseline_n} + judge", "kind": "base", "n": baseline_n})
     out += [{"config": f"FG-DM t={t} N={n}", "kind": "fgdm", "n": n, "t": t} for t in cond_steps for n in ns]
+    if complete:
+        out += [{"config": f"FG-DM t={t} N={n} + complete", "kind": "fgdm", "n": n, "t": t, "complete": True}
+                for t in cond_steps for n in ns]  # fmt: skip
     if ceiling:
-        out.append({"config": CEILING, "kind": "real", "n": 1})
+        out += [{"config": CEILING, "kind": "real", "n": 1}, {"config": MAP_CEILING, "kind": "realmap", "n": 1}]
     return out
 
 
 def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: FactorGraphPipeline,
               base: Text2ImagePipeline, judge: Judge, cond_size: int, image_steps: int) -> tuple:
-    """One configuration's work on one prompt: (final image, candidate recalls). What ``seconds``
-    and ``gflops`` measure: judging is included for the image-space baseline (it is part of it)."""
+    """One configuration's work on one prompt: (final image, candidate recalls, extra fields of its
+    result). What ``seconds`` and ``gflops`` measure: judging is included for the image-space
+    baseline (it is part of it)."""
+    if cfg["kind"] in ("real", "realmap"):  # renders exist from 64 px
+        size = max(64, base.model.unet.config.sample_size * base.model.vae_scale_factor)
+        render = WorldRenders([PromptEntry(prompt, tuple(objects))]).render(prompt, s, size - size % 8)[0]
+        if cfg["kind"] == "realmap":
+            seg = resize_labels(render.seg, cond_size)
+            final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
+                          steps={"image": image_steps})  # fmt: skip
+            return final.images[0], [object_recall(objects, present_categories(seg))], {}
     if cfg["kind"] in ("base", "real"):
         if cfg["kind"] == "base":
             images = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s).images
-        else:  # renders exist from 64 px
-            size = max(64, base.model.unet.config.sample_size * base.model.vae_scale_factor)
-            render = WorldRenders([PromptEntry(prompt, tuple(objects))]).render(prompt, s, size - size % 8)[0]
+        else:
             images = [Image.fromarray(render.image)]
         recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(images)]
-        return images[int(np.argmax(recalls))], recalls
+        return images[int(np.argmax(recalls))], recalls, {}
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
-               image_steps=image_steps)  # fmt: skip
-    return res.image, [c.recall for c in res.candidates]
+               image_steps=image_steps, complete=cfg.get("complete", False))  # fmt: skip
+    extra = {} if res.completion is None else {"completed_recall": res.completed_recall, "completion": res.completion}
+    return res.image, [c.recall for c in res.candidates], extra
 
 
 def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: FactorGraphPipeline,
@@ -79,7 +99,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
              image_dir: Path) -> dict:  # fmt: skip
     sync()
     t0 = time.perf_counter()
-    image, cand = _generate(cfg, prompt, objects, seed + 1000 * p, graph=graph, base=base, judge=judge,
+    image, cand, extra = _generate(cfg, prompt, objects, seed + 1000 * p, graph=graph, base=base, judge=judge,
                             cond_size=cond_size, image_steps=image_steps)  # fmt: skip
     sync()
     seconds = time.perf_counter() - t0
@@ -87,15 +107,15 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
     name = f"p{p:05d}-{cfg['config'].replace(' ', '_').replace('=', '').replace('+', '')}.png"
     image.save(image_dir / name)
     return {"prompt_index": p, "config": cfg["config"], "candidates": cand, "final_image_recall": final,
-            "seconds": seconds, "image": name}  # fmt: skip
+            "seconds": seconds, "image": name, **extra}  # fmt: skip
 
 
 def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
                    ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int = 10,
                    cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None, ceiling: bool = True,
-                   progress: bool = True) -> dict:  # fmt: skip
+                   complete: bool = False, progress: bool = True) -> dict:  # fmt: skip
     """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
-    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling)
+    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling, complete)
     base = Text2ImagePipeline(graph.base)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -145,6 +165,9 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
                "seconds_per_prompt": round(float(np.mean([r["seconds"] for r in rs])), 4),
                "gflops_per_prompt": round(flops[cfg["config"]] / 1e9, 2),
                "prompts": len(rs)}  # fmt: skip
+        if cfg.get("complete"):
+            row["avg_completed_map_recall"] = round(float(np.mean([r["completed_recall"] for r in rs])), 4)
+            row["avg_objects_relabelled"] = round(float(np.mean([len(r["completion"]) for r in rs])), 3)
         if clip is not None:
             from .features import clip_score
 
@@ -157,7 +180,8 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
 
 
 def markdown_table(rows: list[dict]) -> str:
-    cols = ["config", "avg_min_recall", "avg_median_recall", "avg_max_recall", "avg_candidates_ge_0.5",
+    cols = ["config", "avg_min_recall", "avg_median_recall", "avg_max_recall", "avg_completed_map_recall",
+            "avg_objects_relabelled", "avg_candidates_ge_0.5",
             "avg_candidates_ge_0.75", "avg_candidates_ge_0.9", "final_image_recall", "clip_score", "seconds_per_prompt",
             "gflops_per_prompt"]  # fmt: skip
     cols = [c for c in cols if any(c in r for r in rows)]
@@ -171,8 +195,9 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (900, 360)) -
     (FG-DM at each t; the image-space baseline as points at N=1 and N=K)."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
-        key = (f"FG-DM t={r['cond_steps']}" if r["cond_steps"] is not None
-               else CEILING if r["config"] == CEILING else "base (+judge)")  # fmt: skip
+        key = (f"FG-DM t={r['cond_steps']}" + (" + complete" if "avg_completed_map_recall" in r else "")
+               if r["cond_steps"] is not None
+               else r["config"] if r["config"] in (CEILING, MAP_CEILING) else "base (+judge)")  # fmt: skip
         series.setdefault(key, []).append((r["n"], r["final_image_recall"], r["seconds_per_prompt"]))
     w, h = size
     img = Image.new("RGB", size, "white")

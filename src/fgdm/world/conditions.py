@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .categories import NUM_CLASSES, VOID_ID
+from .categories import CATEGORIES, NUM_CLASSES, VOID_ID
 from .palette import PALETTE, VOID_COLOR
 
 _PALETTE = np.array(PALETTE, dtype=np.int32)  # (C, 3)
@@ -292,6 +292,20 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
                     todo[ny, nx] = False
                     stack.append((ny, nx))
     return out, n
+
+
+def thing_instances(seg: np.ndarray) -> np.ndarray:
+    """Connected components (4-neighbour) of every thing class, numbered from 1."""
+    seg = np.asarray(seg)
+    out = np.zeros(seg.shape, np.int32)
+    nxt = 0
+    for cid in np.unique(seg):
+        if cid == VOID_ID or not CATEGORIES[int(cid)].is_thing:
+            continue
+        lab, n = connected_components(seg == cid)
+        out[lab > 0] = lab[lab > 0] + nxt
+        nxt += n
+    return out
 
 
 def largest_component_areas(seg: np.ndarray, min_area: float = 0.0) -> dict[int, float]:
