@@ -278,6 +278,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert rec["status"] == "done" and rec["skipped_prompts"] == ["a dragon"]
     assert rec["settings"]["final_factors"] == ["image"]  # every factor but seg (test_sbpc_in_a_graph_with_depth)
     assert (out / "table.md").read_text().startswith("| config") and (out / "recall_time.png").exists()
+    assert Image.open(out / "sheet.png").width >= 6 * 128  # a column per configuration
     stamp = {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()}
     assert cli([*argv, "--resume"]) == 0  # nothing is recomputed
     assert {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()} == stamp

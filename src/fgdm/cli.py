@@ -1191,7 +1191,7 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
 
 def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     """The SBPC table (paper Tables 3-4): FG-DM best-of-N vs the base model and image-space SBPC."""
-    from .eval.sbpc_bench import markdown_table, plot_recall_and_time, run_sbpc_table
+    from .eval.sbpc_bench import markdown_table, plot_recall_and_time, run_sbpc_table, sbpc_sheet
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
     from .pipelines.factor_graph import FactorGraphPipeline
@@ -1224,6 +1224,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, ceiling=not args.no_ceiling,
         complete=args.complete, progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
+    sbpc_sheet(out, res["rows"], prompts, args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
     (out / "table.md").write_text(table)
     print(json.dumps(res["rows"], indent=1) if args.json else f"{table}\n(table, plot and images in {out})")
@@ -1740,6 +1741,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "generator scores) and the graph given their real seg maps")
     p.add_argument("--complete", action="store_true",
                    help="also run each FG-DM configuration with map completion (fgdm generate --sbpc --complete)")
+    p.add_argument("--sheet-prompts", type=_int_at_least(1), default=6,
+                   help="prompts in sheet.png (each configuration's final image and its recall)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64)
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
     p.add_argument("--seed", type=_int_at_least(0), default=0)

@@ -179,6 +179,23 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
     return {"rows": rows, "skipped_prompts": skipped}
 
 
+def sbpc_sheet(out: Path, rows: list[dict], prompts: list[str], n_prompts: int = 6) -> Image.Image:
+    """A contact sheet of a finished run: the first ``n_prompts`` scored prompts, one column per
+    configuration, each final image with the judge's recall of the prompt's objects under it."""
+    from ..world.sheet import contact_sheet
+
+    configs = [r["config"] for r in rows]
+    done = sorted({int(f.name[1:6]) for f in (out / "results").glob("p*.json")})[:n_prompts]
+    if not done:
+        raise ValueError(f"{str(out)!r} holds no SBPC results to lay out")
+    tiles, notes = [], []
+    for p in done:
+        res = [json.loads((out / "results" / f"p{p:05d}-{c.replace(' ', '_')}.json").read_text()) for c in configs]
+        tiles.append([np.asarray(Image.open(out / "images" / r["image"]).convert("RGB")) for r in res])
+        notes.append([[(f"recall {r['final_image_recall']:.2f}", (0, 0, 0))] for r in res])
+    return contact_sheet(tiles, headers=configs, captions=[prompts[p] for p in done], tile_notes=notes)
+
+
 def markdown_table(rows: list[dict]) -> str:
     cols = ["config", "avg_min_recall", "avg_median_recall", "avg_max_recall", "avg_completed_map_recall",
             "avg_objects_relabelled", "avg_candidates_ge_0.5",
