@@ -100,7 +100,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
     sync()
     t0 = time.perf_counter()
     image, cand, extra = _generate(cfg, prompt, objects, seed + 1000 * p, graph=graph, base=base, judge=judge,
-                            cond_size=cond_size, image_steps=image_steps)  # fmt: skip
+                                   cond_size=cond_size, image_steps=image_steps)  # fmt: skip
     sync()
     seconds = time.perf_counter() - t0
     final = object_recall(objects, present_categories(judge.segment_images([image])[0]))
