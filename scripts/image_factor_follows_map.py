@@ -13,7 +13,17 @@ re-painted": the sampled map decoded to classes, painted with the exact palette 
 image factor — the map its labels describe, in the colours the image factor was trained on. Their
 seg maps' palette fit is reported with them.
 
-    python scripts/image_factor_follows_map.py --graph runs/train/graph_cpu --n 32 [--judge J] [--sampled]
+With ``--neutral`` the image factor is also given the map with the caption withheld: the neutral
+caption "a scene." in place of the render's own (the base model with that caption too, for the level
+of no information). Its object recall, still scored on the render's own caption's objects, says how
+much of *which* objects the image factor reads from the map rather than from the caption.
+
+With ``--prompts FILE`` the scenes are not held-out world samples but, for each of the file's first N
+prompts, the world render showing exactly its objects that ``fgdm eval sbpc``'s real-render row draws
+(the same seed, 1000 x the prompt's index), given with the prompt as its caption: dense prompts' maps.
+
+    python scripts/image_factor_follows_map.py --graph runs/train/graph_cpu --n 32 [--judge J] [--sampled] [--neutral]
+    python scripts/image_factor_follows_map.py --graph G --prompts prompts/dense_6to8_200.json --n 30 --neutral
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fgdm.eval.fgdm_quality import consistency, judged, object_counts
+from fgdm.eval.prompts import load_prompt_entries
+from fgdm.eval.runner import WorldRenders
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.pipelines.text2image import Text2ImagePipeline
@@ -33,22 +45,29 @@ from fgdm.world.conditions import encode_segmentation, resize_image, resize_labe
 from fgdm.world.dataset import make_sample
 from fgdm.world.vocab import parse_prompt
 
+NEUTRAL = "a scene."  # a caption that names no object
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graph", required=True)
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=50000, help="world seed of the held-out renders")
+    ap.add_argument("--prompts", default=None, help="render each of this file's first --n prompts instead (as fgdm eval sbpc)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     ap.add_argument("--sampled", action="store_true", help="also score images against seg maps the graph samples")
     ap.add_argument("--depth", action="store_true", help="also give the image factor the depth map, alone and with seg")
+    ap.add_argument("--neutral", action="store_true", help=f"also give the map with the caption {NEUTRAL!r} in place of the render's")
     a = ap.parse_args()
     if a.n < 1:
         ap.error(f"--n must be >= 1, got {a.n}")
-    try:  # a bad folder is the user's input: an argument error, not a traceback
+    try:  # a bad folder or file is the user's input: an argument error, not a traceback
         graph, judge = FactorGraphPipeline.from_pretrained(a.graph), load_judge(a.judge)
+        entries = [e for e in load_prompt_entries(a.prompts) if e.objects] if a.prompts else None
     except ValueError as e:
         ap.error(str(e))
+    if entries is not None and len(entries) < a.n:
+        ap.error(f"--prompts {a.prompts!r} has {len(entries)} prompts naming known objects, fewer than --n {a.n}")
     image = graph.spec.factors.get("image")
     if image is None or "seg" not in image.parents:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
@@ -60,6 +79,8 @@ def main() -> None:
     names = ["image factor, given the map", "base model, caption only"]
     if a.depth:
         names += ["image factor, given depth", "image factor, given seg and depth"]
+    if a.neutral:
+        names += [f"image factor, given the map, caption {NEUTRAL!r}", f"base model, caption {NEUTRAL!r}"]
     if a.sampled:
         names += ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
     got = {n: {"images": [], "maps": [], "depths": [], "fits": [], "seconds": 0.0} for n in names}
@@ -78,11 +99,16 @@ def main() -> None:
 
     captions = []
     for i in tqdm(range(a.n), desc="renders"):
-        s = make_sample(i, seed=a.seed, size=max(64, size))  # the world renders from 64 px
-        text, labels = s.caption.text, s.render.seg
+        if entries is None:
+            s = make_sample(i, seed=a.seed, size=max(64, size))  # the world renders from 64 px
+            text, scene = s.caption.text, s.render
+        else:
+            text = entries[i].text
+            scene = WorldRenders([entries[i]]).render(text, 1000 * i, max(64, size))[0]
+        labels = scene.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
-        depth = s.render.conditions()["depth"] if a.depth else None
+        depth = scene.conditions()["depth"] if a.depth else None
         if depth is not None and depth.shape[0] != size:
             depth = resize_image(depth, size)
         t0 = time.perf_counter()
@@ -94,15 +120,21 @@ def main() -> None:
                                 ("image factor, given seg and depth", {"seg": seg, "depth": depth})):  # fmt: skip
                 t0 = time.perf_counter()
                 add(name, t0, graph(text, factors=["image"], given=given, seed=i), seg, depth=depth)
+        if a.neutral:
+            t0 = time.perf_counter()
+            add(f"image factor, given the map, caption {NEUTRAL!r}", t0,
+                graph(NEUTRAL, factors=["image"], given={"seg": seg}, seed=i), seg, depth=depth)
+            t0 = time.perf_counter()
+            add(f"base model, caption {NEUTRAL!r}", t0, base(NEUTRAL, seed=i), seg, depth=depth)
         if a.sampled:
-            for name, mode in ((names[2], "joint"), (names[3], "ancestral")):
+            for name, mode in (("joint (seg, image)", "joint"), ("ancestral (seg, image)", "ancestral")):
                 t0 = time.perf_counter()
                 add(name, t0, graph(text, factors=["seg", "image"], seed=i, mode=mode))
             t0 = time.perf_counter()
             drawn = graph(text, factors=["seg"], seed=i)
             painted = drawn.maps["seg"][0]  # the sampled map decoded and painted with the exact palette
             out = graph(text, factors=["image"], given={"seg": painted}, seed=i)
-            add(names[4], t0, out, painted, drawn.palette_fit)
+            add("sampled map, re-painted", t0, out, painted, drawn.palette_fit)
     objects = [parse_prompt(c).things for c in captions]
     rows = {}
     for name, g in got.items():
@@ -112,7 +144,8 @@ def main() -> None:
         if g["fits"]:
             rows[name]["seg_palette_fit"] = round(float(np.mean(g["fits"])), 4)
         rows[name]["seconds_per_image"] = round(g["seconds"] / a.n, 3)
-    print(json.dumps({"graph": a.graph, "n": a.n, "world_seed": a.seed, "rows": rows}, indent=1))
+    where = {"prompts": a.prompts} if entries is not None else {"world_seed": a.seed}
+    print(json.dumps({"graph": a.graph, "n": a.n, **where, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

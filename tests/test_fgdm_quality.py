@@ -236,6 +236,28 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     assert list(rows) == ["image factor, given the map", "base model, caption only", "image factor, given depth",
                           "image factor, given seg and depth"]  # fmt: skip
     assert all(0 <= row["consistency_depth_mae"] <= 1 for row in rows.values())
+    # every option at once: each row keeps its own name (--sampled's rows once took --depth's names)
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "1", "--judge", str(tiny_judge_dir), "--depth",
+                                     "--neutral", "--sampled"])  # fmt: skip
+    runpy.run_path(script, run_name="__main__")
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    neutral = ["image factor, given the map, caption 'a scene.'", "base model, caption 'a scene.'"]
+    assert list(rows) == ["image factor, given the map", "base model, caption only", "image factor, given depth",
+                          "image factor, given seg and depth", *neutral, *sampled]  # fmt: skip
+    assert all("seg_palette_fit" in rows[k] for k in sampled) and not any("seg_palette_fit" in rows[k] for k in neutral)
+    # --prompts: scenes rendered from a prompt file (as fgdm eval sbpc's real-render row), prompts without
+    # a known object left out; too few of them is an argument error
+    pf = tmp_path / "p.txt"
+    pf.write_text("a dog and a cat on the grass\na painting of nothing\na bus, a car and a person\n")
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir),
+                                     "--prompts", str(pf)])  # fmt: skip
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["prompts"] == str(pf) and "world_seed" not in r and len(r["rows"]) == 2
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "3", "--prompts", str(pf)])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(script, run_name="__main__")
+    assert e.value.code == 2 and "has 2 prompts naming known objects, fewer than --n 3" in capsys.readouterr().err
     seg_only = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2}}})
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(seg_only.save_pretrained(tmp_path / "so")), "--n", "2",
                                      "--depth"])  # fmt: skip

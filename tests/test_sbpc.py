@@ -285,6 +285,33 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads(capsys.readouterr().out) == rows
     assert cli(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    # scripts/sbpc_objects_by_size.py (a figure in results.md): each object's area in the real render's
+    # map, and whether the judge finds it in every configuration's saved image
+    import runpy
+    from pathlib import Path
+
+    from fgdm.world.categories import category
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "sbpc_objects_by_size.py")
+    import sys
+
+    argv_was = sys.argv
+    sys.argv = ["x", str(out), "--judge", str(tiny_judge_dir), "--json", str(tmp_path / "objs.json")]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = argv_was
+    printed = capsys.readouterr().out
+    assert "| object's area in the real map |" in printed and "| object's place in the prompt |" in printed
+    objs = json.loads((tmp_path / "objs.json").read_text())
+    assert [(o["prompt_index"], o["object"], o["place"]) for o in objs] == [
+        (0, "dog", 1), (0, "cat", 2), (0, "bus", 3), (2, "pizza", 1), (2, "cup", 2), (2, "dining table", 3)]  # "a dragon" names none
+    assert objs[0]["area"] == pytest.approx(float((render.seg == category("dog").id).mean()))
+    for p in (0, 2):  # the objects it finds are the run's own recall of that prompt, configuration by configuration
+        for r in rows:
+            res = json.loads((out / "results" / f"p{p:05d}-{r['config'].replace(' ', '_')}.json").read_text())
+            found = [o["found"][r["config"]] for o in objs if o["prompt_index"] == p]
+            assert np.mean(found) == pytest.approx(res["final_image_recall"])
     assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in done][-3:] == ["FG-DM t=2 N=2", "FG-DM t=2 N=1 + complete", "FG-DM t=2 N=2 + complete"]
