@@ -369,8 +369,12 @@ case "$stage" in
     vs=()  # the shipped (CPU-trained) graph beside a new one, in the same measurements
     [ "$G" != "$SHIPPED_G" ] && [ -f "$SHIPPED_G/graph.yaml" ] && [ "${SMOKE:-0}" != 1 ] && vs=("$SHIPPED_G")
     evs seg-map-fit scripts/seg_map_fit.py --graph "$G" "${vs[@]}" --prompts runs/captions_400.json --n "$small" --guidance 1 2 4 7.5
-    # does the image follow its sampled map, re-painted or not, as it follows a real one?
-    evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled
+    # does the image follow its sampled map, re-painted or not, as it follows a real one? And does it read the
+    # objects' classes from the map without the caption (results.md, "The image factor takes the objects' classes
+    # from the caption"), on world captions and on SBPC's dense prompts?
+    evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled --neutral
+    evs follows-map-dense scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --neutral \
+      --prompts prompts/dense_6to8_200.json
     abl=()
     [ -f runs/train/graph_nodistill/graph.yaml ] && abl+=(--ablation no-distill=runs/train/graph_nodistill)
     # the image factor the shipped graph does not use, as an ablation (issue 5 asks for both)
