@@ -63,7 +63,8 @@ def main() -> None:
         ap.error(f"--n must be >= 1, got {a.n}")
     try:  # a bad folder or file is the user's input: an argument error, not a traceback
         graph, judge = FactorGraphPipeline.from_pretrained(a.graph), load_judge(a.judge)
-        entries = [e for e in load_prompt_entries(a.prompts) if e.objects] if a.prompts else None
+        # (index in the file, entry): the seed is the file index's, as in fgdm eval sbpc
+        entries = [(j, e) for j, e in enumerate(load_prompt_entries(a.prompts)) if e.objects] if a.prompts else None
     except ValueError as e:
         ap.error(str(e))
     if entries is not None and len(entries) < a.n:
@@ -103,8 +104,9 @@ def main() -> None:
             s = make_sample(i, seed=a.seed, size=max(64, size))  # the world renders from 64 px
             text, scene = s.caption.text, s.render
         else:
-            text = entries[i].text
-            scene = WorldRenders([entries[i]]).render(text, 1000 * i, max(64, size))[0]
+            j, entry = entries[i]
+            text = entry.text
+            scene = WorldRenders([entry]).render(text, 1000 * j, max(64, size))[0]
         labels = scene.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
