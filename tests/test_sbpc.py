@@ -288,13 +288,12 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     # scripts/sbpc_objects_by_size.py (a figure in results.md): each object's area in the real render's
     # map, and whether the judge finds it in every configuration's saved image
     import runpy
+    import sys
     from pathlib import Path
 
     from fgdm.world.categories import category
 
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "sbpc_objects_by_size.py")
-    import sys
-
     argv_was = sys.argv
     sys.argv = ["x", str(out), "--judge", str(tiny_judge_dir), "--json", str(tmp_path / "objs.json")]
     try:
