@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from fgdm.eval.fgdm_quality import consistency, judged, object_counts
 from fgdm.eval.prompts import load_prompt_entries
-from fgdm.eval.runner import WorldRenders
+from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
 from fgdm.pipelines.text2image import Text2ImagePipeline
@@ -63,8 +63,10 @@ def main() -> None:
         ap.error(f"--n must be >= 1, got {a.n}")
     try:  # a bad folder or file is the user's input: an argument error, not a traceback
         graph, judge = FactorGraphPipeline.from_pretrained(a.graph), load_judge(a.judge)
-        # (index in the file, entry): the seed is the file index's, as in fgdm eval sbpc
-        entries = [(j, e) for j, e in enumerate(load_prompt_entries(a.prompts)) if e.objects] if a.prompts else None
+        # (index in the file, text, objects): the seed and the objects as fgdm eval sbpc's
+        entries = None if not a.prompts else [
+            (j, e.text, list(parse_prompt(e.text).things)) for j, e in enumerate(load_prompt_entries(a.prompts))
+            if parse_prompt(e.text).things]  # fmt: skip
     except ValueError as e:
         ap.error(str(e))
     if entries is not None and len(entries) < a.n:
@@ -104,9 +106,8 @@ def main() -> None:
             s = make_sample(i, seed=a.seed, size=max(64, size))  # the world renders from 64 px
             text, scene = s.caption.text, s.render
         else:
-            j, entry = entries[i]
-            text = entry.text
-            scene = WorldRenders([entry]).render(text, 1000 * j, max(64, size))[0]
+            j, text, objects = entries[i]
+            scene = prompt_render(text, objects, 1000 * j, size)
         labels = scene.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)

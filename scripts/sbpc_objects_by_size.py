@@ -26,8 +26,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from fgdm.compliance.recall import present_categories
-from fgdm.eval.prompts import PromptEntry, load_prompt_entries
-from fgdm.eval.runner import WorldRenders
+from fgdm.eval.prompts import load_prompt_entries
+from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.judge import load_judge
 from fgdm.world.categories import category
 from fgdm.world.vocab import parse_prompt
@@ -52,15 +52,17 @@ def main() -> None:
         results.setdefault(r["prompt_index"], []).append(r)
     if not results:
         raise SystemExit(f"run: {str(args.run)!r} has no results yet")
-    judge = load_judge(args.judge)
+    try:
+        judge = load_judge(args.judge)
+    except ValueError as e:
+        raise SystemExit(f"--judge: {e}") from None
     rows = []
     for p in tqdm(sorted(results), desc="prompts"):
         text = texts[p]
         objects = list(parse_prompt(text).things)
         seed = settings["seed"] + 1000 * p  # fgdm eval sbpc's seed for prompt p
         ims = [Image.open(args.run / "images" / r["image"]).convert("RGB") for r in results[p]]
-        size = max(64, *(im.size[0] for im in ims))  # the eval renders at the model's size, from 64 px
-        seg = WorldRenders([PromptEntry(text, tuple(objects))]).render(text, seed, size)[0].seg
+        seg = prompt_render(text, objects, seed, max(im.size[0] for im in ims)).seg  # images are at the model's size
         found = {r["config"]: present_categories(judge.segment_images([im])[0]) for r, im in zip(results[p], ims, strict=True)}
         for k, o in enumerate(objects):
             rows.append({"prompt_index": p, "object": o, "place": k + 1, "area": float((seg == category(o).id).mean()),

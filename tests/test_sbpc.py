@@ -229,7 +229,7 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
         assert not (tmp_path / "z").exists()
 
 
-def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, capsys):
+def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
     from fgdm.cli import main as cli
     from fgdm.eval.sbpc_bench import configurations
 
@@ -288,18 +288,14 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     # scripts/sbpc_objects_by_size.py (a figure in results.md): each object's area in the real render's
     # map, and whether the judge finds it in every configuration's saved image
     import runpy
-    import sys
     from pathlib import Path
 
+    from fgdm.eval.sbpc_bench import result_file
     from fgdm.world.categories import category
 
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "sbpc_objects_by_size.py")
-    argv_was = sys.argv
-    sys.argv = ["x", str(out), "--judge", str(tiny_judge_dir), "--json", str(tmp_path / "objs.json")]
-    try:
-        runpy.run_path(script, run_name="__main__")
-    finally:
-        sys.argv = argv_was
+    monkeypatch.setattr("sys.argv", ["x", str(out), "--judge", str(tiny_judge_dir), "--json", str(tmp_path / "objs.json")])
+    runpy.run_path(script, run_name="__main__")
     printed = capsys.readouterr().out
     assert "| object's area in the real map |" in printed and "| object's place in the prompt |" in printed
     objs = json.loads((tmp_path / "objs.json").read_text())
@@ -308,7 +304,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert objs[0]["area"] == pytest.approx(float((render.seg == category("dog").id).mean()))
     for p in (0, 2):  # the objects it finds are the run's own recall of that prompt, configuration by configuration
         for r in rows:
-            res = json.loads((out / "results" / f"p{p:05d}-{r['config'].replace(' ', '_')}.json").read_text())
+            res = json.loads(result_file(out, p, r["config"]).read_text())
             found = [o["found"][r["config"]] for o in objs if o["prompt_index"] == p]
             assert np.mean(found) == pytest.approx(res["final_image_recall"])
     assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0

@@ -68,14 +68,25 @@ def configurations(ns: list[int], cond_steps: list[int], baseline_n: int, ceilin
     return out
 
 
+def prompt_render(prompt: str, objects: list[str], seed: int, size: int):
+    """The world render showing exactly ``objects`` that the ``real renders (ceiling)`` row draws for
+    ``prompt`` with image seed ``seed``, at the model's ``size`` (renders exist from 64 px)."""
+    size = max(64, size)
+    return WorldRenders([PromptEntry(prompt, tuple(objects))]).render(prompt, seed, size - size % 8)[0]
+
+
+def result_file(out: Path, p: int, config: str) -> Path:
+    """Where a run in ``out`` keeps prompt ``p``'s result for configuration ``config``."""
+    return out / "results" / f"p{p:05d}-{config.replace(' ', '_')}.json"
+
+
 def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: FactorGraphPipeline,
               base: Text2ImagePipeline, judge: Judge, cond_size: int, image_steps: int) -> tuple:
     """One configuration's work on one prompt: (final image, candidate recalls, extra fields of its
     result). What ``seconds`` and ``gflops`` measure: judging is included for the image-space
     baseline (it is part of it)."""
-    if cfg["kind"] in ("real", "realmap"):  # renders exist from 64 px
-        size = max(64, base.model.unet.config.sample_size * base.model.vae_scale_factor)
-        render = WorldRenders([PromptEntry(prompt, tuple(objects))]).render(prompt, s, size - size % 8)[0]
+    if cfg["kind"] in ("real", "realmap"):
+        render = prompt_render(prompt, objects, s, base.model.unet.config.sample_size * base.model.vae_scale_factor)
         if cfg["kind"] == "realmap":
             seg = resize_labels(render.seg, cond_size)
             final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
@@ -139,7 +150,7 @@ def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str],
     bar = tqdm(total=len(usable) * len(configs), desc="sbpc table", disable=not progress)
     for p, text, objects in usable:
         for cfg in configs:
-            f = out / "results" / f"p{p:05d}-{cfg['config'].replace(' ', '_')}.json"
+            f = result_file(out, p, cfg["config"])
             if f.exists():
                 row = json.loads(f.read_text())
             else:
@@ -190,7 +201,7 @@ def sbpc_sheet(out: Path, rows: list[dict], prompts: list[str], n_prompts: int =
         raise ValueError(f"{str(out)!r} holds no SBPC results to lay out")
     tiles, notes = [], []
     for p in done:
-        res = [json.loads((out / "results" / f"p{p:05d}-{c.replace(' ', '_')}.json").read_text()) for c in configs]
+        res = [json.loads(result_file(out, p, c).read_text()) for c in configs]
         tiles.append([np.asarray(Image.open(out / "images" / r["image"]).convert("RGB")) for r in res])
         notes.append([[(f"recall {r['final_image_recall']:.2f}", (0, 0, 0))] for r in res])
     return contact_sheet(tiles, headers=configs, captions=[prompts[p] for p in done], tile_notes=notes)
