@@ -60,6 +60,8 @@ def graph(random_graph):
         ({"seg": {"colour": 1}}, r"unknown keys \['colour'\]"),
         ({"depth": {"eta": 1.5}}, r"factor 'depth' eta must be a number in \[0, 1\]"),
         ({"depth": {"eta": "1"}}, "eta must be a number"),
+        ({"seg": {"seg_input": "rgb"}}, r"seg_input must be one of \['latent', 'classes'\], got 'rgb'"),
+        ({"depth": {"seg_input": "classes"}}, r"seg_input 'classes' but no seg parent \(its parents: \[\]\)"),
     ],
 )
 def test_graph_validation_errors(factors, needle):
@@ -548,8 +550,9 @@ def test_a_factor_starts_from_trained_weights_new_blocks_as_the_identity(tmp_pat
     assert "extra.init_parents must be a list of parent names beside extra.init_from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["adapter", "scratch", "controlnet"])
-def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_model, kind):
+@pytest.mark.parametrize(("kind", "seg_input"), [("adapter", "latent"), ("scratch", "latent"), ("controlnet", "latent"),
+                                               ("adapter", "classes"), ("scratch", "classes")])  # fmt: skip
+def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_model, kind, seg_input):
     """extra.init_parents: a factor trained with parents [seg] continues with [depth, seg] (a new
     parent first, so the stored inputs move): the start reproduces the stored factor with any depth
     given, and only training makes depth count. Parents that are not a subset, or weights that do
@@ -558,24 +561,27 @@ def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_mo
     from fgdm.training.factors import init_factor_from
 
     unet = tiny_model.unet
-    spec = lambda ps: GraphSpec.from_dict({"factors": {**{p: {} for p in ps}, "image": {"kind": kind, "parents": ps}}}).factors["image"]
+    spec = lambda ps: GraphSpec.from_dict({"factors": {**{p: {} for p in ps}, "image": {
+        "kind": kind, "parents": ps, "seg_input": seg_input}}}).factors["image"]  # fmt: skip
     old, new = spec(["seg"]), spec(["depth", "seg"])
+    assert new.parent_widths() == [5, 5 if seg_input == "latent" else 91]
     stored = _perturb(build_factor_module(old, unet), 0.2)
     stored.save_pretrained(tmp_path / "old", safe_serialization=True)
     module = build_factor_module(new, unet)
     init_factor_from(module, tmp_path / "old", new, ["seg"])
     g = torch.Generator().manual_seed(3)
     x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([50, 600])
-    seg, depth = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    seg = torch.rand(2, new.parent_widths()[1] - 1, 8, 8, generator=g)  # a latent, or class shares
+    depth = torch.randn(2, 4, 8, 8, generator=g)
     ctx = tiny_model.encode_text(["a dog", "a cat"])[0]
-    want = factor_forward(old, stored, unet, x, t, ctx, pack_parents(("seg",), {"seg": seg}, x))
+    want = factor_forward(old, stored, unet, x, t, ctx, pack_parents(("seg",), {"seg": seg}, x, old.parent_widths()))
+    pack = lambda d: pack_parents(("depth", "seg"), {"seg": seg, "depth": d}, x, new.parent_widths())
     for d in (None, depth):
-        got = factor_forward(new, module, unet, x, t, ctx, pack_parents(("depth", "seg"), {"seg": seg, "depth": d}, x))
+        got = factor_forward(new, module, unet, x, t, ctx, pack(d))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # once the depth inputs are trained (perturbed here), depth changes the output
     _perturb(module, 0.2, seed=1)
-    a, b = (factor_forward(new, module, unet, x, t, ctx, pack_parents(("depth", "seg"), {"seg": seg, "depth": d}, x))
-            for d in (None, depth))  # fmt: skip
+    a, b = (factor_forward(new, module, unet, x, t, ctx, pack(d)) for d in (None, depth))
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match=r"init_parents \['normal'\] must be distinct parents"):
         init_factor_from(build_factor_module(new, unet), tmp_path / "old", new, ["normal"])
@@ -870,3 +876,84 @@ def test_null_prob_per_parent_drops_each_parent_at_its_own_rate(tmp_path, tiny_m
     # conv_in reads [noisy latent 4 | seg 4 + presence | depth 4 + presence]
     assert torch.equal(after[:, 9:], before[:, 9:])  # depth: always null, untouched
     assert not torch.allclose(after[:, 4:9], before[:, 4:9])  # seg: always given, trained
+
+
+# ----------------------------------------------------------------------------- seg_input: classes
+
+
+def test_class_fractions_are_each_cells_class_shares():
+    from fgdm.models.factors import NUM_CLASSES, class_fractions
+
+    lab = torch.full((1, 4, 4), 255)
+    lab[0, :2, :2] = 3  # the top-left cell, whole
+    lab[0, 3, 3] = 7  # a quarter of the bottom-right cell; the rest void
+    f = class_fractions(lab, (2, 2))
+    assert f.shape == (1, NUM_CLASSES, 2, 2)
+    assert f[0, 3, 0, 0] == 1 and f[0, 7, 1, 1] == 0.25 and f.sum() == 1.25  # void counts for no class
+    fine = class_fractions(lab, (8, 8))  # a finer grid repeats the pixels
+    assert torch.equal(fine[0, 3], torch.kron((lab[0] == 3).float(), torch.ones(2, 2)))
+    rand = torch.randint(0, NUM_CLASSES + 5, (3, 12, 12), generator=torch.Generator().manual_seed(0))
+    pooled = torch.nn.functional.adaptive_avg_pool2d(
+        torch.nn.functional.one_hot(rand, NUM_CLASSES + 5)[..., :NUM_CLASSES].permute(0, 3, 1, 2).float(), (4, 4))
+    torch.testing.assert_close(class_fractions(rand, (4, 4)), pooled)  # the counting path = pooling a one-hot
+    assert class_fractions(rand, (5, 5)).sum(1).max() <= 1 + 1e-6  # a grid that does not divide: shares still
+    with pytest.raises(ValueError, match=r"labels must be \(B, H, W\) class ids, got shape \(4, 4\)"):
+        class_fractions(lab[0], (2, 2))
+    with pytest.raises(ValueError, match="parent 'seg' has 4 channels, the factor reads 90"):
+        pack_parents(("seg",), {"seg": torch.zeros(1, 4, 2, 2)}, torch.zeros(1, 4, 2, 2), [91])
+
+
+def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, monkeypatch):
+    """seg_input: classes — the image factor's seg input is the decoded map's class shares per latent
+    cell: a given map decoded once, a jointly sampled one's estimate at every step; the graph file
+    names it, and a graph that reads latents is written as before."""
+    from fgdm.models.factors import class_fractions
+
+    graph = random_graph({"factors": {"seg": {"steps": 3}, "image": {"kind": "adapter", "parents": ["seg"],
+                                                                      "seg_input": "classes", "steps": 3}}})  # fmt: skip
+    assert graph.modules["image"].config.in_channels == 91
+    assert graph.spec.to_dict()["factors"]["image"]["seg_input"] == "classes"
+    assert "seg_input" not in graph.spec.to_dict()["factors"]["seg"]
+    seg = np.full((32, 32), 255, np.uint8)
+    seg[8:24, 8:24] = 16  # a dog
+    decoded = []
+    real_decode = graph.decode_maps
+
+    def decode(name, latents):  # the tiny random VAE cannot round-trip a map: decode to the given one
+        decoded.append(len(latents))
+        rgbs, _, fits = real_decode(name, latents)
+        return rgbs, [seg] * len(latents), fits
+
+    monkeypatch.setattr(graph, "decode_maps", decode)
+    seen = []
+    hook = graph.modules["image"].register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    graph("a dog", factors=["image"], given={"seg": seg}, guidance={"image": 1.0})
+    assert len(seen) == 3 and decoded == [1, 1]  # three steps read the given map decoded once; + the output's maps
+    want = class_fractions(torch.from_numpy(seg)[None], (8, 8))
+    assert all(torch.equal(x[:, :90], want) and torch.all(x[:, 90] == 1) for x in seen)
+    assert want[0, 16].mean() == 0.25  # the dog's share of the image
+    seen.clear(), decoded.clear()
+    out = graph("a dog", seed=1)  # joint: the seg estimate changes at every step, and is read each time
+    hook.remove()
+    assert len(seen) == 3 and len(decoded) == 3 + 1  # + the final map's decoding
+    assert out.sampled == ["seg", "image"] and len(out.images) == 1
+
+
+def test_training_a_factor_that_reads_classes(tmp_path, tiny_sd_dir, capsys):
+    """extra.seg_input: classes trains on the seg maps' class ids (cached beside the latents) and joins
+    the graph reading classes; a bad value is a clear error."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "base")
+    cfg = _write(tmp_path, "cls", {"parents": ["seg"], "kind": "adapter", "seg_input": "classes"}, component="image-factor")
+    assert main(["train", "image-factor", "--config", cfg, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_mse_ratio"] > 0
+    cache = load_file(str(tmp_path / "cls" / "prerender-64-labels.safetensors"))
+    assert cache["labels"].dtype == torch.uint8 and cache["labels"].shape == (6, 64, 64)
+    assert set(np.unique(cache["labels"].numpy())) - {255} and "lat_seg" in cache  # classes beside the latents
+    assert json.loads((tmp_path / "cls" / "final" / "config.json").read_text())["in_channels"] == 91
+    bad = _write(tmp_path, "bad", {"parents": ["seg"], "seg_input": "palette"}, component="image-factor")
+    assert main(["train", "image-factor", "--config", bad, "--quiet"]) == 2
+    assert "seg_input must be one of ['latent', 'classes'], got 'palette'" in capsys.readouterr().err

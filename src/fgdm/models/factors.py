@@ -18,6 +18,11 @@ A factor is one node of the graph: a variable (``seg``, ``depth``, ``normal``, `
 Parents enter as a packed tensor: for each parent (in declared order) its 4 latent channels and a
 presence channel (1 = given, 0 = the null condition, whose latent is all zeros). Training replaces
 each parent by the null condition part of the time, so any subset of the graph can be run.
+
+A factor with ``seg_input: classes`` reads its seg parent not as a latent but as the map's classes:
+per latent cell, the share of the cell's pixels of each of the world's ``NUM_CLASSES`` classes
+(:func:`class_fractions`; void counts for none), then the presence channel. Such a factor cannot take
+a palette latent's colours for the objects' names: the classes are its input, one channel each.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..world.categories import NUM_CLASSES
 from ..world.yaml12 import load_yaml
 
 VARIABLES = ("seg", "depth", "normal", "sketch", "image")
 KINDS = ("adapter", "controlnet", "scratch")
+SEG_INPUTS = ("latent", "classes")  # how a factor reads its seg parent
 LATENT_CHANNELS = 4
 PARENT_CHANNELS = LATENT_CHANNELS + 1  # latent + presence flag
+CLASS_CHANNELS = NUM_CLASSES + 1  # class fractions + presence flag (seg_input: classes)
 GRAPH_FILE = "graph.yaml"
 
 
@@ -202,13 +210,24 @@ class FactorSpec:
     guidance: float = 7.5
     cond_guidance: float = 1.0  # guidance over the parents (1 = off)
     eta: float = 0.0  # DDIM eta of this factor's sampler (0 = deterministic)
+    seg_input: str = "latent"  # the seg parent as its VAE latent, or as per-cell class shares ("classes")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "parents": list(self.parents), "size": self.size, "steps": self.steps,
-                "guidance": self.guidance, "cond_guidance": self.cond_guidance, "eta": self.eta}  # fmt: skip
+        d = {"kind": self.kind, "parents": list(self.parents), "size": self.size, "steps": self.steps,
+             "guidance": self.guidance, "cond_guidance": self.cond_guidance, "eta": self.eta}  # fmt: skip
+        return d if self.seg_input == "latent" else {**d, "seg_input": self.seg_input}  # older graphs stay as they were
+
+    @property
+    def reads_classes(self) -> bool:
+        """Whether the seg parent enters as class shares (``seg_input: classes``)."""
+        return self.seg_input == "classes"
+
+    def parent_widths(self) -> list[int]:
+        """Channels of each parent in the packed tensor, in ``parents`` order."""
+        return [CLASS_CHANNELS if p == "seg" and self.reads_classes else PARENT_CHANNELS for p in self.parents]
 
 
-_SPEC_KEYS = {"kind", "parents", "size", "steps", "guidance", "cond_guidance", "eta"}
+_SPEC_KEYS = {"kind", "parents", "size", "steps", "guidance", "cond_guidance", "eta", "seg_input"}
 
 
 @dataclass
@@ -283,6 +302,11 @@ def _check_spec(s: FactorSpec, where: str) -> None:
         if not isinstance(v, (int, float)) or v < 1:
             raise ValueError(f"{where}: factor {s.name!r} {k} must be a number >= 1, got {v!r}")
     check_eta(s.eta, f"{where}: factor {s.name!r} eta")
+    if s.seg_input not in SEG_INPUTS:
+        raise ValueError(f"{where}: factor {s.name!r} seg_input must be one of {list(SEG_INPUTS)}, got {s.seg_input!r}")
+    if s.reads_classes and "seg" not in s.parents:
+        raise ValueError(f"{where}: factor {s.name!r} has seg_input 'classes' but no seg parent (its parents: "
+                         f"{list(s.parents)})")  # fmt: skip
 
 
 def _topological(specs: dict[str, FactorSpec], where: str) -> list[str]:
@@ -329,7 +353,7 @@ def load_graph_spec(path: str | Path) -> GraphSpec:
 def build_factor_module(spec: FactorSpec, base_unet, arch: dict | None = None) -> nn.Module:
     """A fresh module for ``spec`` on ``base_unet`` (a diffusers ``UNet2DConditionModel``)."""
     arch = dict(arch or {})
-    n_in = PARENT_CHANNELS * len(spec.parents)
+    n_in = sum(spec.parent_widths())
     if spec.kind == "adapter":
         chans, strides = unet_feature_targets(base_unet.config)
         width = arch.pop("channels", None) or [max(8, c // 2) for c in chans]
@@ -378,7 +402,7 @@ def load_factor_module(spec: FactorSpec, folder: Path) -> nn.Module:
 def check_factor_module(spec: FactorSpec, module: nn.Module, base_unet, text_dim: int) -> None:
     """Shapes agree: the module's inputs match the parents, its outputs the base UNet."""
     cfg = module.config
-    n_in = PARENT_CHANNELS * len(spec.parents)
+    n_in = sum(spec.parent_widths())
     where = f"factor {spec.name!r} ({spec.kind})"
     if spec.kind == "adapter":
         want_in = n_in or LATENT_CHANNELS
@@ -402,16 +426,41 @@ def check_factor_module(spec: FactorSpec, module: nn.Module, base_unet, text_dim
         raise ValueError(f"{where}: cross-attention width {cfg.cross_attention_dim} != text encoder width {text_dim}")
 
 
-def pack_parents(parents: tuple[str, ...], latents: dict[str, torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
-    """The packed parent tensor (B, 5 x P, h, w) at ``like``'s size: each parent's latent (resized
-    bilinearly if its resolution differs) and a presence channel; absent parents are null."""
+def class_fractions(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) integer class-id maps -> (B, NUM_CLASSES, h, w) float: per cell of an ``size`` grid,
+    the share of its pixels of each class (void and unknown ids count for none; a grid finer than the
+    map repeats its pixels)."""
+    if labels.ndim != 3:
+        raise ValueError(f"class_fractions: labels must be (B, H, W) class ids, got shape {tuple(labels.shape)}")
+    lab = labels.long()
+    lab = torch.where((lab >= 0) & (lab < NUM_CLASSES), lab, NUM_CLASSES)  # void and unknown: one spare class
+    (b, hh, ww), (h, w) = lab.shape, size
+    if hh % h or ww % w:  # a grid that does not divide the map: pool a one-hot (B, K, H, W)
+        onehot = F.one_hot(lab, NUM_CLASSES + 1)[..., :NUM_CLASSES]
+        return F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    # count each (class, cell) pair without the one-hot: B x H x W additions instead of B x K x H x W
+    cell = (torch.arange(hh, device=lab.device) // (hh // h))[:, None] * w + torch.arange(ww, device=lab.device) // (ww // w)
+    counts = torch.zeros(b, (NUM_CLASSES + 1) * h * w, device=lab.device)
+    counts.scatter_add_(1, (lab * (h * w) + cell).flatten(1), torch.ones(b, hh * ww, device=lab.device))
+    return counts.view(b, NUM_CLASSES + 1, h, w)[:, :NUM_CLASSES] / ((hh // h) * (ww // w))
+
+
+def pack_parents(parents: tuple[str, ...], latents: dict[str, torch.Tensor | None], like: torch.Tensor,
+                 widths: list[int] | None = None) -> torch.Tensor:  # fmt: skip
+    """The packed parent tensor (B, sum of widths, h, w) at ``like``'s size: each parent's value
+    (a latent, or a seg map's class shares from :func:`class_fractions`; resized bilinearly if its
+    resolution differs) and a presence channel; absent parents are null (zeros). ``widths``: each
+    parent's channels with its presence flag (:meth:`FactorSpec.parent_widths`; default latents)."""
     b, _, h, w = like.shape
+    widths = widths or [PARENT_CHANNELS] * len(parents)
     rows = []
-    for p in parents:
+    for p, width in zip(parents, widths, strict=True):
         z = latents.get(p)
         if z is None:
-            rows.append(like.new_zeros(b, PARENT_CHANNELS, h, w))
+            rows.append(like.new_zeros(b, width, h, w))
             continue
+        if z.shape[1] != width - 1:
+            raise ValueError(f"parent {p!r} has {z.shape[1]} channels, the factor reads {width - 1}")
         z = z.to(like)
         if z.shape[0] == 1 and b > 1:
             z = z.expand(b, -1, -1, -1)

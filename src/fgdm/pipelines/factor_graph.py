@@ -20,6 +20,7 @@ from ..models.factors import (
     build_factor_module,
     check_eta,
     check_factor_module,
+    class_fractions,
     default_graph_dir,
     factor_forward,
     load_factor_module,
@@ -325,21 +326,45 @@ class FactorGraphPipeline:
             if not isinstance(s, int) or s < 1:
                 raise ValueError(f"steps of factor {name!r} must be a positive integer, got {s!r}")
 
+    def class_shares(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Seg latents (or the current estimates of them) as a ``seg_input: classes`` factor reads
+        them: VAE-decoded, decoded to class ids (:func:`decode_segmentation`) and pooled to each
+        class's share of every cell of a ``size`` grid, (B, NUM_CLASSES, h, w)."""
+        labels = np.stack(self.decode_maps("seg", latents)[1])
+        return class_fractions(torch.from_numpy(labels), tuple(size)).to(latents.device)
+
+    def _class_reader(self):
+        """:meth:`class_shares`, remembering the last latents it read: a given map (the same tensor
+        at every step) is decoded once, a sampled one's estimate at every step."""
+        last: dict = {}
+
+        def read(z: torch.Tensor, size) -> torch.Tensor:
+            key = (z._version, tuple(size))  # with ``is``: the very tensor, unchanged since
+            if last.get("z") is not z or last.get("key") != key:
+                last.update(z=z, key=key, value=self.class_shares(z, size))
+            return last["value"]
+
+        return read
+
     def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float):
         base = self.base
         pred = base.scheduler.config.get("prediction_type", "epsilon")
         has_parents = bool(spec.parents)
         cond_scale = cond_scale if has_parents else 1.0
+        widths = spec.parent_widths()
+        read = self._class_reader() if spec.reads_classes else None
 
         def denoise(x: torch.Tensor, t: torch.Tensor, parents: dict) -> torch.Tensor:
             b = x.shape[0]
-            packed = pack_parents(spec.parents, parents, x) if has_parents else None
+            if read is not None and parents.get("seg") is not None:
+                parents = {**parents, "seg": read(parents["seg"], x.shape[-2:])}
+            packed = pack_parents(spec.parents, parents, x, widths) if has_parents else None
             xs, ts, ctx, ps = [x], [t], [cond], [packed]
             if scale != 1.0 or cond_scale != 1.0:  # rows: (text, c), (no text, c) [, (no text, no c)]
                 xs, ts, ctx, ps = [x, x], [t, t], [cond, uncond], [packed, packed]
                 if cond_scale != 1.0:
                     xs, ts, ctx = [*xs, x], [*ts, t], [*ctx, uncond]
-                    ps.append(pack_parents(spec.parents, {}, x))
+                    ps.append(pack_parents(spec.parents, {}, x, widths))
             out = factor_forward(spec, module, base.unet, torch.cat(xs), torch.cat(ts), torch.cat(ctx),
                                  torch.cat(ps) if has_parents else None)  # fmt: skip
             a_t = schedule.alphas_cumprod[torch.cat(ts).cpu()].to(x).view(-1, 1, 1, 1)

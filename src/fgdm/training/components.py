@@ -533,17 +533,18 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
     """Render, VAE-encode and text-encode every training scene once (a progress bar per scene).
 
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
-    condition name) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
+    condition name; the modality ``labels`` is instead the seg maps' class ids, ``labels`` (N, H, W)
+    uint8) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
     returns integers, its token ids as int32). The encoders run
     under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on the CPUs
     measured first, the latents within 0.5% of fp32 — results.md; 57x slower on an AVX2-only one,
     which is warned about; they are stored in fp16 either way).
     """
-    conds = tuple(m for m in modalities if m != "image")
+    conds = tuple(m for m in modalities if m not in ("image", "labels"))
     ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg),
                            conditions=conds)  # fmt: skip
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
-    out: dict[str, list[torch.Tensor]] = {f"lat_{m}": [] for m in modalities} | {"embeddings": []}
+    out: dict[str, list[torch.Tensor]] = {m if m == "labels" else f"lat_{m}": [] for m in modalities} | {"embeddings": []}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(ds), desc=f"pre-encode {'+'.join(modalities)}", unit="scene", disable=not progress)
@@ -555,6 +556,9 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
         bar.update(len(b["caption"]))
         with torch.autocast(dev_type, amp) if amp is not None else contextlib.nullcontext():
             for m in modalities:
+                if m == "labels":  # the seg maps' class ids (void 255), for factors that read classes
+                    out["labels"].append(b["seg"].to(torch.uint8))
+                    continue
                 x = b["image"] if m == "image" else b[f"cond_{m}"]
                 z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample(gen) * vae.config.scaling_factor
                 out[f"lat_{m}"].append(z.half())

@@ -8,6 +8,9 @@ Settings (``extra:`` in the YAML):
   mapping sets it per parent (e.g. ``{seg: 0.2, depth: 0.5}``, unnamed parents 0.2), so a parent
   added later can be dropped more often and the factor keeps working well without it.
 - ``caption_dropout`` (0.1), ``min_snr_gamma`` (5.0; None = plain MSE).
+- ``seg_input``: ``latent`` (default) or ``classes``: the seg parent enters as its map's class shares
+  per latent cell (one channel per class) instead of its VAE latent, so the factor reads the
+  objects' classes from the map itself; the pre-encoded data then also holds the seg label maps.
 - ``distill_weight`` (0.1; 0 = off): attention distillation, only for a parentless adapter factor,
   every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch;
   ``distill_size`` (default: the largest attention resolution, as in the paper) is the common
@@ -53,11 +56,11 @@ from ..attention import AttentionStore, LayerSelector, attention_control
 from ..losses import attention_distillation
 from ..models.factors import (
     LATENT_CHANNELS,
-    PARENT_CHANNELS,
     VARIABLES,
     FactorSpec,
     GraphSpec,
     build_factor_module,
+    class_fractions,
     factor_forward,
     load_graph_spec,
     save_graph_spec,
@@ -95,6 +98,8 @@ def factor_spec(cfg: TrainConfig) -> FactorSpec:
     parents = tuple(ex.get("parents", ["seg"] if image else []))
     kind = ex.get("kind", "controlnet" if image else "adapter")
     sample = dict(ex.get("sample") or {})
+    if "seg_input" in ex:
+        sample["seg_input"] = ex["seg_input"]
     d = {"factors": {**{p: {} for p in parents}, var: {"kind": kind, "parents": list(parents), **sample}}}
     return GraphSpec.from_dict(d, where="extra").factors[var]
 
@@ -197,6 +202,14 @@ def _install_locked(graph_dir: Path, graph: GraphSpec, name: str, folder: Path) 
     save_graph_spec(graph, graph_dir)
 
 
+def parent_value(spec: FactorSpec, parent: str, data: dict, size) -> torch.Tensor:
+    """A parent's input to the factor from pre-encoded ``data``: its latent, or for a factor with
+    ``seg_input: classes`` the seg map's class shares on the factor's latent grid (``size``)."""
+    if parent == "seg" and spec.reads_classes:
+        return class_fractions(data["labels"], tuple(size))
+    return data[f"lat_{parent}"].float()
+
+
 def null_probs(value, parents: tuple[str, ...]) -> dict[str, float]:
     """``extra.null_prob`` resolved per parent: one number for all, or a mapping (unnamed parents 0.2)."""
     def check(name: str, v) -> float:
@@ -243,8 +256,9 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     rank = int(os.environ.get("RANK", "0"))
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
-    needed = tuple(dict.fromkeys([*spec.parents, spec.name]))
-    modalities = ("image", *CONDITIONS) if ex.get("cache_dir") else needed  # a shared cache holds them all
+    labels = ("labels",) if spec.reads_classes else ()  # the seg maps' class ids, for their class shares
+    needed = tuple(dict.fromkeys([*spec.parents, spec.name])) + labels
+    modalities = ("image", *CONDITIONS, *labels) if ex.get("cache_dir") else needed  # a shared cache holds them all
     sizes = ex.get("sizes", [cfg.data.size])
     bad = [s for s in sizes if not isinstance(s, int) or s % base.size_factor or s < 64]
     if bad or not sizes:
@@ -253,10 +267,11 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     def data_at(size: int) -> dict[str, torch.Tensor]:
         at = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=size))
         return cached_prerender(at, base.vae, text_fn, dev, modalities, {"base": base.fingerprint},
-                                name=f"prerender-{size}", folder=ex.get("cache_dir"), progress=progress)  # fmt: skip
+                                name=f"prerender-{size}{'-labels' if labels else ''}", folder=ex.get("cache_dir"),
+                                progress=progress)  # fmt: skip
 
     datasets = [data_at(s) for s in sizes]
-    keys = ["embeddings", *(f"lat_{m}" for m in needed)]
+    keys = ["embeddings", *(m if m == "labels" else f"lat_{m}" for m in needed)]
 
     def batches():
         for i in itertools.count():
@@ -276,7 +291,7 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
             rows = []
             for p in spec.parents:
                 keep = (torch.rand(b, generator=gen, device=dev) >= p_null[p]).float()[:, None, None, None]
-                zp = batch[f"lat_{p}"] * keep
+                zp = parent_value(spec, p, batch, z.shape[-2:]) * keep
                 rows.append(torch.cat([zp, keep.expand(-1, 1, *zp.shape[-2:])], 1))
             packed = torch.cat(rows, 1)
         t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen, device=dev)
@@ -333,15 +348,22 @@ def _repack_parents(stored: dict, spec: FactorSpec, old: tuple[str, ...], own: d
     if key not in stored or key not in own:
         raise ValueError(f"extra.init_from: no {key!r} to repack the parents of")
     w, want = stored[key], own[key]
-    if w.shape[1] != first + PARENT_CHANNELS * len(old):
+    width = dict(zip(spec.parents, spec.parent_widths(), strict=True))
+
+    def starts(ps: tuple[str, ...]) -> tuple[dict[str, int], int]:  # each parent's first channel, and the end
+        at, out = first, {}
+        for p in ps:
+            out[p], at = at, at + width[p]
+        return out, at
+
+    (was, end), (now, _) = starts(old), starts(spec.parents)
+    if w.shape[1] != end:
         raise ValueError(f"extra.init_parents {list(old)}: the stored {key!r} reads {w.shape[1]} channels, "
-                         f"{list(old)} give {first + PARENT_CHANNELS * len(old)}")  # fmt: skip
+                         f"{list(old)} give {end}")  # fmt: skip
     new = torch.zeros(w.shape[0], want.shape[1], *w.shape[2:], dtype=w.dtype)
     new[:, :first] = w[:, :first]
-    for i, p in enumerate(old):
-        j = spec.parents.index(p)
-        src = slice(first + PARENT_CHANNELS * i, first + PARENT_CHANNELS * (i + 1))
-        new[:, first + PARENT_CHANNELS * j : first + PARENT_CHANNELS * (j + 1)] = w[:, src]
+    for p in old:
+        new[:, now[p] : now[p] + width[p]] = w[:, was[p] : was[p] + width[p]]
     stored[key] = new
 
 
@@ -405,7 +427,8 @@ def evaluate_factor(spec: FactorSpec, module, base, data: dict, n: int = 256, kl
     emb = data["embeddings"][:n].float().to(dev)
     packed = None
     if spec.parents:
-        packed = torch.cat([torch.cat([data[f"lat_{p}"][:n].float().to(dev), z.new_ones(len(z), 1, *z.shape[-2:])], 1)
+        head = {k: v[:n].to(dev) for k, v in data.items()}
+        packed = torch.cat([torch.cat([parent_value(spec, p, head, z.shape[-2:]), z.new_ones(len(z), 1, *z.shape[-2:])], 1)
                             for p in spec.parents], 1)  # fmt: skip
     noise = base_noise_scheduler(base.scheduler.config)
     pred_type, ac = noise.config.prediction_type, noise.alphas_cumprod.to(dev)
