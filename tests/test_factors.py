@@ -904,10 +904,12 @@ def test_class_fractions_are_each_cells_class_shares():
 
 
 def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, monkeypatch):
-    """seg_input: classes — the image factor's seg input is the decoded map's class shares per latent
-    cell: a given map decoded once, a jointly sampled one's estimate at every step; the graph file
-    names it, and a graph that reads latents is written as before."""
+    """seg_input: classes — the image factor's seg input is the map's class shares per latent cell: a
+    given map's from its exact class ids (no VAE round trip; in sampling and in inversion), a jointly
+    sampled map's from its decoded estimate at every step; the graph file names it, and a graph that
+    reads latents is written as before."""
     from fgdm.models.factors import class_fractions
+    from fgdm.world.conditions import encode_segmentation
 
     graph = random_graph({"factors": {"seg": {"steps": 3}, "image": {"kind": "adapter", "parents": ["seg"],
                                                                       "seg_input": "classes", "steps": 3}}})  # fmt: skip
@@ -927,12 +929,18 @@ def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, mo
     monkeypatch.setattr(graph, "decode_maps", decode)
     seen = []
     hook = graph.modules["image"].register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
-    graph("a dog", factors=["image"], given={"seg": seg}, guidance={"image": 1.0})
-    assert len(seen) == 3 and decoded == [1, 1]  # three steps read the given map decoded once; + the output's maps
     want = class_fractions(torch.from_numpy(seg)[None], (8, 8))
-    assert all(torch.equal(x[:, :90], want) and torch.all(x[:, 90] == 1) for x in seen)
     assert want[0, 16].mean() == 0.25  # the dog's share of the image
-    seen.clear(), decoded.clear()
+    for given in (seg, encode_segmentation(seg), [seg, seg]):  # class ids, a palette image, one per prompt
+        prompts = "a dog" if not isinstance(given, list) else ["a dog", "a dog"]
+        graph(prompts, factors=["image"], given={"seg": given}, guidance={"image": 1.0})
+        assert decoded == [len(given) if isinstance(given, list) else 1]  # only the output's maps: read exactly
+        assert len(seen) == 3 and all(torch.equal(x[:, :90], want.expand(len(x), -1, -1, -1)) for x in seen)
+        assert all(torch.all(x[:, 90] == 1) for x in seen)
+        seen.clear(), decoded.clear()
+    graph.invert_path("image", np.zeros((32, 32, 3), np.uint8), "a dog", given={"seg": seg}, steps=2)
+    assert decoded == [] and all(torch.equal(x[:, :90], want) for x in seen)
+    seen.clear()
     out = graph("a dog", seed=1)  # joint: the seg estimate changes at every step, and is read each time
     hook.remove()
     assert len(seen) == 3 and len(decoded) == 3 + 1  # + the final map's decoding

@@ -86,12 +86,9 @@ def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
     neighbour. Depth / sketch: (H, W) in [0, 1] (float) or 0-255 (uint8), or (H, W, 3) uint8.
     Normals: (H, W, 3) uint8.
     """
-    a = np.asarray(value)
     if name == "seg":
-        labels = decode_segmentation(a) if a.ndim == 3 else a
-        if labels.ndim != 2:
-            raise ValueError(f"given seg must be (H, W) class ids or (H, W, 3) palette colours, got shape {a.shape}")
-        return encode_segmentation(resize_labels(labels.astype(np.uint8), size))
+        return encode_segmentation(condition_labels(value, size))
+    a = np.asarray(value)
     if a.ndim == 2:
         if name == "normal":
             raise ValueError(f"given normal must be an (H, W, 3) uint8 image, got shape {a.shape}")
@@ -102,6 +99,16 @@ def condition_rgb(name: str, value: np.ndarray, size: int) -> np.ndarray:
     if a.dtype != np.uint8:
         raise ValueError(f"given {name}: a 3-channel map must be uint8, got {a.dtype}")
     return resize_image(a, size)
+
+
+def condition_labels(value: np.ndarray, size: int) -> np.ndarray:
+    """A user-supplied seg map ((H, W) class ids or a palette image, decoded first) as (size, size)
+    uint8 class ids, resized with nearest neighbour."""
+    a = np.asarray(value)
+    labels = decode_segmentation(a) if a.ndim == 3 else a
+    if labels.ndim != 2:
+        raise ValueError(f"given seg must be (H, W) class ids or (H, W, 3) palette colours, got shape {a.shape}")
+    return resize_labels(labels.astype(np.uint8), size)
 
 
 def latent_mask(mask: np.ndarray, lat: int, what: str = "mask") -> torch.Tensor:
@@ -333,26 +340,36 @@ class FactorGraphPipeline:
         labels = np.stack(self.decode_maps("seg", latents)[1])
         return class_fractions(torch.from_numpy(labels), tuple(size)).to(latents.device)
 
-    def _class_reader(self):
-        """:meth:`class_shares`, remembering the last latents it read: a given map (the same tensor
-        at every step) is decoded once, a sampled one's estimate at every step."""
+    def _class_reader(self, known: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """:meth:`class_shares`, remembering the last latents it read: a sampled map's estimate is
+        decoded at every step, a fixed one once. ``known = (z, labels)``: a given map's latent and its
+        exact (B, H, W) class ids, read from the labels instead (no VAE round trip)."""
         last: dict = {}
 
         def read(z: torch.Tensor, size) -> torch.Tensor:
             key = (z._version, tuple(size))  # with ``is``: the very tensor, unchanged since
             if last.get("z") is not z or last.get("key") != key:
-                last.update(z=z, key=key, value=self.class_shares(z, size))
+                exact = known is not None and z is known[0]
+                value = class_fractions(known[1], tuple(size)).to(z.device) if exact else self.class_shares(z, size)
+                last.update(z=z, key=key, value=value)
             return last["value"]
 
         return read
 
-    def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float):
+    def _given_labels(self, value, size: int, n: int = 1, per: int = 1) -> torch.Tensor:
+        """A given seg map (or a list, one per prompt) as (B, size, size) class ids, one row per sample."""
+        one = not isinstance(value, (list, tuple))
+        lab = torch.from_numpy(np.stack([condition_labels(v, size) for v in ([value] if one else value)]))
+        return lab.expand(n, -1, -1) if one else lab.repeat_interleave(per, dim=0)
+
+    def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float,
+                  known: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
         base = self.base
         pred = base.scheduler.config.get("prediction_type", "epsilon")
         has_parents = bool(spec.parents)
         cond_scale = cond_scale if has_parents else 1.0
         widths = spec.parent_widths()
-        read = self._class_reader() if spec.reads_classes else None
+        read = self._class_reader(known) if spec.reads_classes else None
 
         def denoise(x: torch.Tensor, t: torch.Tensor, parents: dict) -> torch.Tensor:
             b = x.shape[0]
@@ -413,8 +430,9 @@ class FactorGraphPipeline:
         cond, _ = self.base.encode_text([prompt])
         uncond = self.base.encode_text([""], allow_empty=True)[0]
         sched = ddim_schedule(self.base.scheduler.config, steps or spec.steps)
-        den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0)
         parents = {p: self.encode_value(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
+        known = (parents["seg"], self._given_labels(given["seg"], size)) if spec.reads_classes and "seg" in parents else None
+        den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0, known)
         path = [z]
         invert_ddim(lambda x, t: den(x, t, parents), z, sched, callback=lambda _, x: path.append(x))
         return path[::-1]
@@ -480,6 +498,7 @@ class FactorGraphPipeline:
         uncond = m.encode_text([negative_prompt] * n, allow_empty=True)[0]
         # 3. encode the given conditions at the largest size any sampled child needs
         runs: list[FactorRun] = []
+        known = None  # a given seg map's latent and exact class ids, for factors that read classes
         for name in order:
             if name in given:
                 kids = [c for c in factors if name in nodes[c].parents]
@@ -488,6 +507,8 @@ class FactorGraphPipeline:
                 z = self.encode_maps([condition_rgb(name, v, s) for v in ([given[name]] if one else given[name])])
                 z = z.expand(n, -1, -1, -1) if one else z.repeat_interleave(per, dim=0)
                 runs.append(FactorRun(name, nodes[name].parents, None, fixed=z))
+                if name == "seg" and any(nodes[c].reads_classes for c in kids):
+                    known = (z, self._given_labels(given[name], s, n, per))
         timings["encode_s"] = time.perf_counter() - t0
         # 4. initial noise per factor and sample: sample i of factor f uses seed seeds[i] * 16 + f
         for name in order:
@@ -504,7 +525,7 @@ class FactorGraphPipeline:
                                  for sd in seeds]).to(m.device, m.unet.dtype)  # fmt: skip
             sched = ddim_schedule(m.scheduler.config, steps.get(name, spec.steps))
             den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance.get(name, spec.guidance)),
-                                 float(spec.cond_guidance))  # fmt: skip
+                                 float(spec.cond_guidance), known)  # fmt: skip
             held = None
             if name in (keep or {}):
                 mask, path = keep[name]
