@@ -903,7 +903,7 @@ def test_class_fractions_are_each_cells_class_shares():
         pack_parents(("seg",), {"seg": torch.zeros(1, 4, 2, 2)}, torch.zeros(1, 4, 2, 2), [91])
 
 
-def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, monkeypatch):
+def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, monkeypatch, tmp_path):
     """seg_input: classes — the image factor's seg input is the map's class shares per latent cell: a
     given map's from its exact class ids (no VAE round trip; in sampling and in inversion), a jointly
     sampled map's from its decoded estimate at every step; the graph file names it, and a graph that
@@ -916,6 +916,12 @@ def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, mo
     assert graph.modules["image"].config.in_channels == 91
     assert graph.spec.to_dict()["factors"]["image"]["seg_input"] == "classes"
     assert "seg_input" not in graph.spec.to_dict()["factors"]["seg"]
+    saved = graph.save_pretrained(tmp_path / "g")
+    assert FactorGraphPipeline.from_pretrained(saved).spec.factors["image"].reads_classes
+    yaml_file = saved / "graph.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("seg_input: classes", "seg_input: latent"))
+    with pytest.raises(ValueError, match=r"takes 91 input channels, its parents \['seg'\] give 5"):
+        FactorGraphPipeline.from_pretrained(saved)
     seg = np.full((32, 32), 255, np.uint8)
     seg[8:24, 8:24] = 16  # a dog
     decoded = []
