@@ -356,11 +356,17 @@ class FactorGraphPipeline:
 
         return read
 
-    def _given_labels(self, value, size: int, n: int = 1, per: int = 1) -> torch.Tensor:
-        """A given seg map (or a list, one per prompt) as (B, size, size) class ids, one row per sample."""
+    def _encode_given(self, name: str, value, size: int, n: int = 1, per: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A given condition (one map, or a list with one per prompt) as latents, one row per sample;
+        for seg also its (B, size, size) class ids (each map decoded to classes once)."""
         one = not isinstance(value, (list, tuple))
-        lab = torch.from_numpy(np.stack([condition_labels(v, size) for v in ([value] if one else value)]))
-        return lab.expand(n, -1, -1) if one else lab.repeat_interleave(per, dim=0)
+        values = [value] if one else list(value)
+        rows = lambda x: x.expand(n, *x.shape[1:]) if one else x.repeat_interleave(per, dim=0)
+        if name != "seg":
+            return rows(self.encode_maps([condition_rgb(name, v, size) for v in values])), None
+        labels = [condition_labels(v, size) for v in values]
+        z = self.encode_maps([encode_segmentation(lab) for lab in labels])
+        return rows(z), rows(torch.from_numpy(np.stack(labels)))
 
     def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float,
                   known: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
@@ -430,8 +436,9 @@ class FactorGraphPipeline:
         cond, _ = self.base.encode_text([prompt])
         uncond = self.base.encode_text([""], allow_empty=True)[0]
         sched = ddim_schedule(self.base.scheduler.config, steps or spec.steps)
-        parents = {p: self.encode_value(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
-        known = (parents["seg"], self._given_labels(given["seg"], size)) if spec.reads_classes and "seg" in parents else None
+        encoded = {p: self._encode_given(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
+        parents = {p: z for p, (z, _) in encoded.items()}
+        known = encoded["seg"] if spec.reads_classes and "seg" in encoded else None
         den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0, known)
         path = [z]
         invert_ddim(lambda x, t: den(x, t, parents), z, sched, callback=lambda _, x: path.append(x))
@@ -503,12 +510,10 @@ class FactorGraphPipeline:
             if name in given:
                 kids = [c for c in factors if name in nodes[c].parents]
                 s = max([size[c] for c in kids] or [size[name]])
-                one = not isinstance(given[name], (list, tuple))
-                z = self.encode_maps([condition_rgb(name, v, s) for v in ([given[name]] if one else given[name])])
-                z = z.expand(n, -1, -1, -1) if one else z.repeat_interleave(per, dim=0)
+                z, labels = self._encode_given(name, given[name], s, n, per)
                 runs.append(FactorRun(name, nodes[name].parents, None, fixed=z))
                 if name == "seg" and any(nodes[c].reads_classes for c in kids):
-                    known = (z, self._given_labels(given[name], s, n, per))
+                    known = (z, labels)
         timings["encode_s"] = time.perf_counter() - t0
         # 4. initial noise per factor and sample: sample i of factor f uses seed seeds[i] * 16 + f
         for name in order:
