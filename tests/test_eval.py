@@ -401,18 +401,37 @@ def test_clip_vs_recall_script(tiny_sd_dir, tiny_judge_dir, tiny_clip_dir, tmp_p
     assert bad.returncode == 2 and "not a finished eval recall run" in bad.stderr
 
 
-def test_depth_agreement_on_known_maps():
-    """Error and correlation of depth maps with known answers; flat maps have no correlation."""
-    from fgdm.eval.metrics import depth_agreement
+def test_map_agreement_on_known_maps():
+    """Error and correlation of one-channel maps (depth, sketch) with known answers; flat maps have no correlation."""
+    from fgdm.eval.metrics import map_agreement
 
     ramp = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))
-    assert depth_agreement([ramp], [ramp]) == {"mae": 0.0, "corr": 1.0}
-    assert depth_agreement([1 - ramp], [ramp]) == {"mae": round(float(np.abs(1 - 2 * ramp).mean()), 4), "corr": -1.0}
+    assert map_agreement([ramp], [ramp]) == {"mae": 0.0, "corr": 1.0}
+    assert map_agreement([1 - ramp], [ramp]) == {"mae": round(float(np.abs(1 - 2 * ramp).mean()), 4), "corr": -1.0}
     flat = np.full((8, 8), 0.25, np.float32)
-    assert depth_agreement([flat], [ramp]) == {"mae": round(float(np.abs(ramp - 0.25).mean()), 4), "corr": None}
-    both = depth_agreement([flat, ramp], [ramp, ramp])  # the flat map counts in the error only
+    assert map_agreement([flat], [ramp]) == {"mae": round(float(np.abs(ramp - 0.25).mean()), 4), "corr": None}
+    both = map_agreement([flat, ramp], [ramp, ramp])  # the flat map counts in the error only
     assert both["corr"] == 1.0 and both["mae"] == round(float(np.abs(ramp - 0.25).mean()) / 2, 4)
     with pytest.raises(ValueError, match="as many maps as references"):
-        depth_agreement([ramp], [])
+        map_agreement([ramp], [])
     with pytest.raises(ValueError, match=r"map 0 is \(4, 4\), its reference \(8, 8\)"):
-        depth_agreement([ramp[:4, :4]], [ramp])
+        map_agreement([ramp[:4, :4]], [ramp])
+
+
+def test_normal_agreement_on_known_maps():
+    """Angles between normal maps with known answers: equal maps 0 degrees, a 45-degree tilt 45, opposite 180."""
+    from fgdm.eval.metrics import normal_agreement
+
+    up = np.zeros((4, 4, 3), np.float32)
+    up[..., 2] = 1
+    tilt = up.copy()
+    tilt[..., 0] = tilt[..., 2] = np.sqrt(0.5)
+    assert normal_agreement([up], [up]) == {"deg": 0.0, "within_11": 1.0}
+    assert normal_agreement([tilt], [up]) == {"deg": 45.0, "within_11": 0.0}
+    half = up.copy()
+    half[:2] = tilt[:2]  # half the pixels tilted: 22.5 degrees on average, half within 11.25
+    assert normal_agreement([half, -up], [up, up]) == {"deg": round((22.5 + 180) / 2, 3), "within_11": 0.25}
+    with pytest.raises(ValueError, match="normal_agreement: give as many maps"):
+        normal_agreement([], [])
+    with pytest.raises(ValueError, match=r"map 0 is \(2, 4, 3\), its reference \(4, 4, 3\)"):
+        normal_agreement([up[:2]], [up])

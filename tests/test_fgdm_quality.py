@@ -146,6 +146,33 @@ def test_consistency_on_known_maps():
     assert r["consistency_pixel_acc"] == pytest.approx((768 - 144) / 768, abs=1e-4)  # of the known pixels
 
 
+def test_consistency_of_sketch_and_normal_maps():
+    """A sketch map is scored against the image's own sketch (the judge's classes for its label maps),
+    a normal map against the normals of the judge's depth; each also against the next image's map."""
+    from fgdm.world.conditions import encode_normals, encode_sketch
+    from fgdm.world.render import sketch_from
+
+    seen = np.full((32, 32), category("grass").id, np.uint8)
+    seen[8:20, 8:20] = category("dog").id
+    images = [np.zeros((32, 32, 3), np.uint8)] * 2
+    own = encode_sketch(sketch_from(images[0], [seen]))  # the outline of the square the judge sees
+    moved = encode_sketch(sketch_from(images[0], [np.roll(seen, 10, axis=1)]))
+    up = np.zeros((16, 16, 3), np.float32)  # a flat depth has normals (0, 0, 1); maps at half the size
+    up[..., 2] = 1
+    tilt = up.copy()
+    tilt[..., 0] = tilt[..., 2] = np.sqrt(0.5)
+    judge = _Oracle(seen, 0.5)
+    r = consistency(judge, images, None, None, sketch_maps=[own, moved], normal_maps=[encode_normals(up), encode_normals(tilt)])
+    alone = consistency(judge, images[:1], None, None, sketch_maps=[own], normal_maps=[encode_normals(up)])
+    assert alone["consistency_sketch_corr"] > 0.99 and alone["consistency_sketch_corr_shuffled"] is None
+    assert alone["consistency_normal_deg"] < 1 and alone["consistency_normal_deg_shuffled"] is None
+    assert r["consistency_sketch_corr"] < 0.75 * alone["consistency_sketch_corr"]  # the moved square's outline is off
+    assert r["consistency_normal_deg"] == pytest.approx(45 / 2, abs=1)  # one map right, one tilted by 45 degrees
+    assert r["consistency_normal_deg_shuffled"] == pytest.approx(45 / 2, abs=1)
+    assert set(r) == {"consistency_sketch_corr", "consistency_sketch_corr_shuffled",
+                      "consistency_normal_deg", "consistency_normal_deg_shuffled"}  # fmt: skip
+
+
 def test_object_counts_on_known_maps():
     grass, dog, cat = (category(n).id for n in ("grass", "dog", "cat"))
     a = np.full((100, 100), grass, np.uint8)
@@ -304,31 +331,42 @@ def test_real_reference_renders_the_prompts_or_the_world():
         real_reference(2, 64, [], 7, ["a snowy landscape"])
 
 
-def test_depth_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch):
-    """scripts/depth_factor_fit.py (a figure in results.md): sampled depth against the renders' own,
-    given seg and from the caption alone, beside the two chance levels."""
+def test_condition_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch):
+    """scripts/condition_factor_fit.py (figures in results.md): sampled depth, sketch or normals
+    against the renders' own, given seg and from the caption alone, beside the two chance levels."""
     import runpy
     from pathlib import Path
 
-    script = str(Path(__file__).resolve().parents[1] / "scripts" / "depth_factor_fit.py")
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "condition_factor_fit.py")
     g = random_graph(GRAPH).save_pretrained(tmp_path / "g")
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "3", "--guidance", "1", "2"])
     runpy.run_path(script, run_name="__main__")
     r = json.loads(capsys.readouterr().out)
-    assert r["n"] == 3 and r["steps"] == 2 and r["eta"] == 0
-    assert list(r["rows"]) == ["mean depth (no model)", "given seg, guidance 1", "given seg, guidance 1, shuffled (chance)",
+    assert r["variable"] == "depth" and r["n"] == 3 and r["steps"] == 2 and r["eta"] == 0
+    assert list(r["rows"]) == ["mean map (no model)", "given seg, guidance 1", "given seg, guidance 1, shuffled (chance)",
                                "caption only, guidance 1", "given seg, guidance 2",
                                "given seg, guidance 2, shuffled (chance)", "caption only, guidance 2"]  # fmt: skip
     assert all(0 <= row["mae"] <= 1 for row in r["rows"].values())
     assert r["rows"]["given seg, guidance 1"]["seconds_per_map"] > 0
+    both = random_graph({"factors": {"seg": {"steps": 2}, "sketch": {"parents": ["seg"], "steps": 2},
+                                     "normal": {"parents": ["seg"], "steps": 2}}}).save_pretrained(tmp_path / "sn")  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(both), "--variable", "normal", "--n", "2"])
+    runpy.run_path(script, run_name="__main__")
+    r = json.loads(capsys.readouterr().out)
+    assert r["variable"] == "normal" and len(r["rows"]) == 4
+    assert all(0 <= row["deg"] <= 180 and 0 <= row["within_11"] <= 1 for row in r["rows"].values())
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(both), "--variable", "sketch", "--n", "2"])
+    runpy.run_path(script, run_name="__main__")
+    assert all(0 <= row["mae"] <= 1 for row in json.loads(capsys.readouterr().out)["rows"].values())
     for argv, err in ((["--n", "1"], "--n must be >= 2"), (["--steps", "0"], "--steps must be >= 1"),
-                      (["--eta", "2"], "--eta must be in [0, 1]")):
+                      (["--eta", "2"], "--eta must be in [0, 1]"), (["--variable", "image"], "invalid choice: 'image'")):
         monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), *argv])
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and err in capsys.readouterr().err
     no_depth = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
-    monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_depth)])
-    with pytest.raises(SystemExit) as e:
-        runpy.run_path(script, run_name="__main__")
-    assert e.value.code == 2 and "no depth factor conditioned on seg" in capsys.readouterr().err
+    for var in ("depth", "sketch"):
+        monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_depth), "--variable", var])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(script, run_name="__main__")
+        assert e.value.code == 2 and f"no {var} factor conditioned on seg" in capsys.readouterr().err

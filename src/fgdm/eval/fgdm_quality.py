@@ -47,11 +47,19 @@ from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.categories import NUM_CLASSES, VOID_ID
-from ..world.conditions import decode_depth, decode_segmentation, resize_labels
+from ..world.conditions import (
+    decode_depth,
+    decode_normals,
+    decode_segmentation,
+    decode_sketch,
+    normals_from_depth,
+    resize_labels,
+)
+from ..world.render import sketch_from
 from ..world.sheet import contact_sheet
 from ..world.vocab import parse_prompt
 from .features import clip_score, frechet_distance, precision_recall
-from .metrics import sign_test
+from .metrics import map_agreement, normal_agreement, sign_test
 from .runner import real_reference
 from .timing import sync
 
@@ -141,12 +149,18 @@ def judged(judge: Judge, images: list[np.ndarray], batch: int = 64) -> tuple[np.
 
 def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarray] | None,
                 depth_maps: list[np.ndarray] | None,
-                seen: tuple[np.ndarray, torch.Tensor] | None = None) -> dict:  # fmt: skip
+                seen: tuple[np.ndarray, torch.Tensor] | None = None, *,
+                sketch_maps: list[np.ndarray] | None = None, normal_maps: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """The judge's view of each image vs the maps it was generated from (at the maps' size; a seg
     map is a palette image, or its (H, W) class ids if already decoded): mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
     are not scored, and their share is ``seg_void_fraction``), the share of scored pixels where
     the two agree (``consistency_pixel_acc``: unlike the mIoU, not pulled to 0 by a map's speck
-    classes, each of which counts as one class of IoU 0), and depth MAE in [0, 1]. ``seen``:
+    classes, each of which counts as one class of IoU 0), and depth MAE in [0, 1]. A sketch map
+    is compared with the image's own sketch (:func:`~fgdm.world.render.sketch_from`, the judge's
+    class map standing in for the render's label maps): the mean per-map Pearson correlation
+    (``consistency_sketch_corr``); a normal map with the normals of the judge's depth: the mean
+    angle in degrees (``consistency_normal_deg``). Both also paired with the next image's map
+    (``*_shuffled``: the level without following one's own map; None for a single image). ``seen``:
     :func:`judged` of the images, if already computed."""
     out = {}
     pred, depth = seen if seen is not None else judged(judge, images)
@@ -175,7 +189,31 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
             got = F.interpolate(d[None, None].cpu(), size=want.shape, mode="bilinear")[0, 0]
             errs.append(float((got - want).abs().mean()))
         out["consistency_depth_mae"] = round(float(np.mean(errs)), 4)
+    if sketch_maps is not None:
+        want = [decode_sketch(m) for m in sketch_maps]
+        at = [p if p.shape == im.shape[:2] else resize_labels(p, im.shape[1::-1]) for im, p in zip(images, pred, strict=True)]
+        got = [_resized(sketch_from(im, [p]), w.shape) for im, p, w in zip(images, at, want, strict=True)]
+        out |= _with_chance("consistency_sketch_corr", lambda a, b: map_agreement(a, b)["corr"], got, want)
+    if normal_maps is not None:
+        want = [decode_normals(m) for m in normal_maps]
+        got = [normals_from_depth(_resized(d.float().numpy(), w.shape[:2])) for d, w in zip(depth[:, 0], want, strict=True)]
+        out |= _with_chance("consistency_normal_deg", lambda a, b: normal_agreement(a, b)["deg"], got, want)
     return out
+
+
+def _resized(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A one-channel float map resized (bilinear, antialiased) to ``shape[:2]``."""
+    if a.shape == tuple(shape[:2]):
+        return a
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    return F.interpolate(x, size=tuple(shape[:2]), mode="bilinear", antialias=True)[0, 0].numpy()
+
+
+def _with_chance(key: str, score, got: list[np.ndarray], want: list[np.ndarray]) -> dict:
+    """``score`` of each image's map against its own, and against the next image's (chance)."""
+    own = score(got, want)
+    chance = score(got, want[1:] + want[:1]) if len(want) > 1 else None
+    return {key: own, f"{key}_shuffled": chance}
 
 
 def _objects(recs: list[dict], key: str) -> list[tuple[str, ...]]:
@@ -319,8 +357,9 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
             row.update(object_counts(list(seen[0]), _objects(rs, "image"), "image", per["image"]))
         if cfg.get("ablation"):  # against the same factors and mode without the swap
             _paired(row, per, items.get(f"FG-DM {','.join(cfg['factors'])} {cfg['mode']}", {}))
-        if seen is not None and (segs or deps):  # maps and images pair one to one
-            row.update(consistency(judge, got["image"], labels, deps, seen))
+        if seen is not None and (segs or deps or got.get("sketch") or got.get("normal")):  # maps and images pair one to one
+            row.update(consistency(judge, got["image"], labels, deps, seen,
+                                   sketch_maps=got.get("sketch") or None, normal_maps=got.get("normal") or None))
         rows.append(row)
     return rows
 

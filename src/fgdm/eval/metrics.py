@@ -47,20 +47,38 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> dict:
     return {"better": int(better), "worse": int(worse), "p": p}
 
 
-def depth_agreement(pred: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> dict:
-    """Depth maps (normalised inverse depth in [0, 1], (H, W) each) against reference maps of the same
-    size: the mean absolute error (``mae``) and the mean per-map Pearson correlation (``corr``: the
-    layout, whatever the depth scale; maps that are flat on either side have none and are left out,
-    ``None`` if all are)."""
-    if len(pred) != len(real) or not len(pred):
-        raise ValueError(f"depth_agreement: give as many maps as references, at least one; got {len(pred)} and {len(real)}")
-    bad = [i for i, (p, r) in enumerate(zip(pred, real, strict=True)) if np.shape(p) != np.shape(r)]
-    if bad:
-        raise ValueError(f"depth_agreement: map {bad[0]} is {np.shape(pred[bad[0]])}, its reference {np.shape(real[bad[0]])}")
+def map_agreement(pred: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> dict:
+    """One-channel maps in [0, 1] ((H, W) each: depth as normalised inverse depth, or sketch edges)
+    against reference maps of the same size: the mean absolute error (``mae``) and the mean per-map
+    Pearson correlation (``corr``: the layout, whatever the scale; maps that are flat on either side
+    have none and are left out, ``None`` if all are)."""
+    _check_pairs("map_agreement", pred, real)
     mae = float(np.mean([np.abs(np.asarray(p, np.float64) - r).mean() for p, r in zip(pred, real, strict=True)]))
     corr = [np.corrcoef(np.ravel(p), np.ravel(r))[0, 1] for p, r in zip(pred, real, strict=True)
             if np.std(p) and np.std(r)]  # fmt: skip
     return {"mae": round(mae, 4), "corr": round(float(np.mean(corr)), 4) if corr else None}
+
+
+def normal_agreement(pred: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> dict:
+    """Normal maps (unit vectors, (H, W, 3) each) against reference maps of the same size, as normal
+    estimation is scored: the mean angle between the two per pixel, in degrees (``deg``), and the
+    share of pixels within 11.25 degrees (``within_11``), both averaged over maps."""
+    _check_pairs("normal_agreement", pred, real)
+    deg, close = [], []
+    for p, r in zip(pred, real, strict=True):
+        cos = np.clip((np.asarray(p, np.float64) * np.asarray(r, np.float64)).sum(-1), -1.0, 1.0)
+        a = np.degrees(np.arccos(cos))
+        deg.append(a.mean())
+        close.append((a < 11.25).mean())
+    return {"deg": round(float(np.mean(deg)), 3), "within_11": round(float(np.mean(close)), 4)}
+
+
+def _check_pairs(name: str, pred: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> None:
+    if len(pred) != len(real) or not len(pred):
+        raise ValueError(f"{name}: give as many maps as references, at least one; got {len(pred)} and {len(real)}")
+    bad = [i for i, (p, r) in enumerate(zip(pred, real, strict=True)) if np.shape(p) != np.shape(r)]
+    if bad:
+        raise ValueError(f"{name}: map {bad[0]} is {np.shape(pred[bad[0]])}, its reference {np.shape(real[bad[0]])}")
 
 
 def ordinal(n: int) -> str:

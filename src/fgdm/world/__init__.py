@@ -26,7 +26,7 @@ from .conditions import (
 from .dataset import SceneWorldDataset, collate, make_sample
 from .export import export_dataset, read_samples
 from .prompts import read_prompts
-from .render import Render, render
+from .render import Render, render, sketch_from
 from .scene import Scene, SceneObject, WorldConfig, sample_scene
 from .vocab import ParsedPrompt, parse_prompt, prompt_categories
 
@@ -36,5 +36,5 @@ __all__ = [
     "decode_depth", "decode_normals", "decode_segmentation", "decode_sketch", "encode_depth", "encode_normals",
     "encode_segmentation", "encode_sketch", "export_dataset", "make_caption", "make_sample", "normals_from_depth",
     "parse_prompt", "prompt_categories", "read_prompts", "read_samples", "render", "resize_image", "resize_labels",
-    "resolve_categories", "sample_scene",
+    "resolve_categories", "sample_scene", "sketch_from",
 ]  # fmt: skip

@@ -157,6 +157,31 @@ def _clip(x0: int, y0: int, h: int, w: int, s: int):
     return (slice(cy0, cy1), slice(cx0, cx1)), (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
 
 
+def sketch_from(rgb: np.ndarray, label_maps) -> np.ndarray:
+    """The world's sketch map: soft edges (H, W) in [0, 1] of an image (H, W, 3; 0-255, before any
+    style) and its label maps (each (H, W); every render uses its instance and class maps): the
+    label maps' boundaries, blurred, and 0.6 x the image's own luminance edges (textures).
+
+    The same function reads a *generated* image's sketch with a judge's class map in place of the
+    render's maps (``fgdm eval fgdm``'s sketch consistency); resolution-independent, as renders are.
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
+    h, s = rgb.shape[:2]
+    lum = _blur(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32), s / 256)
+    gy, gx = np.gradient(lum)
+    texture_edges = np.clip((np.hypot(gx, gy) * (128 / s) - 12) / 40, 0, 1)
+    boundary = np.zeros((h, s), dtype=np.float32)
+    for lab in label_maps:
+        if np.shape(lab) != (h, s):
+            raise ValueError(f"label maps must be {(h, s)} like the image, got {np.shape(lab)}")
+        boundary[:, 1:] = np.maximum(boundary[:, 1:], lab[:, 1:] != lab[:, :-1])
+        boundary[1:, :] = np.maximum(boundary[1:, :], lab[1:, :] != lab[:-1, :])
+    boundary = np.clip(_blur(boundary, max(0.6, s / 200)) * 2.0, 0, 1)
+    return np.maximum(boundary, 0.6 * texture_edges).astype(np.float32)
+
+
 def _blur(a: np.ndarray, radius: float) -> np.ndarray:
     """Gaussian-like blur of a 2-D float array (separable taps; large radii by down/up-sampling)."""
     a = np.asarray(a, dtype=np.float32)
@@ -267,15 +292,7 @@ def render(scene: Scene, size: int = 128) -> Render:
 
     # 3. conditions derived from the maps
     normals = normals_from_depth(normalize_depth(depth))
-    lum = _blur(img @ np.array([0.299, 0.587, 0.114], dtype=np.float32), s / 256)
-    gy, gx = np.gradient(lum)
-    texture_edges = np.clip((np.hypot(gx, gy) * (128 / s) - 12) / 40, 0, 1)
-    boundary = np.zeros((s, s), dtype=np.float32)
-    for lab in (instance, seg):
-        boundary[:, 1:] = np.maximum(boundary[:, 1:], lab[:, 1:] != lab[:, :-1])
-        boundary[1:, :] = np.maximum(boundary[1:, :], lab[1:, :] != lab[:-1, :])
-    boundary = np.clip(_blur(boundary, max(0.6, s / 200)) * 2.0, 0, 1)
-    sketch = np.maximum(boundary, 0.6 * texture_edges).astype(np.float32)
+    sketch = sketch_from(img, (instance, seg))
 
     # 4. global style (conditions stay style-independent)
     image = np.clip(np.rint(_apply_style(img, scene.style, scene, sketch)), 0, 255).astype(np.uint8)
