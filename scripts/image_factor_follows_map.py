@@ -18,11 +18,18 @@ caption "a scene." in place of the render's own (the base model with that captio
 of no information). Its object recall, still scored on the render's own caption's objects, says how
 much of *which* objects the image factor reads from the map rather than from the caption.
 
+With ``--cond depth sketch normal`` (any of them) the image factor is also given that real condition
+map, alone and with seg, and every row given a real map is also scored on it: depth MAE, the
+correlation of the image's own sketch with the sketch map, the angle between the normals of the
+judge's depth and the normal map (``fgdm eval fgdm``'s consistency columns; the base model's row is
+the level of an image that never saw the map).
+
 With ``--prompts FILE`` the scenes are not held-out world samples but, for each of the file's first N
 prompts, the world render showing exactly its objects that ``fgdm eval sbpc``'s real-render row draws
 (the same seed, 1000 x the prompt's index), given with the prompt as its caption: dense prompts' maps.
 
     python scripts/image_factor_follows_map.py --graph runs/train/graph_cpu --n 32 [--judge J] [--sampled] [--neutral]
+    python scripts/image_factor_follows_map.py --graph runs/graph_conds --n 24 --cond depth sketch normal
     python scripts/image_factor_follows_map.py --graph G --prompts prompts/dense_6to8_200.json --n 30 --neutral
 """
 
@@ -46,6 +53,7 @@ from fgdm.world.dataset import make_sample
 from fgdm.world.vocab import parse_prompt
 
 NEUTRAL = "a scene."  # a caption that names no object
+CONDS = ("depth", "sketch", "normal")  # the condition maps --cond can give besides seg
 
 
 def main() -> None:
@@ -56,7 +64,8 @@ def main() -> None:
     ap.add_argument("--prompts", default=None, help="render each of this file's first --n prompts instead (as fgdm eval sbpc)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     ap.add_argument("--sampled", action="store_true", help="also score images against seg maps the graph samples")
-    ap.add_argument("--depth", action="store_true", help="also give the image factor the depth map, alone and with seg")
+    ap.add_argument("--cond", nargs="+", default=[], choices=CONDS,
+                    help="also give the image factor these real maps, each alone and with seg, and score every row on them")
     ap.add_argument("--neutral", action="store_true", help=f"also give the map with the caption {NEUTRAL!r} in place of the render's")
     a = ap.parse_args()
     if a.n < 1:
@@ -74,30 +83,31 @@ def main() -> None:
     image = graph.spec.factors.get("image")
     if image is None or "seg" not in image.parents:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
-    if a.depth and "depth" not in image.parents:
-        ap.error(f"--depth: the image factor of --graph {a.graph!r} is not conditioned on depth (its parents: "
-                 f"{list(image.parents)})")
+    unread = [c for c in a.cond if c not in image.parents]
+    if unread:
+        ap.error(f"--cond: the image factor of --graph {a.graph!r} is not conditioned on {', '.join(unread)} (its "
+                 f"parents: {list(image.parents)})")
     base = Text2ImagePipeline(graph.base)
     size = graph.native_size()
     names = ["image factor, given the map", "base model, caption only"]
-    if a.depth:
-        names += ["image factor, given depth", "image factor, given seg and depth"]
+    for c in a.cond:
+        names += [f"image factor, given {c}", f"image factor, given seg and {c}"]
     if a.neutral:
         names += [f"image factor, given the map, caption {NEUTRAL!r}", f"base model, caption {NEUTRAL!r}"]
     if a.sampled:
         names += ["joint (seg, image)", "ancestral (seg, image)", "sampled map, re-painted"]
-    got = {n: {"images": [], "maps": [], "depths": [], "fits": [], "seconds": 0.0} for n in names}
+    got = {n: {"images": [], "maps": [], "fits": [], "seconds": 0.0, **{c: [] for c in CONDS}} for n in names}
 
     def add(name: str, t0: float, out, seg: np.ndarray | None = None, fits: list[float] | None = None,
-            depth: np.ndarray | None = None) -> None:  # fmt: skip
+            real: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
         """One image of row ``name``, scored against ``seg`` (default: the map the call sampled) and
-        ``depth`` (a real depth map; rows without one are not scored on depth)."""
+        the ``real`` condition maps of ``--cond`` (rows without them are not scored on them)."""
         g = got[name]
         g["seconds"] += time.perf_counter() - t0
         g["images"].append(np.asarray(out.images[0].convert("RGB")))
         g["maps"].append(seg if seg is not None else out.maps["seg"][0])
-        if depth is not None:
-            g["depths"].append(depth)
+        for c, m in (real or {}).items():
+            g[c].append(m)
         g["fits"] += fits if fits is not None else getattr(out, "palette_fit", None) or []
 
     captions = []
@@ -111,24 +121,23 @@ def main() -> None:
         labels = scene.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
-        depth = scene.conditions()["depth"] if a.depth else None
-        if depth is not None and depth.shape[0] != size:
-            depth = resize_image(depth, size)
+        maps = scene.conditions()
+        real = {c: maps[c] if maps[c].shape[0] == size else resize_image(maps[c], size) for c in a.cond}
         t0 = time.perf_counter()
-        add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg, depth=depth)
+        add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg, real=real)
         t0 = time.perf_counter()
-        add(names[1], t0, base(text, seed=i), seg, depth=depth)
-        if a.depth:
-            for name, given in (("image factor, given depth", {"depth": depth}),
-                                ("image factor, given seg and depth", {"seg": seg, "depth": depth})):  # fmt: skip
+        add(names[1], t0, base(text, seed=i), seg, real=real)
+        for c in a.cond:
+            for name, given in ((f"image factor, given {c}", {c: real[c]}),
+                                (f"image factor, given seg and {c}", {"seg": seg, c: real[c]})):  # fmt: skip
                 t0 = time.perf_counter()
-                add(name, t0, graph(text, factors=["image"], given=given, seed=i), seg, depth=depth)
+                add(name, t0, graph(text, factors=["image"], given=given, seed=i), seg, real=real)
         if a.neutral:
             t0 = time.perf_counter()
             add(f"image factor, given the map, caption {NEUTRAL!r}", t0,
-                graph(NEUTRAL, factors=["image"], given={"seg": seg}, seed=i), seg, depth=depth)
+                graph(NEUTRAL, factors=["image"], given={"seg": seg}, seed=i), seg, real=real)
             t0 = time.perf_counter()
-            add(f"base model, caption {NEUTRAL!r}", t0, base(NEUTRAL, seed=i), seg, depth=depth)
+            add(f"base model, caption {NEUTRAL!r}", t0, base(NEUTRAL, seed=i), seg, real=real)
         if a.sampled:
             for name, mode in (("joint (seg, image)", "joint"), ("ancestral (seg, image)", "ancestral")):
                 t0 = time.perf_counter()
@@ -142,7 +151,8 @@ def main() -> None:
     rows = {}
     for name, g in got.items():
         seen = judged(judge, g["images"])
-        rows[name] = consistency(judge, g["images"], g["maps"], g["depths"] or None, seen)
+        rows[name] = consistency(judge, g["images"], g["maps"], g["depth"] or None, seen,
+                                 sketch_maps=g["sketch"] or None, normal_maps=g["normal"] or None)  # fmt: skip
         rows[name].update(object_counts(list(seen[0]), objects, "image"))
         if g["fits"]:
             rows[name]["seg_palette_fit"] = round(float(np.mean(g["fits"])), 4)

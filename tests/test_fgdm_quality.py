@@ -256,15 +256,28 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     assert all(0 <= rows[k]["seg_palette_fit"] <= 1 and 0 <= rows[k]["consistency_pixel_acc"] <= 1 for k in sampled)
     # the root seg factor samples the same map in every mode: the same fits
     assert rows[sampled[0]]["seg_palette_fit"] == rows[sampled[1]]["seg_palette_fit"] == rows[sampled[2]]["seg_palette_fit"]
-    # --depth: the depth map alone and with seg; every row given a real map is scored on depth too
-    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir), "--depth"])
+    # --cond depth: the depth map alone and with seg; every row given a real map is scored on depth too
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "2", "--judge", str(tiny_judge_dir), "--cond", "depth"])
     runpy.run_path(script, run_name="__main__")
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert list(rows) == ["image factor, given the map", "base model, caption only", "image factor, given depth",
                           "image factor, given seg and depth"]  # fmt: skip
-    assert all(0 <= row["consistency_depth_mae"] <= 1 for row in rows.values())
+    assert all(0 <= row["consistency_depth_mae"] <= 1 and "consistency_sketch_corr" not in row for row in rows.values())
+    # --cond sketch normal: scored on the image's own sketch and the normals of the judge's depth
+    sn = random_graph({"factors": {"seg": {"steps": 2}, "sketch": {"parents": ["seg"], "steps": 2},
+                                   "normal": {"parents": ["seg"], "steps": 2},
+                                   "image": {"parents": ["seg", "sketch", "normal"], "steps": 2}}})  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(sn.save_pretrained(tmp_path / "sn")), "--n", "2",
+                                     "--judge", str(tiny_judge_dir), "--cond", "sketch", "normal"])  # fmt: skip
+    runpy.run_path(script, run_name="__main__")
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert list(rows) == ["image factor, given the map", "base model, caption only", "image factor, given sketch",
+                          "image factor, given seg and sketch", "image factor, given normal",
+                          "image factor, given seg and normal"]  # fmt: skip
+    assert all(-1 <= row["consistency_sketch_corr_shuffled"] <= 1 and 0 <= row["consistency_normal_deg"] <= 180
+               and "consistency_depth_mae" not in row for row in rows.values())  # fmt: skip
     # every option at once: each row keeps its own name (--sampled's rows once took --depth's names)
-    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "1", "--judge", str(tiny_judge_dir), "--depth",
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--n", "1", "--judge", str(tiny_judge_dir), "--cond", "depth",
                                      "--neutral", "--sampled"])  # fmt: skip
     runpy.run_path(script, run_name="__main__")
     rows = json.loads(capsys.readouterr().out)["rows"]
@@ -287,10 +300,10 @@ def test_image_factor_follows_map_script(random_graph, tiny_judge_dir, tmp_path,
     assert e.value.code == 2 and "has 2 prompts naming known objects, fewer than --n 3" in capsys.readouterr().err
     seg_only = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2}}})
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(seg_only.save_pretrained(tmp_path / "so")), "--n", "2",
-                                     "--depth"])  # fmt: skip
+                                     "--cond", "depth", "normal"])  # fmt: skip
     with pytest.raises(SystemExit) as e:
         runpy.run_path(script, run_name="__main__")
-    assert e.value.code == 2 and "not conditioned on depth (its parents: ['seg'])" in capsys.readouterr().err
+    assert e.value.code == 2 and "not conditioned on depth, normal (its parents: ['seg'])" in capsys.readouterr().err
     no_image = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
     monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_image), "--n", "2"])
     with pytest.raises(SystemExit) as e:
