@@ -1,8 +1,8 @@
-"""Does a condition factor draw the map of the scene its seg map describes? Agreement with the real map.
+"""Does a condition factor draw the map of the scene its parents' maps describe? Agreement with the real map.
 
-For a depth, sketch or normal factor conditioned on seg (``--variable``, default depth). For N
-held-out renders (world seed 50000, never trained on) the render's caption and its real seg map go
-to the graph's factor (at the factor's size and steps, one sample each, seed i), and the sampled
+For a depth, sketch or normal factor (``--variable``, default depth) conditioned on other maps (seg
+in the CPU graphs; the GPU recipe's normal factor reads depth). For N held-out renders (world seed
+50000, never trained on) the render's caption and its real parent maps go to the graph's factor (at the factor's size and steps, one sample each, seed i), and the sampled
 map is scored against the render's own map of that kind:
 
 - depth (normalised inverse depth in [0, 1], as the world encodes it) and sketch (soft edges in
@@ -13,9 +13,9 @@ map is scored against the render's own map of that kind:
 
 Rows, per guidance scale:
 
-- ``given seg``: the real seg map given, as in ``fgdm generate --factors seg,depth,image`` once
-  seg is sampled;
-- ``caption only``: seg left out (the null condition), as in ``--factors depth,image``;
+- ``given seg`` (``given <parents>``): the real parent maps given, as in ``fgdm generate --factors
+  seg,depth,image`` once seg is sampled;
+- ``caption only``: the parents left out (the null condition), as in ``--factors depth,image``;
 - ``given seg, shuffled``: the "given seg" maps scored against the *next* render's map: the level a
   map reaches without following its own scene (chance);
 - ``mean map``: no model, every render's map predicted by the mean of the other renders' maps
@@ -62,7 +62,7 @@ def no_model(variable: str, mean: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--graph", required=True, help="a graph folder with the factor, conditioned on seg")
+    ap.add_argument("--graph", required=True, help="a graph folder with the factor, conditioned on other maps")
     ap.add_argument("--variable", default="depth", choices=sorted(DECODE), help="the factor to score (default depth)")
     ap.add_argument("--n", type=int, default=32, help="held-out renders")
     ap.add_argument("--seed", type=int, default=50000, help="world seed of the held-out renders")
@@ -83,26 +83,30 @@ def main() -> None:
         ap.error(str(e))
     var = a.variable
     spec = graph.spec.factors.get(var)
-    if spec is None or "seg" not in spec.parents:
-        ap.error(f"--graph {a.graph!r} has no {var} factor conditioned on seg")
+    if spec is None or not spec.parents:
+        ap.error(f"--graph {a.graph!r} has no {var} factor conditioned on another map")
     size = spec.size or graph.native_size()
     eta = spec.eta if a.eta is None else a.eta
-    captions, segs, real = [], [], []
+    captions, parents, real = [], {p: [] for p in spec.parents}, []
     for i in range(a.n):
         s = make_sample(i, seed=a.seed, size=max(64, size))
         captions.append(s.caption.text)
+        maps = s.render.conditions()
         labels = s.render.seg
-        segs.append(encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels))
-        m = s.render.conditions()[var]
-        if m.shape[0] != size:
-            m = resize_image(m, size)
-        real.append(DECODE[var](m))
+        maps["seg"] = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
+        for p in (*spec.parents, var):
+            if maps[p].shape[0] != size:
+                maps[p] = resize_image(maps[p], size)
+        for p in spec.parents:
+            parents[p].append(maps[p])
+        real.append(DECODE[var](maps[var]))
+    given_name = "given " + " and ".join(spec.parents)
     rows = {}
     total = np.sum(real, axis=0)
     rows["mean map (no model)"] = score(var, [no_model(var, (total - r) / (a.n - 1)) for r in real], real)
     steps = {var: a.steps} if a.steps else None
     for g in a.guidance or [spec.guidance]:
-        for name, given in ((f"given seg, guidance {g:g}", {"seg": segs}), (f"caption only, guidance {g:g}", None)):
+        for name, given in ((f"{given_name}, guidance {g:g}", parents), (f"caption only, guidance {g:g}", None)):
             t0 = time.perf_counter()
             out = graph(captions, factors=[var], given=given, seed=list(range(a.n)), steps=steps,
                         guidance={var: g}, eta=eta)  # fmt: skip
@@ -110,7 +114,7 @@ def main() -> None:
             pred = [DECODE[var](m) for m in out.maps[var]]
             rows[name] = {**score(var, pred, real), "seconds_per_map": round(sec, 3)}
             if given is not None:
-                rows[f"given seg, guidance {g:g}, shuffled (chance)"] = score(var, pred, real[1:] + real[:1])
+                rows[f"{given_name}, guidance {g:g}, shuffled (chance)"] = score(var, pred, real[1:] + real[:1])
     print(json.dumps({"graph": a.graph, "variable": var, "n": a.n, "world_seed": a.seed, "size": size,
                       "steps": a.steps or spec.steps, "eta": eta, "rows": rows}, indent=1))  # fmt: skip
 

@@ -375,6 +375,18 @@ case "$stage" in
     evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled --neutral
     evs follows-map-dense scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --neutral \
       --prompts prompts/dense_6to8_200.json
+    # every condition type (results.md, "Sketch and normal factors on this CPU"): each map the image factor reads
+    # besides seg, given real (alone and with seg), and each condition factor given its parents' real maps
+    conds=() fits=()
+    if [ -f "$G/graph.yaml" ]; then
+      read -ra conds <<< "$("$PY" -c "import yaml,sys; f=yaml.safe_load(open(sys.argv[1]))['factors']
+print(*[p for p in f.get('image', {}).get('parents', []) if p != 'seg'])" "$G/graph.yaml")"
+      read -ra fits <<< "$("$PY" -c "import yaml,sys; f=yaml.safe_load(open(sys.argv[1]))['factors']
+print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')])" "$G/graph.yaml")"
+    fi
+    [ ${#conds[@]} -gt 0 ] && evs follows-map-conds scripts/image_factor_follows_map.py --graph "$G" --judge "$J" \
+      --n "$small" --cond "${conds[@]}"
+    for v in "${fits[@]}"; do evs "$v-factor-fit" scripts/condition_factor_fit.py --graph "$G" --variable "$v" --n "$((small < 2 ? 2 : small))"; done
     abl=()
     [ -f runs/train/graph_nodistill/graph.yaml ] && abl+=(--ablation no-distill=runs/train/graph_nodistill)
     # the image factor the shipped graph does not use, as an ablation (issue 5 asks for both)

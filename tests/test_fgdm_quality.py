@@ -377,9 +377,15 @@ def test_condition_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and err in capsys.readouterr().err
+    # a factor with another parent gets that real map: GRAPH's normal factor reads depth
+    monkeypatch.setattr("sys.argv", ["x", "--graph", str(g), "--variable", "normal", "--n", "2"])
+    runpy.run_path(script, run_name="__main__")
+    assert list(json.loads(capsys.readouterr().out)["rows"]) == [
+        "mean map (no model)", "given depth, guidance 7.5", "given depth, guidance 7.5, shuffled (chance)",
+        "caption only, guidance 7.5"]  # fmt: skip
     no_depth = random_graph({"factors": {"seg": {"steps": 2}}}).save_pretrained(tmp_path / "s")
     for var in ("depth", "sketch"):
         monkeypatch.setattr("sys.argv", ["x", "--graph", str(no_depth), "--variable", var])
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
-        assert e.value.code == 2 and f"no {var} factor conditioned on seg" in capsys.readouterr().err
+        assert e.value.code == 2 and f"no {var} factor conditioned on another map" in capsys.readouterr().err
