@@ -180,3 +180,26 @@ def test_config_yaml(tmp_path):
     p.write_text("a: [\n")
     with pytest.raises(ValueError, match="YAML"):
         WorldConfig.from_yaml(p)
+
+
+def test_sketch_from_outlines_labels_and_texture():
+    """The world's sketch function: label boundaries (blurred) and the image's own luminance edges;
+    a flat image with one label has none. Bad shapes are errors naming the argument."""
+    from fgdm.world.render import sketch_from
+
+    flat = np.full((32, 32, 3), 100, np.uint8)
+    one = np.zeros((32, 32), np.uint8)
+    assert sketch_from(flat, [one]).max() == 0
+    square = one.copy()
+    square[8:24, 8:24] = 1
+    s = sketch_from(flat, [square])
+    assert s.dtype == np.float32 and s.shape == (32, 32) and s.max() <= 1
+    assert s[8, 16] > 0.5 and s[16, 16] == 0 and s[0, 0] == 0  # on the outline; inside and far outside: none
+    striped = flat.copy()
+    striped[:, 16:] = 255  # a luminance edge with no label boundary: texture, at most 0.6
+    t = sketch_from(striped, [one])
+    assert 0 < t[:, 15:17].max() <= 0.6 and t[:, :8].max() == 0
+    with pytest.raises(ValueError, match=r"rgb must be \(H, W, 3\)"):
+        sketch_from(flat[..., 0], [one])
+    with pytest.raises(ValueError, match=r"label maps must be \(32, 32\)"):
+        sketch_from(flat, [one[:16]])
