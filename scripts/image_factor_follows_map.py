@@ -83,6 +83,7 @@ def main() -> None:
     image = graph.spec.factors.get("image")
     if image is None or "seg" not in image.parents:
         ap.error(f"--graph {a.graph!r} has no image factor conditioned on seg")
+    a.cond = list(dict.fromkeys(a.cond))  # a map named twice is given once
     unread = [c for c in a.cond if c not in image.parents]
     if unread:
         ap.error(f"--cond: the image factor of --graph {a.graph!r} is not conditioned on {', '.join(unread)} (its "
