@@ -122,7 +122,7 @@ def main() -> None:
         labels = scene.seg
         captions.append(text)
         seg = encode_segmentation(resize_labels(labels, size) if labels.shape[0] != size else labels)
-        maps = scene.conditions()
+        maps = scene.conditions() if a.cond else {}  # every map encoded only when one is given
         real = {c: maps[c] if maps[c].shape[0] == size else resize_image(maps[c], size) for c in a.cond}
         t0 = time.perf_counter()
         add(names[0], t0, graph(text, factors=["image"], given={"seg": seg}, seed=i), seg, real=real)
