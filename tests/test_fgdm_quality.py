@@ -121,7 +121,7 @@ def test_consistency_on_known_maps():
     depth_half = np.full((32, 32, 3), 128, np.uint8)
     same = consistency(_Oracle(seen, 128 / 255), images, [encode_segmentation(seen)] * 2, [depth_half] * 2)
     assert same == {"consistency_miou": 1.0, "consistency_pixel_acc": 1.0, "seg_void_fraction": 0.0,
-                    "consistency_depth_mae": 0.0}
+                    "consistency_depth_mae": 0.0, "consistency_depth_mae_shuffled": 0.0}
     other = seen.copy()
     other[8:20, 8:20] = category("cat").id  # the map says cat where the judge sees a dog
     r = consistency(_Oracle(seen, 1.0), images, [encode_segmentation(other)] * 2, [depth_half] * 2)
@@ -131,6 +131,14 @@ def test_consistency_on_known_maps():
     # maps already decoded to class ids score the same as their palette images
     assert consistency(_Oracle(seen, 1.0), images, [other] * 2, [depth_half] * 2) == r
     assert r["consistency_depth_mae"] == pytest.approx(1 - 128 / 255, abs=1e-3)
+    # the judge's depth is read at the map's size antialiased: a fine 48-px checkerboard is 0.5 at 16 px
+    # (sampled without antialiasing, every 16-px pixel would land on one square: MAE 0.5)
+    checker = torch.from_numpy(np.indices((48, 48)).sum(0) % 2).float()[None, None].expand(2, 1, 48, 48)
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    r = consistency(None, [np.zeros((48, 48, 3), np.uint8)] * 2, None, [grey, np.zeros_like(grey)],
+                    seen=(np.zeros((2, 48, 48), np.uint8), checker))  # fmt: skip
+    assert r["consistency_depth_mae"] == pytest.approx(((128 / 255 - 0.5) + 0.5) / 2, abs=0.02)
+    assert r["consistency_depth_mae_shuffled"] == pytest.approx(r["consistency_depth_mae"], abs=1e-6)  # two swapped
     half = np.full((16, 16), category("grass").id, np.uint8)  # maps at a smaller size than the images
     assert consistency(_Oracle(np.full((32, 32), category("grass").id, np.uint8), 0.0), images,
                        [encode_segmentation(half)] * 2, None) == {"consistency_miou": 1.0, "consistency_pixel_acc": 1.0,
@@ -389,3 +397,39 @@ def test_condition_factor_fit_script(random_graph, tmp_path, capsys, monkeypatch
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and f"no {var} factor conditioned on another map" in capsys.readouterr().err
+
+
+def test_each_map_is_measured_against_renders_of_its_own_size(tiny_clip_dir, tmp_path):
+    """A seg map sampled at 64 px beside a 128-px image is compared with 64-px renders' seg maps
+    (and the image with 128-px renders), whatever size the other rows drew at."""
+    from PIL import Image
+
+    from fgdm.eval.fgdm_quality import _distribution, _unit, markdown_table, measure, real_reference, render_px
+    from fgdm.eval.quality import MiniCLIPFeatures
+
+    prompts = ["a photo of a dog", "a cat and a bus on the road"]
+    world = real_reference(2, 128, ["seg"], 3, prompts)
+    small = real_reference(2, 64, ["seg"], 3, prompts)
+    configs = [{"config": "base", "kind": "base"},
+               {"config": "FG-DM seg,image joint", "kind": "fgdm", "factors": ["seg", "image"], "mode": "joint"}]  # fmt: skip
+    for cfg, maps in [("base", {"image": world["image"]}),
+                      ("FG-DM seg,image joint", {"image": world["image"][::-1], "seg": small["seg"][::-1]})]:  # fmt: skip
+        folder = tmp_path / "samples" / cfg.replace(" ", "_").replace(",", "_")
+        folder.mkdir(parents=True)
+        for p, text in enumerate(prompts):
+            files = {}
+            for key, ms in maps.items():
+                Image.fromarray(ms[p]).save(folder / f"p{p:05d}-0-{key}.png")
+                files[key] = [f"p{p:05d}-0-{key}.png"]
+            (folder / f"p{p:05d}.json").write_text(json.dumps({"prompt": text, "config": cfg, "seconds": 1.0,
+                                                               "samples": 1, "files": files}))  # fmt: skip
+    clip = MiniCLIPFeatures(tiny_clip_dir)
+    rows = measure(tmp_path, configs, prompts, clip, n_real=4, real_seed=11)
+    assert [r["reference_px"] for r in rows] == [{"image": 128}, {"image": 128, "seg": 64}]
+    ref = {px: real_reference(4, px, ["seg"], 11, prompts) for px in (64, 128)}
+    fake = _unit([small["seg"][1], small["seg"][0]])
+    assert rows[1]["seg_fd"] == _distribution(_unit(ref[64]["seg"]), fake, clip, "seg")["seg_fd"]
+    assert rows[1]["seg_fd"] != _distribution(_unit(ref[128]["seg"]), fake, clip, "seg")["seg_fd"]
+    assert rows[0]["image_fd"] == _distribution(_unit(ref[128]["image"]), _unit(world["image"]), clip, "image")["image_fd"]
+    assert "| image 128, seg 64 |" in markdown_table(rows)
+    assert [render_px(s) for s in (32, 64, 100, 128, 1024)] == [64, 64, 96, 128, 512]

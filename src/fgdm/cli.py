@@ -1743,7 +1743,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each FG-DM configuration with map completion (fgdm generate --sbpc --complete)")
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=6,
                    help="prompts in sheet.png (each configuration's final image and its recall)")
-    p.add_argument("--cond-size", type=_int_at_least(8), default=64)
+    p.add_argument("--cond-size", type=_int_at_least(8), default=64,
+                   help="side of the candidate seg maps, and of the real maps the map-ceiling row gives (default 64)")
     p.add_argument("--steps", type=_int_at_least(1), default=25, help="DDIM steps of every full-size image")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     _runner_args(p, "sbpc")

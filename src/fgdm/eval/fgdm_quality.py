@@ -14,7 +14,8 @@ Configurations (rows), each on the same prompts and seeds:
 
 Per row: the images' Fréchet distance, precision and recall against real renders and their CLIP
 score with the prompt (all in MiniCLIP's feature space); the same distance / precision / recall
-for every sampled condition map against real condition maps; consistency, when a judge is given —
+for every sampled condition map against real condition maps (each against renders of its own size,
+``reference_px``: a 64-px seg map beside a 128-px image is compared with 64-px renders); consistency, when a judge is given —
 the mIoU between the judge's segmentation of the image and the sampled segmentation map (the image
 factor must follow its map) and the share of pixels where the two agree, and the mean absolute
 error between the judge's depth and the sampled depth map; the sampled seg maps' palette fit (the
@@ -118,6 +119,31 @@ def _load_rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def _height(path: Path) -> int:
+    with Image.open(path) as im:
+        return im.height
+
+
+def render_px(size: int) -> int:
+    """The size real renders are drawn at to stand beside ``size``-px samples: the same, rounded
+    down to a multiple of 8, within the 64-512 px the world renders."""
+    return min(512, max(64, size - size % 8))
+
+
+def reference_sets(wanted: set[tuple[str, int]], n: int, seed: int,
+                   prompts: list[str] | None) -> dict[tuple[str, int], torch.Tensor]:  # fmt: skip
+    """``n`` real renders (see :func:`real_reference`) per (key, size) in ``wanted``, key "image" or
+    a condition map, as (n, 3, H, W) in [0, 1] at :func:`render_px` of that size: each map is compared
+    with real maps of its own size, a 64-px seg map with 64-px renders' seg maps even beside a
+    128-px image. The renders are drawn once per size."""
+    out = {}
+    for size in sorted({s for _, s in wanted}):
+        keys = sorted(k for k, s in wanted if s == size)
+        ref = real_reference(n, render_px(size), [k for k in keys if k != "image"], seed, prompts)
+        out.update({(k, size): _unit(ref[k]) for k in keys})
+    return out
+
+
 def _unit(arrs: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
 
@@ -151,17 +177,22 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
                 depth_maps: list[np.ndarray] | None,
                 seen: tuple[np.ndarray, torch.Tensor] | None = None, *,
                 sketch_maps: list[np.ndarray] | None = None, normal_maps: list[np.ndarray] | None = None) -> dict:  # fmt: skip
-    """The judge's view of each image vs the maps it was generated from (at the maps' size; a seg
-    map is a palette image, or its (H, W) class ids if already decoded): mIoU over the classes in either (accumulated over all images; pixels the decoded map leaves void
-    are not scored, and their share is ``seg_void_fraction``), the share of scored pixels where
-    the two agree (``consistency_pixel_acc``: unlike the mIoU, not pulled to 0 by a map's speck
-    classes, each of which counts as one class of IoU 0), and depth MAE in [0, 1]. A sketch map
-    is compared with the image's own sketch (:func:`~fgdm.world.render.sketch_from`, the judge's
-    class map standing in for the render's label maps): the mean per-map Pearson correlation
-    (``consistency_sketch_corr``); a normal map with the normals of the judge's depth: the mean
-    angle in degrees (``consistency_normal_deg``). Both also paired with the next image's map
-    (``*_shuffled``: the level without following one's own map; None for a single image). ``seen``:
-    :func:`judged` of the images, if already computed."""
+    """The judge's view of each image vs the maps it was generated from, at the maps' size.
+
+    A seg map (a palette image, or its (H, W) class ids if already decoded): the mIoU over the
+    classes in either, accumulated over all images (pixels the decoded map leaves void are not
+    scored, and their share is ``seg_void_fraction``), and the share of scored pixels where the
+    two agree (``consistency_pixel_acc``: unlike the mIoU, not pulled to 0 by a map's speck
+    classes, each of which counts as one class of IoU 0). A depth map: the MAE in [0, 1] against
+    the judge's depth (``consistency_depth_mae``). A sketch map: the mean per-map Pearson
+    correlation with the image's own sketch (``consistency_sketch_corr``;
+    :func:`~fgdm.world.render.sketch_from`, the judge's class map standing in for the render's
+    label maps). A normal map: the mean angle in degrees to the normals of the judge's depth
+    (``consistency_normal_deg``). The judge's depth and sketch are resized to each map's size with
+    antialiasing (depth was not until 2026-12-07, which aliased a 128-px depth read at 64 px).
+    Depth, sketch and normals are also scored against the next image's map (``*_shuffled``: the
+    level without following one's own map; None for a single image). ``seen``: :func:`judged` of
+    the images, if already computed."""
     out = {}
     pred, depth = seen if seen is not None else judged(judge, images)
     if seg_maps is not None:
@@ -183,12 +214,9 @@ def consistency(judge: Judge, images: list[np.ndarray], seg_maps: list[np.ndarra
         out["consistency_pixel_acc"] = round(agree / max(1, total - void), 4)
         out["seg_void_fraction"] = round(void / max(1, total), 4)
     if depth_maps is not None:
-        errs = []
-        for d, m in zip(depth[:, 0].float(), depth_maps, strict=True):
-            want = torch.from_numpy(decode_depth(m)).float()
-            got = F.interpolate(d[None, None].cpu(), size=want.shape, mode="bilinear")[0, 0]
-            errs.append(float((got - want).abs().mean()))
-        out["consistency_depth_mae"] = round(float(np.mean(errs)), 4)
+        want = [decode_depth(m) for m in depth_maps]
+        got = [_resized(d.float().numpy(), w.shape) for d, w in zip(depth[:, 0].cpu(), want, strict=True)]
+        out |= _with_chance("consistency_depth_mae", lambda a, b: map_agreement(a, b)["mae"], got, want)
     if sketch_maps is not None:
         want = [decode_sketch(m) for m in sketch_maps]
         at = [p if p.shape == im.shape[:2] else resize_labels(p, im.shape[1::-1]) for im, p in zip(images, pred, strict=True)]
@@ -320,14 +348,12 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
     recs = {c["config"]: [json.loads((out / "samples" / _slug(c["config"]) / f"p{p:05d}.json").read_text())
                           for p in range(len(prompts))] for c in configs}  # fmt: skip
     conditions = sorted({c for rs in recs.values() for r in rs for c in r["files"] if c != "image"})
-    # real renders at the size of the generated images (of the first map where no image was made)
-    first = min((key != "image", r["config"], files[0]) for rs in recs.values() for r in rs
-                for key, files in r["files"].items() if files)  # fmt: skip
-    ref_size = _load_rgb(out / "samples" / _slug(first[1]) / first[2]).shape[0]
-    # renders exist from 64 px; features are taken at MiniCLIP's input size either way
-    ref = real_reference(n_real, min(512, max(64, ref_size - ref_size % 8)), conditions, real_seed,
-                         prompts if reference == "prompts" else None)  # fmt: skip
-    real = {k: _unit(v) for k, v in ref.items()}
+    # real renders of each map at the size it was sampled at (a condition drawn at 64 px beside a
+    # 128-px image is compared with 64-px renders, so neither side is blurred more than the other)
+    px = {(name, key): _height(out / "samples" / _slug(name) / files[0])
+          for name, rs in recs.items() for key, files in rs[0]["files"].items() if files}  # fmt: skip
+    real = reference_sets({(key, s) for (_, key), s in px.items()}, n_real, real_seed,
+                          prompts if reference == "prompts" else None)  # fmt: skip
     rows, items = [], {}
     for cfg in configs:
         folder = out / "samples" / _slug(cfg["config"])
@@ -336,15 +362,16 @@ def measure(out: Path, configs: list[dict], prompts: list[str], clip, *, judge: 
                for key in ["image", *conditions]}  # fmt: skip
         n_img = sum(r["samples"] for r in rs)
         row = {"config": cfg["config"], "prompts": len(rs), "samples": n_img,
-               "seconds_per_image": round(sum(r["seconds"] for r in rs) / max(1, n_img), 4)}  # fmt: skip
+               "seconds_per_image": round(sum(r["seconds"] for r in rs) / max(1, n_img), 4),
+               "reference_px": {key: render_px(s) for (c, key), s in px.items() if c == cfg["config"]}}  # fmt: skip
         if got["image"]:
             fake = _unit(got["image"])
-            row.update(_distribution(real["image"], fake, clip, "image"))
+            row.update(_distribution(real["image", px[cfg["config"], "image"]], fake, clip, "image"))
             texts = [r["prompt"] for r in rs for _ in r["files"]["image"]]
             row["clip_score"] = round(clip_score(clip.images(fake), clip.texts(texts)), 3)
         for c in conditions:
             if got[c]:
-                row.update(_distribution(real[c], _unit(got[c]), clip, c))
+                row.update(_distribution(real[c, px[cfg["config"], c]], _unit(got[c]), clip, c))
         segs, deps = got.get("seg") or None, got.get("depth") or None
         items[cfg["config"]] = per = {"seg": [], "image": []}
         labels = [decode_segmentation(m) for m in segs] if segs else None  # once, for recall and consistency
@@ -369,6 +396,8 @@ def _cell(v) -> str:
         return "—"
     if isinstance(v, dict) and {"better", "worse", "p"} <= set(v):  # a paired comparison
         return f"+{v['better']} / -{v['worse']} (p {v['p']})"
+    if isinstance(v, dict):  # e.g. reference_px
+        return ", ".join(f"{k} {x}" for k, x in v.items())
     return str(v)
 
 
