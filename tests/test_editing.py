@@ -129,6 +129,12 @@ def test_targets_and_errors(s, caplog):
     absent = next(c.name for c in map(category, range(80)) if c.name not in {n for n, _ in objs.values()})
     with pytest.raises(ValueError, match=f"no '{absent}' in this sample"):
         flip(s, absent)
+    # a map with no objects at all (a sampled map may hold only background) says what it holds
+    bare = MapSample.from_labels(np.where(np.isin(s.seg, [category(n).id for n, _ in objs.values()]),
+                                       category("grass").id, s.seg).astype(np.uint8))  # fmt: skip
+    assert bare.objects() == {}
+    with pytest.raises(ValueError, match=r"objects: none \(the map holds only .*grass"):
+        flip(bare, "dog")
     with pytest.raises(ValueError, match="entirely out of the frame"):
         move(s, inst, 500, 0)
     xs = np.nonzero(s.instance == inst)[1]

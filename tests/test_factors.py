@@ -704,6 +704,12 @@ def test_generate_with_factors_writes_maps_classes_and_record(graph, tmp_path, c
     assert {"image-000.png", "image-001.png", "seg-000.png", "seg-001.png"} <= set(rec["files"])
     assert all((out / f).exists() for f in rec["files"])
     assert all(isinstance(s["seg_objects"], list) and 0 <= s["seg_palette_fit"] <= 1 for s in rec["samples"])
+    # each map's recall of the prompt's objects; maps that miss some are named on stderr, with the remedy
+    for s in rec["samples"]:
+        assert s["seg_object_recall"] == len({"dog", "cat"} & set(s["seg_objects"])) / 2
+    err = capsys.readouterr().err
+    short = [s["seed"] for s in rec["samples"] if s["seg_object_recall"] < 1]
+    assert all(f"seed {sd}: " in err for sd in short) and ("--sbpc N" in err) == bool(short)
     assert {"factor_seg_s", "factor_image_s"} <= set(rec["timings"])
     # --batch-size splits --n into calls; every sample keeps its seed and comes out the same
     assert main([*argv[:-3], "-o", str(tmp_path / "split"), "--batch-size", "1", "--quiet"]) == 0

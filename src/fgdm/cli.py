@@ -428,7 +428,8 @@ def _check_sizes(pipe, **sizes: int | None) -> None:
 
 def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     """``fgdm generate PROMPT --factors seg,image``: sample through the FG-DM factor graph."""
-    from .compliance.recall import PRESENCE_MIN_AREA, present_categories
+    from .compliance.recall import PRESENCE_MIN_AREA, object_recall, present_categories
+    from .world.vocab import parse_prompt
     from .pipelines.factor_graph import FactorGraphPipeline, merge_outputs
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
 
@@ -470,8 +471,10 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
 
                 Image.fromarray(m).save(stage / f"{name}-{i:03d}.png")
                 files.append(f"{name}-{i:03d}.png")
+        wanted = parse_prompt(args.prompt).things
         for i, lab in enumerate(result.labels or []):
             samples[i]["seg_objects"] = sorted(present_categories(lab))
+            samples[i]["seg_object_recall"] = object_recall(wanted, present_categories(lab)) if wanted else None
         for i, fit in enumerate(result.palette_fit or []):
             samples[i]["seg_palette_fit"] = round(fit, 4)
         spec = pipe.spec.factors
@@ -490,6 +493,12 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
             "device": device, "command": shlex.join(["fgdm", *args.argv]), "versions": _versions(),
         })  # fmt: skip
     print(f"wrote {len(result.seeds)} FG-DM sample(s) ({', '.join(factors)}) to {out} in {result.timings['total_s']:.2f} s")
+    short = [(s["seed"], sorted(set(wanted) - set(s["seg_objects"]))) for s in samples
+             if s.get("seg_object_recall") is not None and s["seg_object_recall"] < 1]  # fmt: skip
+    if short:  # say so: edits by name need the object in the map, and SBPC exists for exactly this
+        print(f"note: {len(short)} of {len(samples)} seg map(s) lack some of the prompt's objects ("
+              + "; ".join(f"seed {sd}: {', '.join(miss)}" for sd, miss in short[:4]) + ("; ..." if len(short) > 4 else "")
+              + "); --sbpc N keeps the best of N maps", file=sys.stderr)  # fmt: skip
     return 0
 
 

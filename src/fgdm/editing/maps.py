@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..world.categories import category
+from ..world.categories import VOID_ID, category
 from ..world.conditions import normals_from_depth, thing_instances
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,11 @@ def resolve(sample: MapSample, target: str | int) -> int:
     k = int(m["k"] or 1)
     same = sorted((i for i, (n, _) in objs.items() if n == name), key=lambda i: (-objs[i][1], i))
     if not same:
-        raise ValueError(f"no {name!r} in this sample; objects: {_listing(objs)}")
+        listing = _listing(objs)
+        if not objs:  # a sampled map may hold only background: say which, so the user sees why
+            stuff = [category(int(c)).name for c in np.unique(sample.seg) if int(c) != VOID_ID]
+            listing += f" (the map holds only {', '.join(stuff) or 'void'})"
+        raise ValueError(f"no {name!r} in this sample; objects: {listing}")
     if not 1 <= k <= len(same):
         raise ValueError(f"{target!r}: there are {len(same)} {name!r} object(s)")
     return same[k - 1]
