@@ -429,9 +429,9 @@ def _check_sizes(pipe, **sizes: int | None) -> None:
 def cmd_generate_fgdm(args: argparse.Namespace) -> int:
     """``fgdm generate PROMPT --factors seg,image``: sample through the FG-DM factor graph."""
     from .compliance.recall import PRESENCE_MIN_AREA, object_recall, present_categories
-    from .world.vocab import parse_prompt
     from .pipelines.factor_graph import FactorGraphPipeline, merge_outputs
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
+    from .world.vocab import parse_prompt
 
     if args.save_attention:
         raise ValueError("--save-attention is not available with --factors yet")
