@@ -263,6 +263,45 @@ def test_subset_sampling_feeds_null_conditions(graph):
     assert all(torch.all(c[:, 4] == 1) and torch.all(c[:, 5:] == 0) for c in seen)  # seg given, depth null
 
 
+@pytest.mark.parametrize("kind", ["adapter", "controlnet", "scratch"])
+def test_dropping_a_parent_runs_exactly_as_that_parent_null(random_graph, kind, tmp_path, capsys):
+    """A graph shipped without a factor that another reads (assemble-graph --factors ... --drop-parents):
+    the reader loses that parent's input channels and gives what it gave with the parent null."""
+    from fgdm.models.factors import drop_parents
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    full = random_graph({"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
+                                     "normal": {"parents": ["seg"], "steps": 2},
+                                     "image": {"kind": kind, "parents": ["seg", "depth", "normal"], "steps": 2}}})  # fmt: skip
+    sub = full.subset(["seg", "normal", "image"], drop_parents=True)
+    assert sub.spec.factors["image"].parents == ("seg", "normal") and sub.spec.info["dropped_parents"] == {"image": ["depth"]}
+    a = full("a dog on the grass", factors=["seg", "normal", "image"], seed=2)  # depth not sampled: null
+    b = sub("a dog on the grass", factors=["seg", "normal", "image"], seed=2)
+    assert torch.allclose(a.latents["image"], b.latents["image"], atol=1e-5)
+    assert not torch.allclose(a.latents["image"], full("a dog on the grass", seed=2).latents["image"], atol=1e-3)
+    # it saves, loads and validates like any graph; the module reads 5 fewer channels
+    g = sub.save_pretrained(tmp_path / "g")
+    again = FactorGraphPipeline.from_pretrained(g)
+    assert again.spec.factors["image"].parents == ("seg", "normal")
+    conv = "controlnet_cond_embedding.conv_in" if kind == "controlnet" else "conv_in"
+    width = dict(full.modules["image"].named_modules())[conv].in_channels
+    assert dict(again.modules["image"].named_modules())[conv].in_channels == width - 5
+    assert torch.allclose(again("a dog on the grass", seed=2).latents["image"], b.latents["image"], atol=1e-5)
+    # errors: not a parent; an adapter or ControlNet must keep one
+    with pytest.raises(ValueError, match=r"\['sky'\] are not its parents"):
+        drop_parents(full.spec.factors["image"], full.modules["image"], ["sky"])
+    if kind != "scratch":
+        with pytest.raises(ValueError, match="must keep at least one of its parents"):
+            drop_parents(full.spec.factors["image"], full.modules["image"], ["seg", "depth", "normal"])
+    # the CLI: --drop-parents only with --factors, and it says what it dropped
+    src = full.save_pretrained(tmp_path / "full")
+    assert main(["train", "assemble-graph", "--graph", str(src), "--factors", "seg,normal,image", "--drop-parents",
+                 "--out", str(tmp_path / "cli"), "--fp32"]) == 0  # fmt: skip
+    assert "image without depth" in capsys.readouterr().out
+    assert main(["train", "assemble-graph", "--graph", str(src), "--drop-parents", "--out", str(tmp_path / "x")]) == 2
+    assert "--drop-parents goes with --factors" in capsys.readouterr().err
+
+
 def test_joint_and_ancestral_differ_and_are_deterministic(graph):
     a = graph("a dog and a cat", seed=3)
     b = graph("a dog and a cat", seed=3)

@@ -947,10 +947,15 @@ def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
         name, other = _named_graph(item, "--take", "FACTOR=GRAPH_FOLDER", "seg=runs/train/graph_scratch_cpu")
         pipe = pipe.with_factors_from(other, [name])
         taken.append(f"{name} from {other.path}")
+    if args.drop_parents and not args.factors:
+        raise ValueError("--drop-parents goes with --factors (the parents not kept are dropped)")
     if args.factors:
-        pipe = pipe.subset(args.factors)
+        pipe = pipe.subset(args.factors, drop_parents=args.drop_parents)
     pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
-    print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}" + (f" ({'; '.join(taken)})" if taken else ""))
+    dropped = [f"{n} without {', '.join(ps)}" for n, ps in pipe.spec.info.get("dropped_parents", {}).items()
+               if args.drop_parents]  # fmt: skip
+    notes = "; ".join(taken + dropped)
+    print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}" + (f" ({notes})" if notes else ""))
     return 0
 
 
@@ -1670,6 +1675,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", required=True, help="a trained graph folder (extra.graph of the factor configs)")
     p.add_argument("--factors", type=_arg_type(_csv, "factors"),
                    help="only these factors, e.g. seg,depth,sketch,image (each one's parents included)")
+    p.add_argument("--drop-parents", action="store_true",
+                   help="with --factors: a kept factor loses the parents not kept, and runs exactly as it did with "
+                        "them null (e.g. --factors seg,depth,image of an image factor that also reads sketch, normal)")
     p.add_argument("--take", action="append", metavar="FACTOR=GRAPH",
                    help="use FACTOR (module, kind and sampling settings) from another trained graph on the same "
                         "base, e.g. seg=runs/train/graph_scratch_cpu; it must have the same parents (repeatable)")

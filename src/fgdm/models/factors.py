@@ -426,6 +426,46 @@ def check_factor_module(spec: FactorSpec, module: nn.Module, base_unet, text_dim
         raise ValueError(f"{where}: cross-attention width {cfg.cross_attention_dim} != text encoder width {text_dim}")
 
 
+def drop_parents(spec: FactorSpec, module: nn.Module, names: list[str]) -> tuple[FactorSpec, nn.Module]:
+    """``spec`` and ``module`` without the parents ``names``: a factor that runs exactly as it ran
+    with those parents null.
+
+    A null parent enters as zeros (its latent and its presence channel), and every factor kind
+    reads the packed parents through one convolution first (the adapter's and the from-scratch
+    UNet's ``conv_in``, the ControlNet's condition-embedding ``conv_in``), to which zero channels
+    contribute nothing; so removing those channels from that convolution's weight changes no output.
+    Whether the factor is any good without the dropped maps is what training decided: one trained
+    with each parent dropped part of the time (``cond_dropout``) was trained for it. An adapter or
+    ControlNet must keep at least one parent (without parents an adapter reads its own latent)."""
+    import dataclasses
+
+    unknown = [n for n in names if n not in spec.parents]
+    if unknown:
+        raise ValueError(f"factor {spec.name!r}: {unknown} are not its parents {list(spec.parents)}")
+    keep = [p for p in spec.parents if p not in names]
+    if not keep and spec.kind != "scratch":
+        raise ValueError(f"factor {spec.name!r} ({spec.kind}) must keep at least one of its parents {list(spec.parents)}")
+    offset = LATENT_CHANNELS if spec.kind == "scratch" else 0  # the scratch UNet reads its own latent first
+    channels, start = list(range(offset)), offset
+    for p, width in zip(spec.parents, spec.parent_widths(), strict=True):
+        if p in keep:
+            channels += range(start, start + width)
+        start += width
+    conv, key = {"adapter": ("conv_in", "in_channels"), "scratch": ("conv_in", "in_channels"),
+                 "controlnet": ("controlnet_cond_embedding.conv_in", "conditioning_channels")}[spec.kind]  # fmt: skip
+    weights = module.state_dict()
+    if weights[f"{conv}.weight"].shape[1] != start:
+        raise ValueError(f"factor {spec.name!r}: its {conv} reads {weights[f'{conv}.weight'].shape[1]} channels, "
+                         f"its parents give {start}")  # fmt: skip
+    weights[f"{conv}.weight"] = weights[f"{conv}.weight"][:, channels].clone()
+    cfg = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
+    cfg[key] = len(channels)
+    param = next(module.parameters())
+    out = type(module).from_config(cfg)
+    out.load_state_dict(weights)
+    return dataclasses.replace(spec, parents=tuple(keep)), out.to(device=param.device, dtype=param.dtype)
+
+
 def class_fractions(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) integer class-id maps -> (B, NUM_CLASSES, h, w) float: per cell of an ``size`` grid,
     the share of its pixels of each class (void and unknown ids count for none; a grid finer than the

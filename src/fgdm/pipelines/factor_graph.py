@@ -214,21 +214,31 @@ class FactorGraphPipeline:
         stage.rename(out)
         return out
 
-    def subset(self, names: list[str]) -> FactorGraphPipeline:
-        """The graph restricted to ``names`` (e.g. to ship without a factor); every kept factor's
-        parents must be kept too."""
+    def subset(self, names: list[str], *, drop_parents: bool = False) -> FactorGraphPipeline:
+        """The graph restricted to ``names`` (e.g. to ship without a factor). Every kept factor's
+        parents must be kept too, or, with ``drop_parents``, the factor loses the parents that are
+        not kept and runs exactly as it ran with them null (:func:`~fgdm.models.factors.drop_parents`;
+        e.g. an image factor trained on seg, depth, sketch and normals, shipped with seg and depth)."""
+        from ..models.factors import drop_parents as drop
+
         unknown = [n for n in names if n not in self.spec.factors]
         if unknown or not names:
             raise ValueError(f"factors {unknown or names}: choose from {list(self.spec.factors)}")
         orphans = {n: [p for p in self.spec.factors[n].parents if p not in names] for n in names}
         orphans = {n: ps for n, ps in orphans.items() if ps}
-        if orphans:
-            raise ValueError(f"factors {sorted(orphans)} need their parents {orphans} kept as well")
+        if orphans and not drop_parents:
+            raise ValueError(f"factors {sorted(orphans)} need their parents {orphans} kept as well "
+                             "(or drop those parents: drop_parents=True, assemble-graph --drop-parents)")  # fmt: skip
         keep = [n for n in self.spec.factors if n in names]
-        spec = GraphSpec({n: self.spec.factors[n] for n in keep}, self.spec.base, self.spec.base_fingerprint,
-                         {**self.spec.info, "sources": {n: v for n, v in self.spec.info.get("sources", {}).items()
-                                                        if n in keep}})  # fmt: skip
-        return FactorGraphPipeline(self.base, spec, {n: self.modules[n] for n in keep}, self.path)
+        factors, modules = {n: self.spec.factors[n] for n in keep}, {n: self.modules[n] for n in keep}
+        for n, ps in orphans.items():
+            factors[n], modules[n] = drop(factors[n], modules[n], ps)
+        info = {**self.spec.info, "sources": {n: v for n, v in self.spec.info.get("sources", {}).items() if n in keep}}
+        if orphans:
+            info["dropped_parents"] = {**info.get("dropped_parents", {}), **orphans}
+        spec = GraphSpec.from_dict({"factors": {n: f.to_dict() for n, f in factors.items()}, "base": self.spec.base,
+                                    "base_fingerprint": self.spec.base_fingerprint, "info": info})  # fmt: skip
+        return FactorGraphPipeline(self.base, spec, modules, self.path)
 
     def with_factors_from(self, other: FactorGraphPipeline, names: list[str] | None = None) -> FactorGraphPipeline:
         """This graph with ``other``'s modules (and their kind and sampling settings) for ``names``
