@@ -74,3 +74,28 @@ def tiny_clip_dir(tiny_sd_dir, tmp_path_factory):
     clip.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def restored_graph(tmp_path_factory):
+    """A factory: the FG-DM graph the package shipped at commit ``rev``, restored from the git
+    history by scripts/restore_graph.sh (what the recipes that continue an earlier shipped factor
+    tell their users to run). Skips where the clone has no such history (a shallow clone)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = {}
+
+    def get(rev: str) -> Path:
+        if rev not in cache:
+            have = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True)
+            if have.returncode:
+                pytest.skip(f"commit {rev} is not in this clone's history (a shallow clone: git fetch --unshallow)")
+            dest = tmp_path_factory.mktemp("restored") / f"fgdm-{rev}"
+            subprocess.run(["bash", str(root / "scripts" / "restore_graph.sh"), rev, str(dest)], check=True,
+                           capture_output=True)  # fmt: skip
+            cache[rev] = dest
+        return cache[rev]
+
+    return get

@@ -254,7 +254,8 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     from fgdm.cli import main
     from fgdm.editing import sample_from_run
 
-    spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2},
+    # depth drawn at half the image's size, as the shipped graph draws it beside SBPC's full-size seg map
+    spec = {"factors": {"seg": {"steps": 2}, "depth": {"parents": ["seg"], "steps": 2, "size": 16},
                         "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 2}}}  # fmt: skip
     graph = random_graph(spec).save_pretrained(tmp_path / "graph")
     run = tmp_path / "sbpc"
@@ -263,7 +264,11 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     src = json.loads((run / "record.json").read_text())
     chosen_seed = src["candidates"][src["chosen"]]["seed"]
     assert chosen_seed == 5 + src["chosen"]
+    from PIL import Image
+
+    assert Image.open(run / "depth-000.png").size == (16, 16) != Image.open(run / "seg-000.png").size
     s, _ = sample_from_run(run)
+    assert s.disparity.shape == s.seg.shape  # read on the seg map's grid
     name = s.objects()[_largest(s)][0]
     first = tmp_path / "edit1"
     assert main(["edit", str(run), "--flip", name, "-o", str(first), "--quiet"]) == 0

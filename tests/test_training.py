@@ -467,7 +467,7 @@ def test_bench_train_times_every_variant(tmp_path, capsys):
     assert "UNet and judge" in capsys.readouterr().err
 
 
-def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
+def test_cpu_and_gpu_recipes_train_one_unet_and_one_base(restored_graph):
     """configs/*_cpu.yaml train the architectures of the GPU recipes, so either machine resumes the
     other's UNet checkpoints, and a base (VAE, MiniCLIP) trained on one serves the UNet of the other."""
     from pathlib import Path
@@ -486,7 +486,9 @@ def test_cpu_and_gpu_recipes_train_one_unet_and_one_base():
     assert text.model == {**cpu.model, "text_conditioned": True} and text.mixed_precision == "no"
     assert {k: v for k, v in text.extra.items() if k not in ("graph", "init_from")} == {
         k: v for k, v in cpu.extra.items() if k != "graph"}  # fmt: skip
-    assert (root.parent / text.extra["init_from"] / "config.json").exists() and text.extra["graph"] != cpu.extra["graph"]
+    assert text.extra["init_from"] == "runs/shipped/fgdm-ce32bb0/seg" and text.extra["graph"] != cpu.extra["graph"]
+    seg = json.loads((restored_graph("ce32bb0") / "seg" / "config.json").read_text())  # the seg adapter shipped then
+    assert seg["_class_name"] == "FactorAdapter" and not seg.get("text_dim")  # plain: no text path
     assert dataclasses.replace(text, model=cpu.model, extra=cpu.extra, output_dir=cpu.output_dir,
                                mixed_precision=cpu.mixed_precision) == cpu  # fmt: skip
     # the joint recipe (TEXT=1 in scripts/device_stage.sh) is the GPU one with the encoder training, in its own folder
@@ -912,10 +914,11 @@ def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(tmp_path, monkeypatch, c
     assert not loop.warn_if_emulated_bf16("bf16", "cpu")
 
 
-def test_the_depth_recipes_build_on_the_shipped_graph():
+def test_the_depth_recipes_build_on_the_shipped_graph(restored_graph):
     """configs/factor_depth_*_cpu.yaml and configs/image_factor_depth*_cpu.yaml (results.md, "A depth
     factor and a depth-conditioned image factor on this CPU"): the depth factor fits the weights budget's
-    remainder, and the image recipe starts from the shipped image factor exactly (init_parents)."""
+    remainder, and the image recipe starts from the image factor shipped then (commit ba60147, restored by
+    scripts/restore_graph.sh) exactly (init_parents)."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -948,7 +951,8 @@ def test_the_depth_recipes_build_on_the_shipped_graph():
     image_cfg = load_train_config(root / "configs" / "image_factor_depth_cpu.yaml")
     image = factor_spec(image_cfg)
     assert image.parents == ("seg", "depth") and image_cfg.extra["init_parents"] == ["seg"]
-    shipped_dir = root / image_cfg.extra["init_from"]
+    assert image_cfg.extra["init_from"] == "runs/shipped/fgdm-ba60147/image"
+    shipped_dir = restored_graph("ba60147") / "image"
     shipped = load_graph_spec(shipped_dir.parent).factors["image"]
     assert shipped.parents == ("seg",)
     old = load_factor_module(shipped, shipped_dir).float()
@@ -967,3 +971,23 @@ def test_the_depth_recipes_build_on_the_shipped_graph():
     np_cfg = load_train_config(root / "configs" / "image_factor_depth_np_cpu.yaml")
     assert factor_spec(np_cfg) == image and np_cfg.extra["init_from"] == image_cfg.extra["init_from"]
     assert null_probs(np_cfg.extra["null_prob"], image.parents) == {"seg": 0.2, "depth": 0.5}
+
+
+def test_restore_graph_script(restored_graph, tmp_path):
+    """scripts/restore_graph.sh: a graph shipped at a commit, whole and loadable; it refuses a folder
+    that holds files, a commit it does not know and one that shipped no graph."""
+    import subprocess
+
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+
+    g = FactorGraphPipeline.from_pretrained(restored_graph("ba60147"))  # seg (from scratch) -> image adapter
+    assert list(g.spec.factors) == ["seg", "image"] and g.spec.factors["image"].parents == ("seg",)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "restore_graph.sh"
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("keep me")
+    for args, needle in ((["ba60147", str(tmp_path / "full")], "is not empty"),
+                         (["nosuchrev", str(tmp_path / "a")], "is not a commit"),
+                         (["9944728", str(tmp_path / "b")], "ships no graph")):  # fmt: skip
+        r = subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
+    assert (tmp_path / "full" / "notes.txt").read_text() == "keep me" and not (tmp_path / "a").exists()

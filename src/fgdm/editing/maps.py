@@ -95,7 +95,7 @@ def resolve(sample: MapSample, target: str | int) -> int:
     if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.isdigit()):
         i = int(target)
         if i not in objs:
-            raise ValueError(f"no object with instance id {i}; objects: {_listing(objs)}")
+            raise ValueError(f"no object with instance id {i}; objects: {_listing(objs, sample)}")
         return i
     m = _TARGET.match(str(target).strip())
     if m is None:
@@ -104,25 +104,28 @@ def resolve(sample: MapSample, target: str | int) -> int:
     k = int(m["k"] or 1)
     same = sorted((i for i, (n, _) in objs.items() if n == name), key=lambda i: (-objs[i][1], i))
     if not same:
-        listing = _listing(objs)
-        if not objs:  # a sampled map may hold only background: say which, so the user sees why
-            stuff = [category(int(c)).name for c in np.unique(sample.seg) if int(c) != VOID_ID]
-            listing += f" (the map holds only {', '.join(stuff) or 'void'})"
-        raise ValueError(f"no {name!r} in this sample; objects: {listing}")
+        raise ValueError(f"no {name!r} in this sample; objects: {_listing(objs, sample)}")
     if not 1 <= k <= len(same):
         raise ValueError(f"{target!r}: there are {len(same)} {name!r} object(s)")
     return same[k - 1]
 
 
-def _listing(objs: dict, limit: int = 12) -> str:
-    """"dog (ids 3, 7), cat (id 5), ..." — at most ``limit`` categories, largest objects first."""
+def _listing(objs: dict, sample: MapSample | None = None, limit: int = 12) -> str:
+    """"dog (ids 3, 7), cat (id 5), ..." — at most ``limit`` categories, largest objects first; for
+    a map without objects (a sampled map may hold only background), "none" and, given the
+    ``sample``, the classes it holds, so the user sees why."""
     by: dict[str, list[int]] = {}
     for i, (n, _) in sorted(objs.items(), key=lambda kv: -kv[1][1]):
         by.setdefault(n, []).append(i)
     parts = [f"{n} (id{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
              for n, ids in list(by.items())[:limit]]  # fmt: skip
     more = f", and {len(by) - limit} more categories" if len(by) > limit else ""
-    return ", ".join(parts) + more if parts else "none"
+    if parts:
+        return ", ".join(parts) + more
+    if sample is None:
+        return "none"
+    stuff = [category(int(c)).name for c in np.unique(sample.seg) if int(c) != VOID_ID]
+    return f"none (the map holds only {', '.join(stuff) or 'void'})"
 
 
 # ----------------------------------------------------------------------------- filling and drawing
@@ -383,11 +386,11 @@ def apply_edits(s: MapSample, edits: list[dict]) -> MapSample:
 def sample_from_run(run_dir, index: int = 0) -> tuple[MapSample, dict]:
     """The condition maps of sample ``index`` of an FG-DM run folder (``fgdm generate --factors``
     or ``--sbpc``), and the run's record. The seg map is required; depth and sketch are used if
-    the run has them (normals are always re-derived from depth)."""
+    the run has them (normals are always re-derived from depth), resized to the seg map's size."""
     import json
     from pathlib import Path
 
-    from ..world.conditions import decode_depth, decode_segmentation, decode_sketch
+    from ..world.conditions import decode_depth, decode_segmentation, decode_sketch, resize_image
 
     root = Path(run_dir)
     try:
@@ -407,7 +410,10 @@ def sample_from_run(run_dir, index: int = 0) -> tuple[MapSample, dict]:
     seg = load("seg")
     if seg is None:
         raise ValueError(f"run {str(run_dir)!r} has no seg map for sample {index}; edits need one (sample seg with --factors)")
-    depth, sketch = load("depth"), load("sketch")
+    # the maps of one sample may be drawn at different sizes (an SBPC run keeps its chosen seg map at
+    # the image's size and samples depth at the depth factor's); edits work on the seg map's grid
+    depth, sketch = (m if m is None or m.shape[:2] == seg.shape[:2] else resize_image(m, seg.shape[1::-1])
+                     for m in (load("depth"), load("sketch")))  # fmt: skip
     s = MapSample.from_labels(decode_segmentation(seg, tolerance=2, min_area=0.0),
                               None if depth is None else decode_depth(depth),
                               None if sketch is None else decode_sketch(sketch))  # fmt: skip
