@@ -403,7 +403,7 @@ print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')]
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
     if [ ${#vs[@]} -gt 0 ]; then  # the shipped graph on the same prompts and seeds, as runs of their own (an
-      # --ablation cannot swap it in: its image factor's parents, seg alone, differ from the new graph's)
+      # --ablation cannot swap it in: its image factor's parents, seg and depth, differ from the new graph's)
       evr fgdm-quality-shipped eval fgdm --graph "$SHIPPED_G" --prompts prompts/multigen_sceneworld_5_1k.json \
         --n-prompts "${FG_PROMPTS:-50}" --clip "$C" --judge "$J"
       evr sbpc-shipped eval sbpc --graph "$SHIPPED_G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" \
