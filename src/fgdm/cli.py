@@ -949,11 +949,12 @@ def cmd_train_assemble_graph(args: argparse.Namespace) -> int:
         taken.append(f"{name} from {other.path}")
     if args.drop_parents and not args.factors:
         raise ValueError("--drop-parents goes with --factors (the parents not kept are dropped)")
+    before = {n: f.parents for n, f in pipe.spec.factors.items()}
     if args.factors:
         pipe = pipe.subset(args.factors, drop_parents=args.drop_parents)
     pipe.save_pretrained(args.out, overwrite=args.overwrite, fp16=not args.fp32)
-    dropped = [f"{n} without {', '.join(ps)}" for n, ps in pipe.spec.info.get("dropped_parents", {}).items()
-               if args.drop_parents]  # fmt: skip
+    dropped = [f"{n} without {', '.join(p for p in before[n] if p not in f.parents)}"
+               for n, f in pipe.spec.factors.items() if f.parents != before[n]]  # fmt: skip
     notes = "; ".join(taken + dropped)
     print(f"wrote the graph {list(pipe.spec.factors)} to {args.out}" + (f" ({notes})" if notes else ""))
     return 0

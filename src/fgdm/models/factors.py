@@ -435,7 +435,7 @@ def drop_parents(spec: FactorSpec, module: nn.Module, names: list[str]) -> tuple
     UNet's ``conv_in``, the ControlNet's condition-embedding ``conv_in``), to which zero channels
     contribute nothing; so removing those channels from that convolution's weight changes no output.
     Whether the factor is any good without the dropped maps is what training decided: one trained
-    with each parent dropped part of the time (``cond_dropout``) was trained for it. An adapter or
+    with each parent dropped part of the time (``extra.null_prob``) was trained for it. An adapter or
     ControlNet must keep at least one parent (without parents an adapter reads its own latent)."""
     import dataclasses
 
