@@ -404,7 +404,7 @@ def test_each_map_is_measured_against_renders_of_its_own_size(tiny_clip_dir, tmp
     (and the image with 128-px renders), whatever size the other rows drew at."""
     from PIL import Image
 
-    from fgdm.eval.fgdm_quality import _distribution, _unit, markdown_table, measure, real_reference, render_px
+    from fgdm.eval.fgdm_quality import _distribution, _slug, _unit, markdown_table, measure, real_reference, render_px
     from fgdm.eval.quality import MiniCLIPFeatures
 
     prompts = ["a photo of a dog", "a cat and a bus on the road"]
@@ -414,7 +414,7 @@ def test_each_map_is_measured_against_renders_of_its_own_size(tiny_clip_dir, tmp
                {"config": "FG-DM seg,image joint", "kind": "fgdm", "factors": ["seg", "image"], "mode": "joint"}]  # fmt: skip
     for cfg, maps in [("base", {"image": world["image"]}),
                       ("FG-DM seg,image joint", {"image": world["image"][::-1], "seg": small["seg"][::-1]})]:  # fmt: skip
-        folder = tmp_path / "samples" / cfg.replace(" ", "_").replace(",", "_")
+        folder = tmp_path / "samples" / _slug(cfg)
         folder.mkdir(parents=True)
         for p, text in enumerate(prompts):
             files = {}

@@ -473,8 +473,9 @@ def cmd_generate_fgdm(args: argparse.Namespace) -> int:
                 files.append(f"{name}-{i:03d}.png")
         wanted = parse_prompt(args.prompt).things
         for i, lab in enumerate(result.labels or []):
-            samples[i]["seg_objects"] = sorted(present_categories(lab))
-            samples[i]["seg_object_recall"] = object_recall(wanted, present_categories(lab)) if wanted else None
+            present = present_categories(lab)
+            samples[i]["seg_objects"] = sorted(present)
+            samples[i]["seg_object_recall"] = object_recall(wanted, present) if wanted else None
         for i, fit in enumerate(result.palette_fit or []):
             samples[i]["seg_palette_fit"] = round(fit, 4)
         spec = pipe.spec.factors

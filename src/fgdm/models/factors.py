@@ -28,7 +28,7 @@ a palette latent's colours for the objects' names: the classes are its input, on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -437,8 +437,6 @@ def drop_parents(spec: FactorSpec, module: nn.Module, names: list[str]) -> tuple
     Whether the factor is any good without the dropped maps is what training decided: one trained
     with each parent dropped part of the time (``extra.null_prob``) was trained for it. An adapter or
     ControlNet must keep at least one parent (without parents an adapter reads its own latent)."""
-    import dataclasses
-
     unknown = [n for n in names if n not in spec.parents]
     if unknown:
         raise ValueError(f"factor {spec.name!r}: {unknown} are not its parents {list(spec.parents)}")
@@ -463,7 +461,7 @@ def drop_parents(spec: FactorSpec, module: nn.Module, names: list[str]) -> tuple
     param = next(module.parameters())
     out = type(module).from_config(cfg)
     out.load_state_dict(weights)
-    return dataclasses.replace(spec, parents=tuple(keep)), out.to(device=param.device, dtype=param.dtype)
+    return replace(spec, parents=tuple(keep)), out.to(device=param.device, dtype=param.dtype)
 
 
 def class_fractions(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
