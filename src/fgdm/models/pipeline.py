@@ -124,6 +124,25 @@ class BaseModel:
         emb = self.text_encoder(ids.to(self.device))[0]
         return emb, [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
 
+    def class_tokens(self, prompts: list[str]) -> torch.Tensor:
+        """(B, NUM_CLASSES, T) float, 1 where token t of prompt b (in :meth:`encode_text`'s rows, the
+        start token at 0) belongs to a mention of class c (the world's vocabulary,
+        :func:`~fgdm.world.vocab.parse_prompt`). A mention's tokens are found by tokenizing the
+        text before it and up to its end, so any CLIP-style tokenizer works; tokens cut off by
+        truncation are left out."""
+        from ..world.categories import NUM_CLASSES, category
+        from ..world.vocab import parse_prompt
+
+        tok = self.tokenizer
+        max_len = tok.model_max_length
+        out = torch.zeros(len(prompts), NUM_CLASSES, max_len)
+        n_tokens = lambda text: len(tok(text, truncation=False).input_ids) - 2  # without start and end
+        for b, prompt in enumerate(prompts):
+            for m in parse_prompt(prompt).mentions:
+                first, stop = 1 + n_tokens(prompt[: m.start]), 1 + n_tokens(prompt[: m.end])
+                out[b, category(m.category).id, first : min(stop, max_len - 1)] = 1
+        return out
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BaseModel:
         for m in (self.unet, self.vae, self.text_encoder):
             m.to(device=device, dtype=dtype)
