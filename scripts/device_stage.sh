@@ -375,6 +375,10 @@ case "$stage" in
     evs follows-map scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --sampled --neutral
     evs follows-map-dense scripts/image_factor_follows_map.py --graph "$G" --judge "$J" --n "$small" --neutral \
       --prompts prompts/dense_6to8_200.json
+    # training-free map-guided cross-attention on the real-map ceiling (results.md, "Training-free map-guided
+    # cross-attention": within noise on the CPU graph)
+    evs map-text scripts/map_text_probe.py --graph "$G" --judge "$J" --prompts prompts/dense_6to8_200.json \
+      --n-prompts "$small" --arms none,bias:10,regions:0.5 --out runs/eval/map-text
     # every condition type (results.md, "Sketch and normal factors on this CPU"): each map the image factor reads
     # besides seg, given real (alone and with seg), and each condition factor given its parents' real maps
     conds=() fits=()

@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--n-prompts", type=int, default=30)
     ap.add_argument("--arms", default="none,bias:5,regions:0.5")
     ap.add_argument("--graph", default=None, help="FG-DM graph folder (default: the shipped graph)")
+    ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     ap.add_argument("--cond-size", type=int, default=64, help="side of the real maps given (fgdm eval sbpc's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -102,7 +103,7 @@ def main() -> None:
         raise SystemExit("--arms: the first arm must be none (the others are compared with it)")
     names = [k if k == "none" else f"{k}:{v:g}" for k, v in arms]
     prompts = read_prompts(args.prompts)[args.start : args.start + args.n_prompts]
-    graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge()
+    graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res_file = out / "results.json"
