@@ -14,9 +14,10 @@ objects in each. Arms (``fgdm.attention.regions``, on the base UNet the image fa
   cross-attention is blended with that of "a photo of a <object>" (weight W x the class's share of
   the cell), the single-object prompts MiniSD draws at 93%.
 
-Writes OUT/results.json (per prompt: objects and each arm's recall; rewritten after every prompt, so
-a run resumes), OUT/summary.json (each arm's mean recall and its sign test against ``none``) and
-OUT/sheet.png (the first 4 prompts, every arm).
+Writes OUT/results.json (per prompt: its objects, and each arm's recall and the objects the judge
+found; rewritten after every prompt, so a run resumes), OUT/summary.json (each arm's mean recall, its
+sign test against ``none``, and the share of objects found by their place in the prompt: first named,
+second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
@@ -113,14 +114,17 @@ def main() -> None:
         p = args.start + i
         objects = list(parse_prompt(prompt).things)
         row = results.get(str(p), {"prompt": prompt, "objects": objects, "recall": {}})
+        row.setdefault("found", {})
         render = prompt_render(prompt, objects, 1000 * p, graph.native_size())
         seg = resize_labels(render.seg, args.cond_size)
         images = []
         for arm, name in zip(arms, names, strict=True):
-            if name in row["recall"] and i >= 4:
+            if name in row["found"] and i >= 4:
                 continue
             image = render_arm(graph, arm, prompt, objects, seg, 1000 * p)
-            row["recall"][name] = object_recall(objects, present_categories(judge.segment_images([image])[0]))
+            present = present_categories(judge.segment_images([image])[0])
+            row["recall"][name] = object_recall(objects, present)
+            row["found"][name] = [o for o in objects if o in present]
             images.append(np.asarray(image))
         if i < 4:
             tiles.append(images)
@@ -128,10 +132,14 @@ def main() -> None:
         res_file.write_text(json.dumps(results, indent=1))
     rows = [results[str(args.start + i)] for i in range(len(prompts))]
     base = [r["recall"]["none"] for r in rows]
+    places = max(len(r["objects"]) for r in rows)
+    by_place = lambda n: [round(float(np.mean([r["objects"][k] in r["found"][n] for r in rows if len(r["objects"]) > k])), 3)
+                          for k in range(places)]  # fmt: skip
     summary = {"prompts": len(rows), "start": args.start, "arms": {
         n: {"mean_recall": round(float(np.mean([r["recall"][n] for r in rows])), 4),
-            **({} if n == "none" else {"vs_none": sign_test(base, [r["recall"][n] for r in rows])})}
-        for n in names}}  # fmt: skip
+            **({} if n == "none" else {"vs_none": sign_test(base, [r["recall"][n] for r in rows])}),
+            "found_by_place": by_place(n)}
+        for n in names}, "objects_by_place": [sum(len(r["objects"]) > k for r in rows) for k in range(places)]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if tiles:
         notes = [[[(f"recall {rows[i]['recall'][n]:.2f}", (0, 0, 0))] for n in names] for i in range(len(tiles))]
