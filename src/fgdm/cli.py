@@ -1564,9 +1564,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("joint", "ancestral"), default=None,
                    help="FG-DM: joint (every factor steps together; default) or ancestral (conditions first)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=None,
-                   help="FG-DM: side of the condition maps (SBPC default 64)")
+                   help="FG-DM: side of the condition maps (default: each factor's; with --sbpc: of the seg "
+                        "candidates, default 64)")
     p.add_argument("--cond-steps", type=_int_at_least(1), default=None,
-                   help="FG-DM: DDIM steps of the condition factors (SBPC default 10)")
+                   help="FG-DM: DDIM steps of the condition factors (default: each factor's; with --sbpc: of the "
+                        "seg candidates, default 10; the final pass's other factors keep their own)")
     p.add_argument("--sbpc", type=_int_at_least(1), default=None, metavar="N",
                    help="sampling-based prompt compliance: best of N seg maps by object recall, then the image")
     p.add_argument("--early-stop", type=_arg_type(_unit_interval, "recall"), default=None,
