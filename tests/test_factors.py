@@ -632,6 +632,29 @@ def test_init_parents_adds_a_parent_whose_inputs_start_at_zero(tmp_path, tiny_mo
         init_factor_from(build_factor_module(new, unet), tmp_path / "old")
 
 
+def test_a_from_scratch_factor_can_start_as_the_base_unet(tiny_sd_dir, tiny_model):
+    """configs/image_factor_fullft_cpu.yaml: a from-scratch image factor started from the base's own UNet
+    folder with init_parents [] is the base UNet at the start, whatever its seg input; only training
+    makes the map count."""
+    from fgdm.models.factors import pack_parents
+    from fgdm.training.factors import init_factor_from
+
+    unet = tiny_model.unet
+    spec = GraphSpec.from_dict({"factors": {"seg": {}, "image": {"kind": "scratch", "parents": ["seg"]}}}).factors["image"]
+    module = build_factor_module(spec, unet)
+    init_factor_from(module, tiny_sd_dir / "unet", spec, [])
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([50, 600])
+    ctx = tiny_model.encode_text(["a dog", "a cat"])[0]
+    want = unet(x, t, encoder_hidden_states=ctx).sample
+    pack = lambda z: pack_parents(("seg",), {"seg": z}, x)
+    seg = torch.randn(2, 4, 8, 8, generator=g)
+    for z in (None, seg):
+        torch.testing.assert_close(factor_forward(spec, module, unet, x, t, ctx, pack(z)), want, rtol=1e-5, atol=1e-5)
+    _perturb(module, 0.2, seed=1)
+    assert not torch.allclose(*(factor_forward(spec, module, unet, x, t, ctx, pack(z)) for z in (None, seg)))
+
+
 def test_factor_runs_share_one_cache_and_installs_merge(tmp_path, tiny_sd_dir, capsys):
     """With extra.cache_dir, the first run pre-encodes every modality once and later runs reuse it;
     a factor installed from a stale view of the graph keeps the factors installed meanwhile."""
