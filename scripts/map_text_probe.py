@@ -105,6 +105,9 @@ def main() -> None:
     names = [k if k == "none" else f"{k}:{v:g}" for k, v in arms]
     prompts = read_prompts(args.prompts)[args.start : args.start + args.n_prompts]
     graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
+    if graph.spec.factors["image"].kind == "scratch" and len(arms) > 1:
+        raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
+                         "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res_file = out / "results.json"
