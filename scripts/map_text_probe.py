@@ -104,6 +104,8 @@ def main() -> None:
         raise SystemExit("--arms: the first arm must be none (the others are compared with it)")
     names = [k if k == "none" else f"{k}:{v:g}" for k, v in arms]
     prompts = read_prompts(args.prompts)[args.start : args.start + args.n_prompts]
+    if args.start < 0 or args.n_prompts < 1 or not prompts:
+        raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
     graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
     if graph.spec.factors["image"].kind == "scratch" and len(arms) > 1:
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
