@@ -4,12 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 
+from fgdm.world import conditions
 from fgdm.world.categories import NUM_CLASSES, VOID_ID
 from fgdm.world.conditions import (
     class_areas,
     decode_depth,
     decode_normals,
     decode_segmentation,
+    decode_segmentation_fit,
     decode_sketch,
     encode_depth,
     encode_normals,
@@ -200,3 +202,42 @@ def test_palette_fit_known_maps(renders):
         palette_fit(off, tolerance=0)
     with pytest.raises(ValueError, match="rgb must be"):
         palette_fit(np.zeros((8, 8)))
+    blurred = np.asarray(Image.fromarray(encode_segmentation(renders[1].seg)).filter(ImageFilter.GaussianBlur(1.5)))
+    for m in (half, noisy.clip(0, 255).astype(np.uint8), blurred):  # both at once = each alone
+        labels, fit = decode_segmentation_fit(m)
+        assert np.array_equal(labels, decode_segmentation(m)) and fit == palette_fit(m)
+    assert palette_fit(blurred) < 1.0
+
+
+def test_the_decoders_vectorised_parts_equal_their_plain_definitions():
+    """The box votes, the nearest palette colour and the two-colour mixes are computed in
+    vectorised forms (separable sums, expanded squared distances); each equals its definition."""
+    rng = np.random.default_rng(0)
+    pal = np.asarray(conditions.PALETTE, np.float64)
+    labels = rng.integers(0, 6, (9, 13)).astype(np.uint8)
+    valid = rng.random((9, 13)) > 0.3
+    for r in (1, 4):
+        votes = conditions._box_votes(labels, valid, np.arange(6), radius=r)
+        for y, x in [(0, 0), (4, 6), (8, 12), (2, 11)]:
+            win = (slice(max(y - r, 0), y + r + 1), slice(max(x - r, 0), x + r + 1))
+            expect = [int(((labels[win] == k) & valid[win]).sum()) for k in range(6)]
+            assert votes[:, y, x].tolist() == expect
+    rgb = np.concatenate([pal[:40], rng.integers(0, 256, (60, 3))]).reshape(10, 10, 3).astype(np.uint8)
+    _, inv, nearest, dist, _ = conditions._nearest_colours(rgb)
+    direct = np.linalg.norm(rgb.reshape(-1, 1, 3).astype(np.float64) - pal[None], axis=-1)
+    assert np.array_equal(nearest[inv], direct.argmin(1)) and np.allclose(dist[inv], direct.min(1))
+    assert (dist[inv][:40] == 0).all()  # exact palette colours are exactly at distance 0
+    x = rng.integers(0, 256, (50, 3)).astype(np.float64)
+    anchors = rng.integers(0, len(pal), (50, 2))
+    has = np.ones((50, 2), bool)
+    has[:10, 1] = False
+    d, a, p, t = conditions._unmix(x, anchors, has)
+    for i in range(50):  # the best mix (1 - t) A + t P over the real anchors A and every palette colour P
+        best = np.inf
+        for m in range(2 if has[i, 1] else 1):
+            ca = pal[anchors[i, m]]
+            ab = pal - ca
+            tt = np.clip(((x[i] - ca) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-9), 0, 1)
+            best = min(best, np.linalg.norm(x[i] - (ca + tt[:, None] * ab), axis=1).min())
+        assert d[i] == pytest.approx(best, abs=1e-5)
+        assert np.linalg.norm(x[i] - ((1 - t[i]) * pal[a[i]] + t[i] * pal[p[i]])) == pytest.approx(best, abs=1e-5)

@@ -261,6 +261,10 @@ def test_subset_sampling_feeds_null_conditions(graph):
     assert out.given == ["seg"] and "seg" in out.maps
     assert out.labels is not None and out.palette_fit is None  # a given map's fit is not the sampler's
     assert all(torch.all(c[:, 4] == 1) and torch.all(c[:, 5:] == 0) for c in seen)  # seg given, depth null
+    assert np.array_equal(out.labels[0], seg)  # returned as given
+    depth = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))  # a smaller map: resized to the image's 32
+    out = graph("a dog", factors=["image"], given={"depth": depth}, guidance={"image": 1.0})
+    assert out.labels is None and np.array_equal(out.maps["depth"][0], condition_rgb("depth", depth, 32))
 
 
 @pytest.mark.parametrize("kind", ["adapter", "controlnet", "scratch"])
@@ -324,6 +328,12 @@ def test_a_batch_of_prompts_with_their_own_seeds_and_maps_is_each_drawn_alone(gr
         alone = graph(prompt, seed=s)
         assert all(torch.allclose(both.latents[k][i], alone.latents[k][0], atol=1e-4) for k in alone.latents)
     assert both.seeds == [3, 1004] and len(both.images) == 2 and len(both.labels) == len(both.palette_fit) == 2
+    # a repeated prompt is encoded once; every row still reads its own prompt
+    three = graph(["a photo of a bus", "a dog and a cat", "a photo of a bus"], factors=["seg"], seed=[1004, 3, 7])
+    assert torch.allclose(three.latents["seg"][1], both.latents["seg"][0], atol=1e-4)
+    assert torch.allclose(three.latents["seg"][0], both.latents["seg"][1], atol=1e-4)
+    alone = graph("a photo of a bus", factors=["seg"], seed=7)
+    assert torch.allclose(three.latents["seg"][2], alone.latents["seg"][0], atol=1e-4)
     seg = [np.zeros((32, 32), np.uint8), np.full((32, 32), 16, np.uint8)]  # no object; all dog
     two = graph(["a dog", "a dog"], factors=["image"], given={"seg": seg}, num_images_per_prompt=2, seed=[0, 1, 2, 3])
     assert two.given == ["seg"] and len(two.images) == 4
@@ -1007,8 +1017,10 @@ def test_a_factor_that_reads_classes_gets_its_maps_class_shares(random_graph, mo
     assert want[0, 16].mean() == 0.25  # the dog's share of the image
     for given in (seg, encode_segmentation(seg), [seg, seg]):  # class ids, a palette image, one per prompt
         prompts = "a dog" if not isinstance(given, list) else ["a dog", "a dog"]
-        graph(prompts, factors=["image"], given={"seg": given}, guidance={"image": 1.0})
-        assert decoded == [len(given) if isinstance(given, list) else 1]  # only the output's maps: read exactly
+        out = graph(prompts, factors=["image"], given={"seg": given}, guidance={"image": 1.0})
+        assert decoded == []  # read exactly, and returned as given: never decoded back from the latent
+        assert all(np.array_equal(lab, seg) for lab in out.labels) and len(out.labels) == len(out.images)
+        assert all(np.array_equal(m, encode_segmentation(seg)) for m in out.maps["seg"]) and out.palette_fit is None
         assert len(seen) == 3 and all(torch.equal(x[:, :90], want.expand(len(x), -1, -1, -1)) for x in seen)
         assert all(torch.all(x[:, 90] == 1) for x in seen)
         seen.clear(), decoded.clear()

@@ -30,7 +30,13 @@ from ..models.factors import (
 )
 from ..models.pipeline import BaseModel, default_model_dir, load_base_model
 from ..sampling import FactorRun, KeepOutside, ddim_schedule, guided, sample_graph, to_epsilon
-from ..world.conditions import decode_segmentation, encode_segmentation, palette_fit, resize_image, resize_labels
+from ..world.conditions import (
+    decode_segmentation,
+    decode_segmentation_fit,
+    encode_segmentation,
+    resize_image,
+    resize_labels,
+)
 from .text2image import image_seeds, latents_to_images
 
 log = logging.getLogger(__name__)
@@ -41,7 +47,9 @@ class FactorGraphOutput:
     """What one call produced, per sample (``seeds[i]`` is sample i's seed).
 
     ``maps[name][i]`` is sample i's condition map as an (H, W, 3) uint8 image (segmentation:
-    re-painted with the exact palette after decoding); ``labels[i]`` its decoded class-id map;
+    re-painted with the exact palette after decoding); ``labels[i]`` its decoded class-id map. A
+    given map is returned as it was encoded (resized to the size its children read), not decoded
+    back from its latent; a given seg map's ``labels`` are its class ids;
     ``palette_fit[i]`` the share of the sampled seg map's pixels that were within the decoder's
     tolerance of a palette colour before re-painting (:func:`~fgdm.world.conditions.palette_fit`;
     low: the classes were largely guessed). ``labels`` is None when the call has no seg map (sampled
@@ -302,8 +310,8 @@ class FactorGraphPipeline:
         rgbs = [np.asarray(im) for im in latents_to_images(self.base.vae, latents)]
         if name != "seg":
             return rgbs, None, None
-        labels = [decode_segmentation(r) for r in rgbs]
-        return [encode_segmentation(lab) for lab in labels], labels, [palette_fit(r) for r in rgbs]
+        labels, fits = zip(*[decode_segmentation_fit(r) for r in rgbs], strict=True)
+        return [encode_segmentation(lab) for lab in labels], list(labels), list(fits)
 
     def _etas(self, eta, factors: list[str]) -> dict[str, float]:
         """Each sampled factor's DDIM eta: the graph's, overridden by ``eta`` (a number or a dict)."""
@@ -366,17 +374,19 @@ class FactorGraphPipeline:
 
         return read
 
-    def _encode_given(self, name: str, value, size: int, n: int = 1, per: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _encode_given(self, name: str, value, size: int, n: int = 1,
+                      per: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, list[np.ndarray]]:  # fmt: skip
         """A given condition (one map, or a list with one per prompt) as latents, one row per sample;
-        for seg also its (B, size, size) class ids (each map decoded to classes once)."""
+        for seg also its (B, size, size) class ids (each map decoded to classes once); and the
+        (size, size, 3) uint8 map each row's latent encodes."""
         one = not isinstance(value, (list, tuple))
         values = [value] if one else list(value)
         rows = lambda x: x.expand(n, *x.shape[1:]) if one else x.repeat_interleave(per, dim=0)
-        if name != "seg":
-            return rows(self.encode_maps([condition_rgb(name, v, size) for v in values])), None
-        labels = [condition_labels(v, size) for v in values]
-        z = self.encode_maps([encode_segmentation(lab) for lab in labels])
-        return rows(z), rows(torch.from_numpy(np.stack(labels)))
+        labels = [condition_labels(v, size) for v in values] if name == "seg" else None
+        rgbs = [encode_segmentation(lab) for lab in labels] if labels else [condition_rgb(name, v, size) for v in values]
+        maps = [rgbs[0]] * n if one else [a for a in rgbs for _ in range(per)]
+        ids = None if labels is None else rows(torch.from_numpy(np.stack(labels)))
+        return rows(self.encode_maps(rgbs)), ids, maps
 
     def _denoiser(self, spec: FactorSpec, module, cond, uncond, schedule, scale: float, cond_scale: float,
                   known: tuple[torch.Tensor, torch.Tensor] | None = None):  # fmt: skip
@@ -447,8 +457,8 @@ class FactorGraphPipeline:
         uncond = self.base.encode_text([""], allow_empty=True)[0]
         sched = ddim_schedule(self.base.scheduler.config, steps or spec.steps)
         encoded = {p: self._encode_given(p, v, size) for p, v in (given or {}).items() if p in spec.parents}
-        parents = {p: z for p, (z, _) in encoded.items()}
-        known = encoded["seg"] if spec.reads_classes and "seg" in encoded else None
+        parents = {p: z for p, (z, _, _) in encoded.items()}
+        known = encoded["seg"][:2] if spec.reads_classes and "seg" in encoded else None
         den = self._denoiser(spec, self.modules[name], cond, uncond, sched, float(guidance), 1.0, known)
         path = [z]
         invert_ddim(lambda x, t: den(x, t, parents), z, sched, callback=lambda _, x: path.append(x))
@@ -511,17 +521,22 @@ class FactorGraphPipeline:
         rows = [p for p in prompts for _ in range(per)]
         n = len(rows)
         seeds = image_seeds(seed, n)
-        cond, _ = m.encode_text(rows)
-        uncond = m.encode_text([negative_prompt] * n, allow_empty=True)[0]
+        unique = list(dict.fromkeys(prompts))  # each distinct prompt encoded once, then one row per sample
+        emb, _ = m.encode_text(unique)
+        cond = emb[torch.tensor([unique.index(p) for p in rows], device=emb.device)]
+        uncond = m.encode_text([negative_prompt], allow_empty=True)[0].repeat(n, 1, 1)
         # 3. encode the given conditions at the largest size any sampled child needs
         runs: list[FactorRun] = []
         known = None  # a given seg map's latent and exact class ids, for factors that read classes
+        given_maps, given_labels = {}, None  # returned as given, not decoded back from their latents
         for name in order:
             if name in given:
                 kids = [c for c in factors if name in nodes[c].parents]
                 s = max([size[c] for c in kids] or [size[name]])
-                z, labels = self._encode_given(name, given[name], s, n, per)
+                z, labels, given_maps[name] = self._encode_given(name, given[name], s, n, per)
                 runs.append(FactorRun(name, nodes[name].parents, None, fixed=z))
+                if labels is not None:
+                    given_labels = labels
                 if name == "seg" and any(nodes[c].reads_classes for c in kids):
                     known = (z, labels)
         timings["encode_s"] = time.perf_counter() - t0
@@ -562,10 +577,14 @@ class FactorGraphPipeline:
         for name, z in latents.items():
             if name == "image":
                 images = latents_to_images(m.vae, z)
-                continue
-            maps[name], lab, fit = self.decode_maps(name, z)
-            if name == "seg":  # a given map's fit would measure the VAE, not the sampler
-                labels, fits = lab, (fit if name in sampled else None)
+            elif name in given_maps:
+                maps[name] = given_maps[name]
+                if name == "seg":
+                    labels = [a.numpy() for a in given_labels]
+            else:
+                maps[name], lab, fit = self.decode_maps(name, z)
+                if name == "seg":
+                    labels, fits = lab, fit
         timings["decode_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
         return FactorGraphOutput(images, maps, labels, latents, seeds, sampled, sorted(given), timings, fits)

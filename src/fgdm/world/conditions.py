@@ -23,6 +23,9 @@ from .categories import CATEGORIES, NUM_CLASSES, VOID_ID
 from .palette import PALETTE, VOID_COLOR
 
 _PALETTE = np.array(PALETTE, dtype=np.int32)  # (C, 3)
+_PAL_F = _PALETTE.astype(np.float64)
+_PAL_SQ = (_PAL_F * _PAL_F).sum(1)  # (C,) squared norms
+_PAL_D2 = ((_PAL_F[:, None] - _PAL_F[None]) ** 2).sum(-1)  # (C, C) squared distances between colours
 _LUT = np.zeros((256, 3), dtype=np.uint8)
 _LUT[: len(PALETTE)] = PALETTE
 _LUT[VOID_ID] = VOID_COLOR
@@ -58,11 +61,15 @@ def _box_votes(labels: np.ndarray, valid: np.ndarray, classes: np.ndarray, radiu
     """Counts of each class among valid pixels in the (2r+1)^2 window: (K, H, W)."""
     h, w = labels.shape
     onehot = (labels[None] == classes[:, None, None]) & valid[None]
+    # a box sum is separable: sums over the window along x, then along y
+    k = 2 * radius + 1
     padded = np.pad(onehot.astype(np.int16), ((0, 0), (radius, radius), (radius, radius)))
-    votes = np.zeros((len(classes), h, w), dtype=np.int16)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            votes += padded[:, dy : dy + h, dx : dx + w]
+    rows = padded[:, :, :w].copy()
+    for dx in range(1, k):
+        rows += padded[:, :, dx : dx + w]
+    votes = rows[:, :h].copy()
+    for dy in range(1, k):
+        votes += rows[:, dy : dy + h]
     return votes
 
 
@@ -76,13 +83,13 @@ def _fill_from_neighbours(labels: np.ndarray, valid: np.ndarray, max_iter: int =
         classes = np.unique(labels[valid])
         if classes.size == 0:
             break
-        votes = _box_votes(labels, valid, classes)
-        best = votes.max(0)
-        take = todo & (best > 0)
+        ys, xs = np.nonzero(todo)
+        votes = _box_votes(labels, valid, classes)[:, ys, xs]  # (K, pixels to fill)
+        take = votes.max(0) > 0
         if not take.any():
             break
-        labels[take] = classes[votes.argmax(0)][take]
-        valid |= take
+        labels[ys[take], xs[take]] = classes[votes[:, take].argmax(0)]
+        valid[ys[take], xs[take]] = True
     return labels
 
 
@@ -109,22 +116,26 @@ def _unmix(x: np.ndarray, anchors_a: np.ndarray, has_a: np.ndarray) -> tuple[np.
 
     Returns (distance to the best mix, its A, its P, its t) as arrays over N.
     """
-    pal = _PALETTE.astype(np.float64)  # (C, 3)
     best = (np.full(len(x), np.inf), np.zeros(len(x), np.int64), np.zeros(len(x), np.int64), np.zeros(len(x)))
+    rows = np.arange(len(x))
     for m in range(anchors_a.shape[1]):
-        a = pal[anchors_a[:, m]]  # (N, 3)
-        ab = pal[None] - a[:, None]  # (N, C, 3)
-        t = np.clip(((x - a)[:, None] * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0, 1)  # (N, C)
-        d = np.linalg.norm(x[:, None] - (a[:, None] + t[..., None] * ab), axis=-1)
+        # |x - (a + t (p - a))|^2 expanded, so that every term is an (N, C) product, not (N, C, 3)
+        a = _PAL_F[anchors_a[:, m]]  # (N, 3)
+        xa = x - a
+        g = xa @ _PAL_F.T - (xa * a).sum(1, keepdims=True)  # (N, C): <x - a, p - a>
+        pp = _PAL_D2[anchors_a[:, m]]  # (N, C): |p - a|^2
+        t = np.clip(g / np.maximum(pp, 1e-9), 0, 1)
+        d = np.sqrt(np.maximum((xa * xa).sum(1, keepdims=True) - t * (2 * g - t * pp), 0))
+        d = np.round(d, 6)  # colours on one line through the palette tie exactly, as they should
         d[~has_a[:, m]] = np.inf
         p = d.argmin(1)
-        dm = d[np.arange(len(x)), p]
+        dm = d[rows, p]
         better = dm < best[0]
         best = (
             np.where(better, dm, best[0]),
             np.where(better, anchors_a[:, m], best[1]),
             np.where(better, p, best[2]),
-            np.where(better, t[np.arange(len(x)), p], best[3]),
+            np.where(better, t[rows, p], best[3]),
         )
     return best
 
@@ -161,17 +172,23 @@ def _unblend(
     own_valid = valid[ys, xs]
     own_idx = np.searchsorted(classes, labels[ys, xs]).clip(0, len(classes) - 1)
     v[own_idx[own_valid], np.arange(n)[own_valid]] = 0  # a pixel's own class cannot explain it
-    order = np.argsort(-v, axis=0, kind="stable")[:2].T  # (N, 2); (N, 1) when the map has one class
-    has = np.take_along_axis(v.T, order, 1) > 0
+    vt = np.ascontiguousarray(v.T)  # (N, K)
+    # the two most frequent classes, ties to the lower index (a stable sort's first two, found by argmax)
+    first = vt.argmax(1)
+    order = first[:, None]  # (N, 1) when the map has one class
+    if vt.shape[1] > 1:
+        vt2 = vt.copy()
+        vt2[np.arange(n), first] = -1
+        order = np.stack([first, vt2.argmax(1)], 1)  # (N, 2)
+    has = np.take_along_axis(vt, order, 1) > 0
     if order.shape[1] == 1:  # no second class: the mix is with the one class itself
         order, has = np.repeat(order, 2, axis=1), np.concatenate([has, np.zeros_like(has)], axis=1)
     keep = has[:, 0]  # pixels with at least one other class nearby
     ys, xs, order, has, own_valid = ys[keep], xs[keep], order[keep], has[keep], own_valid[keep]
     x = colors[ys, xs].astype(np.float64)
-    pal = _PALETTE.astype(np.float64)
     # (1) a mix of the two neighbouring classes
     a_id, b_id = classes[order[:, 0]], np.where(has[:, 1], classes[order[:, 1]], classes[order[:, 0]])
-    ca, ab = pal[a_id], pal[b_id] - pal[a_id]
+    ca, ab = _PAL_F[a_id], _PAL_F[b_id] - _PAL_F[a_id]
     t = np.clip(((x - ca) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-9), 0, 1)
     best_d = np.linalg.norm(x - (ca + t[:, None] * ab), axis=1)
     best_new = np.where(t < 0.5, a_id, b_id)
@@ -199,9 +216,11 @@ def _nearest_colours(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
     key = (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
     uniq, inv = np.unique(key.ravel(), return_inverse=True)
     ucol = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], 1)
-    d = np.linalg.norm(ucol[:, None, :] - _PALETTE[None], axis=-1)  # (U, C)
-    nearest = d.argmin(1)
-    dist = d[np.arange(len(uniq)), nearest]
+    uf = ucol.astype(np.float64)
+    # squared distances expanded into a matrix product: exact, as every term is an integer
+    d2 = (uf * uf).sum(1, keepdims=True) - 2 * uf @ _PAL_F.T + _PAL_SQ[None]  # (U, C)
+    nearest = d2.argmin(1)
+    dist = np.sqrt(d2[np.arange(len(uniq)), nearest])
     dvoid = np.linalg.norm(ucol - np.array(VOID_COLOR), axis=1)
     return q, inv, nearest, dist, dvoid
 
@@ -218,6 +237,10 @@ def palette_fit(rgb: np.ndarray, *, tolerance: float = 30.0) -> float:
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
     _, inv, _, dist, dvoid = _nearest_colours(rgb)
+    return _fit(inv, dist, dvoid, tolerance)
+
+
+def _fit(inv: np.ndarray, dist: np.ndarray, dvoid: np.ndarray, tolerance: float) -> float:
     return float((np.minimum(dist, dvoid) <= tolerance)[inv].mean())
 
 
@@ -243,6 +266,12 @@ def decode_segmentation(rgb: np.ndarray, *, tolerance: float = 30.0, min_area: f
         (H, W) uint8 class ids; ``VOID_ID`` where the map was black (or nothing could be decoded).
         An exactly encoded map decodes exactly (with ``min_area=0``).
     """
+    return decode_segmentation_fit(rgb, tolerance=tolerance, min_area=min_area)[0]
+
+
+def decode_segmentation_fit(rgb: np.ndarray, *, tolerance: float = 30.0,
+                            min_area: float = 0.003) -> tuple[np.ndarray, float]:  # fmt: skip
+    """:func:`decode_segmentation` and :func:`palette_fit` of one map, sharing their work."""
     rgb = _check_hw3(rgb, "rgb")
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
@@ -250,6 +279,7 @@ def decode_segmentation(rgb: np.ndarray, *, tolerance: float = 30.0, min_area: f
         raise ValueError(f"min_area must be >= 0, got {min_area}")
     h, w = rgb.shape[:2]
     q, inv, nearest, dist, dvoid = _nearest_colours(rgb)
+    fit = _fit(inv, dist, dvoid, tolerance)
 
     labels = nearest[inv].reshape(h, w).astype(np.uint8)
     dist_px = dist[inv].reshape(h, w)
@@ -266,7 +296,7 @@ def decode_segmentation(rgb: np.ndarray, *, tolerance: float = 30.0, min_area: f
             labels = _fill_from_neighbours(labels, keep)
             labels[np.isin(labels, small)] = VOID_ID  # nothing to fill from
     labels[is_void] = VOID_ID
-    return labels
+    return labels, fit
 
 
 def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
