@@ -244,6 +244,8 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert cli(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in rows] == [c["config"] for c in configurations([1, 2], [2], 2)]
+    several = [c["config"] for c in configurations([1], [2], [5, 1, 2, 5], ceiling=False)]  # sorted, once each
+    assert several == ["base N=1", "base N=2 + judge", "base N=5 + judge", "FG-DM t=2 N=1"]
     assert [r["config"] for r in rows] == ["base N=1", "base N=2 + judge", "FG-DM t=2 N=1", "FG-DM t=2 N=2",
                                            "real renders (ceiling)", "FG-DM on real maps (map ceiling)"]  # fmt: skip
     ceiling = json.loads((out / "results" / "p00000-real_renders_(ceiling).json").read_text())
@@ -285,6 +287,9 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads(capsys.readouterr().out) == rows
     assert cli(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli([*argv, "--baseline-n", "2,0"])
+    assert "--baseline-n" in capsys.readouterr().err
     # scripts/sbpc_objects_by_size.py (a figure in results.md): each object's area in the real render's
     # map, and whether the judge finds it in every configuration's saved image
     import runpy

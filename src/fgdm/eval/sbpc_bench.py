@@ -54,11 +54,14 @@ CEILING = "real renders (ceiling)"
 MAP_CEILING = "FG-DM on real maps (map ceiling)"
 
 
-def configurations(ns: list[int], cond_steps: list[int], baseline_n: int, ceiling: bool = True,
+def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[int], ceiling: bool = True,
                    complete: bool = False) -> list[dict]:  # fmt: skip
+    """The table's rows: base N=1, image-space SBPC at each ``baseline_n`` above 1, FG-DM at each
+    t and N (and with completion), then the two ceilings."""
     out = [{"config": "base N=1", "kind": "base", "n": 1}]
-    if baseline_n > 1:
-        out.append({"config": f"base N={baseline_n} + judge", "kind": "base", "n": baseline_n})
+    for k in sorted({baseline_n} if isinstance(baseline_n, int) else set(baseline_n)):
+        if k > 1:
+            out.append({"config": f"base N={k} + judge", "kind": "base", "n": k})
     out += [{"config": f"FG-DM t={t} N={n}", "kind": "fgdm", "n": n, "t": t} for t in cond_steps for n in ns]
     if complete:
         out += [{"config": f"FG-DM t={t} N={n} + complete", "kind": "fgdm", "n": n, "t": t, "complete": True}
@@ -122,7 +125,7 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
 
 
 def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
-                   ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int = 10,
+                   ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int | list[int] = 10,
                    cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None, ceiling: bool = True,
                    complete: bool = False, progress: bool = True) -> dict:  # fmt: skip
     """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
@@ -218,9 +221,10 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (900, 360)) -> Image.Image:
-    """Two panels vs N: final-image recall and seconds per prompt, one line per series
-    (FG-DM at each t; the image-space baseline as points at N=1 and N=K)."""
+def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (1320, 360)) -> Image.Image:
+    """Three panels: final-image recall vs N, seconds per prompt vs N, and recall vs seconds (which
+    configuration is best at a given time), one line per series (FG-DM at each t; the base model
+    and image-space SBPC at each of its N; the ceilings as points)."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
         key = (f"FG-DM t={r['cond_steps']}" + (" + complete" if "avg_completed_map_recall" in r else "")
@@ -233,31 +237,42 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (900, 360)) -
     font = ImageFont.load_default(size=12)
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
     xs = sorted({r["n"] for r in rows})
-    for panel, (idx, label) in enumerate(((1, "final image recall"), (2, "seconds per prompt"))):
-        x0, y0, pw, ph = 50 + panel * (w // 2), 30, w // 2 - 80, h - 80
-        vals = [v[idx] for s in series.values() for v in s]
-        lo, hi = (0.0, 1.0) if idx == 1 else (0.0, max(vals) * 1.1 or 1.0)
+    t_max = max(v[2] for s in series.values() for v in s) * 1.1 or 1.0
+    panels = (("final image recall vs N", 1, None), ("seconds per prompt vs N", 2, None),
+              ("final image recall vs seconds per prompt", 1, t_max))  # fmt: skip
+    pw_all = w // len(panels)
+    for panel, (title, idx, x_max) in enumerate(panels):
+        x0, y0, pw, ph = 50 + panel * pw_all, 30, pw_all - 80, h - 80
+        lo, hi = (0.0, 1.0) if idx == 1 else (0.0, t_max)
         d.rectangle([x0, y0, x0 + pw, y0 + ph], outline=(0, 0, 0))
-        d.text((x0, 8), label + " vs N", fill=(0, 0, 0), font=font)
+        d.text((x0, 8), title, fill=(0, 0, 0), font=font)
         for k in range(5):
             v = lo + (hi - lo) * k / 4
             y = y0 + ph - (v - lo) / (hi - lo) * ph
             d.line([x0 - 4, y, x0, y], fill=(0, 0, 0))
             d.text((x0 - 44, y - 6), f"{v:.2f}", fill=(0, 0, 0), font=font)
+            if x_max is not None:  # seconds along x
+                x = x0 + k / 4 * pw
+                d.line([x, y0 + ph, x, y0 + ph + 4], fill=(0, 0, 0))
+                d.text((x - 10, y0 + ph + 6), f"{x_max * k / 4:.1f}s", fill=(0, 0, 0), font=font)
 
-        def px(n, x0=x0, pw=pw):
-            return x0 + (xs.index(n) + 0.5) / len(xs) * pw
+        def px(n, secs, x0=x0, pw=pw, x_max=x_max):
+            return x0 + secs / x_max * pw if x_max is not None else x0 + (xs.index(n) + 0.5) / len(xs) * pw
 
-        for n in xs:
-            d.text((px(n) - 6, y0 + ph + 4), f"N={n}", fill=(0, 0, 0), font=font)
+        if x_max is None:
+            for n in xs:
+                d.text((px(n, 0) - 6, y0 + ph + 4), f"N={n}", fill=(0, 0, 0), font=font)
         for j, (name, pts) in enumerate(series.items()):
             c = colours[j % len(colours)]
             pts = sorted(pts)
-            coords = [(px(n), y0 + ph - (v[idx - 1] - lo) / (hi - lo) * ph) for n, *v in pts]
+            coords = [(px(n, secs), y0 + ph - (v - lo) / (hi - lo) * ph) for n, rec, secs in pts
+                      for v in [rec if idx == 1 else secs]]  # fmt: skip
             if len(coords) > 1:
                 d.line(coords, fill=c, width=2)
-            for x, y in coords:
+            for (x, y), (n, _, _) in zip(coords, pts, strict=True):
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+                if x_max is not None:
+                    d.text((x + 4, y - 14), f"N={n}", fill=c, font=font)
             if panel == 0:
                 d.text((x0 + 6, y0 + 6 + 14 * j), name, fill=c, font=font)
     return img
