@@ -383,8 +383,8 @@ class FactorGraphPipeline:
         values = [value] if one else list(value)
         rows = lambda x: x.expand(n, *x.shape[1:]) if one else x.repeat_interleave(per, dim=0)
         labels = [condition_labels(v, size) for v in values] if name == "seg" else None
-        rgbs = [encode_segmentation(lab) for lab in labels] if labels else [condition_rgb(name, v, size) for v in values]
-        maps = [rgbs[0]] * n if one else [a for a in rgbs for _ in range(per)]
+        rgbs = [encode_segmentation(lab) for lab in labels] if labels is not None else [condition_rgb(name, v, size) for v in values]
+        maps = [rgbs[0].copy() for _ in range(n)] if one else [a.copy() for a in rgbs for _ in range(per)]
         ids = None if labels is None else rows(torch.from_numpy(np.stack(labels)))
         return rows(self.encode_maps(rgbs)), ids, maps
 
@@ -580,7 +580,7 @@ class FactorGraphPipeline:
             elif name in given_maps:
                 maps[name] = given_maps[name]
                 if name == "seg":
-                    labels = [a.numpy() for a in given_labels]
+                    labels = [a.numpy().copy() for a in given_labels]  # one array per sample, as sampled maps
             else:
                 maps[name], lab, fit = self.decode_maps(name, z)
                 if name == "seg":
