@@ -403,7 +403,9 @@ print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')]
     fi
     evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-50}" \
       --clip "$C" --judge "$J" "${abl[@]}"
-    evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C"
+    # image-space SBPC at several N too: recall at equal time (results.md, "Recall at equal time")
+    evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C" \
+      --baseline-n 2,5,10
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
     if [ ${#vs[@]} -gt 0 ]; then  # the shipped graph on the same prompts and seeds, as runs of their own (an
