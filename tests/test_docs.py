@@ -55,6 +55,7 @@ def test_api_page_examples_run(tiny_sd_dir, random_graph, tmp_path, monkeypatch)
     assert env["res"].edited_prompt == "a horse on the grass"
     assert env["edited"].objects() != env["sample"].objects()  # the move and flip changed the map
     assert env["kept"].size == env["out"].images[0].size
+    assert len(env["search"].candidates) == 2 and env["search"].image is not None
 
 
 def _doc_commands() -> list[tuple[str, list[str]]]:

@@ -36,6 +36,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from ..compliance.best_of import best_of_images
 from ..compliance.recall import object_recall, present_categories
 from ..compliance.sbpc import sbpc
 from ..models.judge import Judge
@@ -95,13 +96,12 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
             final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
                           steps={"image": image_steps})  # fmt: skip
             return final.images[0], [object_recall(objects, present_categories(seg))], {}
-    if cfg["kind"] in ("base", "real"):
-        if cfg["kind"] == "base":
-            images = base(prompt, num_images_per_prompt=cfg["n"], num_inference_steps=image_steps, seed=s).images
-        else:
-            images = [Image.fromarray(render.image)]
-        recalls = [object_recall(objects, present_categories(seg)) for seg in judge.segment_images(images)]
-        return images[int(np.argmax(recalls))], recalls, {}
+    if cfg["kind"] == "base":
+        res = best_of_images(base, judge, prompt, n=cfg["n"], seed=s, steps=image_steps)
+        return res.image, [c.recall for c in res.candidates], {}
+    if cfg["kind"] == "real":
+        seg = judge.segment_images([render.image])[0]
+        return Image.fromarray(render.image), [object_recall(objects, present_categories(seg))], {}
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
                image_steps=image_steps, complete=cfg.get("complete", False))  # fmt: skip
     extra = {} if res.completion is None else {"completed_recall": res.completed_recall, "completion": res.completion}

@@ -64,6 +64,26 @@ def contact_sheet(
     return sheet
 
 
+def candidate_sheet(tiles: list[np.ndarray], candidates: list, chosen: int, *, per_row: int = 5,
+                    cell: int = 128) -> Image.Image:  # fmt: skip
+    """A search's candidates (seg maps or images) in a grid, ``per_row`` to a row, each with its
+    index, recall and missing objects under it; the chosen one's note in green. ``candidates``:
+    objects with ``index``, ``recall`` and ``missing`` (SBPC's or best-of-N's)."""
+    if len(tiles) != len(candidates) or not tiles:
+        raise ValueError(f"need one tile per candidate, got {len(tiles)} tiles and {len(candidates)} candidates")
+    blank = np.full_like(np.asarray(tiles[0]), 255)
+    ncol = min(per_row, len(tiles))
+    rows, notes = [], []
+    for start in range(0, len(tiles), ncol):
+        part = list(zip(tiles[start : start + ncol], candidates[start : start + ncol], strict=True))
+        rows.append([np.asarray(t) for t, _ in part] + [blank] * (ncol - len(part)))
+        notes.append([[(f"#{c.index} recall {c.recall:.2f}" + (" (chosen)" if c.index == chosen else ""),
+                        (0, 128, 0) if c.index == chosen else (0, 0, 0))]
+                      + ([(f"missing: {', '.join(c.missing)}", (160, 0, 0))] if c.missing else [])
+                      for _, c in part] + [[] for _ in range(ncol - len(part))])  # fmt: skip
+    return contact_sheet(rows, tile_notes=notes, cell=cell)
+
+
 def wrap_to_width(text: str, font, width: int) -> list[str]:
     """``text`` in lines no wider than ``width`` pixels: broken at spaces, and inside a word only
     where one word alone is too wide."""
