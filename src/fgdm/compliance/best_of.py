@@ -18,8 +18,7 @@ from PIL import Image
 
 from ..models.judge import Judge
 from ..pipelines.text2image import Text2ImagePipeline
-from ..world.vocab import parse_prompt
-from .recall import object_recall, present_categories
+from .recall import object_recall, present_categories, prompt_objects
 
 
 @dataclass
@@ -61,11 +60,7 @@ def best_of_images(pipe: Text2ImagePipeline, judge: Judge, prompt: str, *, n: in
     a fifth of them), and with ``early_stop`` drawing stops once an image reaches that recall.
     """
     # 1. check inputs
-    parsed = parse_prompt(prompt)
-    objects = list(parsed.things)
-    if not objects:
-        unknown = f" (words not in the vocabulary: {list(parsed.unknown)})" if parsed.unknown else ""
-        raise ValueError(f"prompt {prompt!r} names no known objects{unknown}; best-of-N needs at least one")
+    objects, unknown = prompt_objects(prompt, "best-of-N")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (--best-of) must be a positive integer, got {n!r}")
     if early_stop is not None and not 0 < early_stop <= 1:
@@ -99,4 +94,4 @@ def best_of_images(pipe: Text2ImagePipeline, judge: Judge, prompt: str, *, n: in
     # 3. keep the best: the highest recall, then the earliest
     chosen = max(range(len(cands)), key=lambda i: (cands[i].recall, -i))
     timings["total_s"] = timings["images_s"] + timings["judge_s"]
-    return BestOfResult(prompt, objects, list(parsed.unknown), cands, chosen, images, timings, stopped)
+    return BestOfResult(prompt, objects, unknown, cands, chosen, images, timings, stopped)

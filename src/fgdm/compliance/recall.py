@@ -8,6 +8,7 @@ import numpy as np
 
 from ..world.categories import category
 from ..world.conditions import class_areas, largest_component_areas
+from ..world.vocab import parse_prompt
 
 PRESENCE_MIN_AREA = 0.003  # a category is present if it covers >= 0.3% of the image
 PRESENCE_RULES = ("area", "component")
@@ -33,3 +34,13 @@ def object_recall(objects: Sequence[str], present: Iterable[str]) -> float:
     if not want:
         raise ValueError("object recall needs a prompt that names at least one known object")
     return len(want & set(present)) / len(want)
+
+
+def prompt_objects(prompt: str, search: str) -> tuple[list[str], list[str]]:
+    """The prompt's objects (vocabulary things, the ones recall counts) and its unknown words; a
+    prompt that names none is an error naming the ``search`` that needs them."""
+    parsed = parse_prompt(prompt)
+    if not parsed.things:
+        unknown = f" (words not in the vocabulary: {list(parsed.unknown)})" if parsed.unknown else ""
+        raise ValueError(f"prompt {prompt!r} names no known objects{unknown}; {search} needs at least one")
+    return list(parsed.things), list(parsed.unknown)

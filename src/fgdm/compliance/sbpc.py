@@ -27,8 +27,7 @@ from PIL import Image
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..world.categories import category
 from ..world.conditions import thing_instances
-from ..world.vocab import parse_prompt
-from .recall import PRESENCE_MIN_AREA, object_recall, presence_areas
+from .recall import PRESENCE_MIN_AREA, object_recall, presence_areas, prompt_objects
 
 
 @dataclass
@@ -137,11 +136,7 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     (:func:`complete_map`) before the final pass; the candidates are chosen as without it.
     """
     # 1. check inputs
-    parsed = parse_prompt(prompt)
-    objects = list(parsed.things)
-    if not objects:
-        unknown = f" (words not in the vocabulary: {list(parsed.unknown)})" if parsed.unknown else ""
-        raise ValueError(f"prompt {prompt!r} names no known objects{unknown}; SBPC needs at least one")
+    objects, unknown = prompt_objects(prompt, "SBPC")
     nodes = pipe.spec.factors
     if "seg" not in nodes:
         raise ValueError(f"SBPC needs a seg factor; this graph has {list(nodes)}")
@@ -190,6 +185,6 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
         image = final.images[0] if final.images else None
         maps = {k: v[0] for k, v in final.maps.items()}
     t2 = time.perf_counter()
-    return SBPCResult(prompt, objects, list(parsed.unknown), cands, best, image, maps, chosen, keep,
+    return SBPCResult(prompt, objects, unknown, cands, best, image, maps, chosen, keep,
                       {"candidates_s": t1 - t0, "final_s": t2 - t1, "total_s": t2 - t0}, stopped, completion,
                       completed_recall)  # fmt: skip
