@@ -10,8 +10,9 @@ if [ $# -ne 2 ]; then
   echo "usage: bash scripts/restore_graph.sh REV DEST" >&2
   exit 2
 fi
-rev=$1 dest=$(realpath -m "$2") src=src/fgdm/models/data/fgdm
-cd "$(git rev-parse --show-toplevel)"
+rev=$1 src=src/fgdm/models/data/fgdm
+case "$2" in /*) dest=$2 ;; *) dest="$PWD/$2" ;; esac  # absolute, before the cd (no GNU realpath -m)
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"  # the clone this script is in, from anywhere
 if ! git cat-file -e "$rev^{commit}" 2>/dev/null; then
   echo "restore_graph: REV '$rev' is not a commit of this clone" >&2
   exit 2
