@@ -217,7 +217,11 @@ def test_quality_runner(tiny_sd_dir, tiny_clip_dir, tmp_path, capsys):
     assert again.keys() == r.keys() and all(again[k] == pytest.approx(r[k], rel=1e-3, abs=1e-3) for k in nums)
     assert (out / "images" / "p00000-00.png").stat().st_mtime_ns == stamp  # not drawn again
     assert main([*argv, "--out", str(out), "--resume", "--n-real", "4"]) == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "other settings (n_real: " in capsys.readouterr().err  # names what differs, then and now
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "record.json").write_text("[1, 2")  # cut off mid-write
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--resume"]) == 2
+    assert "unreadable record.json" in capsys.readouterr().err
     # batches across prompts (4 = a prompt and a part of the next) measure the same images
     assert main([*argv, "--out", str(tmp_path / "q4"), "--batch-size", "4"]) == 0
     b = json.loads(capsys.readouterr().out)

@@ -1119,8 +1119,17 @@ def _resumable_run(out: Path, settings: dict, resume: bool) -> Path:
     with ``resume`` and the same settings."""
     _check_run_folder(out, resume)
     rec = out / "record.json"
-    if rec.exists() and json.loads(rec.read_text()).get("settings") != settings:
-        raise ValueError(f"out {str(out)!r} holds a run with other settings; --resume needs the same ones")
+    try:
+        before = (json.loads(rec.read_text()).get("settings") or {}) if rec.exists() else settings
+        if not isinstance(before, dict):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"out {str(out)!r} holds an unreadable record.json; remove the folder to start over") from None
+    differ = [f"{k}: {before.get(k)!r}, now {settings.get(k)!r}" for k in sorted(before.keys() | settings.keys())
+              if before.get(k) != settings.get(k)]  # fmt: skip
+    if differ:
+        raise ValueError(f"out {str(out)!r} holds a run with other settings ({'; '.join(differ)}); "
+                         "--resume needs the same ones")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     return rec
 
