@@ -272,7 +272,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert single["avg_min_recall"] == single["avg_max_recall"]
     gf = {r["config"]: r["gflops_per_prompt"] for r in rows}  # counted operations, device-independent
     assert all(v > 0 for v in gf.values())
-    assert gf["base N=2 + judge"] > 1.9 * gf["base N=1"]  # two images, and judging them
+    assert gf["base N=2 + judge"] > 1.7 * gf["base N=1"]  # two images, and judging them (the prompt encoded once)
     assert gf["FG-DM t=2 N=2"] > gf["FG-DM t=2 N=1"]  # one more seg map; still one image
     assert gf["FG-DM t=2 N=2"] - gf["FG-DM t=2 N=1"] < gf["FG-DM t=2 N=1"]
     assert json.loads((out / "flops.json").read_text()).keys() == gf.keys()

@@ -124,6 +124,15 @@ class BaseModel:
         emb = self.text_encoder(ids.to(self.device))[0]
         return emb, [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
 
+    def encode_text_rows(self, rows: list[str], *, allow_empty: bool = False) -> tuple[torch.Tensor, list[list[str]]]:
+        """:meth:`encode_text` for a batch that repeats prompts (one row per image): each distinct
+        prompt is encoded once, then copied to its rows."""
+        unique = list(dict.fromkeys(rows))
+        emb, tokens = self.encode_text(unique, allow_empty=allow_empty)
+        where = {p: i for i, p in enumerate(unique)}
+        idx = [where[p] for p in rows]
+        return emb[torch.tensor(idx, device=emb.device)], [tokens[i] for i in idx]
+
     def class_tokens(self, prompts: list[str]) -> torch.Tensor:
         """(B, NUM_CLASSES, T) float, 1 where token t of prompt b (in :meth:`encode_text`'s rows, the
         start token at 0) belongs to a mention of class c (the world's vocabulary,

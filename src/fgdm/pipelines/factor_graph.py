@@ -521,10 +521,8 @@ class FactorGraphPipeline:
         rows = [p for p in prompts for _ in range(per)]
         n = len(rows)
         seeds = image_seeds(seed, n)
-        unique = list(dict.fromkeys(prompts))  # each distinct prompt encoded once, then one row per sample
-        emb, _ = m.encode_text(unique)
-        cond = emb[torch.tensor([unique.index(p) for p in rows], device=emb.device)]
-        uncond = m.encode_text([negative_prompt], allow_empty=True)[0].repeat(n, 1, 1)
+        cond, _ = m.encode_text_rows(rows)  # each distinct prompt encoded once
+        uncond = m.encode_text_rows([negative_prompt] * n, allow_empty=True)[0]
         # 3. encode the given conditions at the largest size any sampled child needs
         runs: list[FactorRun] = []
         known = None  # a given seg map's latent and exact class ids, for factors that read classes

@@ -92,8 +92,8 @@ class Text2ImagePipeline:
         t0 = time.perf_counter()
         # 2. encode the prompt(s), one row per image
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        cond, tokens = m.encode_text(prompts)
-        uncond = m.encode_text([negative_prompt] * len(prompts), allow_empty=True)[0] if guidance_scale != 1 else None
+        cond, tokens = m.encode_text_rows(prompts)
+        uncond = m.encode_text_rows([negative_prompt] * len(prompts), allow_empty=True)[0] if guidance_scale != 1 else None
         timings["encode_s"] = time.perf_counter() - t0
         # 3. initial noise: image i uses seeds[i] (seed + i, or the list), so each is reproducible on its own
         lat = size // m.vae_scale_factor
