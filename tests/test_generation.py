@@ -94,6 +94,22 @@ def test_bad_inputs(tiny_model, caplog):
     with caplog.at_level(logging.WARNING):
         out = pipe("a dog " * 60, num_inference_steps=2)
     assert "truncated" in caplog.text and len(out.images) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pipe("a dog " * 60, num_images_per_prompt=3, num_inference_steps=1)
+    assert caplog.text.count("truncated") == 1  # a prompt repeated per image is read (and warned about) once
+
+
+def test_encode_text_rows_encodes_each_distinct_prompt_once(tiny_model, monkeypatch):
+    rows = ["a dog", "a cat", "a dog", "a dog"]
+    alone = {p: tiny_model.encode_text([p]) for p in set(rows)}
+    seen = []
+    real = tiny_model.encode_text
+    monkeypatch.setattr(tiny_model, "encode_text", lambda ps, **kw: (seen.append(list(ps)), real(ps, **kw))[1])
+    emb, tokens = tiny_model.encode_text_rows(rows)
+    assert seen == [["a dog", "a cat"]] and emb.shape[0] == 4 and len(tokens) == 4
+    for i, p in enumerate(rows):
+        assert torch.allclose(emb[i], alone[p][0][0], atol=1e-5) and tokens[i] == alone[p][1][0]
 
 
 def test_bad_model_dirs(tiny_sd_dir, tmp_path):
