@@ -103,10 +103,15 @@ def main() -> None:
     if arms[0] != ("none", 0.0):
         raise SystemExit("--arms: the first arm must be none (the others are compared with it)")
     names = [k if k == "none" else f"{k}:{v:g}" for k, v in arms]
-    prompts = read_prompts(args.prompts)[args.start : args.start + args.n_prompts]
+    try:  # bad input is the user's: an argument error, not a traceback
+        prompts = read_prompts(args.prompts, "--prompts")[args.start : args.start + args.n_prompts]
+        graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
+    except ValueError as e:
+        ap.error(str(e))
     if args.start < 0 or args.n_prompts < 1 or not prompts:
         raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
-    graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
+    if not {"seg", "image"} <= set(graph.spec.factors):
+        raise SystemExit(f"--graph: the probe needs seg and image factors; this graph has {list(graph.spec.factors)}")
     if graph.spec.factors["image"].kind == "scratch" and len(arms) > 1:
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
                          "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
