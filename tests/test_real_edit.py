@@ -125,7 +125,8 @@ def test_edit_real_image_end_to_end(setup, monkeypatch):
     assert np.array_equal(same.edited_map, same.source_map) and same.edited_prompt == "a dog on the grass"
     res.edited_map[0, :4] = 255  # undecoded pixels of a sampled map are measured as no class
     m = edit_metrics(pipe, judge, image, "a dog on the grass", res, steps=4)
-    assert set(m) == {"reconstruction_psnr", "unchanged_psnr", "edited_fraction", "edited_region_recall"}
+    assert set(m) == {"reconstruction_psnr", "unchanged_psnr", "edited_fraction", "edited_region_recall",
+                      "edited_region_removal", "edited_region_background"}  # fmt: skip
     assert m["reconstruction_psnr"] > 0 and 0 <= m["edited_fraction"] <= 1
     with pytest.raises(ValueError, match="nothing to edit"):
         edit_real_image(pipe, judge, image, "a dog")
@@ -174,6 +175,9 @@ def test_edit_real_cli(setup, tmp_path, capsys, monkeypatch):
     assert "does not mention 'cat'" in capsys.readouterr().err
     assert main(["edit-real", str(tmp_path / "none.png"), "--prompt", "a dog", "--remove", "dog"]) == 2
     assert "cannot be read" in capsys.readouterr().err
+    assert main(["edit-real", str(img), "--prompt", "a dog", "--replace", "dog:cat", "--depth", "--graph", str(graph),
+                 "--judge", str(judge_dir), "-o", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "depth: the graph's image factor does not read depth" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
@@ -195,7 +199,7 @@ def test_plan_edit_picks_the_largest_visible_object_and_a_new_class():
     assert planned >= 4  # most renders have a visible object: the checks above did run
 
 
-@pytest.mark.parametrize("edit", ["text", "map"])
+@pytest.mark.parametrize("edit", ["text", "map", "remove", "delete"])
 def test_eval_real_edit_cli_resumes(setup, tmp_path, capsys, monkeypatch, edit):
     from fgdm.world.categories import THINGS
 
@@ -214,11 +218,124 @@ def test_eval_real_edit_cli_resumes(setup, tmp_path, capsys, monkeypatch, edit):
     for r in rec["rows"]:
         if "skipped" in r:
             continue
-        assert r["reconstruction_psnr"] > 0 and 0 <= r["new_class_recall"] <= 1 and r["seconds"] > 0
-        assert r["edited_prompt"] == r["prompt"].replace(r["old"], r["new"]) or edit == "map"
-    if edit == "text":
+        assert r["reconstruction_psnr"] > 0 and r["seconds"] > 0 and 0 <= r["background_rate"] <= r["removal_rate"] <= 1
+        if edit in ("text", "map"):
+            assert 0 <= r["new_class_recall"] <= 1
+        else:
+            assert r["new"] is None and r["new_class_recall"] is None
+        assert edit != "text" or r["edited_prompt"] == r["prompt"].replace(r["old"], r["new"])
+        assert edit != "remove" or r["old"] not in r["edited_prompt"]
+    assert summary["removal_rate"] is not None
+    if edit in ("text", "remove"):
         assert summary["edited"] == 3 and (out / "examples.png").exists()
     stamp = {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()}
     assert main([*argv, "--resume"]) == 0
     assert {f.name: f.stat().st_mtime_ns for f in (out / "results").iterdir()} == stamp
     assert json.loads(capsys.readouterr().out) == summary
+
+
+def test_text_edit_depth_fills_where_a_pixel_became_background():
+    from fgdm.editing.real import text_edit_depth
+
+    src = np.full((16, 16), 83, np.uint8)  # grass, whose disparity falls with the row
+    src[4:10, 4:10] = 16  # a dog, nearer than the grass around it
+    depth = np.repeat(np.linspace(0.2, 0.6, 16, dtype=np.float32)[:, None], 16, axis=1)
+    depth[4:10, 4:10] = 0.95
+    edited = src.copy()
+    edited[4:10, 4:7] = 17  # half of the dog becomes a horse, keeping its shape and depth
+    edited[4:10, 7:10] = 83  # the other half becomes grass: its disparity is the row's again
+    got = text_edit_depth(src, edited, depth)
+    assert np.array_equal(got[:, :7], depth[:, :7]) and np.array_equal(got[:, 10:], depth[:, 10:])
+    assert np.allclose(got[4:10, 7:10], depth[4:10, 0:1], atol=1e-6)  # exact for a row-constant background
+    edited[0, 0] = 255  # undecoded (void) pixels are not background: kept
+    assert got[0, 0] == text_edit_depth(src, edited, depth)[0, 0] == depth[0, 0]
+    assert np.array_equal(text_edit_depth(src, src, depth), depth)
+
+
+def test_judge_depth_images(tiny_judge_dir):
+    import torch
+
+    from fgdm.models.judge import load_judge
+
+    judge = load_judge(tiny_judge_dir)
+    img = make_sample(0, seed=7, size=64).render.image
+    (d,) = judge.depth_images([img], 32)
+    assert d.shape == (32, 32) and d.dtype == np.float32 and 0 <= d.min() <= d.max() <= 1
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    assert np.allclose(judge.depth_images([img])[0], judge.predict(x)[1][0, 0].numpy())  # the predict() depth
+
+
+def test_edit_real_image_with_depth(random_graph, tiny_judge_dir, tmp_path, monkeypatch):
+    """With a depth-reading image factor, the judge's depth is extracted, edited with the seg map and
+    given to the re-render; without one, asking for depth is an error."""
+    from fgdm.editing import delete
+    from fgdm.editing.real import use_depth
+    from fgdm.models.judge import load_judge
+
+    pipe = random_graph({"factors": {"seg": {"steps": 3}, "depth": {"parents": ["seg"], "steps": 3},
+                                     "image": {"kind": "controlnet", "parents": ["seg", "depth"], "steps": 3}}})  # fmt: skip
+    judge = load_judge(tiny_judge_dir)
+    image = Image.fromarray(make_sample(0, seed=7, size=64).render.image)
+    seg = _known_map(monkeypatch)
+    depth = np.repeat(np.linspace(0.1, 0.5, 32, dtype=np.float32)[:, None], 32, axis=1)
+    depth[2:10, 2:10] = 0.9
+    monkeypatch.setattr("fgdm.editing.real.extract_depth", lambda judge, image, size: depth.copy())
+    seen = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: seen.append(k.get("given")) or call(self, *a, **k))
+    res = edit_real_image(pipe, judge, image, "a dog on the grass", steps=3, depth=True,
+                          map_edits=lambda s: delete(s, "dog"))  # fmt: skip
+    assert np.array_equal(res.source_depth, depth) and res.edited_prompt == "the grass"
+    assert (res.edited_map[2:10, 2:10] == 83).all()  # the dog is gone from the seg map ...
+    assert res.edited_depth[2:10, 2:10].max() < 0.6  # ... and from the depth map, filled from the grass around it
+    assert np.array_equal(res.edited_depth[12:], depth[12:])
+    assert set(seen[-1]) == {"seg", "depth"} and np.array_equal(seen[-1]["depth"], res.edited_depth)
+    m = edit_metrics(pipe, judge, image, "a dog on the grass", res, steps=3)
+    assert m["reconstruction_psnr"] > 0 and 0 < m["edited_fraction"] < 1
+    plain = edit_real_image(pipe, judge, image, "a dog on the grass", steps=3, depth=False,
+                            map_edits=lambda s: delete(s, "dog"))  # fmt: skip
+    assert plain.source_depth is None and set(seen[-1]) == {"seg"}
+    assert np.array_equal(plain.edited_map, res.edited_map)
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(res.image))  # the depth reached the image factor
+    seg_only = random_graph({"factors": {"seg": {"steps": 3}, "image": {"kind": "controlnet", "parents": ["seg"], "steps": 3}}})
+    assert use_depth(seg_only, None) is False and use_depth(pipe, False) is False and use_depth(pipe, True) is True
+    with pytest.raises(ValueError, match=r"does not read depth \(its conditions: \['seg'\]\)"):
+        edit_real_image(seg_only, judge, image, "a dog on the grass", steps=3, depth=True, map_edits=lambda s: s)
+    with pytest.raises(ValueError, match="give both source_depth and edited_depth"):
+        render_edit(pipe, image, seg, seg, "a dog", steps=3, source_depth=depth)
+    monkeypatch.setattr(type(pipe), "__call__", call)
+    graph = pipe.save_pretrained(tmp_path / "graph")
+    img = tmp_path / "real.png"
+    image.save(img)
+    out = tmp_path / "out"
+    assert main(["edit-real", str(img), "--prompt", "a dog on the grass", "--delete", "dog", "--depth", "--graph",
+                 str(graph), "--judge", str(tiny_judge_dir), "--steps", "2", "-o", str(out)]) == 0  # fmt: skip
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["depth"] is True and {"depth-source.png", "depth-000.png"} <= set(rec["files"])
+    assert all((out / f).exists() for f in rec["files"])
+    from fgdm.pipelines.factor_graph import condition_rgb
+
+    shown = np.asarray(Image.open(out / "depth-000.png"))
+    assert np.array_equal(shown, condition_rgb("depth", res.edited_depth, 32))  # the edited depth, as the factor read it
+
+
+def test_edit_metrics_recall_and_removal_on_known_maps(setup, monkeypatch):
+    from fgdm.editing.real import RealEdit
+
+    pipe, _, judge_dir, img = setup
+    from fgdm.models.judge import load_judge
+
+    src = np.full((32, 32), 83, np.uint8)  # grass
+    src[2:10, 2:10] = 16  # a dog
+    edited = src.copy()
+    edited[2:6, 2:10], edited[6:10, 2:10] = 17, 83  # its top half relabelled as a horse, the rest deleted
+    judged = src.copy()
+    judged[2:4, 2:10], judged[6:10, 2:10] = 17, 83  # the judge sees the horse on half its rows; the dog still on rows 4-5
+    monkeypatch.setattr("fgdm.editing.real.extract_map", lambda judge, image, size: judged.copy())
+    image = Image.open(img)
+    res = RealEdit(src, edited, image.resize((32, 32)), "a dog on the grass", "a horse on the grass")
+    m = edit_metrics(pipe, load_judge(judge_dir), image, res.prompt, res, steps=2)
+    assert m["edited_region_recall"] == {"horse": 0.5}  # grass (stuff) is not scored
+    assert m["edited_region_removal"] == {"dog": 0.75}  # 6 of the dog's 8 rows no longer show a dog
+    assert m["edited_region_background"] == {"dog": 0.5}  # 4 of them show grass, 2 a horse
+    assert m["edited_fraction"] == round(64 / 1024, 4)

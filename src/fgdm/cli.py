@@ -820,6 +820,9 @@ def _region_args(p: argparse.ArgumentParser) -> None:
                         "as before the region lock)")  # fmt: skip
     p.add_argument("--guidance", type=_arg_type(_positive_float, "number"), default=None,
                    help="the re-render's guidance (default: the image factor's; 1 with --no-mask at pixel level)")
+    p.add_argument("--depth", action=argparse.BooleanOptionalAction, default=None,
+                   help="also give the image factor the judge's depth map, edited with the seg map (needs an image "
+                        "factor that reads depth; default: fgdm.editing.real.DEPTH_DEFAULT where it does)")  # fmt: skip
 
 
 def cmd_edit_real(args: argparse.Namespace) -> int:
@@ -831,7 +834,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
     from .editing.real import edit_metrics, edit_real_image
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
-    from .pipelines.factor_graph import FactorGraphPipeline
+    from .pipelines.factor_graph import FactorGraphPipeline, condition_rgb
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
     from .world.conditions import encode_segmentation
     from .world.sheet import contact_sheet
@@ -855,7 +858,8 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     res = edit_real_image(pipe, judge, image, args.prompt, replace=replace, remove=args.remove or [],
                           map_edits=(lambda s: apply_edits(s, edits)) if edits else None, pixel=args.level == "pixel",
-                          masked=not args.no_mask, steps=args.steps, seed=args.seed, guidance=args.guidance)  # fmt: skip
+                          masked=not args.no_mask, steps=args.steps, seed=args.seed, guidance=args.guidance,
+                          depth=args.depth)  # fmt: skip
     metrics = edit_metrics(pipe, judge, image, args.prompt, res, steps=args.steps) if args.measure else None
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         size = res.source_map.shape[0]
@@ -863,14 +867,21 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
         res.image.save(stage / "image-000.png")
         Image.fromarray(encode_segmentation(res.source_map)).save(stage / "seg-source.png")
         Image.fromarray(encode_segmentation(res.edited_map)).save(stage / "seg-000.png")
-        contact_sheet([[src, encode_segmentation(res.source_map)], [np.asarray(res.image), encode_segmentation(res.edited_map)]],
-                      headers=["image", "seg"], captions=[f"source: {res.prompt}", f"edited: {res.edited_prompt}"]).save(
-            stage / "before_after.png")  # fmt: skip
+        files = ["image-000.png", "seg-source.png", "seg-000.png"]
+        rows = [[src, encode_segmentation(res.source_map)], [np.asarray(res.image), encode_segmentation(res.edited_map)]]
+        if res.source_depth is not None:
+            for name, d, row in (("depth-source.png", res.source_depth, rows[0]), ("depth-000.png", res.edited_depth, rows[1])):
+                rgb = condition_rgb("depth", d, size)  # what the image factor reads
+                Image.fromarray(rgb).save(stage / name)
+                files.append(name)
+                row.append(rgb)
+        contact_sheet(rows, headers=["image", "seg", "depth"][: len(rows[0])],
+                      captions=[f"source: {res.prompt}", f"edited: {res.edited_prompt}"]).save(stage / "before_after.png")  # fmt: skip
         write_json(stage / "record.json", {
             "kind": "edit-real", "image": str(Path(args.image).resolve()), "prompt": res.prompt,
             "edited_prompt": res.edited_prompt, "replace": replace, "remove": args.remove or [], "edits": edits,
-            "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "seed": args.seed, "steps": args.steps, "metrics": metrics,
-            "files": ["image-000.png", "seg-source.png", "seg-000.png", "before_after.png"],
+            "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "depth": res.source_depth is not None,
+            "seed": args.seed, "steps": args.steps, "metrics": metrics, "files": [*files, "before_after.png"],
             "graph": {"path": str(pipe.path)}, "model": {"fingerprint": pipe.base.fingerprint},
             "judge_fingerprint": fingerprint(args.judge or default_judge_dir()),
             "timings": {k: round(v, 4) for k, v in res.timings.items()},
@@ -1363,6 +1374,7 @@ def cmd_eval_fgdm(args: argparse.Namespace) -> int:
 
 def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     """Real-image editing measured over held-out renders (reconstruction, unchanged region, recall)."""
+    from .editing.real import use_depth
     from .eval.real_edit_bench import examples_sheet, run_real_edit
     from .models.judge import default_judge_dir, load_judge
     from .models.pipeline import fingerprint
@@ -1374,13 +1386,14 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     judge = load_judge(args.judge, device)
+    depth = use_depth(pipe, args.depth)
     settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "masked": not args.no_mask,
-                "guidance": args.guidance, "steps": args.steps,
+                "guidance": args.guidance, "steps": args.steps, "depth": depth,
                 "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_real_edit(
         pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, masked=not args.no_mask, steps=args.steps, guidance=args.guidance,
-        progress=_progress(args)))  # fmt: skip
+        depth=depth, progress=_progress(args)))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:
         sheet.save(out / "examples.png")
@@ -1879,8 +1892,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "PSNR, the judge's recall of the new class")  # fmt: skip
     p.add_argument("--n", type=_int_at_least(1), default=50, help="held-out renders to edit")
     p.add_argument("--seed", type=_int_at_least(0), default=50_000, help="world seed of the held-out renders")
-    p.add_argument("--edit", choices=["text", "map"], default="text",
-                   help="text: prompt swap on the inverted seg trajectory; map: relabel the object in the extracted map")
+    p.add_argument("--edit", choices=["text", "map", "remove", "delete"], default="text",
+                   help="text: prompt swap on the inverted seg trajectory; map: relabel the object in the extracted map; "
+                        "remove: drop its class from the prompt (text); delete: delete it from the extracted map")  # fmt: skip
     p.add_argument("--level", choices=["pixel", "semantic"], default="pixel")
     _region_args(p)
     p.add_argument("--steps", type=_int_at_least(1), help="DDIM steps of inversion and sampling (default: the graph's)")

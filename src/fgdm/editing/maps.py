@@ -152,12 +152,12 @@ def _fill(s: MapSample, mask: np.ndarray) -> None:
     s.seg[mask] = np.bincount(np.asarray(stuff, dtype=np.int64)).argmax()
     s.instance[mask] = 0
     if s.disparity is not None:
-        s.disparity = _fill_disparity(s.disparity, mask)
+        s.disparity = fill_disparity(s.disparity, mask)
     if s.sketch is not None:  # the object's outline lies on both sides of its border
         s.sketch[mask | _ring(mask, EDGE_WIDTH)] = 0.0
 
 
-def _fill_disparity(d: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def fill_disparity(d: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Fill ``mask`` by interpolating each row between the nearest known pixels left and right
     (exact for the ground plane and the sky, whose disparity is constant along a row), falling back
     to columns for rows with no known pixel, then smoothing the fill lightly."""

@@ -34,14 +34,54 @@ from PIL import Image
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..world.captions import article
-from ..world.categories import VOID_ID, category
+from ..world.categories import STUFF, VOID_ID, category
 from ..world.conditions import resize_image, resize_labels
 from ..world.vocab import parse_prompt
+
+# Whether a real-image edit gives the image factor the judge's depth too, when it reads depth
+# (``edit_real_image(depth=None)``, ``fgdm edit-real`` without --depth/--no-depth): measured in
+# docs/results.md, "Removing objects from real images, and real-image edits with the judge's depth".
+DEPTH_DEFAULT = False
+
+
+_STUFF = np.zeros(256, bool)  # class id -> is a stuff class (void and unused ids are not)
+_STUFF[[c.id for c in STUFF]] = True
+
+
+def use_depth(pipe: FactorGraphPipeline, depth: bool | None) -> bool:
+    """Whether a real-image edit gives ``pipe``'s image factor the judge's depth: ``depth`` as asked
+    (an error if the image factor does not read depth), or for ``None`` :data:`DEPTH_DEFAULT` where
+    it does."""
+    parents = pipe.spec.factors["image"].parents if "image" in pipe.spec.factors else []
+    if depth and "depth" not in parents:
+        raise ValueError(f"depth: the graph's image factor does not read depth (its conditions: {list(parents)})")
+    return bool(DEPTH_DEFAULT and "depth" in parents) if depth is None else bool(depth)
 
 
 def extract_map(judge: Judge, image: Image.Image, size: int) -> np.ndarray:
     """The judge's class-id map of ``image`` at ``size`` x ``size``."""
     return judge.segment_images([image], size)[0]
+
+
+def extract_depth(judge: Judge, image: Image.Image, size: int) -> np.ndarray:
+    """The judge's disparity map of ``image`` at ``size`` x ``size`` (float32, normalised inverse
+    depth in [0, 1], near = 1: what a given depth condition reads)."""
+    return judge.depth_images([image], size)[0]
+
+
+def text_edit_depth(source: np.ndarray, edited: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The disparity map that goes with a text edit of the seg map ``source`` -> ``edited``: where a
+    pixel became a stuff class (a removed object, or background the seg factor drew), the
+    disparity is filled from the background around it, as an object deletion fills it
+    (:func:`~fgdm.editing.maps.fill_disparity`, interpolating between stuff pixels only);
+    elsewhere it is kept, so a replaced object keeps the shape and depth of the one it replaces."""
+    from .maps import fill_disparity
+
+    mask = (source != edited) & _STUFF[edited]
+    if not mask.any():
+        return depth.copy()
+    filled = fill_disparity(depth, mask | ~_STUFF[edited])  # things are not background to fill from
+    return np.where(mask, filled, depth)
 
 
 def edit_prompt(prompt: str, replace: dict[str, str] | None = None, remove: list[str] | None = None) -> str:
@@ -126,6 +166,8 @@ class RealEdit:
     prompt: str
     edited_prompt: str
     timings: dict[str, float] = field(default_factory=dict)
+    source_depth: np.ndarray | None = None  # the judge's disparity map, when the re-render reads depth
+    edited_depth: np.ndarray | None = None
 
 
 def semantic_map_edit(pipe: FactorGraphPipeline, labels: np.ndarray, prompt: str, edited_prompt: str, *,
@@ -187,25 +229,32 @@ def render_region(pipe: FactorGraphPipeline, image: Image.Image, before: dict[st
 
 def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarray, edited: np.ndarray, prompt: str,
                 *, edited_prompt: str | None = None, pixel: bool = True, masked: bool = True, steps: int | None = None,
-                seed: int = 0, guidance: float | None = None) -> Image.Image:  # fmt: skip
-    """Re-render an edited seg map with the image factor.
+                seed: int = 0, guidance: float | None = None, source_depth: np.ndarray | None = None,
+                edited_depth: np.ndarray | None = None) -> Image.Image:  # fmt: skip
+    """Re-render an edited seg map (and, given ``source_depth`` and ``edited_depth``, its disparity
+    map) with the image factor.
 
-    ``pixel``: from the image's own inverted noise (inverted with ``prompt`` and its source map),
-    so unchanged regions are kept. With ``masked`` (default) only the region where the map changed
+    ``pixel``: from the image's own inverted noise (inverted with ``prompt`` and its source maps),
+    so unchanged regions are kept. With ``masked`` (default) only the region where a map changed
     is regenerated (:func:`render_region`). Without it the whole image is regenerated from the
     inverted noise, without guidance. ``pixel=False``: from fresh noise with ``edited_prompt``.
     """
     size = source.shape[0]
     edited_prompt = edited_prompt or prompt
+    if (source_depth is None) != (edited_depth is None):
+        raise ValueError("give both source_depth and edited_depth, or neither")
+    before, after = {"seg": source}, {"seg": edited}
+    if source_depth is not None:
+        before["depth"], after["depth"] = source_depth, edited_depth
     if pixel and masked:
-        return render_region(pipe, image, {"seg": source}, {"seg": edited}, prompt, edited_prompt, size=size,
-                             steps=steps, seed=seed, guidance=guidance)  # fmt: skip
-    kw = {"factors": ["image"], "given": {"seg": edited}, "sizes": {"image": size}, "seed": seed,
+        return render_region(pipe, image, before, after, prompt, edited_prompt, size=size, steps=steps, seed=seed,
+                             guidance=guidance)  # fmt: skip
+    kw = {"factors": ["image"], "given": after, "sizes": {"image": size}, "seed": seed,
           "steps": {"image": steps} if steps else None}  # fmt: skip
     if not pixel:
         g = guidance if guidance is not None else pipe.spec.factors["image"].guidance
         return pipe(edited_prompt, guidance={"image": g}, **kw).images[0]
-    x_t = pipe.invert("image", image, prompt, given={"seg": source}, size=size, steps=steps)
+    x_t = pipe.invert("image", image, prompt, given=before, size=size, steps=steps)
     g = guidance if guidance is not None else 1.0
     return pipe(edited_prompt, guidance={"image": g}, init_latents={"image": x_t}, **kw).images[0]
 
@@ -213,7 +262,7 @@ def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarra
 def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, *,
                     replace: dict[str, str] | None = None, remove: list[str] | None = None, map_edits=None,
                     pixel: bool = True, masked: bool = True, steps: int | None = None, seed: int = 0,
-                    guidance: float | None = None) -> RealEdit:  # fmt: skip
+                    guidance: float | None = None, depth: bool | None = None) -> RealEdit:  # fmt: skip
     """Extract, edit (by text and/or ``map_edits(MapSample) -> MapSample``), re-render.
 
     ``masked`` (default): a text edit regenerates only the named classes' region of the map, and
@@ -221,6 +270,11 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
     :func:`render_edit`); a text edit then needs the judge to find each named class in the image.
     The re-render's prompt follows map edits too (:func:`map_edit_prompt`). ``guidance``: the
     re-render's (:func:`render_edit`'s default when None).
+
+    ``depth``: also give the image factor the judge's disparity map, edited with the seg map (map
+    edits move, scale, delete ... it as they do in ``fgdm edit``; a text edit fills it where a
+    pixel became background: :func:`text_edit_depth`). Needs an image factor that reads depth;
+    ``None`` (default): :data:`DEPTH_DEFAULT` where it does.
     """
     from .maps import MapSample
 
@@ -228,13 +282,15 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
         raise ValueError(f"real-image editing needs seg and image factors; the graph has {list(pipe.spec.factors)}")
     if "seg" not in pipe.spec.factors["image"].parents:
         raise ValueError("the graph's image factor is not conditioned on seg")
+    depth = use_depth(pipe, depth)
     if not (replace or remove or map_edits):
         raise ValueError("nothing to edit: give replace, remove or map edits")
     t0 = time.perf_counter()
     size = pipe.spec.factors["image"].size or pipe.native_size()
     source = extract_map(judge, image, size)
+    source_depth = extract_depth(judge, image, size) if depth else None
     edited_prompt = edit_prompt(prompt, replace, remove) if (replace or remove) else prompt
-    edited = source
+    edited, edited_depth = source, source_depth
     t1 = time.perf_counter()
     if replace or remove:
         region = None
@@ -247,16 +303,21 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
                                  "regenerates the named classes' region only (masked=False, --no-mask: the whole map)")  # fmt: skip
             region = dilate(np.isin(source, ids), edit_margin(size))
         edited = semantic_map_edit(pipe, source, prompt, edited_prompt, region=region, steps=steps, seed=seed)
+        if depth:
+            edited_depth = text_edit_depth(source, edited, source_depth)
     if map_edits is not None:
         before = edited
-        edited = map_edits(MapSample.from_labels(edited)).seg
+        s = map_edits(MapSample.from_labels(edited, disparity=edited_depth))
+        edited, edited_depth = s.seg, s.disparity
         edited_prompt = map_edit_prompt(edited_prompt, before, edited)
     t2 = time.perf_counter()
     img = render_edit(pipe, image, source, edited, prompt, edited_prompt=edited_prompt, pixel=pixel, masked=masked,
-                      steps=steps, seed=seed, guidance=guidance)  # fmt: skip
+                      steps=steps, seed=seed, guidance=guidance, source_depth=source_depth,
+                      edited_depth=edited_depth)  # fmt: skip
     t3 = time.perf_counter()
     return RealEdit(source, edited, img, prompt, edited_prompt,
-                    {"extract_s": t1 - t0, "map_edit_s": t2 - t1, "render_s": t3 - t2, "total_s": t3 - t0})  # fmt: skip
+                    {"extract_s": t1 - t0, "map_edit_s": t2 - t1, "render_s": t3 - t2, "total_s": t3 - t0},
+                    source_depth, edited_depth)  # fmt: skip
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -272,20 +333,34 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 def edit_metrics(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, result: RealEdit, *,
                  steps: int | None = None) -> dict:  # fmt: skip
-    """Inversion reconstruction PSNR (no edit), unchanged-region PSNR, and the judge's recall of
-    each class new to the edited region (the fraction of those pixels it labels as that class)."""
+    """Inversion reconstruction PSNR (no edit), unchanged-region PSNR, the judge's recall of each
+    thing class new to the edited region (the fraction of those pixels it labels as that class),
+    and for each thing class the edit took out of some pixels, the fraction of those pixels where
+    the judge no longer sees it (``edited_region_removal``: 1 when a deleted or relabelled object is
+    gone from the image, 0 when it is still drawn there) and where it sees background (a stuff
+    class: ``edited_region_background``; 1 when a removed object left only background)."""
     size = result.source_map.shape[0]
     orig = resize_image(np.asarray(image.convert("RGB")), size)
-    recon = render_edit(pipe, image, result.source_map, result.source_map, prompt, masked=False, steps=steps)
-    changed = result.source_map != result.edited_map
+    recon = render_edit(pipe, image, result.source_map, result.source_map, prompt, masked=False, steps=steps,
+                        source_depth=result.source_depth, edited_depth=result.source_depth)  # fmt: skip
+    before, after = {"seg": result.source_map}, {"seg": result.edited_map}
+    if result.source_depth is not None:
+        before["depth"], after["depth"] = result.source_depth, result.edited_depth
+    changed = changed_region(before, after)
     new = np.asarray(result.image.convert("RGB"))
     judged = extract_map(judge, result.image, size)
-    recall = {}
+    recall, removal, background = {}, {}, {}
     for cid in np.unique(result.edited_map[changed]).tolist():
         region = changed & (result.edited_map == cid)
         if cid != VOID_ID and category(int(cid)).is_thing:  # void: pixels a sampled map left undecoded
             recall[category(int(cid)).name] = round(float((judged[region] == cid).mean()), 4)
+    for cid in np.unique(result.source_map[changed]).tolist():
+        region = changed & (result.source_map == cid) & (result.edited_map != cid)
+        if region.any() and cid != VOID_ID and category(int(cid)).is_thing:
+            removal[category(int(cid)).name] = round(float((judged[region] != cid).mean()), 4)
+            background[category(int(cid)).name] = round(float(_STUFF[judged[region]].mean()), 4)
     return {"reconstruction_psnr": round(psnr(np.asarray(recon.convert("RGB")), orig), 3),
             "unchanged_psnr": round(psnr(new, orig, ~changed[..., None].repeat(3, 2)), 3),
-            "edited_fraction": round(float(changed.mean()), 4), "edited_region_recall": recall}  # fmt: skip
+            "edited_fraction": round(float(changed.mean()), 4), "edited_region_recall": recall,
+            "edited_region_removal": removal, "edited_region_background": background}  # fmt: skip
 

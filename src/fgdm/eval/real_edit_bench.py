@@ -8,12 +8,20 @@ scene), either
   the prompt naming the render's visible objects), or
 - ``--edit map``: by relabelling that object in the judge's extracted map (object level),
 
+or removed:
+
+- ``--edit remove``: by text (``--remove old``: the seg factor regenerates the class's region
+  from the prompt without it; a render whose prompt names nothing else is skipped), or
+- ``--edit delete``: by deleting the largest object of the judge's extracted map (filled with the
+  surrounding background, object level),
+
 and re-rendered at pixel level (the image factor inverted with the real image) or from fresh
 noise (``--level semantic``). By default both the map edit and the re-render regenerate only the
 edited region, the rest following the inverted path (``--no-mask``: the whole map and image, as
 before the region lock; :mod:`fgdm.editing.real`). Per image and averaged: inversion
-reconstruction PSNR (no edit), unchanged-region PSNR, the judge's recall of the new class over the edited region, whether the
-edit changed the map at all, and seconds per edit. Per-image results are cached, so a run resumes.
+reconstruction PSNR (no edit), unchanged-region PSNR, the judge's recall of the new class over the edited region, the
+share of the pixels the edit took the old class out of where the judge no longer sees it (``removal_rate``) and where
+it sees background (``background_rate``), whether the edit changed the map at all, and seconds per edit. Per-image results are cached, so a run resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..editing.maps import MapSample, change_class
+from ..editing.maps import MapSample, change_class, delete
 from ..editing.real import edit_metrics, edit_real_image
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
@@ -61,19 +69,27 @@ def plan_edit(index: int, *, seed: int, size: int) -> dict | None:
     return {"index": index, "prompt": prompt, "old": target.category, "new": new, "image": r.image}
 
 
-def _largest_thing(s: MapSample) -> int:
+EDITS = ("text", "map", "remove", "delete")
+
+
+def _largest_thing(s: MapSample, found: dict | None = None) -> int:
+    """The instance id of the largest object of ``s``; its class name goes to ``found["class"]``."""
     objs = s.objects()
     if not objs:
         raise ValueError("the judge found no object in this image")
-    return max(objs, key=lambda i: (objs[i][1], -i))
+    i = max(objs, key=lambda i: (objs[i][1], -i))
+    if found is not None:
+        found["class"] = objs[i][0]
+    return i
 
 
 def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int = 50, seed: int = 50_000,
                   edit: str = "text", level: str = "pixel", masked: bool = True, steps: int | None = None,
-                  guidance: float | None = None, progress: bool = True) -> dict:  # fmt: skip
-    """Edit ``n`` held-out renders (resumable in ``out``); returns {"summary", "rows"}."""
-    if edit not in ("text", "map"):
-        raise ValueError(f"edit must be text or map, got {edit!r}")
+                  guidance: float | None = None, depth: bool | None = None, progress: bool = True) -> dict:  # fmt: skip
+    """Edit ``n`` held-out renders (resumable in ``out``); returns {"summary", "rows"}. ``depth``:
+    whether the image factor is given the judge's depth too (:func:`~fgdm.editing.real.edit_real_image`)."""
+    if edit not in EDITS:
+        raise ValueError(f"edit must be one of {', '.join(EDITS)}, got {edit!r}")
     if level not in ("pixel", "semantic"):
         raise ValueError(f"level must be pixel or semantic, got {level!r}")
     if "image" not in pipe.spec.factors or "seg" not in pipe.spec.factors:
@@ -95,13 +111,18 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
             image = Image.fromarray(plan["image"])
             t0 = time.perf_counter()
             try:
+                target: dict = {}  # the class of the object a map edit changes (the judge's largest)
+                kw = {"pixel": level == "pixel", "masked": masked, "steps": steps, "seed": i, "guidance": guidance,
+                      "depth": depth}  # fmt: skip
                 if edit == "text":
-                    res = edit_real_image(pipe, judge, image, plan["prompt"], replace={plan["old"]: plan["new"]},
-                                          pixel=level == "pixel", masked=masked, steps=steps, seed=i,
-                                          guidance=guidance)  # fmt: skip
+                    kw["replace"] = {plan["old"]: plan["new"]}
+                elif edit == "remove":
+                    kw["remove"] = [plan["old"]]
+                elif edit == "map":
+                    kw["map_edits"] = lambda s, new=plan["new"], t=target: change_class(s, _largest_thing(s, t), new)
                 else:
-                    res = edit_real_image(pipe, judge, image, plan["prompt"], pixel=level == "pixel", masked=masked, steps=steps,
-                                          seed=i, guidance=guidance, map_edits=lambda s, new=plan["new"]: change_class(s, _largest_thing(s), new))  # fmt: skip
+                    kw["map_edits"] = lambda s, t=target: delete(s, _largest_thing(s, t))
+                res = edit_real_image(pipe, judge, image, plan["prompt"], **kw)
             except ValueError as e:  # e.g. the judge saw no object to relabel
                 row = {"index": i, "skipped": str(e)}
             else:
@@ -113,10 +134,14 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
                                   ("edited", np.asarray(res.image.convert("RGB")))):  # fmt: skip
                     Image.fromarray(arr).save(out / "images" / f"{i:05d}-{name}.png")
                 changed = bool(m["edited_fraction"] > 0)
-                row = {"index": i, "prompt": plan["prompt"], "edited_prompt": res.edited_prompt, "old": plan["old"],
-                       "new": plan["new"], "seconds": round(seconds, 4), **m, "map_changed": changed,
-                       "new_class_recall": m["edited_region_recall"].get(category(plan["new"]).name, 0.0)
-                       if changed else 0.0}  # fmt: skip
+                old = target.get("class", plan["old"])
+                new = plan["new"] if edit in ("text", "map") else None
+                row = {"index": i, "prompt": plan["prompt"], "edited_prompt": res.edited_prompt, "old": old,
+                       "new": new, "seconds": round(seconds, 4), **m, "map_changed": changed,
+                       "new_class_recall": None if new is None else
+                       m["edited_region_recall"].get(category(new).name, 0.0) if changed else 0.0,
+                       "removal_rate": m["edited_region_removal"].get(category(old).name, 0.0) if changed else 0.0,
+                       "background_rate": m["edited_region_background"].get(category(old).name, 0.0) if changed else 0.0}  # fmt: skip
         tmp = f.with_suffix(".partial")
         tmp.write_text(json.dumps(row))
         tmp.replace(f)
@@ -128,12 +153,14 @@ def summarise(rows: list[dict]) -> dict:
     done = [r for r in rows if "skipped" not in r]
 
     def mean(key, finite=True):
-        vals = [r[key] for r in done if not (finite and (r[key] is None or not math.isfinite(r[key])))]
+        vals = [r.get(key) for r in done]  # rows of runs older than a measure lack it
+        vals = [v for v in vals if v is not None and not (finite and not math.isfinite(v))]
         return round(float(np.mean(vals)), 4) if vals else None
 
     return {"images": len(rows), "edited": len(done), "skipped": len(rows) - len(done),
             "reconstruction_psnr": mean("reconstruction_psnr"), "unchanged_psnr": mean("unchanged_psnr"),
             "map_changed_rate": mean("map_changed"), "new_class_recall": mean("new_class_recall"),
+            "removal_rate": mean("removal_rate"), "background_rate": mean("background_rate"),
             "edited_fraction": mean("edited_fraction"), "seconds_per_edit": mean("seconds")}  # fmt: skip
 
 
@@ -144,6 +171,8 @@ def examples_sheet(out: Path, rows: list[dict], k: int = 6) -> Image.Image | Non
         return None
     grid = [[np.asarray(Image.open(out / "images" / f"{r['index']:05d}-{n}.png").convert("RGB"))
              for n in ("source", "source-map", "edited-map", "edited")] for r in done]  # fmt: skip
-    caps = [f"{r['prompt']} -> {r['old']}:{r['new']}  (new-class recall {r['new_class_recall']:.2f}, "
-            f"unchanged PSNR {r['unchanged_psnr']:.1f} dB)" for r in done]  # fmt: skip
+    caps = [(f"{r['prompt']} -> {r['old']}:{r['new']}  (new-class recall {r['new_class_recall']:.2f}, "
+             if r.get("new") else f"{r['prompt']} -> without the {r['old']}  (removed from "
+             f"{r.get('removal_rate', 0.0):.0%} of its pixels, ") + f"unchanged PSNR {r['unchanged_psnr']:.1f} dB)"
+            for r in done]  # fmt: skip
     return contact_sheet(grid, headers=["real image", "extracted map", "edited map", "edited image"], captions=caps)

@@ -172,13 +172,22 @@ class Judge(nn.Module):
 
     def segment_images(self, images: list, size: int | None = None) -> list[np.ndarray]:
         """PIL images (or (H, W, 3) uint8 arrays) -> uint8 class-id maps, resized to ``size`` first if given."""
+        return [s.cpu().numpy().astype(np.uint8) for s in self.segment(self._batch(images, size))]
+
+    def depth_images(self, images: list, size: int | None = None) -> list[np.ndarray]:
+        """PIL images (or (H, W, 3) uint8 arrays) -> float32 (H, W) disparity maps (normalised inverse
+        depth in [0, 1], near = 1, as :func:`fgdm.world.conditions.normalize_depth`), resized to
+        ``size`` first if given."""
+        return [d[0].float().cpu().numpy() for d in self.predict(self._batch(images, size))[1]]
+
+    def _batch(self, images: list, size: int | None) -> torch.Tensor:
         from ..world.conditions import resize_image
 
         arrs = [np.array(im.convert("RGB")) if hasattr(im, "convert") else np.array(im) for im in images]
         if size is not None:
             arrs = [np.array(resize_image(a, size)) for a in arrs]
         x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        return [s.cpu().numpy().astype(np.uint8) for s in self.segment(x.to(next(self.parameters()).device))]
+        return x.to(next(self.parameters()).device)
 
     def save_pretrained(self, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         out = Path(out)
