@@ -215,19 +215,34 @@ pack_eval() {  # results, tables, plots and sheets; not the per-image samples
     --exclude='*.partial' eval $(cd runs && ls -d train/judge_*/metrics.json 2>/dev/null)
 }
 
-pack_base() {  # the finished tokenizer, VAE and MiniCLIP in fp16 (13.6 MB instead of 27; they load as fp32 again)
-  rm -rf runs/transport && mkdir -p runs/transport
-  for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done
-  "$PY" - runs/transport/vae/final runs/transport/clip/final <<'PYEOF'
+halve() {  # halve DIR...: every *.safetensors under each DIR rewritten in fp16 (they load as fp32 again)
+  "$PY" - "$@" <<'PYEOF'
 import sys, pathlib
 from safetensors.torch import load_file, save_file
 for d in sys.argv[1:]:
-    for f in pathlib.Path(d).glob("*.safetensors"):
+    for f in pathlib.Path(d).rglob("*.safetensors"):
         save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}, str(f),
                   metadata={"format": "pt"})
 PYEOF
+}
+
+pack_base() {  # the finished tokenizer, VAE and MiniCLIP in fp16 (13.6 MB instead of 27; they load as fp32 again)
+  rm -rf runs/transport && mkdir -p runs/transport
+  for c in tokenizer vae clip; do cp -r "runs/train/$c" "runs/transport/$c"; done
+  halve runs/transport/vae/final runs/transport/clip/final
   rm -f "$out"/base.tar.part-*
   tar -C runs/transport -cf - tokenizer/final vae/final clip/final | split -b 15m - "$out/base.tar.part-"
+}
+
+pack_graph() {  # pack_graph DIR: the graph DIR as $out/<name>.tar.part-*, in fp16: half the bytes back and, once
+               # committed, to the next session, where the tree must stay under 64 MiB (scripts/device_slim.sh)
+  local name
+  name=$(basename "$1")
+  rm -rf runs/transport_graph && mkdir -p runs/transport_graph && cp -r "$1" "runs/transport_graph/$name"
+  rm -f "runs/transport_graph/$name/.lock" && halve "runs/transport_graph/$name"
+  rm -f "$out/$name.tar.part-"*
+  tar -C runs/transport_graph -cf - "$name" | split -b 15m - "$out/$name.tar.part-"
+  rm -rf runs/transport_graph
 }
 
 case "$stage" in
@@ -295,7 +310,7 @@ case "$stage" in
     factor_setup "${FACTOR:?set FACTOR}"
     resumable "factor_$FACTOR" "$comp" "$cfg"
     if [ "${PACK_GRAPH:-1}" = 1 ]; then  # (factors packs the graphs itself, once every run has installed)
-      tar -C "$(dirname "$graph")" -cf - "$g" | split -b 15m - "$out/$g.tar.part-"
+      pack_graph "$graph"
     fi ;;
   factors)  # FACTORS="seg depth sketch image": those factor runs side by side on the one GPU (one process each, each
             # resumed and with MINUTES' budget; the pre-encoded cache is built once, under a lock, while the others
@@ -321,7 +336,7 @@ case "$stage" in
     tar -C "$out/ck" -cf - . | split -b 15m - "$out/factors-ckpt.tar.part-"
     rm -rf "$out"/f_* "$out/ck"
     for d in $(printf '%s\n' "${graphs[@]}" | sort -u); do  # now that every run has installed its factor
-      if [ -f "$d/graph.yaml" ]; then tar -C "$(dirname "$d")" -cf - "$(basename "$d")" | split -b 15m - "$out/$(basename "$d").tar.part-"; fi
+      if [ -f "$d/graph.yaml" ]; then pack_graph "$d"; fi
     done
     tar -C runs -czf "$out/logs.tgz" $(for f in "${names[@]}"; do echo "factor_$f.log"; done)
     if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]} (see logs.tgz)" >&2; stage_rc=1; fi ;;

@@ -108,3 +108,61 @@ def test_the_layering_check_sees_every_kind_of_import():
     assert _fgdm_imports(code, ("pipelines",)) == {("training", "loop"), ("eval", "runner"), ("pipelines", "ddim")}
     assert _fgdm_imports("from .. import __version__\nfrom ..world.scene import Scene\n", ("eval",)) == {
         ("__version__",), ("world", "scene", "Scene")}
+
+
+def test_device_slim_takes_out_only_committed_unused_files_and_restores_them(tmp_path):
+    """scripts/device_slim.sh: per stage, the docs' figures, the evaluation MiniCLIP and factor
+    checkpoints leave the working tree (never an uncommitted change), the size is reported against
+    the device's 64 MiB, and `restore` brings every file back as committed."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if not (shutil.which("bash") and shutil.which("git")):
+        pytest.skip("needs bash and git")
+    repo = tmp_path / "repo"
+    files = {"docs/a.png": b"png" * 100, "docs/notes.md": b"text", "src/fgdm/models/data/miniclip/w.safetensors": b"w" * 1000,
+             "src/fgdm/models/data/minisd/u.safetensors": b"u" * 500, "checkpoints/factor_seg/ema-00000.safetensors": b"e" * 300,
+             "checkpoints/factor_seg/state.json": b"{}", "scripts/device_slim.sh": (ROOT / "scripts" / "device_slim.sh").read_bytes()}  # fmt: skip
+    for rel, data in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+
+    def slim(*args):
+        return subprocess.run(["bash", "scripts/device_slim.sh", *args], cwd=repo, capture_output=True, text=True)
+
+    def present():
+        return {rel for rel in files if (repo / rel).exists()}
+
+    r = slim("factors")
+    assert r.returncode == 0 and "would travel" in r.stdout, r.stderr
+    assert present() == set(files) - {"docs/a.png", "src/fgdm/models/data/miniclip/w.safetensors"}
+    assert slim("restore").returncode == 0 and present() == set(files)
+    assert slim("eval-fgdm").returncode == 0  # evaluates: keeps MiniCLIP, needs no factor checkpoints
+    assert present() == set(files) - {"docs/a.png", "checkpoints/factor_seg/ema-00000.safetensors",
+                                      "checkpoints/factor_seg/state.json"}  # fmt: skip
+    assert slim("restore").returncode == 0 and present() == set(files)
+    assert all((repo / rel).read_bytes() == data for rel, data in files.items())
+    (repo / "docs" / "a.png").write_bytes(b"changed")
+    r = slim("graph")
+    assert r.returncode == 2 and "uncommitted changes" in r.stderr and present() == set(files)
+    subprocess.run([*git, "checkout", "--", "docs/a.png"], check=True)
+    assert slim("nosuchstage").returncode == 2
+    stages = re.findall(r"^  ([a-z-]+)\)", (ROOT / "scripts" / "device_stage.sh").read_text(), flags=re.M)
+    for stage in set(stages) - {"cpu", "pack-base"}:  # every stage a device call runs (those two run here)
+        assert slim(stage).returncode == 0, stage
+        assert slim("restore").returncode == 0 and present() == set(files)
+    big = repo / "big.bin"  # ignored by nothing: an untracked file travels too
+    with open(big, "wb") as f:
+        f.truncate(65 * 1024 * 1024)
+    r = slim("size")
+    assert r.returncode == 1 and "over the device's 64 MiB" in r.stderr
+    big.unlink()
+    r = slim("size", "scripts")  # a carried path counts
+    assert r.returncode == 0 and "of 64 MiB" in r.stdout
+    assert slim("size", "nonexistent").returncode == 2
