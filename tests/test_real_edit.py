@@ -339,3 +339,23 @@ def test_edit_metrics_recall_and_removal_on_known_maps(setup, monkeypatch):
     assert m["edited_region_removal"] == {"dog": 0.75}  # 6 of the dog's 8 rows no longer show a dog
     assert m["edited_region_background"] == {"dog": 0.5}  # 4 of them show grass, 2 a horse
     assert m["edited_fraction"] == round(64 / 1024, 4)
+
+
+def test_text_edits_guide_the_seg_factor_away_from_the_classes_they_take_out(setup, monkeypatch):
+    from fgdm.models.judge import load_judge
+
+    pipe, _, judge_dir, img = setup
+    seg = _known_map(monkeypatch)
+    seg[20:28, 20:28] = 15  # and a cat
+    negatives = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: negatives.append((k["factors"], k.get("negative_prompt", "")))
+                        or call(self, *a, **k))  # fmt: skip
+    judge, image = load_judge(judge_dir), Image.open(img)
+    a = edit_real_image(pipe, judge, image, "a dog and a cat on the grass", replace={"dog": "horse"}, remove=["cat"], steps=2)
+    assert (["seg"], "a dog, a cat") in negatives and all(n == "" for f, n in negatives if f == ["image"])
+    negatives.clear()
+    b = edit_real_image(pipe, judge, image, "a dog and a cat on the grass", replace={"dog": "horse"}, remove=["cat"],
+                        steps=2, negative=False)  # fmt: skip
+    assert all(n == "" for _, n in negatives) and (["seg"], "") in negatives
+    assert not np.array_equal(a.edited_map, b.edited_map)  # the negative prompt reached the seg factor

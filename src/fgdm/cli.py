@@ -823,6 +823,9 @@ def _region_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", action=argparse.BooleanOptionalAction, default=None,
                    help="also give the image factor the judge's depth map, edited with the seg map (needs an image "
                         "factor that reads depth; default: fgdm.editing.real.DEPTH_DEFAULT where it does)")  # fmt: skip
+    p.add_argument("--no-negative", action="store_true",
+                   help="text edits: do not guide the seg factor away from the classes they remove or replace "
+                        "(by default those classes are its negative prompt)")  # fmt: skip
 
 
 def cmd_edit_real(args: argparse.Namespace) -> int:
@@ -859,7 +862,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
     res = edit_real_image(pipe, judge, image, args.prompt, replace=replace, remove=args.remove or [],
                           map_edits=(lambda s: apply_edits(s, edits)) if edits else None, pixel=args.level == "pixel",
                           masked=not args.no_mask, steps=args.steps, seed=args.seed, guidance=args.guidance,
-                          depth=args.depth)  # fmt: skip
+                          depth=args.depth, negative=not args.no_negative)  # fmt: skip
     metrics = edit_metrics(pipe, judge, image, args.prompt, res, steps=args.steps) if args.measure else None
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         size = res.source_map.shape[0]
@@ -881,6 +884,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
             "kind": "edit-real", "image": str(Path(args.image).resolve()), "prompt": res.prompt,
             "edited_prompt": res.edited_prompt, "replace": replace, "remove": args.remove or [], "edits": edits,
             "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "depth": res.source_depth is not None,
+            "negative": not args.no_negative,
             "seed": args.seed, "steps": args.steps, "metrics": metrics, "files": [*files, "before_after.png"],
             "graph": {"path": str(pipe.path)}, "model": {"fingerprint": pipe.base.fingerprint},
             "judge_fingerprint": fingerprint(args.judge or default_judge_dir()),
@@ -1388,12 +1392,12 @@ def cmd_eval_real_edit(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     depth = use_depth(pipe, args.depth)
     settings = {"n": args.n, "seed": args.seed, "edit": args.edit, "level": args.level, "masked": not args.no_mask,
-                "guidance": args.guidance, "steps": args.steps, "depth": depth,
+                "guidance": args.guidance, "steps": args.steps, "depth": depth, "negative": not args.no_negative,
                 "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
                 "judge_fingerprint": fingerprint(args.judge or default_judge_dir())}  # fmt: skip
     res = _recorded_run(args, out, settings, lambda: run_real_edit(
         pipe, judge, out, n=args.n, seed=args.seed, edit=args.edit, level=args.level, masked=not args.no_mask, steps=args.steps, guidance=args.guidance,
-        depth=depth, progress=_progress(args)))  # fmt: skip
+        depth=depth, negative=not args.no_negative, progress=_progress(args)))  # fmt: skip
     sheet = examples_sheet(out, res["rows"])
     if sheet is not None:
         sheet.save(out / "examples.png")

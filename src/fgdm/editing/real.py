@@ -172,13 +172,14 @@ class RealEdit:
 
 def semantic_map_edit(pipe: FactorGraphPipeline, labels: np.ndarray, prompt: str, edited_prompt: str, *,
                       region: np.ndarray | None = None, steps: int | None = None, guidance: float | None = None,
-                      seed: int = 0) -> np.ndarray:  # fmt: skip
+                      seed: int = 0, negative_prompt: str = "") -> np.ndarray:  # fmt: skip
     """Invert a map through the seg factor with ``prompt``; regenerate it with ``edited_prompt``.
 
     The factor runs at its own size (the map is resized to it and the result back). With a bool
     ``region`` (the map's shape), only that region is regenerated: the rest of the latent follows
     the inverted path, and outside ``region`` the result is ``labels`` exactly. ``guidance``: the
-    seg factor's own by default.
+    seg factor's own by default, away from ``negative_prompt`` (classifier-free guidance's
+    unconditional branch; e.g. the classes the edit removes).
     """
     size = labels.shape[0]
     spec = pipe.spec.factors["seg"]
@@ -187,7 +188,7 @@ def semantic_map_edit(pipe: FactorGraphPipeline, labels: np.ndarray, prompt: str
     path = pipe.invert_path("seg", small, prompt, size=fsize, steps=steps)
     out = pipe(edited_prompt, factors=["seg"], init_latents={"seg": path[0]}, sizes={"seg": fsize}, seed=seed,
                keep={"seg": (region, path)} if region is not None else None,
-               steps={"seg": steps} if steps else None,
+               steps={"seg": steps} if steps else None, negative_prompt=negative_prompt,
                guidance={"seg": guidance if guidance is not None else spec.guidance})  # fmt: skip
     new = resize_labels(out.labels[0], size)
     return np.where(region, new, labels) if region is not None else new
@@ -262,7 +263,7 @@ def render_edit(pipe: FactorGraphPipeline, image: Image.Image, source: np.ndarra
 def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image, prompt: str, *,
                     replace: dict[str, str] | None = None, remove: list[str] | None = None, map_edits=None,
                     pixel: bool = True, masked: bool = True, steps: int | None = None, seed: int = 0,
-                    guidance: float | None = None, depth: bool | None = None) -> RealEdit:  # fmt: skip
+                    guidance: float | None = None, depth: bool | None = None, negative: bool = True) -> RealEdit:  # fmt: skip
     """Extract, edit (by text and/or ``map_edits(MapSample) -> MapSample``), re-render.
 
     ``masked`` (default): a text edit regenerates only the named classes' region of the map, and
@@ -270,6 +271,11 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
     :func:`render_edit`); a text edit then needs the judge to find each named class in the image.
     The re-render's prompt follows map edits too (:func:`map_edit_prompt`). ``guidance``: the
     re-render's (:func:`render_edit`'s default when None).
+
+    ``negative`` (default): a text edit's seg factor is guided away from the classes it removes
+    or replaces (they are its negative prompt, "a dog, a cat": the negative guidance of
+    LEDITS++-style edits), so that they do not come back in the region; ``False``: the empty
+    negative prompt.
 
     ``depth``: also give the image factor the judge's disparity map, edited with the seg map (map
     edits move, scale, delete ... it as they do in ``fgdm edit``; a text edit fills it where a
@@ -302,7 +308,9 @@ def edit_real_image(pipe: FactorGraphPipeline, judge: Judge, image: Image.Image,
                 raise ValueError(f"the judge finds no {missing} in the image (it sees {seen}); a masked text edit "
                                  "regenerates the named classes' region only (masked=False, --no-mask: the whole map)")  # fmt: skip
             region = dilate(np.isin(source, ids), edit_margin(size))
-        edited = semantic_map_edit(pipe, source, prompt, edited_prompt, region=region, steps=steps, seed=seed)
+        away = ", ".join(article(category(c).name) + category(c).name for c in [*(replace or {}), *(remove or [])])
+        edited = semantic_map_edit(pipe, source, prompt, edited_prompt, region=region, steps=steps, seed=seed,
+                                   negative_prompt=away if negative else "")  # fmt: skip
         if depth:
             edited_depth = text_edit_depth(source, edited, source_depth)
     if map_edits is not None:

@@ -85,9 +85,12 @@ def _largest_thing(s: MapSample, found: dict | None = None) -> int:
 
 def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int = 50, seed: int = 50_000,
                   edit: str = "text", level: str = "pixel", masked: bool = True, steps: int | None = None,
-                  guidance: float | None = None, depth: bool | None = None, progress: bool = True) -> dict:  # fmt: skip
+                  guidance: float | None = None, depth: bool | None = None, negative: bool = True,
+                  progress: bool = True) -> dict:  # fmt: skip
     """Edit ``n`` held-out renders (resumable in ``out``); returns {"summary", "rows"}. ``depth``:
-    whether the image factor is given the judge's depth too (:func:`~fgdm.editing.real.edit_real_image`)."""
+    whether the image factor is given the judge's depth too; ``negative``: whether a text edit
+    guides the seg factor away from the classes it removes or replaces
+    (:func:`~fgdm.editing.real.edit_real_image`)."""
     if edit not in EDITS:
         raise ValueError(f"edit must be one of {', '.join(EDITS)}, got {edit!r}")
     if level not in ("pixel", "semantic"):
@@ -113,7 +116,7 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
             try:
                 target: dict = {}  # the class of the object a map edit changes (the judge's largest)
                 kw = {"pixel": level == "pixel", "masked": masked, "steps": steps, "seed": i, "guidance": guidance,
-                      "depth": depth}  # fmt: skip
+                      "depth": depth, "negative": negative}  # fmt: skip
                 if edit == "text":
                     kw["replace"] = {plan["old"]: plan["new"]}
                 elif edit == "remove":
