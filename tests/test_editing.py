@@ -310,3 +310,45 @@ def test_edit_keep_rest_script(random_graph, tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and err in capsys.readouterr().err
+
+
+def test_paste_from_a_rendered_export_of_another_size(fgdm_run, tmp_path):
+    """An object pasted from a `fgdm world render` export (here 64 px, into a 32-px sampled map):
+    the export's sample is read with its instances, disparity and sketch, resized to the sample,
+    and the object lands at the offset; `fgdm edit --paste EXPORT#K:OBJ:dx,dy` records and replays it."""
+    import json
+
+    from fgdm.cli import main
+    from fgdm.editing import paste_source, sample_from_export, sample_from_run
+    from fgdm.world.export import export_dataset
+
+    export = tmp_path / "world"
+    export_dataset(export, n=3, size=64, seed=3)
+    src = sample_from_export(export, 1)
+    r = make_sample(1, seed=3, size=64).render
+    assert np.array_equal(src.seg, r.seg) and np.array_equal(src.instance, r.instance)
+    assert np.allclose(src.disparity, MapSample.from_render(r).disparity, atol=1 / 255)  # 8-bit depth
+    assert src.sketch is not None and paste_source(export, 1).seg.shape == (64, 64)
+    half = src.resized((32, 32))
+    assert half.seg.shape == half.instance.shape == half.disparity.shape == (32, 32)
+    assert np.array_equal(half.seg, src.seg[1::2, 1::2]) and np.array_equal(half.instance, src.instance[1::2, 1::2])
+    s, _ = sample_from_run(fgdm_run)
+    obj = _largest(src)
+    name = src.objects()[obj][0]
+    pasted = paste(s, src, obj, 2, 1)  # a 64-px source into the 32-px map
+    new = pasted.instance.max()
+    assert pasted.objects()[new][0] == name and new not in s.objects()
+    ys, xs = np.nonzero(pasted.instance == new)
+    hy, hx = np.nonzero(half.instance == obj)
+    assert set(zip(ys.tolist(), xs.tolist(), strict=True)) <= set(zip((hy + 1).tolist(), (hx + 2).tolist(), strict=True))
+    out = tmp_path / "pasted"
+    assert main(["edit", str(fgdm_run), "--paste", f"{export}#1:{obj}:+2,+1", "-o", str(out), "--quiet"]) == 0
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["edits"] == [{"op": "paste", "source_run": str(export), "source_sample": 1, "target": obj, "dx": 2, "dy": 1}]
+    edited, _ = sample_from_run(out)
+    assert (edited.seg == category(name).id).sum() >= (s.seg == category(name).id).sum()
+    assert np.array_equal(apply_edits(s, rec["edits"]).seg, pasted.seg)  # the record replays the paste
+    with pytest.raises(ValueError, match=r"sample must be in 0\.\.2"):
+        sample_from_export(export, 3)
+    with pytest.raises(ValueError, match="neither an FG-DM run"):
+        paste_source(tmp_path, 0)

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 from collections import Counter
@@ -716,7 +717,11 @@ def _parse_edit(op: str, value: str) -> dict:
         if len(parts) != 3:
             raise ValueError(f"{flag}: expected RUN_DIR:OBJECT:dx,dy, got {value!r}")
         dx, dy = _offset(parts[2], flag)
-        return {"op": op, "source_run": parts[0], "source_sample": 0, "target": _target(parts[1]), "dx": dx, "dy": dy}
+        run, sample = parts[0], 0
+        m = re.fullmatch(r"(.+)#(\d+)", run)  # RUN#K: the run's (or export's) sample K
+        if m:
+            run, sample = m.group(1), int(m.group(2))
+        return {"op": op, "source_run": run, "source_sample": sample, "target": _target(parts[1]), "dx": dx, "dy": dy}
     raise ValueError(f"unknown edit {op!r}")
 
 
@@ -1702,7 +1707,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--duplicate", "OBJ:dx,dy", "copy an object to an offset"),
         ("--change-class", "OBJ:CLASS", "relabel an object"),
         ("--text", "TEXT", "write text onto the sketch map"),
-        ("--paste", "RUN:OBJ:dx,dy", "paste an object from another FG-DM run's sample 0"),
+        ("--paste", "RUN:OBJ:dx,dy", "paste an object from another FG-DM run or a rendered or generated export "
+                                     "(`fgdm world render`, `--export-dataset`; RUN#K: its sample K, default 0), "
+                                     "resized to this sample's maps"),
     ):
         p.add_argument(flag, metavar=meta, action=_EditAction, help=text + " (repeatable; applied in order)")
     p.add_argument("--device", default="auto")

@@ -83,6 +83,20 @@ class MapSample:
     def copy(self) -> MapSample:
         return copy.deepcopy(self)
 
+    def resized(self, shape: tuple[int, int]) -> MapSample:
+        """The sample at ``shape`` (H, W): class and instance ids nearest, disparity and sketch bilinear."""
+        h, w = int(shape[0]), int(shape[1])
+        if (h, w) == self.seg.shape:
+            return self.copy()
+
+        def nearest(a):
+            return np.asarray(Image.fromarray(np.asarray(a, np.int32)).resize((w, h), Image.NEAREST))
+
+        def bilinear(a):
+            return None if a is None else np.asarray(Image.fromarray(np.asarray(a, np.float32)).resize((w, h), Image.BILINEAR))
+
+        return MapSample(nearest(self.seg), nearest(self.instance), bilinear(self.disparity), bilinear(self.sketch))
+
 
 EDGE_WIDTH = 2  # sketch edges extend this far outside an object's mask
 
@@ -250,9 +264,12 @@ def duplicate(s: MapSample, target, dx: int, dy: int) -> MapSample:
 
 
 def paste(s: MapSample, source: MapSample, target, dx: int = 0, dy: int = 0) -> MapSample:
-    """Copy object ``target`` of ``source`` into ``s`` (same size), offset by (dx, dy)."""
+    """Copy object ``target`` of ``source`` into ``s``, offset by (dx, dy) pixels of ``s``. A source
+    of another size is resized to ``s``'s first (:meth:`MapSample.resized`), so the object keeps
+    its share of the frame."""
     if source.seg.shape != s.seg.shape:
-        raise ValueError(f"paste: source maps are {source.seg.shape}, this sample's {s.seg.shape}")
+        log.info("paste: the source's maps are %s, this sample's %s: resized to it", source.seg.shape, s.seg.shape)
+        source = source.resized(s.seg.shape)
     out = s.copy()
     layer = _cut(source, resolve(source, target))
     if out.disparity is None:
@@ -363,12 +380,13 @@ class EditLog:
 
 def apply_edits(s: MapSample, edits: list[dict]) -> MapSample:
     """Replay a list of edits (e.g. from a run's record). A ``paste`` edit names its source as
-    ``source_run`` (an FG-DM run folder) and ``source_sample``."""
+    ``source_run`` (an FG-DM run folder, or a rendered or generated export: :func:`paste_source`)
+    and ``source_sample``."""
     for e in edits:
         e = dict(e)
         op = e.pop("op", None)
         if op == "paste":
-            source = sample_from_run(e.pop("source_run"), int(e.pop("source_sample", 0)))[0]
+            source = paste_source(e.pop("source_run"), int(e.pop("source_sample", 0)))
             s = paste(s, source, **e)
             continue
         if op not in OPS:
@@ -418,6 +436,52 @@ def sample_from_run(run_dir, index: int = 0) -> tuple[MapSample, dict]:
                               None if depth is None else decode_depth(depth),
                               None if sketch is None else decode_sketch(sketch))  # fmt: skip
     return s, rec
+
+
+def sample_from_export(folder, index: int = 0) -> MapSample:
+    """Sample ``index`` of an export folder, rendered (``fgdm world render``) or generated (``fgdm
+    generate --export-dataset``): its class ids and instances, and its disparity and sketch where
+    the export has them (a render's instances are its objects; a generated one's, the connected
+    components of each thing class)."""
+    from pathlib import Path
+
+    from ..world.conditions import decode_depth, decode_sketch
+    from ..world.export import MARKER, read_samples
+
+    root = Path(folder)
+    if not (root / MARKER).is_file():
+        raise ValueError(f"{str(folder)!r} is not an export folder (no {MARKER})")
+    recs = read_samples(root)
+    if not 0 <= index < len(recs):
+        raise ValueError(f"sample must be in 0..{len(recs) - 1} for export {str(folder)!r}, got {index}")
+    files = recs[index].get("files", {})
+
+    def load(name, rgb=False):
+        if name not in files:
+            return None
+        im = Image.open(root / files[name])
+        return np.asarray(im.convert("RGB") if rgb else im)
+
+    seg = load("seg_ids")
+    if seg is None:
+        raise ValueError(f"export {str(folder)!r} has no class ids (seg_ids) for sample {index}")
+    inst, depth, sketch = load("instance"), load("depth", rgb=True), load("sketch", rgb=True)
+    return MapSample(seg, thing_instances(seg) if inst is None else inst, None if depth is None else decode_depth(depth),
+                     None if sketch is None else decode_sketch(sketch))  # fmt: skip
+
+
+def paste_source(folder, index: int = 0) -> MapSample:
+    """The maps a ``paste`` takes an object from: sample ``index`` of an export folder (it holds
+    ``world.json``: :func:`sample_from_export`) or of an FG-DM run (:func:`sample_from_run`)."""
+    from pathlib import Path
+
+    from ..world.export import MARKER
+
+    if (Path(folder) / MARKER).is_file():
+        return sample_from_export(folder, index)
+    if not (Path(folder) / "record.json").is_file():
+        raise ValueError(f"paste source {str(folder)!r} is neither an FG-DM run (record.json) nor an export (world.json)")
+    return sample_from_run(folder, index)[0]
 
 
 def sample_conditions(s: MapSample) -> dict[str, np.ndarray]:
