@@ -352,3 +352,5 @@ def test_paste_from_a_rendered_export_of_another_size(fgdm_run, tmp_path):
         sample_from_export(export, 3)
     with pytest.raises(ValueError, match="neither an FG-DM run"):
         paste_source(tmp_path, 0)
+    with pytest.raises(ValueError, match="paste: no 'giraffe' in the source sample; objects: "):
+        paste(s, src, "giraffe")

@@ -271,7 +271,11 @@ def paste(s: MapSample, source: MapSample, target, dx: int = 0, dy: int = 0) -> 
         log.info("paste: the source's maps are %s, this sample's %s: resized to it", source.seg.shape, s.seg.shape)
         source = source.resized(s.seg.shape)
     out = s.copy()
-    layer = _cut(source, resolve(source, target))
+    try:
+        inst = resolve(source, target)
+    except ValueError as e:
+        raise ValueError(f"paste: {str(e).replace('this sample', 'the source sample', 1)}") from None
+    layer = _cut(source, inst)
     if out.disparity is None:
         layer["disparity"] = None
     if out.sketch is None:
