@@ -424,6 +424,7 @@ print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')]
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
     evr real-edit-delete eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit delete
+    evr real-edit-remove eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit remove
     if [ ${#vs[@]} -gt 0 ]; then  # the shipped graph on the same prompts and seeds, as runs of their own (an
       # --ablation cannot swap it in: its image factor's parents, seg and depth, differ from the new graph's)
       evr fgdm-quality-shipped eval fgdm --graph "$SHIPPED_G" --prompts prompts/multigen_sceneworld_5_1k.json \
