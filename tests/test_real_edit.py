@@ -359,3 +359,27 @@ def test_text_edits_guide_the_seg_factor_away_from_the_classes_they_take_out(set
                         steps=2, negative=False)  # fmt: skip
     assert all(n == "" for _, n in negatives) and (["seg"], "") in negatives
     assert not np.array_equal(a.edited_map, b.edited_map)  # the negative prompt reached the seg factor
+
+
+def test_an_edit_that_only_fills_background_in_is_re_rendered_without_guidance(setup, monkeypatch):
+    from fgdm.editing import change_class, delete
+    from fgdm.editing.real import FILL_GUIDANCE, fills_only
+    from fgdm.models.judge import load_judge
+
+    src = np.full((8, 8), 83, np.uint8)
+    src[2:5, 2:5] = 16
+    gone, cat, void = src.copy(), src.copy(), src.copy()
+    gone[2:5, 2:5], cat[2:5, 2:5], void[2:5, 2:5] = 83, 15, 255
+    assert fills_only(src, gone) and not fills_only(src, cat) and not fills_only(src, src) and not fills_only(src, void)
+    pipe, _, judge_dir, img = setup
+    _known_map(monkeypatch)
+    judge, image = load_judge(judge_dir), Image.open(img)
+    used = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **k: used.append(k.get("guidance")) or call(self, *a, **k))
+    res = edit_real_image(pipe, judge, image, "a dog on the grass", steps=2, map_edits=lambda s: delete(s, "dog"))
+    assert res.render_guidance == FILL_GUIDANCE and used[-1] == {"image": FILL_GUIDANCE}
+    res = edit_real_image(pipe, judge, image, "a dog on the grass", steps=2, map_edits=lambda s: change_class(s, "dog", "cat"))
+    assert res.render_guidance is None and used[-1] == {"image": pipe.spec.factors["image"].guidance}
+    res = edit_real_image(pipe, judge, image, "a dog on the grass", steps=2, guidance=4.0, map_edits=lambda s: delete(s, "dog"))
+    assert res.render_guidance == 4.0 and used[-1] == {"image": 4.0}  # a given guidance is kept

@@ -824,7 +824,8 @@ def _region_args(p: argparse.ArgumentParser) -> None:
                    help="regenerate the whole map and image, not only the edited region (the rest then drifts; "
                         "as before the region lock)")  # fmt: skip
     p.add_argument("--guidance", type=_arg_type(_positive_float, "number"), default=None,
-                   help="the re-render's guidance (default: the image factor's; 1 with --no-mask at pixel level)")
+                   help="the re-render's guidance (default: the image factor's; 1 with --no-mask at pixel level, and "
+                        "for an edit that only fills background in, such as a deletion: fgdm.editing.real.FILL_GUIDANCE)")
     p.add_argument("--depth", action=argparse.BooleanOptionalAction, default=None,
                    help="also give the image factor the judge's depth map, edited with the seg map (needs an image "
                         "factor that reads depth; default: fgdm.editing.real.DEPTH_DEFAULT where it does)")  # fmt: skip
@@ -888,7 +889,7 @@ def cmd_edit_real(args: argparse.Namespace) -> int:
         write_json(stage / "record.json", {
             "kind": "edit-real", "image": str(Path(args.image).resolve()), "prompt": res.prompt,
             "edited_prompt": res.edited_prompt, "replace": replace, "remove": args.remove or [], "edits": edits,
-            "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "depth": res.source_depth is not None,
+            "level": args.level, "masked": not args.no_mask, "guidance": args.guidance, "render_guidance": res.render_guidance, "depth": res.source_depth is not None,
             "negative": not args.no_negative,
             "seed": args.seed, "steps": args.steps, "metrics": metrics, "files": [*files, "before_after.png"],
             "graph": {"path": str(pipe.path)}, "model": {"fingerprint": pipe.base.fingerprint},

@@ -141,6 +141,7 @@ def run_real_edit(pipe: FactorGraphPipeline, judge: Judge, out: Path, *, n: int 
                 new = plan["new"] if edit in ("text", "map") else None
                 row = {"index": i, "prompt": plan["prompt"], "edited_prompt": res.edited_prompt, "old": old,
                        "new": new, "seconds": round(seconds, 4), **m, "map_changed": changed,
+                       "render_guidance": res.render_guidance,
                        "new_class_recall": None if new is None else
                        m["edited_region_recall"].get(category(new).name, 0.0) if changed else 0.0,
                        "removal_rate": m["edited_region_removal"].get(category(old).name, 0.0) if changed else 0.0,
