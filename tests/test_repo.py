@@ -146,6 +146,9 @@ def test_device_slim_takes_out_only_committed_unused_files_and_restores_them(tmp
     assert slim("eval-fgdm").returncode == 0  # evaluates: keeps MiniCLIP, needs no factor checkpoints
     assert present() == set(files) - {"docs/a.png", "checkpoints/factor_seg/ema-00000.safetensors",
                                       "checkpoints/factor_seg/state.json"}  # fmt: skip
+    assert slim("factors").returncode == 0 and present() == set(files) - {  # slims add up until a restore
+        "docs/a.png", "src/fgdm/models/data/miniclip/w.safetensors", "checkpoints/factor_seg/ema-00000.safetensors",
+        "checkpoints/factor_seg/state.json"}  # fmt: skip
     assert slim("restore").returncode == 0 and present() == set(files)
     assert all((repo / rel).read_bytes() == data for rel, data in files.items())
     (repo / "docs" / "a.png").write_bytes(b"changed")
