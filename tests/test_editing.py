@@ -211,6 +211,13 @@ def test_fgdm_edit_rerenders_logs_and_replays(fgdm_run, tmp_path, capsys):
     assert main(["edit", str(fgdm_run), "--move", f"{name}:+3,-2", "--keep-rest", "-o", str(rest), "--quiet"]) == 0
     rrec = json.loads((rest / "record.json").read_text())
     assert rrec["parameters"]["keep_rest"] is True
+    assert rrec["parameters"]["render_guidance"] == rrec["parameters"]["guidance"]  # a move: the run's guidance
+    gone = tmp_path / "gone"  # a deletion only fills background in: re-rendered without guidance
+    assert main(["edit", str(fgdm_run), "--delete", name, "--keep-rest", "-o", str(gone), "--quiet"]) == 0
+    grec = json.loads((gone / "record.json").read_text())["parameters"]
+    from fgdm.editing.real import FILL_GUIDANCE
+
+    assert grec["render_guidance"] == FILL_GUIDANCE and grec["guidance"] == rrec["parameters"]["guidance"]
     from PIL import Image
 
     from fgdm.editing.maps import sample_conditions
@@ -275,7 +282,7 @@ def test_fgdm_edit_takes_sbpc_runs_and_its_own_runs(random_graph, tmp_path):
     rec1 = json.loads((first / "record.json").read_text())
     assert rec1["source"]["kind"] == "generate-sbpc" and rec1["seed"] == chosen_seed
     assert rec1["parameters"] | {"given": None} == {"size": src["parameters"]["image_size"], "steps": 3,
-                                                     "guidance": 2.0, "given": None, "keep_prompt": False,
+                                                     "guidance": 2.0, "render_guidance": 2.0, "given": None, "keep_prompt": False,
                                                      "keep_rest": False}  # fmt: skip
     second = tmp_path / "edit2"
     assert main(["edit", str(first), "--move", f"{name}:+2,0", "-o", str(second), "--quiet"]) == 0

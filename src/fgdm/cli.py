@@ -733,7 +733,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .editing import apply_edits, sample_conditions, sample_from_run
-    from .editing.real import map_edit_prompt, render_region
+    from .editing.real import FILL_GUIDANCE, fills_only, map_edit_prompt, render_region
     from .pipelines.factor_graph import FactorGraphPipeline
     from .runs import check_output_dir, next_run_dir, staged_output, write_json
     from .world.conditions import encode_normals, encode_segmentation, encode_sketch
@@ -772,14 +772,17 @@ def cmd_edit(args: argparse.Namespace) -> int:
     prompt = source_prompt if args.keep_prompt else map_edit_prompt(source_prompt, sample.seg, edited.seg)
     idx = args.sample if rec["kind"] == "generate-fgdm" else 0
     before = Path(args.run) / f"image-{idx:03d}.png"
+    render_guidance = guidance  # the run's (recorded as such for later edits), unless a deletion's is used below
     if args.keep_rest:  # regenerate only where the maps changed; the rest is the run's image, inverted and followed
         if not before.exists():
             raise ValueError(f"--keep-rest: run {args.run!r} has no {before.name} to keep")
         was = Image.open(before).convert("RGB")
         given_before = {k: v for k, v in sample_conditions(sample).items() if k in parents}
+        if fills_only(sample.seg, edited.seg):  # only background to draw (a deletion): no guidance (results.md)
+            render_guidance = FILL_GUIDANCE
         t0 = time.perf_counter()
         image = render_region(pipe, was, given_before, given, source_prompt, prompt, size=size or was.height,
-                              steps=steps, seed=seed, guidance=guidance)  # fmt: skip
+                              steps=steps, seed=seed, guidance=render_guidance)  # fmt: skip
         timings = {"total_s": time.perf_counter() - t0}
     else:
         res = pipe(prompt, factors=["image"], given=given, seed=seed, sizes={"image": size} if size else None,
@@ -808,7 +811,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
                                                               "kind": rec["kind"]},
             "edits": edits, "seed": seed, "files": files, "graph": {"path": str(pipe.path)},
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
-            "parameters": {"size": size, "steps": steps, "guidance": guidance, "given": sorted(given),
+            "parameters": {"size": size, "steps": steps, "guidance": guidance, "render_guidance": render_guidance,
+                           "given": sorted(given),
                            "keep_prompt": args.keep_prompt, "keep_rest": args.keep_rest},
             "objects_before": sorted({n for n, _ in sample.objects().values()}),
             "objects_after": sorted({n for n, _ in edited.objects().values()}),
