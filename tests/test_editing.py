@@ -359,5 +359,8 @@ def test_paste_from_a_rendered_export_of_another_size(fgdm_run, tmp_path):
         sample_from_export(export, 3)
     with pytest.raises(ValueError, match="neither an FG-DM run"):
         paste_source(tmp_path, 0)
+    (export / "seg_ids" / "000002.png").unlink()
+    with pytest.raises(ValueError, match=r"sample 2: cannot read 'seg_ids/000002.png'"):
+        sample_from_export(export, 2)
     with pytest.raises(ValueError, match="paste: no 'giraffe' in the source sample; objects: "):
         paste(s, src, "giraffe")

@@ -463,8 +463,11 @@ def sample_from_export(folder, index: int = 0) -> MapSample:
     def load(name, rgb=False):
         if name not in files:
             return None
-        im = Image.open(root / files[name])
-        return np.asarray(im.convert("RGB") if rgb else im)
+        try:
+            im = Image.open(root / files[name])
+            return np.asarray(im.convert("RGB") if rgb else im)
+        except OSError as e:  # a missing or broken file of the export: the user's input, not a traceback
+            raise ValueError(f"export {str(folder)!r}, sample {index}: cannot read {files[name]!r} ({e})") from None
 
     seg = load("seg_ids")
     if seg is None:
