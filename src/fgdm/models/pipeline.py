@@ -152,6 +152,12 @@ class BaseModel:
                 out[b, category(m.category).id, first : min(stop, max_len - 1)] = 1
         return out
 
+    def token_class_ids(self, prompts: list[str]) -> torch.Tensor:
+        """(B, T) long: the class id each token of :meth:`encode_text`'s rows names, or -1 for none
+        (from :meth:`class_tokens`; a token in mentions of two classes takes the first id)."""
+        ct = self.class_tokens(prompts)
+        return torch.where(ct.sum(1) > 0, ct.argmax(1), -1)
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BaseModel:
         for m in (self.unet, self.vae, self.text_encoder):
             m.to(device=device, dtype=dtype)

@@ -529,22 +529,26 @@ _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}  # mixed_precision -> aut
 
 @torch.no_grad()
 def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] = ("image",),
-              progress: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
+              progress: bool = True, token_fn=None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Render, VAE-encode and text-encode every training scene once (a progress bar per scene).
 
     Returns ``lat_<modality>`` (N, 4, h, w) fp16 scaled latents per modality (``image`` or a
     condition name; the modality ``labels`` is instead the seg maps' class ids, ``labels`` (N, H, W)
-    uint8) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
+    uint8, and ``token_classes`` the class id each caption token names, (N, T) int16 from
+    ``token_fn(captions)``, -1 for none) and ``embeddings`` (N, T, D) fp16 from ``text_fn(captions)`` (or, where it
     returns integers, its token ids as int32). The encoders run
     under autocast in the run's ``mixed_precision`` (bf16: 2-3x faster VAE encoding on the CPUs
     measured first, the latents within 0.5% of fp32 — results.md; 57x slower on an AVX2-only one,
     which is warned about; they are stored in fp16 either way).
     """
-    conds = tuple(m for m in modalities if m not in ("image", "labels"))
+    conds = tuple(m for m in modalities if m not in ("image", "labels", "token_classes"))
+    if "token_classes" in modalities and token_fn is None:
+        raise ValueError("prerender: the modality 'token_classes' needs token_fn")
     ds = SceneWorldDataset(cfg.data.n_scenes, size=cfg.data.size, seed=cfg.data.seed, config=_world(cfg),
                            conditions=conds)  # fmt: skip
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
-    out: dict[str, list[torch.Tensor]] = {m if m == "labels" else f"lat_{m}": [] for m in modalities} | {"embeddings": []}
+    raw = ("labels", "token_classes")  # stored as they are, not VAE latents
+    out: dict[str, list[torch.Tensor]] = {m if m in raw else f"lat_{m}": [] for m in modalities} | {"embeddings": []}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(ds), desc=f"pre-encode {'+'.join(modalities)}", unit="scene", disable=not progress)
@@ -559,6 +563,9 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
                 if m == "labels":  # the seg maps' class ids (void 255), for factors that read classes
                     out["labels"].append(b["seg"].to(torch.uint8))
                     continue
+                if m == "token_classes":
+                    out["token_classes"].append(token_fn(b["caption"]).to(torch.int16))
+                    continue
                 x = b["image"] if m == "image" else b[f"cond_{m}"]
                 z = vae.encode(x.to(dev, vae.dtype)).latent_dist.sample(gen) * vae.config.scaling_factor
                 out[f"lat_{m}"].append(z.half())
@@ -570,7 +577,7 @@ def prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...] =
 
 def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str, ...], sources: dict,
                      name: str = "prerender", folder: str | Path | None = None,
-                     progress: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
+                     progress: bool = True, token_fn=None) -> dict[str, torch.Tensor]:  # fmt: skip
     """:func:`prerender`, cached in ``folder/<name>.safetensors`` (default folder: ``output_dir``)
     so resumed runs — and, with a shared ``folder``, other runs on the same data — skip it.
 
@@ -591,7 +598,7 @@ def cached_prerender(cfg: TrainConfig, vae, text_fn, dev, modalities: tuple[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return _load_or_build(path, key, usable, lambda: prerender(cfg, vae, text_fn, dev, modalities, progress), dev)
+        return _load_or_build(path, key, usable, lambda: prerender(cfg, vae, text_fn, dev, modalities, progress, token_fn), dev)
 
 
 def _load_or_build(path: Path, key: str, usable: set[str], build, dev) -> dict[str, torch.Tensor]:

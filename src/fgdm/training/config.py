@@ -16,7 +16,7 @@ COMPONENTS = ("tokenizer", "clip", "vae", "unet", "judge", "factor", "image-fact
 # not a silently ignored setting
 _FACTOR_EXTRA = {"variable", "parents", "kind", "null_prob", "caption_dropout", "min_snr_gamma", "distill_weight",
                  "distill_every", "distill_batch", "distill_size", "graph", "replace", "sample", "sizes", "cache_dir",
-                 "wait_for_parents", "init_from", "init_parents", "seg_input"}  # fmt: skip
+                 "wait_for_parents", "init_from", "init_parents", "seg_input", "grounding"}  # fmt: skip
 EXTRA_KEYS = {
     "tokenizer": set(),
     "clip": {"pool", "freeze_text"},

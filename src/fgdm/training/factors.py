@@ -11,6 +11,13 @@ Settings (``extra:`` in the YAML):
 - ``seg_input``: ``latent`` (default) or ``classes``: the seg parent enters as its map's class shares
   per latent cell (one channel per class) instead of its VAE latent, so the factor reads the
   objects' classes from the map itself; the pre-encoded data then also holds the seg label maps.
+- ``grounding``: TokenCompose's grounding losses (:mod:`fgdm.losses.grounding`) on the cross-attention
+  of the UNet the factor drives, each class word's attention pulled into its class's region of the
+  sample's seg map: a mapping ``{token: W_TOKEN, pixel: W_PIXEL, blocks: [mid, up]}`` (TokenCompose's public
+  code: 1e-3 and 5e-5, mid and decoder blocks; here each loss is averaged over the layers, not
+  summed). Off when unset. The pre-encoded data then also holds the seg label maps and each
+  caption's token classes (``BaseModel.token_class_ids``); rows whose caption was dropped are not
+  grounded. For the image factor this teaches the map's regions to call up their class words.
 - ``distill_weight`` (0.1; 0 = off): attention distillation, only for a parentless adapter factor,
   every ``distill_every`` (10) steps on the first ``distill_batch`` (8) samples of the batch;
   ``distill_size`` (default: the largest attention resolution, as in the paper) is the common
@@ -53,7 +60,7 @@ from pathlib import Path
 import torch
 
 from ..attention import AttentionStore, LayerSelector, attention_control
-from ..losses import attention_distillation
+from ..losses import attention_distillation, grounding_losses
 from ..models.factors import (
     LATENT_CHANNELS,
     VARIABLES,
@@ -210,6 +217,25 @@ def parent_value(spec: FactorSpec, parent: str, data: dict, size) -> torch.Tenso
     return data[f"lat_{parent}"].float()
 
 
+def grounding_settings(value) -> dict | None:
+    """``extra.grounding`` validated: None (off) or ``{token, pixel, select}``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"token", "pixel", "blocks"}:
+        raise ValueError(f"extra.grounding must be a mapping with keys token, pixel and blocks, got {value!r}")
+    out = {}
+    for key, default in (("token", 1e-3), ("pixel", 5e-5)):
+        v = value.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"extra.grounding.{key} must be a weight >= 0, got {v!r}")
+        out[key] = float(v)
+    blocks = value.get("blocks", ["mid", "up"])
+    if not isinstance(blocks, list) or not blocks or not set(blocks) <= {"down", "mid", "up"}:
+        raise ValueError(f"extra.grounding.blocks must be a non-empty list of down, mid, up; got {blocks!r}")
+    out["select"] = LayerSelector(blocks=tuple(blocks), kinds=("cross",))
+    return out
+
+
 def null_probs(value, parents: tuple[str, ...]) -> dict[str, float]:
     """``extra.null_prob`` resolved per parent: one number for all, or a mapping (unnamed parents 0.2)."""
     def check(name: str, v) -> float:
@@ -256,9 +282,12 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     rank = int(os.environ.get("RANK", "0"))
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1000 * rank)  # draws on the training device
 
-    labels = ("labels",) if spec.reads_classes else ()  # the seg maps' class ids, for their class shares
-    needed = tuple(dict.fromkeys([*spec.parents, spec.name])) + labels
-    modalities = ("image", *CONDITIONS, *labels) if ex.get("cache_dir") else needed  # a shared cache holds them all
+    ground = grounding_settings(ex.get("grounding"))
+    # the seg maps' class ids, for their class shares or for grounding; the captions' token classes
+    labels = ("labels",) if spec.reads_classes or ground else ()
+    tokens = ("token_classes",) if ground else ()
+    needed = tuple(dict.fromkeys([*spec.parents, spec.name])) + labels + tokens
+    modalities = ("image", *CONDITIONS, *labels, *tokens) if ex.get("cache_dir") else needed  # a shared cache holds them all
     sizes = ex.get("sizes", [cfg.data.size])
     bad = [s for s in sizes if not isinstance(s, int) or s % base.size_factor or s < 64]
     if bad or not sizes:
@@ -267,17 +296,17 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     def data_at(size: int) -> dict[str, torch.Tensor]:
         at = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, size=size))
         return cached_prerender(at, base.vae, text_fn, dev, modalities, {"base": base.fingerprint},
-                                name=f"prerender-{size}{'-labels' if labels else ''}", folder=ex.get("cache_dir"),
-                                progress=progress)  # fmt: skip
+                                name=f"prerender-{size}{'-labels' if labels else ''}{'-tokens' if tokens else ''}",
+                                folder=ex.get("cache_dir"), progress=progress, token_fn=base.token_class_ids)  # fmt: skip
 
     datasets = [data_at(s) for s in sizes]
-    keys = ["embeddings", *(m if m == "labels" else f"lat_{m}" for m in needed)]
+    keys = ["embeddings", *(m if m in ("labels", "token_classes") else f"lat_{m}" for m in needed)]
 
     def batches():
         for i in itertools.count():
             data = datasets[i % len(datasets)]
             idx = torch.randint(len(data["embeddings"]), (cfg.batch_size,), generator=gen, device=dev)
-            yield {k: data[k][idx].float() for k in keys}
+            yield {k: data[k][idx].long() if k == "token_classes" else data[k][idx].float() for k in keys}
 
     select = LayerSelector()
 
@@ -297,9 +326,20 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         t = torch.randint(0, noise.config.num_train_timesteps, (b,), generator=gen, device=dev)
         eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
-        pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
-        loss = min_snr_mse(pred, training_target(noise, z, eps, t), ac[t], gamma, noise.config.prediction_type).mean()
         logs = {}
+        if ground:
+            store = AttentionStore(grad=True)
+            with attention_control(model if spec.kind == "scratch" else base.unet, ground["select"], store):
+                pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
+            tok = torch.where(drop[:, None], -1, batch["token_classes"])  # a dropped caption names nothing
+            l_tok, l_pix = grounding_losses(store, tok, batch["labels"])
+            g_loss = ground["token"] * l_tok + ground["pixel"] * l_pix
+            logs.update({"g_token": round(float(l_tok.detach()), 5), "g_pixel": round(float(l_pix.detach()), 5)})
+        else:
+            pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
+        loss = min_snr_mse(pred, training_target(noise, z, eps, t), ac[t], gamma, noise.config.prediction_type).mean()
+        if ground:
+            loss = loss + g_loss
         if w_distill and step % every == 0:
             k = min(sub, b)
             kd = distillation_loss(spec, model, base.unet, zt[:k], t[:k], emb[:k], select, size=d_size)
@@ -313,13 +353,14 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
     held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
-    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed, progress))
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed, progress,
+                                                               base.token_class_ids))
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out, wait_s=60.0 * wait)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
                                 **res.summary(),
                                 "parameters": sum(p.numel() for p in final.parameters()),
-                                "distill_weight": w_distill, **metrics,
+                                "distill_weight": w_distill, "grounding": ex.get("grounding"), **metrics,
                                 "graph": str(graph_dir) if graph_dir else None})  # fmt: skip
 
 
