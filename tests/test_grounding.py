@@ -72,6 +72,11 @@ def test_grounding_losses_on_known_maps():
         grounding_losses(AttentionStore(), tok, lab)
     with pytest.raises(ValueError, match="one row per sample"):
         grounding_losses(_store({4: u}), tok, _labels())
+    with pytest.raises(ValueError, match="captured a batch of 1 rows, the samples are 2"):
+        grounding_losses(_store({4: u}), torch.tensor([[-1, 3], [-1, 7]]), _labels())
+    # rows after the samples' (guidance's unconditional half) are not read
+    both = torch.cat([a, torch.full_like(a, 0.5)], 0)
+    assert float(grounding_losses(_store({4: both}), tok, lab)[0].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_grounding_carries_gradient_to_an_adapter_through_the_frozen_unet(tiny_model):

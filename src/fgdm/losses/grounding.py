@@ -48,34 +48,38 @@ def token_masks(token_classes: torch.Tensor, shares: torch.Tensor) -> tuple[torc
     return masks, named & (masks.sum(-1) > 0)
 
 
-def grounding_losses(store: AttentionStore, token_classes: torch.Tensor, labels: torch.Tensor,
-                     *, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def grounding_losses(store: AttentionStore, token_classes: torch.Tensor,
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(L_token, L_pixel) over the cross-attention layers ``store`` captured in its last call.
 
     Args:
         store: captured with ``grad=True`` for the losses to train what produced the queries.
         token_classes: (B, K) long, each token's class id or -1 (``BaseModel.token_class_ids``).
         labels: (B, H, W) integer class-id maps (void 255), the samples' segmentation.
-        rows: the first ``rows`` of the UNet batch are these samples (default: B).
 
-    Both are zero-valued tensors, still attached to the graph, when no token names a visible class.
+    The first B rows of the UNet batch are the samples; rows after them (e.g. the unconditional
+    half under guidance) are not read. Both losses are zero-valued tensors, still attached to the
+    graph, when no token names a visible class.
     """
     names = store.select("cross")
     if not names:
         raise ValueError("grounding_losses: no cross-attention maps captured; select cross-attention layers")
-    b = token_classes.shape[0] if rows is None else rows
-    if labels.shape[0] != token_classes.shape[0] or b > token_classes.shape[0]:
+    b = token_classes.shape[0]
+    if token_classes.ndim != 2 or labels.ndim != 3 or labels.shape[0] != b:
         raise ValueError(f"grounding_losses: labels {tuple(labels.shape)} and token_classes "
-                         f"{tuple(token_classes.shape)} must have one row per sample")  # fmt: skip
+                         f"{tuple(token_classes.shape)} must be (B, H, W) and (B, K), one row per sample")  # fmt: skip
     l_tok, l_pix, cache = [], [], {}
     for n in names:
+        if store.maps[n][-1].shape[0] < b:
+            raise ValueError(f"grounding_losses: layer {n} captured a batch of {store.maps[n][-1].shape[0]} rows, "
+                             f"the samples are {b}")  # fmt: skip
         a = store.maps[n][-1][:b].float()  # (B, Q, K)
         q, k = a.shape[1], a.shape[2]
         r = math.isqrt(q)
         if r * r != q:
             raise ValueError(f"grounding_losses: layer {n} has {q} query positions, not a square grid")
         if r not in cache:
-            cache[r] = token_masks(token_classes[:b, :k], class_fractions(labels[:b], (r, r)).to(a.device))
+            cache[r] = token_masks(token_classes[:, :k], class_fractions(labels, (r, r)).to(a.device))
         masks, valid = cache[r]
         if not valid.any():
             zero = a.sum() * 0
