@@ -64,6 +64,15 @@ def test_grounding_losses_on_known_maps():
     b8 = torch.stack([1 - inside8.flatten() * 0.5, inside8.flatten() * 0.5], -1)[None, None]
     lt, _ = grounding_losses(_store({4: u, 8: b8}), tok, lab)
     assert float(lt) == pytest.approx(0.75**2 / 2, rel=1e-5)
+    # a wide map (8 x 16) on a layer of 4 x 8 positions: the same quarter-height region, on the map's aspect
+    wide = torch.full((1, 8, 16), 7, dtype=torch.long)
+    wide[0, :4, :8] = 3
+    cells = torch.zeros(4, 8)
+    cells[:2, :4] = 1
+    w8 = torch.stack([1 - cells.flatten() * 0.5, cells.flatten() * 0.5], -1)[None, None]
+    assert float(grounding_losses(_store({4: w8}), tok, wide)[0].detach()) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="not a grid of the map's aspect"):
+        grounding_losses(_store({4: torch.full((1, 1, 14, 2), 0.5)}), tok, lab)
     # no grounded token: zero losses, still attached to the graph
     w = u.clone().requires_grad_(True)
     lt, lp = grounding_losses(_store({4: w}), torch.tensor([[-1, 5]]), lab)

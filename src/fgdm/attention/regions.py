@@ -26,14 +26,20 @@ import torch.nn.functional as F
 from .control import AttentionLayer, LayerSelector, Modulate, list_attention_layers
 
 
-def on_queries(grid: torch.Tensor, q: int) -> torch.Tensor:
-    """(B, C, h, w) per-cell values on an attention layer's ``q`` query positions, (B, C, q): averaged
-    over the cells a coarser layer's position covers, repeated on a finer layer's (same aspect)."""
-    _, _, h, w = grid.shape
+def query_grid(q: int, h: int, w: int) -> tuple[int, int]:
+    """The (rows, columns) of an attention layer's ``q`` query positions over a map of aspect h:w."""
     rh = math.isqrt(q * h // w)
     rw = q // max(rh, 1)
     if rh * rw != q:
         raise ValueError(f"an attention layer of {q} positions is not a grid of the map's aspect {h}:{w}")
+    return rh, rw
+
+
+def on_queries(grid: torch.Tensor, q: int) -> torch.Tensor:
+    """(B, C, h, w) per-cell values on an attention layer's ``q`` query positions, (B, C, q): averaged
+    over the cells a coarser layer's position covers, repeated on a finer layer's (same aspect)."""
+    _, _, h, w = grid.shape
+    rh, rw = query_grid(q, h, w)
     if (rh, rw) != (h, w):
         grid = F.adaptive_avg_pool2d(grid, (rh, rw)) if rh <= h else F.interpolate(grid, size=(rh, rw), mode="nearest")
     return grid.flatten(2)

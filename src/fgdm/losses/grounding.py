@@ -9,20 +9,20 @@ query position u):
 - ``L_pixel = BCE(A_i, M_i)`` over those tokens and every position, in fp32 (BCE is not
   autocast-safe).
 
-M_i at a layer of side r is "any pixel of the class in the cell" (the class's share of the cell > 0:
-TokenCompose resizes bilinearly and keeps > 0). Both losses are averaged over the layers the store
-holds (TokenCompose sums them, with the weights scaled to suit; here the weights do not depend on
-how many layers are selected). The public code ran one image per batch; any batch works here.
+M_i on a layer's grid (of the map's aspect) is "any pixel of the class in the cell" (the class's
+share of the cell > 0: TokenCompose resizes bilinearly and keeps > 0). Both losses are averaged over
+the layers the store holds (TokenCompose sums them, with the weights scaled to suit; here the weights
+do not depend on how many layers are selected). The public code ran one image per batch; any batch
+works here.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
 from ..attention import AttentionStore
+from ..attention.regions import query_grid
 from ..models.factors import class_fractions
 
 
@@ -75,12 +75,10 @@ def grounding_losses(store: AttentionStore, token_classes: torch.Tensor,
                              f"the samples are {b}")  # fmt: skip
         a = store.maps[n][-1][:b].float()  # (B, Q, K)
         q, k = a.shape[1], a.shape[2]
-        r = math.isqrt(q)
-        if r * r != q:
-            raise ValueError(f"grounding_losses: layer {n} has {q} query positions, not a square grid")
-        if r not in cache:
-            cache[r] = token_masks(token_classes[:, :k], class_fractions(labels, (r, r)).to(a.device))
-        masks, valid = cache[r]
+        if q not in cache:  # the layer's grid, of the map's aspect
+            grid = query_grid(q, *labels.shape[-2:])
+            cache[q] = token_masks(token_classes[:, :k], class_fractions(labels, grid).to(a.device))
+        masks, valid = cache[q]
         if not valid.any():
             zero = a.sum() * 0
             l_tok.append(zero)

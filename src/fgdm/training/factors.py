@@ -353,8 +353,8 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     final.save_pretrained(out, safe_serialization=True, max_shard_size=SHARD)
     held = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=cfg.data.holdout_seed,
                                                              n_scenes=cfg.data.holdout_n))  # fmt: skip
-    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, needed, progress,
-                                                               base.token_class_ids))
+    evaluated = tuple(m for m in needed if m != "token_classes")  # the held-out error reads no token classes
+    metrics = evaluate_factor(spec, final, base, prerender(held, base.vae, text_fn, dev, evaluated, progress))
     if graph is not None:
         install_factor(graph_dir, graph, spec.name, out, wait_s=60.0 * wait)
     return _write_metrics(cfg, {"factor": spec.name, "kind": spec.kind, "parents": list(spec.parents),
