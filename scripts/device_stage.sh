@@ -174,6 +174,9 @@ J=${JUDGE:-src/fgdm/models/data/judge}; C=${CLIP:-src/fgdm/models/data/miniclip}
 G=${GRAPH:-$([ -f runs/fgdm/graph.yaml ] && echo runs/fgdm || echo "$SHIPPED_G")}
 if [ "${SMOKE:-0}" = 1 ]; then  # the smoke-trained ones (a smoke-trained MiniCLIP only where the base stage ran)
   J=runs/train/judge/final; G=runs/fgdm; [ -d runs/train/clip/final ] && C=runs/train/clip/final
+  case "$stage" in eval-base|eval-fgdm)  # every measurement reads the smoke judge: say so once, not once per measurement
+    [ -f "$J/model.safetensors" ] || { echo "SMOKE $stage: no smoke-trained judge in $J; run the judge stage first" >&2; exit 2; } ;;
+  esac
 fi
 MG=${MULTIGEN:-.bench/multigen_coco_5_1k.json}
 deadline=$(( SECONDS + ${EVAL_SECONDS:-$("$PY" -c "print(int(60 * ${MINUTES:-8.5}))")} - 30 ))

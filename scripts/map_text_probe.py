@@ -12,20 +12,31 @@ objects in each. Arms (``fgdm.attention.regions``, on the base UNet the image fa
   class's region, lowered by S outside it;
 - ``regions:W``: :func:`regional_prompts` — over each named object's region the whole prompt's
   cross-attention is blended with that of "a photo of a <object>" (weight W x the class's share of
-  the cell), the single-object prompts MiniSD draws at 93%.
+  the cell), the single-object prompts MiniSD draws at 93%;
+- ``chunks:K``: the prompt encoded as K shorter captions of the same template, each naming about
+  1/K of its objects ("a scene with a banana and a bird." + "a scene with a bus and a cup."), their
+  text states concatenated along the tokens (the unconditional row as K empty captions), so that no
+  object's tokens sit at positions later than the training captions reach (A1111-style prompt
+  chunking, each chunk re-templated);
+- ``base`` and ``base-chunks:K``: the base model alone, no map (``fgdm eval sbpc``'s ``base N=1``
+  image), with the prompt as it is or chunked; compared with ``base``.
 
 Writes OUT/results.json (per prompt: its objects, and each arm's recall and the objects the judge
 found; rewritten after every prompt, so a run resumes), OUT/summary.json (each arm's mean recall, its
-sign test against ``none``, and the share of objects found by their place in the prompt: first named,
+sign test against ``none`` (``base-chunks:K``: against ``base``), and the share of objects found by their place in the prompt: first named,
 second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
+    python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
+        --arms none,chunks:2,base,base-chunks:2,base-chunks:3 --out runs/map-text-60-chunks
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 from pathlib import Path
 
@@ -42,6 +53,7 @@ from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.factors import class_fractions
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
+from fgdm.pipelines.text2image import Text2ImagePipeline
 from fgdm.world.categories import category
 from fgdm.world.conditions import resize_labels
 from fgdm.world.prompts import read_prompts
@@ -52,32 +64,73 @@ REGION_PROMPT = "a photo of a {}"  # the single-object template of prompts/singl
 
 
 def parse_arms(text: str) -> list[tuple[str, float]]:
-    """``none,bias:5,regions:0.5`` -> one (kind, value) per arm (none: ("none", 0))."""
+    """``none,bias:5,regions:0.5,chunks:2,base`` -> one (kind, value) per arm (none, base: value 0)."""
     arms = []
     for item in text.split(","):
         kind, _, value = item.strip().partition(":")
-        if kind == "none" and not value:
-            arms.append(("none", 0.0))
+        if kind in ("none", "base") and not value:
+            arms.append((kind, 0.0))
             continue
         try:
             v = float(value)
         except ValueError:
             v = None
-        if kind not in ("bias", "regions") or v is None or v < 0 or (kind == "regions" and v > 1):
-            raise SystemExit(f"--arms: {item!r} is not none, bias:S (S >= 0) or regions:W (0 <= W <= 1)")
+        if (kind not in ("bias", "regions", "chunks", "base-chunks") or v is None or v < 0
+                or (kind == "regions" and v > 1) or (kind.endswith("chunks") and (v < 2 or v != int(v)))):  # fmt: skip
+            raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W (0 <= W <= 1), "
+                             "chunks:K or base-chunks:K (K >= 2, whole)")  # fmt: skip
         arms.append((kind, v))
     return arms
+
+
+def chunk_captions(prompt: str, objects: list[str], k: int) -> list[str]:
+    """``prompt``'s objects in (at most) ``k`` captions of its template: the text before its first
+    object ("a scene with"), then about 1/k of the objects each, in order."""
+    words = prompt[: parse_prompt(prompt).mentions[0].start].split()
+    prefix = " ".join(words[:-1] if words and words[-1] in ("a", "an") else words)
+    named = [("an " if category(o).singular[0] in "aeiou" else "a ") + category(o).singular for o in objects]
+    groups = [g for g in np.array_split(np.array(named, dtype=object), k) if len(g)]
+    return [f"{prefix} {g[0] if len(g) == 1 else ', '.join(g[:-1]) + ' and ' + g[-1]}." for g in groups]
+
+
+@contextlib.contextmanager
+def chunked_text(model, chunks: dict[str, list[str]]):
+    """Within the block ``model.encode_text`` encodes each prompt of ``chunks`` (and "", the
+    unconditional prompt, as as many empty captions) as its chunks' text states, concatenated."""
+    plain = model.encode_text
+    k = len(next(iter(chunks.values())))
+
+    def encode(prompts, *, allow_empty=False):
+        if any(p and p not in chunks for p in prompts):
+            raise ValueError(f"chunked_text: no chunks for {[p for p in prompts if p and p not in chunks]}")
+        rows = [plain(chunks.get(p, [""] * k), allow_empty=True) for p in prompts]
+        return torch.cat([e.reshape(1, -1, e.shape[-1]) for e, _ in rows]), [list(itertools.chain(*t)) for _, t in rows]
+
+    model.encode_text = encode
+    try:
+        yield
+    finally:
+        del model.encode_text  # the class's method again
 
 
 def render_arm(graph: FactorGraphPipeline, arm: tuple[str, float], prompt: str, objects: list[str], seg: np.ndarray,
                seed: int) -> Image.Image:  # fmt: skip
     """The image factor's image for ``prompt`` given ``seg`` (class ids), under one arm."""
     base, (kind, value) = graph.base, arm
+    if kind.startswith("base"):  # fgdm eval sbpc's base N=1 image: the same seed, steps and guidance
+        draw = lambda: Text2ImagePipeline(base)(prompt, seed=[seed], num_inference_steps=25).images[0]
+        if kind == "base":
+            return draw()
+        with chunked_text(base, {prompt: chunk_captions(prompt, objects, int(value))}):
+            return draw()
     lat = graph.native_size() // base.vae_scale_factor
     shares = class_fractions(torch.from_numpy(seg.copy())[None], (lat, lat))
     run = lambda: graph(prompt, factors=["image"], given={"seg": seg}, seed=seed).images[0]
     if kind == "none":
         return run()
+    if kind == "chunks":
+        with chunked_text(base, {prompt: chunk_captions(prompt, objects, int(value))}):
+            return run()
     if kind == "bias":
         modulate = region_bias(shares, base.class_tokens([prompt]), value)
         with attention_control(base.unet, LayerSelector(kinds=("cross",)), modulate=modulate):
@@ -102,7 +155,9 @@ def main() -> None:
     arms = parse_arms(args.arms)
     if arms[0] != ("none", 0.0):
         raise SystemExit("--arms: the first arm must be none (the others are compared with it)")
-    names = [k if k == "none" else f"{k}:{v:g}" for k, v in arms]
+    if any(k == "base-chunks" for k, _ in arms) and ("base", 0.0) not in arms:
+        raise SystemExit("--arms: base-chunks:K is compared with base; add the arm base")
+    names = [k if k in ("none", "base") else f"{k}:{v:g}" for k, v in arms]
     try:  # bad input is the user's: an argument error, not a traceback
         prompts = read_prompts(args.prompts, "--prompts")[args.start : args.start + args.n_prompts]
         graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
@@ -112,7 +167,7 @@ def main() -> None:
         raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
     if not {"seg", "image"} <= set(graph.spec.factors):
         raise SystemExit(f"--graph: the probe needs seg and image factors; this graph has {list(graph.spec.factors)}")
-    if graph.spec.factors["image"].kind == "scratch" and len(arms) > 1:
+    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions") for k, _ in arms):
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
                          "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
     out = Path(args.out)
@@ -141,13 +196,14 @@ def main() -> None:
         results[str(p)] = row
         res_file.write_text(json.dumps(results, indent=1))
     rows = [results[str(args.start + i)] for i in range(len(prompts))]
-    base = [r["recall"]["none"] for r in rows]
+    against = lambda n: "base" if n.startswith("base-") else "none"  # what each arm is compared with
     places = max(len(r["objects"]) for r in rows)
     by_place = lambda n: [round(float(np.mean([r["objects"][k] in r["found"][n] for r in rows if len(r["objects"]) > k])), 3)
                           for k in range(places)]  # fmt: skip
     summary = {"prompts": len(rows), "start": args.start, "arms": {
         n: {"mean_recall": round(float(np.mean([r["recall"][n] for r in rows])), 4),
-            **({} if n == "none" else {"vs_none": sign_test(base, [r["recall"][n] for r in rows])}),
+            **({} if n in ("none", "base") else {f"vs_{against(n)}": sign_test([r["recall"][against(n)] for r in rows],
+                                                                              [r["recall"][n] for r in rows])}),
             "found_by_place": by_place(n)}
         for n in names}, "objects_by_place": [sum(len(r["objects"]) > k for r in rows) for k in range(places)]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

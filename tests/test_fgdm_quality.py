@@ -433,3 +433,61 @@ def test_each_map_is_measured_against_renders_of_its_own_size(tiny_clip_dir, tmp
     assert rows[0]["image_fd"] == _distribution(_unit(ref[128]["image"]), _unit(world["image"]), clip, "image")["image_fd"]
     assert "| image 128, seg 64 |" in markdown_table(rows)
     assert [render_px(s) for s in (32, 64, 100, 128, 1024)] == [64, 64, 96, 128, 512]
+
+
+def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
+    """scripts/map_text_probe.py's prompt chunking (a figure in results.md): the chunks' captions, their
+    concatenated text states, the base and chunked arms, and bad arms as clear errors."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "map_text_probe.py"
+    spec = importlib.util.spec_from_file_location("mtp", script)
+    mtp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mtp)
+    prompt = "a scene with a banana, a surfboard, a giraffe, an elephant and a bus."
+    objects = ["banana", "surfboard", "giraffe", "elephant", "bus"]
+    assert mtp.chunk_captions(prompt, objects, 2) == ["a scene with a banana, a surfboard and a giraffe.",
+                                                      "a scene with an elephant and a bus."]  # fmt: skip
+    assert mtp.chunk_captions("a photo of a cat and a dog.", ["cat", "dog"], 3) == ["a photo of a cat.", "a photo of a dog."]
+    g = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2}}})
+    base = g.base
+    chunks = mtp.chunk_captions(prompt, objects, 2)
+    plain, _ = base.encode_text(chunks)
+    with mtp.chunked_text(base, {prompt: chunks}):
+        (emb, tokens), (empty, _) = base.encode_text([prompt, prompt]), base.encode_text([""], allow_empty=True)
+        with pytest.raises(ValueError, match="no chunks"):
+            base.encode_text(["a dog"])
+    t = plain.shape[1]
+    assert emb.shape == (2, 2 * t, plain.shape[2]) and len(tokens[0]) == 2 * t
+    assert torch.equal(emb[0, :t], plain[0]) and torch.equal(emb[1, t:], plain[1])  # each chunk as encoded alone
+    assert empty.shape == (1, 2 * t, plain.shape[2]) and torch.equal(empty[0, :t], empty[0, t:])  # K empty captions
+    assert base.encode_text([prompt])[0].shape[1] == t  # the class's method again after the block
+    assert mtp.parse_arms("none,chunks:2,base,base-chunks:3") == [("none", 0), ("chunks", 2), ("base", 0), ("base-chunks", 3)]
+    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1"):
+        with pytest.raises(SystemExit, match="--arms"):
+            mtp.parse_arms(bad)
+    # the whole script on the tiny graph: every arm scored, chunked arms against their own reference
+    gdir = g.save_pretrained(tmp_path / "g")
+    args = ["x", "--prompts", "prompts/dense_6to8_200.json", "--n-prompts", "1", "--graph", str(gdir),
+            "--judge", str(tiny_judge_dir), "--out", str(tmp_path / "run")]  # fmt: skip
+    monkeypatch.chdir(script.parents[1])
+    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
+    with pytest.raises(SystemExit, match="add the arm base"):
+        runpy_main(script)
+    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,base,base-chunks:2"])
+    runpy_main(script)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
+    assert list(summary) == ["none", "chunks:2", "base", "base-chunks:2"]
+    assert "vs_none" in summary["chunks:2"] and "vs_base" in summary["base-chunks:2"] and "vs_none" not in summary["base"]
+    assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
+    capsys.readouterr()
+
+
+def runpy_main(script) -> None:
+    import runpy
+
+    runpy.run_path(str(script), run_name="__main__")
