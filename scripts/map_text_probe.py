@@ -23,8 +23,8 @@ objects in each. Arms (``fgdm.attention.regions``, on the base UNet the image fa
 
 Writes OUT/results.json (per prompt: its objects, and each arm's recall and the objects the judge
 found; rewritten after every prompt, so a run resumes), OUT/summary.json (each arm's mean recall, its
-sign test against ``none`` (``base-chunks:K``: against ``base``), and the share of objects found by their place in the prompt: first named,
-second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
+sign test against ``none`` (``base-chunks:K``: against ``base``), and the share of objects found by
+their place in the prompt: first named, second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
@@ -95,8 +95,8 @@ def chunk_captions(prompt: str, objects: list[str], k: int) -> list[str]:
 
 @contextlib.contextmanager
 def chunked_text(model, chunks: dict[str, list[str]]):
-    """Within the block ``model.encode_text`` encodes each prompt of ``chunks`` (and "", the
-    unconditional prompt, as as many empty captions) as its chunks' text states, concatenated."""
+    """Within the block ``model.encode_text`` gives each prompt of ``chunks`` its chunks' text states,
+    concatenated along the tokens, and "" (the unconditional prompt) as many empty captions' states."""
     plain = model.encode_text
     k = len(next(iter(chunks.values())))
 

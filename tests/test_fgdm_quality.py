@@ -439,6 +439,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     """scripts/map_text_probe.py's prompt chunking (a figure in results.md): the chunks' captions, their
     concatenated text states, the base and chunked arms, and bad arms as clear errors."""
     import importlib.util
+    import runpy
     from pathlib import Path
 
     import pytest
@@ -477,17 +478,11 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     monkeypatch.chdir(script.parents[1])
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
     with pytest.raises(SystemExit, match="add the arm base"):
-        runpy_main(script)
+        runpy.run_path(str(script), run_name="__main__")
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,base,base-chunks:2"])
-    runpy_main(script)
+    runpy.run_path(str(script), run_name="__main__")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
     assert list(summary) == ["none", "chunks:2", "base", "base-chunks:2"]
     assert "vs_none" in summary["chunks:2"] and "vs_base" in summary["base-chunks:2"] and "vs_none" not in summary["base"]
     assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
     capsys.readouterr()
-
-
-def runpy_main(script) -> None:
-    import runpy
-
-    runpy.run_path(str(script), run_name="__main__")
