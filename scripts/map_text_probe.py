@@ -1,11 +1,12 @@
-"""Training-free map-guided cross-attention on SBPC's map ceiling: does steering the image factor's
-text attention by the map draw more of the map's objects?
+"""Training-free text levers on SBPC's map ceiling: does steering the image factor's text attention
+by the map, or handing the text to it in shorter captions, draw more of a dense prompt's objects?
 
 For each of the first prompts of a dense prompt file: the world render showing exactly its objects
 (the render and seed of ``fgdm eval sbpc``'s ceiling rows, seed 1000 x the prompt's index), its seg
 map at 64 px given to the graph's image factor with the prompt, as the ``FG-DM on real maps (map
 ceiling)`` row does; one image per arm, all with the same seed; the judge's recall of the prompt's
-objects in each. Arms (``fgdm.attention.regions``, on the base UNet the image factor drives):
+objects in each. Arms (on the base UNet the image factor drives; ``bias`` and ``regions`` are
+``fgdm.attention.regions``):
 
 - ``none``: the image factor as it ships (the map-ceiling row);
 - ``bias:S``: :func:`region_bias` — the logits of the prompt's class words raised by S inside their
@@ -18,18 +19,26 @@ objects in each. Arms (``fgdm.attention.regions``, on the base UNet the image fa
   text states concatenated along the tokens (the unconditional row as K empty captions), so that no
   object's tokens sit at positions later than the training captions reach (A1111-style prompt
   chunking, each chunk re-templated);
-- ``base`` and ``base-chunks:K``: the base model alone, no map (``fgdm eval sbpc``'s ``base N=1``
-  image), with the prompt as it is or chunked; compared with ``base``.
+- ``bands:K``: the image in K vertical bands, each denoised with a caption of its own naming the
+  objects whose real-map region lies mostly in it (the template with no object, "a scene.", where
+  none does); the UNet's K predictions are blended across the bands at every step (noise-level
+  regional prompts, as MultiDiffusion blends windows), so that each caption names only its band's
+  objects;
+- ``base`` and ``base-chunks:K`` / ``base-bands:K``: the base model alone, no map (``fgdm eval
+  sbpc``'s ``base N=1`` image), with the prompt as it is, chunked, or in bands (the objects in the
+  prompt's order, about 1/K of them per band, left to right); compared with ``base``.
 
 Writes OUT/results.json (per prompt: its objects, and each arm's recall and the objects the judge
 found; rewritten after every prompt, so a run resumes), OUT/summary.json (each arm's mean recall, its
-sign test against ``none`` (``base-chunks:K``: against ``base``), and the share of objects found by
+sign test against ``none`` (the ``base-`` arms: against ``base``), and the share of objects found by
 their place in the prompt: first named, second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
         --arms none,chunks:2,base,base-chunks:2,base-chunks:3 --out runs/map-text-60-chunks
+    python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
+        --arms none,bands:2,bands:3,base,base-bands:2 --out runs/map-text-60-bands
 """
 
 from __future__ import annotations
@@ -61,6 +70,8 @@ from fgdm.world.sheet import contact_sheet
 from fgdm.world.vocab import parse_prompt
 
 REGION_PROMPT = "a photo of a {}"  # the single-object template of prompts/single_400.json
+KINDS_K = ("chunks", "bands", "base-chunks", "base-bands")  # arms whose value is a whole K >= 2
+EMPTY_BAND = "a scene."  # a band's caption where no object is assigned to it
 
 
 def parse_arms(text: str) -> list[tuple[str, float]]:
@@ -75,22 +86,78 @@ def parse_arms(text: str) -> list[tuple[str, float]]:
             v = float(value)
         except ValueError:
             v = None
-        if (kind not in ("bias", "regions", "chunks", "base-chunks") or v is None or v < 0
-                or (kind == "regions" and v > 1) or (kind.endswith("chunks") and (v < 2 or v != int(v)))):  # fmt: skip
+        if (kind not in ("bias", "regions", *KINDS_K) or v is None or v < 0 or (kind == "regions" and v > 1)
+                or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
             raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W (0 <= W <= 1), "
-                             "chunks:K or base-chunks:K (K >= 2, whole)")  # fmt: skip
+                             "chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
         arms.append((kind, v))
     return arms
 
 
-def chunk_captions(prompt: str, objects: list[str], k: int) -> list[str]:
-    """``prompt``'s objects in (at most) ``k`` captions of its template: the text before its first
-    object ("a scene with"), then about 1/k of the objects each, in order."""
+def group_caption(prompt: str, group: list[str]) -> str:
+    """A caption of ``prompt``'s template (the text before its first object, "a scene with") naming
+    the objects of ``group``; :data:`EMPTY_BAND` for none."""
+    if not group:
+        return EMPTY_BAND
     words = prompt[: parse_prompt(prompt).mentions[0].start].split()
     prefix = " ".join(words[:-1] if words and words[-1] in ("a", "an") else words)
-    named = [("an " if category(o).singular[0] in "aeiou" else "a ") + category(o).singular for o in objects]
-    groups = [g for g in np.array_split(np.array(named, dtype=object), k) if len(g)]
-    return [f"{prefix} {g[0] if len(g) == 1 else ', '.join(g[:-1]) + ' and ' + g[-1]}." for g in groups]
+    named = [("an " if category(o).singular[0] in "aeiou" else "a ") + category(o).singular for o in group]
+    return f"{prefix} {named[0] if len(named) == 1 else ', '.join(named[:-1]) + ' and ' + named[-1]}."
+
+
+def chunk_captions(prompt: str, objects: list[str], k: int) -> list[str]:
+    """``prompt``'s objects in (at most) ``k`` captions of its template, about 1/k of them each, in order."""
+    return [group_caption(prompt, list(g)) for g in np.array_split(np.array(objects, dtype=object), k) if len(g)]
+
+
+def band_masks(k: int, width: int, ramp: int = 2) -> torch.Tensor:
+    """(k, width) weights of ``k`` vertical bands over ``width`` latent columns, summing to 1 in every
+    column: 1 inside a band, a linear ramp of ``ramp`` columns either side of each border."""
+    x = torch.arange(width, dtype=torch.float32) + 0.5
+    edges = [width * j / k for j in range(1, k)]
+    # the share of band j at x: between its left and right border, each softened over 2 * ramp columns
+    step = lambda e: ((x - e) / (2 * ramp) + 0.5).clamp(0, 1)  # 0 left of border e, 1 right of it
+    right_of = [torch.ones(width), *[step(e) for e in edges], torch.zeros(width)]
+    return torch.stack([right_of[j] - right_of[j + 1] for j in range(k)])
+
+
+def band_groups(objects: list[str], k: int, seg: np.ndarray | None) -> list[list[str]]:
+    """Which objects each of ``k`` bands names: by ``seg`` (class ids), the band holding most of each
+    object's class pixels; without a map, about 1/k of them per band in the prompt's order."""
+    if seg is None:
+        return [list(g) for g in np.array_split(np.array(objects, dtype=object), k)]
+    cols = np.arange(seg.shape[1]) * k // seg.shape[1]
+    groups: list[list[str]] = [[] for _ in range(k)]
+    for o in objects:
+        mass = [(seg[:, cols == j] == category(o).id).sum() for j in range(k)]
+        groups[int(np.argmax(mass))].append(o)
+    return groups
+
+
+@contextlib.contextmanager
+def banded_unet(unet, masks: torch.Tensor, tokens: int):
+    """Within the block ``unet`` reads text states of ``k * tokens`` tokens (:func:`chunked_text` of
+    k band captions) as k captions: it predicts once per caption and blends the k predictions with
+    ``masks`` ((k, W) over the latent's columns)."""
+    plain = unet.forward
+
+    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        k = encoder_hidden_states.shape[1] // tokens
+        outs = [plain(sample, timestep, encoder_hidden_states[:, j * tokens : (j + 1) * tokens], *args, **kwargs)
+                for j in range(k)]  # fmt: skip
+        preds = [o.sample if hasattr(o, "sample") else o[0] for o in outs]
+        if masks.shape != (k, sample.shape[-1]):
+            raise ValueError(f"banded_unet: masks of shape {tuple(masks.shape)} for {k} captions and a latent "
+                             f"{sample.shape[-1]} wide")  # fmt: skip
+        w = masks.to(sample)
+        mixed = sum(p * w[j] for j, p in enumerate(preds))  # each band's weights along the last axis, the columns
+        return type(outs[0])(sample=mixed) if hasattr(outs[0], "sample") else (mixed,)
+
+    unet.forward = forward
+    try:
+        yield
+    finally:
+        del unet.forward
 
 
 @contextlib.contextmanager
@@ -119,26 +186,29 @@ def render_arm(graph: FactorGraphPipeline, arm: tuple[str, float], prompt: str, 
     base, (kind, value) = graph.base, arm
     if kind.startswith("base"):  # fgdm eval sbpc's base N=1 image: the same seed, steps and guidance
         draw = lambda: Text2ImagePipeline(base)(prompt, seed=[seed], num_inference_steps=25).images[0]
-        if kind == "base":
-            return draw()
+    else:
+        draw = lambda: graph(prompt, factors=["image"], given={"seg": seg}, seed=seed).images[0]
+    if kind in ("base", "none"):
+        return draw()
+    if kind.endswith("chunks"):
         with chunked_text(base, {prompt: chunk_captions(prompt, objects, int(value))}):
             return draw()
     lat = graph.native_size() // base.vae_scale_factor
+    if kind.endswith("bands"):
+        k = int(value)
+        captions = [group_caption(prompt, g) for g in band_groups(objects, k, None if kind == "base-bands" else seg)]
+        with (chunked_text(base, {prompt: captions}),
+              banded_unet(base.unet, band_masks(k, lat), base.tokenizer.model_max_length)):  # fmt: skip
+            return draw()
     shares = class_fractions(torch.from_numpy(seg.copy())[None], (lat, lat))
-    run = lambda: graph(prompt, factors=["image"], given={"seg": seg}, seed=seed).images[0]
-    if kind == "none":
-        return run()
-    if kind == "chunks":
-        with chunked_text(base, {prompt: chunk_captions(prompt, objects, int(value))}):
-            return run()
     if kind == "bias":
         modulate = region_bias(shares, base.class_tokens([prompt]), value)
         with attention_control(base.unet, LayerSelector(kinds=("cross",)), modulate=modulate):
-            return run()
+            return draw()
     ids = [category(o).id for o in objects]
     contexts = base.encode_text([REGION_PROMPT.format(category(o).singular) for o in objects])[0][None]
     with regional_prompts(base.unet, contexts, value * shares[:, ids]):
-        return run()
+        return draw()
 
 
 def main() -> None:
@@ -146,7 +216,9 @@ def main() -> None:
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--start", type=int, default=0, help="index of the first prompt")
     ap.add_argument("--n-prompts", type=int, default=30)
-    ap.add_argument("--arms", default="none,bias:5,regions:0.5")
+    ap.add_argument("--arms", default="none,bias:5,regions:0.5",
+                    help="comma-separated, none first: bias:S, regions:W, chunks:K, bands:K, base, base-chunks:K, "
+                         "base-bands:K (each described above)")  # fmt: skip
     ap.add_argument("--graph", default=None, help="FG-DM graph folder (default: the shipped graph)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
     ap.add_argument("--cond-size", type=int, default=64, help="side of the real maps given (fgdm eval sbpc's)")
@@ -155,8 +227,8 @@ def main() -> None:
     arms = parse_arms(args.arms)
     if arms[0] != ("none", 0.0):
         raise SystemExit("--arms: the first arm must be none (the others are compared with it)")
-    if any(k == "base-chunks" for k, _ in arms) and ("base", 0.0) not in arms:
-        raise SystemExit("--arms: base-chunks:K is compared with base; add the arm base")
+    if any(k.startswith("base-") for k, _ in arms) and ("base", 0.0) not in arms:
+        raise SystemExit("--arms: base-chunks:K and base-bands:K are compared with base; add the arm base")
     names = [k if k in ("none", "base") else f"{k}:{v:g}" for k, v in arms]
     try:  # bad input is the user's: an argument error, not a traceback
         prompts = read_prompts(args.prompts, "--prompts")[args.start : args.start + args.n_prompts]

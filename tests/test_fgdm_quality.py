@@ -436,14 +436,12 @@ def test_each_map_is_measured_against_renders_of_its_own_size(tiny_clip_dir, tmp
 
 
 def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
-    """scripts/map_text_probe.py's prompt chunking (a figure in results.md): the chunks' captions, their
-    concatenated text states, the base and chunked arms, and bad arms as clear errors."""
+    """scripts/map_text_probe.py's prompt chunking and bands (figures in results.md): the chunks'
+    captions, their concatenated text states, the banded UNet's blend, every new arm, and bad arms as
+    clear errors."""
     import importlib.util
     import runpy
     from pathlib import Path
-
-    import pytest
-    import torch
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "map_text_probe.py"
     spec = importlib.util.spec_from_file_location("mtp", script)
@@ -468,9 +466,35 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert empty.shape == (1, 2 * t, plain.shape[2]) and torch.equal(empty[0, :t], empty[0, t:])  # K empty captions
     assert base.encode_text([prompt])[0].shape[1] == t  # the class's method again after the block
     assert mtp.parse_arms("none,chunks:2,base,base-chunks:3") == [("none", 0), ("chunks", 2), ("base", 0), ("base-chunks", 3)]
-    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1"):
+    assert mtp.parse_arms("bands:2,base-bands:3") == [("bands", 2), ("base-bands", 3)]
+    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x"):
         with pytest.raises(SystemExit, match="--arms"):
             mtp.parse_arms(bad)
+    # bands: weights that sum to 1 in every column; objects to the band holding most of their class
+    for k, w in ((2, 8), (3, 16)):
+        m = mtp.band_masks(k, w, ramp=1)
+        assert m.shape == (k, w) and torch.allclose(m.sum(0), torch.ones(w)) and m.min() >= 0
+        assert m[0, 0] == 1 and m[-1, -1] == 1
+    seg = np.zeros((8, 8), dtype=np.int64)
+    seg[:, :3], seg[:, 5:] = category("dog").id, category("cat").id
+    assert mtp.band_groups(["cat", "dog", "bus"], 2, seg) == [["dog", "bus"], ["cat"]]  # bus: not in the map
+    assert mtp.band_groups(["cat", "dog", "bus"], 2, None) == [["cat", "dog"], ["bus"]]
+    assert mtp.group_caption(prompt, []) == mtp.EMPTY_BAND
+    # the banded UNet: the same caption in every band is the plain prediction; one-hot bands take each caption's
+    x, ts = torch.randn(1, 4, 8, 8), torch.tensor([500])
+    ctx = base.encode_text(["a dog", "a cat"])[0]
+    with torch.no_grad():
+        plain_dog, plain_cat = (base.unet(x, ts, encoder_hidden_states=c[None]).sample for c in ctx)
+        with mtp.banded_unet(base.unet, mtp.band_masks(2, 8), t):
+            same = base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[0]])[None]).sample
+        hard = torch.tensor([[1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4])
+        with mtp.banded_unet(base.unet, hard, t):
+            split = base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[1]])[None]).sample
+            with pytest.raises(ValueError, match="masks of shape"):
+                base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[1], ctx[1]])[None])
+    assert torch.allclose(same, plain_dog, atol=1e-5)
+    assert torch.allclose(split[..., :4], plain_dog[..., :4], atol=1e-5) and torch.allclose(split[..., 4:], plain_cat[..., 4:], atol=1e-5)
+    assert "forward" not in vars(base.unet)  # the module's own forward again after the block
     # the whole script on the tiny graph: every arm scored, chunked arms against their own reference
     gdir = g.save_pretrained(tmp_path / "g")
     args = ["x", "--prompts", "prompts/dense_6to8_200.json", "--n-prompts", "1", "--graph", str(gdir),
@@ -479,10 +503,11 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
     with pytest.raises(SystemExit, match="add the arm base"):
         runpy.run_path(str(script), run_name="__main__")
-    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,base,base-chunks:2"])
+    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,bands:2,base,base-chunks:2,base-bands:2"])
     runpy.run_path(str(script), run_name="__main__")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
-    assert list(summary) == ["none", "chunks:2", "base", "base-chunks:2"]
-    assert "vs_none" in summary["chunks:2"] and "vs_base" in summary["base-chunks:2"] and "vs_none" not in summary["base"]
+    assert list(summary) == ["none", "chunks:2", "bands:2", "base", "base-chunks:2", "base-bands:2"]
+    assert "vs_none" in summary["chunks:2"] and "vs_none" in summary["bands:2"] and "vs_none" not in summary["base"]
+    assert "vs_base" in summary["base-chunks:2"] and "vs_base" in summary["base-bands:2"]
     assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
     capsys.readouterr()
