@@ -9,6 +9,13 @@ each configuration's images show. The ``FG-DM on real maps (map ceiling)`` confi
 column says whether the image factor loses small objects only, or objects of every size. A second
 table gives the same share by the object's place in the prompt (first named, second, ...).
 
+A third table says what each configuration's image holds *where* the scene puts each object: the
+class the judge gives most of that object's region in the real map, which is the object's own, another
+of the prompt's objects, a thing the prompt does not name, or stuff (background). For the map-ceiling
+configuration, given that very map, it separates "not drawn" from "drawn as something else"; for the
+others, which drew their own layout, it is the chance level of a region. A fourth gives the thing classes
+the judge finds per image: of the prompt's, others, all.
+
 Each object's share of its prompt's found objects is that prompt's ``final_image_recall`` in the run
 (the same judge on the same saved images), so the "all" row is the run's recall weighted by objects.
 
@@ -29,10 +36,12 @@ from fgdm.compliance.recall import present_categories
 from fgdm.eval.prompts import load_prompt_entries
 from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.judge import load_judge
-from fgdm.world.categories import category
+from fgdm.world.categories import VOID_ID, category
+from fgdm.world.conditions import resize_labels
 from fgdm.world.vocab import parse_prompt
 
 BANDS = [(0.0, 0.01), (0.01, 0.02), (0.02, 0.04), (0.04, 1.0)]
+VERDICTS = ("its own class", "another of the prompt's objects", "a thing the prompt does not name", "stuff or none")
 
 
 def main() -> None:
@@ -56,17 +65,23 @@ def main() -> None:
         judge = load_judge(args.judge)
     except ValueError as e:
         raise SystemExit(f"--judge: {e}") from None
-    rows = []
+    rows, classes = [], {}
     for p in tqdm(sorted(results), desc="prompts"):
         text = texts[p]
         objects = list(parse_prompt(text).things)
         seed = settings["seed"] + 1000 * p  # fgdm eval sbpc's seed for prompt p
         ims = [Image.open(args.run / "images" / r["image"]).convert("RGB") for r in results[p]]
         seg = prompt_render(text, objects, seed, max(im.size[0] for im in ims)).seg  # images are at the model's size
-        found = {r["config"]: present_categories(judge.segment_images([im])[0]) for r, im in zip(results[p], ims, strict=True)}
+        segs = {r["config"]: judge.segment_images([im])[0] for r, im in zip(results[p], ims, strict=True)}  # sizes differ
+        found = {c: present_categories(s) for c, s in segs.items()}
+        for c, f in found.items():
+            classes.setdefault(c, []).append((len(f & set(objects)), len(f - set(objects))))
         for k, o in enumerate(objects):
-            rows.append({"prompt_index": p, "object": o, "place": k + 1, "area": float((seg == category(o).id).mean()),
-                         "found": {c: o in v for c, v in found.items()}})  # fmt: skip
+            region = seg == category(o).id
+            rows.append({"prompt_index": p, "object": o, "place": k + 1, "area": float(region.mean()),
+                         "found": {c: o in v for c, v in found.items()},
+                         "region": {c: region_verdict(resize_labels(s, seg.shape[0])[region], o, objects)
+                                    for c, s in segs.items()}})  # fmt: skip
     configs = list(dict.fromkeys(c for r in rows for c in r["found"]))
     print(f"{len(results)} prompts, {len(rows)} objects; share of objects the judge finds in each configuration's image\n")
 
@@ -84,8 +99,33 @@ def main() -> None:
           for lo, hi in BANDS], ("all", rows)])  # fmt: skip
     table("object's place in the prompt", [(str(k), [r for r in rows if r["place"] == k])
                                            for k in range(1, max(r["place"] for r in rows) + 1)])  # fmt: skip
+    print("| what the judge gives most of each object's real-map region | " + " | ".join(configs) + " |")
+    print("|---|" + "---:|" * len(configs))
+    for v in VERDICTS:
+        cells = [f"{np.mean([r['region'][c] == v for r in rows if c in r['region']]):.3f}" for c in configs]
+        print(f"| {v} | " + " | ".join(cells) + " |")
+    print("\n| thing classes the judge finds per image | " + " | ".join(configs) + " |")
+    print("|---|" + "---:|" * len(configs))
+    for label, k in (("the prompt's", 0), ("others", 1)):
+        print(f"| {label} | " + " | ".join(f"{np.mean([x[k] for x in classes[c]]):.2f}" for c in configs) + " |")
+    print("| all | " + " | ".join(f"{np.mean([sum(x) for x in classes[c]]):.2f}" for c in configs) + " |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def region_verdict(labels: np.ndarray, obj: str, objects: list[str]) -> str:
+    """What the judge's ``labels`` inside object ``obj``'s region mostly are (one of :data:`VERDICTS`)."""
+    if labels.size == 0:
+        return VERDICTS[3]
+    vals, counts = np.unique(labels, return_counts=True)
+    if int(vals[np.argmax(counts)]) == VOID_ID:  # no class (a judge's map has none; a world map may)
+        return VERDICTS[3]
+    top = category(int(vals[np.argmax(counts)]))
+    if top.name == obj:
+        return VERDICTS[0]
+    if not top.is_thing:
+        return VERDICTS[3]
+    return VERDICTS[1] if top.name in objects else VERDICTS[2]
 
 
 if __name__ == "__main__":

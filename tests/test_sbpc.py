@@ -303,7 +303,17 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     runpy.run_path(script, run_name="__main__")
     printed = capsys.readouterr().out
     assert "| object's area in the real map |" in printed and "| object's place in the prompt |" in printed
+    assert "| what the judge gives most of each object's real-map region |" in printed
+    assert "| thing classes the judge finds per image |" in printed
+    mod = runpy.run_path(script)  # its region verdicts on known labels
+    verdict, kinds = mod["region_verdict"], mod["VERDICTS"]
+    dog, cat, bus, grass = (category(n).id for n in ("dog", "cat", "bus", "grass"))
+    assert verdict(np.array([dog, dog, cat]), "dog", ["dog", "cat"]) == kinds[0]
+    assert verdict(np.array([cat, cat, dog]), "dog", ["dog", "cat"]) == kinds[1]
+    assert verdict(np.array([bus, bus, dog]), "dog", ["dog", "cat"]) == kinds[2]
+    assert verdict(np.array([grass, grass, dog]), "dog", ["dog", "cat"]) == kinds[3] == verdict(np.array([]), "dog", ["dog"])
     objs = json.loads((tmp_path / "objs.json").read_text())
+    assert all(set(o["region"]) == set(o["found"]) and set(o["region"].values()) <= set(kinds) for o in objs)
     assert [(o["prompt_index"], o["object"], o["place"]) for o in objs] == [
         (0, "dog", 1), (0, "cat", 2), (0, "bus", 3), (2, "pizza", 1), (2, "cup", 2), (2, "dining table", 3)]  # "a dragon" names none
     assert objs[0]["area"] == pytest.approx(float((render.seg == category("dog").id).mean()))
