@@ -273,6 +273,6 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (1320, 360)) 
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
                 if x_max is not None:
                     d.text((x + 4, y - 14), f"N={n}", fill=c, font=font)
-            if panel == 0:  # the legend at the bottom, where final images' recall (and the ceilings') never is
+            if panel == 0:  # the legend at the bottom: final images' recall (and the ceilings') is rarely that low
                 d.text((x0 + 6, y0 + ph - 6 - 14 * (len(series) - j)), name, fill=c, font=font)
     return img
