@@ -424,6 +424,16 @@ print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')]
     # image-space SBPC at several N too: recall at equal time (results.md, "Recall at equal time")
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C" \
       --baseline-n 2,5,10
+    # what the judge sees in each object's real-map region, per configuration (results.md, "Prompt chunking, and a
+    # caption per band"): it reads the run's images, which eval.tgz leaves behind, so it runs here
+    if [ -f runs/eval/sbpc.json ] && [ ! -f runs/eval/sbpc-objects.md ] && [ $(( deadline - SECONDS )) -gt 20 ]; then
+      if timeout $(( deadline - SECONDS )) "$PY" scripts/sbpc_objects_by_size.py runs/eval/sbpc --judge "$J" \
+           --json runs/eval/sbpc-objects.json > runs/eval/sbpc-objects.partial; then
+        mv runs/eval/sbpc-objects.partial runs/eval/sbpc-objects.md
+      else
+        echo "eval sbpc-objects: stopped (rc $?), runs again in the next call" | tee -a runs/eval/pending.txt
+      fi
+    fi
     evr real-edit-text eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit text
     evr real-edit-map eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit map
     evr real-edit-delete eval real-edit --graph "$G" --judge "$J" --n "${EDIT_N:-50}" --edit delete
