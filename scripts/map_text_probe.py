@@ -250,6 +250,8 @@ def main() -> None:
     for i, prompt in enumerate(tqdm(prompts, desc="map-text probe")):
         p = args.start + i
         objects = list(parse_prompt(prompt).things)
+        if not objects:  # recall, the chunks and the bands all need the prompt's objects
+            raise SystemExit(f"--prompts: prompt {p} ({prompt!r}) names no known object; the probe scores object recall")
         row = results.get(str(p), {"prompt": prompt, "objects": objects, "recall": {}})
         row.setdefault("found", {})
         render = prompt_render(prompt, objects, 1000 * p, graph.native_size())

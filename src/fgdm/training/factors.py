@@ -50,6 +50,7 @@ Settings (``extra:`` in the YAML):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -327,19 +328,16 @@ def train_factor(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
         eps = torch.randn(z.shape, generator=gen, device=dev)
         zt = noise.add_noise(z, eps, t)
         logs = {}
-        if ground:
-            store = AttentionStore(grad=True)
-            with attention_control(model if spec.kind == "scratch" else base.unet, ground["select"], store):
-                pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
-            tok = torch.where(drop[:, None], -1, batch["token_classes"])  # a dropped caption names nothing
-            l_tok, l_pix = grounding_losses(store, tok, batch["labels"])
-            g_loss = ground["token"] * l_tok + ground["pixel"] * l_pix
-            logs.update({"g_token": round(float(l_tok.detach()), 5), "g_pixel": round(float(l_pix.detach()), 5)})
-        else:
+        store = AttentionStore(grad=True) if ground else None  # the grounded layers' cross-attention
+        with (attention_control(model if spec.kind == "scratch" else base.unet, ground["select"], store) if ground
+              else contextlib.nullcontext()):  # fmt: skip
             pred = factor_forward(spec, model, base.unet, zt, t, emb, packed)
         loss = min_snr_mse(pred, training_target(noise, z, eps, t), ac[t], gamma, noise.config.prediction_type).mean()
         if ground:
-            loss = loss + g_loss
+            tok = torch.where(drop[:, None], -1, batch["token_classes"])  # a dropped caption names nothing
+            l_tok, l_pix = grounding_losses(store, tok, batch["labels"])
+            loss = loss + (ground["token"] * l_tok + ground["pixel"] * l_pix)
+            logs.update({"g_token": round(float(l_tok.detach()), 5), "g_pixel": round(float(l_pix.detach()), 5)})
         if w_distill and step % every == 0:
             k = min(sub, b)
             kd = distillation_loss(spec, model, base.unet, zt[:k], t[:k], emb[:k], select, size=d_size)
