@@ -24,14 +24,21 @@ objects in each. Arms (on the base UNet the image factor drives; ``bias`` and ``
   none does); the UNet's K predictions are blended across the bands at every step (noise-level
   regional prompts, as MultiDiffusion blends windows), so that each caption names only its band's
   objects;
+- ``masks:W``: a caption per object over its own region of the real map ("a scene with a dog."
+  where the map shows the dog), the whole prompt elsewhere: the UNet predicts once per caption and
+  the predictions are blended per latent cell by the map's class shares (regional prompting at the
+  noise level, MultiDiffusion's region-based form), the whole prompt keeping weight W inside the
+  objects' regions too (W = 0: each region sees its own object's caption alone);
 - ``base`` and ``base-chunks:K`` / ``base-bands:K``: the base model alone, no map (``fgdm eval
   sbpc``'s ``base N=1`` image), with the prompt as it is, chunked, or in bands (the objects in the
   prompt's order, about 1/K of them per band, left to right); compared with ``base``.
 
-Writes OUT/results.json (per prompt: its objects, and each arm's recall and the objects the judge
-found; rewritten after every prompt, so a run resumes), OUT/summary.json (each arm's mean recall, its
-sign test against ``none`` (the ``base-`` arms: against ``base``), and the share of objects found by
-their place in the prompt: first named, second, ...) and OUT/sheet.png (the first 4 prompts, every arm).
+Writes OUT/results.json (per prompt: its objects, and each arm's recall, the objects the judge found
+and what the judge gives most of each object's region in the real map, one of
+:data:`fgdm.compliance.recall.VERDICTS`; rewritten after every prompt, so a run resumes),
+OUT/summary.json (each arm's mean recall, its sign test against ``none`` (the ``base-`` arms: against
+``base``), the share of objects found by their place in the prompt: first named, second, ..., and the
+share of objects' regions given each verdict) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
@@ -39,6 +46,8 @@ their place in the prompt: first named, second, ...) and OUT/sheet.png (the firs
         --arms none,chunks:2,base,base-chunks:2,base-chunks:3 --out runs/map-text-60-chunks
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
         --arms none,bands:2,bands:3,base,base-bands:2 --out runs/map-text-60-bands
+    python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
+        --arms none,masks:0,masks:0.3 --out runs/map-text-60-masks
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ from tqdm import tqdm
 
 from fgdm.attention import LayerSelector, attention_control
 from fgdm.attention.regions import region_bias, regional_prompts
-from fgdm.compliance.recall import object_recall, present_categories
+from fgdm.compliance.recall import VERDICTS, object_recall, present_categories, region_verdict
 from fgdm.eval.metrics import sign_test
 from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.factors import class_fractions
@@ -86,10 +95,10 @@ def parse_arms(text: str) -> list[tuple[str, float]]:
             v = float(value)
         except ValueError:
             v = None
-        if (kind not in ("bias", "regions", *KINDS_K) or v is None or v < 0 or (kind == "regions" and v > 1)
-                or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
-            raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W (0 <= W <= 1), "
-                             "chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
+        if (kind not in ("bias", "regions", "masks", *KINDS_K) or v is None or v < 0
+                or (kind in ("regions", "masks") and v > 1) or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
+            raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W or masks:W "
+                             "(0 <= W <= 1), chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
         arms.append((kind, v))
     return arms
 
@@ -134,11 +143,21 @@ def band_groups(objects: list[str], k: int, seg: np.ndarray | None) -> list[list
     return groups
 
 
+def object_masks(objects: list[str], seg: np.ndarray, size: int, whole: float) -> tuple[list[str], torch.Tensor]:
+    """The objects of ``objects`` that ``seg`` (class ids) shows, and (1 + n, size, size) weights summing
+    to 1 in every cell: the whole prompt's first, then each shown object's, its class's share of the
+    cell times ``1 - whole``."""
+    shares = class_fractions(torch.from_numpy(seg.copy())[None], (size, size))[0]
+    shown = [o for o in dict.fromkeys(objects) if shares[category(o).id].sum() > 0]
+    own = (1 - whole) * torch.stack([shares[category(o).id] for o in shown]) if shown else torch.zeros(0, size, size)
+    return shown, torch.cat([(1 - own.sum(0))[None], own])
+
+
 @contextlib.contextmanager
 def banded_unet(unet, masks: torch.Tensor, tokens: int):
     """Within the block ``unet`` reads text states of ``k * tokens`` tokens (:func:`chunked_text` of
-    k band captions) as k captions: it predicts once per caption and blends the k predictions with
-    ``masks`` ((k, W) over the latent's columns)."""
+    k captions) as k captions: it predicts once per caption and blends the k predictions with
+    ``masks``: (k, W) over the latent's columns (bands) or (k, H, W) over its cells (regions)."""
     plain = unet.forward
 
     def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
@@ -146,11 +165,11 @@ def banded_unet(unet, masks: torch.Tensor, tokens: int):
         outs = [plain(sample, timestep, encoder_hidden_states[:, j * tokens : (j + 1) * tokens], *args, **kwargs)
                 for j in range(k)]  # fmt: skip
         preds = [o.sample if hasattr(o, "sample") else o[0] for o in outs]
-        if masks.shape != (k, sample.shape[-1]):
+        if masks.shape not in ((k, sample.shape[-1]), (k, *sample.shape[-2:])):
             raise ValueError(f"banded_unet: masks of shape {tuple(masks.shape)} for {k} captions and a latent "
                              f"{sample.shape[-1]} wide")  # fmt: skip
         w = masks.to(sample)
-        mixed = sum(p * w[j] for j, p in enumerate(preds))  # each band's weights along the last axis, the columns
+        mixed = sum(p * w[j] for j, p in enumerate(preds))  # each caption's weights over the last axes (columns or cells)
         return type(outs[0])(sample=mixed) if hasattr(outs[0], "sample") else (mixed,)
 
     unet.forward = forward
@@ -200,6 +219,12 @@ def render_arm(graph: FactorGraphPipeline, arm: tuple[str, float], prompt: str, 
         with (chunked_text(base, {prompt: captions}),
               banded_unet(base.unet, band_masks(k, lat), base.tokenizer.model_max_length)):  # fmt: skip
             return draw()
+    if kind == "masks":
+        shown, masks = object_masks(objects, seg, lat, value)
+        captions = [prompt, *(group_caption(prompt, [o]) for o in shown)]
+        with (chunked_text(base, {prompt: captions}),
+              banded_unet(base.unet, masks, base.tokenizer.model_max_length)):  # fmt: skip
+            return draw()
     shares = class_fractions(torch.from_numpy(seg.copy())[None], (lat, lat))
     if kind == "bias":
         modulate = region_bias(shares, base.class_tokens([prompt]), value)
@@ -217,7 +242,7 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0, help="index of the first prompt")
     ap.add_argument("--n-prompts", type=int, default=30)
     ap.add_argument("--arms", default="none,bias:5,regions:0.5",
-                    help="comma-separated, none first: bias:S, regions:W, chunks:K, bands:K, base, base-chunks:K, "
+                    help="comma-separated, none first: bias:S, regions:W, masks:W, chunks:K, bands:K, base, base-chunks:K, "
                          "base-bands:K (each described above)")  # fmt: skip
     ap.add_argument("--graph", default=None, help="FG-DM graph folder (default: the shipped graph)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
@@ -239,7 +264,7 @@ def main() -> None:
         raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
     if not {"seg", "image"} <= set(graph.spec.factors):
         raise SystemExit(f"--graph: the probe needs seg and image factors; this graph has {list(graph.spec.factors)}")
-    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions") for k, _ in arms):
+    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions", "masks", "bands") for k, _ in arms):
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
                          "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
     out = Path(args.out)
@@ -254,16 +279,20 @@ def main() -> None:
             raise SystemExit(f"--prompts: prompt {p} ({prompt!r}) names no known object; the probe scores object recall")
         row = results.get(str(p), {"prompt": prompt, "objects": objects, "recall": {}})
         row.setdefault("found", {})
+        row.setdefault("region", {})
         render = prompt_render(prompt, objects, 1000 * p, graph.native_size())
         seg = resize_labels(render.seg, args.cond_size)
         images = []
         for arm, name in zip(arms, names, strict=True):
-            if name in row["found"] and i >= 4:
+            if name in row["region"] and i >= 4:
                 continue
             image = render_arm(graph, arm, prompt, objects, seg, 1000 * p)
-            present = present_categories(judge.segment_images([image])[0])
+            labels = judge.segment_images([image])[0]
+            present = present_categories(labels)
             row["recall"][name] = object_recall(objects, present)
             row["found"][name] = [o for o in objects if o in present]
+            labels = resize_labels(labels, render.seg.shape[0])
+            row["region"][name] = [region_verdict(labels[render.seg == category(o).id], o, objects) for o in objects]
             images.append(np.asarray(image))
         if i < 4:
             tiles.append(images)
@@ -278,7 +307,8 @@ def main() -> None:
         n: {"mean_recall": round(float(np.mean([r["recall"][n] for r in rows])), 4),
             **({} if n in ("none", "base") else {f"vs_{against(n)}": sign_test([r["recall"][against(n)] for r in rows],
                                                                               [r["recall"][n] for r in rows])}),
-            "found_by_place": by_place(n)}
+            "found_by_place": by_place(n),
+            "region": {v: round(float(np.mean([x == v for r in rows for x in r["region"][n]])), 3) for v in VERDICTS}}
         for n in names}, "objects_by_place": [sum(len(r["objects"]) > k for r in rows) for k in range(places)]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if tiles:

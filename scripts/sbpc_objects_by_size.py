@@ -32,16 +32,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fgdm.compliance.recall import present_categories
+from fgdm.compliance.recall import VERDICTS, present_categories, region_verdict
 from fgdm.eval.prompts import load_prompt_entries
 from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.judge import load_judge
-from fgdm.world.categories import VOID_ID, category
+from fgdm.world.categories import category
 from fgdm.world.conditions import resize_labels
 from fgdm.world.vocab import parse_prompt
 
 BANDS = [(0.0, 0.01), (0.01, 0.02), (0.02, 0.04), (0.04, 1.0)]
-VERDICTS = ("its own class", "another of the prompt's objects", "a thing the prompt does not name", "stuff or none")
 
 
 def main() -> None:
@@ -111,21 +110,6 @@ def main() -> None:
     print("| all | " + " | ".join(f"{np.mean([sum(x) for x in classes[c]]):.2f}" for c in configs) + " |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-
-
-def region_verdict(labels: np.ndarray, obj: str, objects: list[str]) -> str:
-    """What the judge's ``labels`` inside object ``obj``'s region mostly are (one of :data:`VERDICTS`)."""
-    if labels.size == 0:
-        return VERDICTS[3]
-    vals, counts = np.unique(labels, return_counts=True)
-    if int(vals[np.argmax(counts)]) == VOID_ID:  # no class (a judge's map has none; a world map may)
-        return VERDICTS[3]
-    top = category(int(vals[np.argmax(counts)]))
-    if top.name == obj:
-        return VERDICTS[0]
-    if not top.is_thing:
-        return VERDICTS[3]
-    return VERDICTS[1] if top.name in objects else VERDICTS[2]
 
 
 if __name__ == "__main__":

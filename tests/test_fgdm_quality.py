@@ -443,6 +443,8 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     import runpy
     from pathlib import Path
 
+    from fgdm.compliance.recall import VERDICTS
+
     script = Path(__file__).resolve().parents[1] / "scripts" / "map_text_probe.py"
     spec = importlib.util.spec_from_file_location("mtp", script)
     mtp = importlib.util.module_from_spec(spec)
@@ -466,8 +468,8 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert empty.shape == (1, 2 * t, plain.shape[2]) and torch.equal(empty[0, :t], empty[0, t:])  # K empty captions
     assert base.encode_text([prompt])[0].shape[1] == t  # the class's method again after the block
     assert mtp.parse_arms("none,chunks:2,base,base-chunks:3") == [("none", 0), ("chunks", 2), ("base", 0), ("base-chunks", 3)]
-    assert mtp.parse_arms("bands:2,base-bands:3") == [("bands", 2), ("base-bands", 3)]
-    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x"):
+    assert mtp.parse_arms("bands:2,base-bands:3,masks:0.3") == [("bands", 2), ("base-bands", 3), ("masks", 0.3)]
+    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x", "masks:1.5", "masks"):
         with pytest.raises(SystemExit, match="--arms"):
             mtp.parse_arms(bad)
     # bands: weights that sum to 1 in every column; objects to the band holding most of their class
@@ -480,6 +482,14 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert mtp.band_groups(["cat", "dog", "bus"], 2, seg) == [["dog", "bus"], ["cat"]]  # bus: not in the map
     assert mtp.band_groups(["cat", "dog", "bus"], 2, None) == [["cat", "dog"], ["bus"]]
     assert mtp.group_caption(prompt, []) == mtp.EMPTY_BAND
+    # object masks: the whole prompt outside the objects, each shown object's own caption on its region
+    shown, om = mtp.object_masks(["cat", "dog", "bus", "cat"], seg, 8, 0.0)
+    assert shown == ["cat", "dog"] and om.shape == (3, 8, 8) and torch.allclose(om.sum(0), torch.ones(8, 8))
+    assert (om[1, :, 5:] == 1).all() and (om[2, :, :3] == 1).all() and (om[0, :, 3:5] == 1).all() and om[0, :, :3].sum() == 0
+    _, half = mtp.object_masks(["cat", "dog"], seg, 4, 0.5)  # a coarser grid: class shares per cell
+    assert torch.allclose(half.sum(0), torch.ones(4, 4)) and torch.allclose(half[0, :, 0], torch.full((4,), 0.5))
+    assert torch.allclose(half[2, :, 1], torch.full((4,), 0.25))  # a cell half dog: half of the dog's 1 - W
+    assert mtp.object_masks(["bus"], seg, 8, 0.0)[0] == [] and torch.equal(mtp.object_masks(["bus"], seg, 8, 0.0)[1], torch.ones(1, 8, 8))
     # the banded UNet: the same caption in every band is the plain prediction; one-hot bands take each caption's
     x, ts = torch.randn(1, 4, 8, 8), torch.tensor([500])
     ctx = base.encode_text(["a dog", "a cat"])[0]
@@ -492,7 +502,13 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
             split = base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[1]])[None]).sample
             with pytest.raises(ValueError, match="masks of shape"):
                 base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[1], ctx[1]])[None])
+        top = torch.zeros(2, 8, 8)
+        top[0, :4], top[1, 4:] = 1, 1  # (k, H, W): the dog's caption in the top half, the cat's below
+        with mtp.banded_unet(base.unet, top, t):
+            halves = base.unet(x, ts, encoder_hidden_states=torch.cat([ctx[0], ctx[1]])[None]).sample
     assert torch.allclose(same, plain_dog, atol=1e-5)
+    assert torch.allclose(halves[..., :4, :], plain_dog[..., :4, :], atol=1e-5)
+    assert torch.allclose(halves[..., 4:, :], plain_cat[..., 4:, :], atol=1e-5)
     assert torch.allclose(split[..., :4], plain_dog[..., :4], atol=1e-5) and torch.allclose(split[..., 4:], plain_cat[..., 4:], atol=1e-5)
     assert "forward" not in vars(base.unet)  # the module's own forward again after the block
     # the whole script on the tiny graph: every arm scored, chunked arms against their own reference
@@ -503,11 +519,15 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
     with pytest.raises(SystemExit, match="add the arm base"):
         runpy.run_path(str(script), run_name="__main__")
-    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,bands:2,base,base-chunks:2,base-bands:2"])
+    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,bands:2,masks:0.5,base,base-chunks:2,base-bands:2"])
     runpy.run_path(str(script), run_name="__main__")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
-    assert list(summary) == ["none", "chunks:2", "bands:2", "base", "base-chunks:2", "base-bands:2"]
-    assert "vs_none" in summary["chunks:2"] and "vs_none" in summary["bands:2"] and "vs_none" not in summary["base"]
+    assert list(summary) == ["none", "chunks:2", "bands:2", "masks:0.5", "base", "base-chunks:2", "base-bands:2"]
+    assert all("vs_none" in summary[a] for a in ("chunks:2", "bands:2", "masks:0.5")) and "vs_none" not in summary["base"]
     assert "vs_base" in summary["base-chunks:2"] and "vs_base" in summary["base-bands:2"]
     assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
+    assert all(list(a["region"]) == list(VERDICTS) and sum(a["region"].values()) == pytest.approx(1, abs=0.01)
+               for a in summary.values())  # fmt: skip
+    (row,) = json.loads((tmp_path / "run" / "results.json").read_text()).values()
+    assert all(len(v) == len(row["objects"]) and set(v) <= set(VERDICTS) for v in row["region"].values())
     capsys.readouterr()

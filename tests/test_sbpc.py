@@ -295,6 +295,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     import runpy
     from pathlib import Path
 
+    from fgdm.compliance.recall import VERDICTS, region_verdict
     from fgdm.eval.sbpc_bench import result_file
     from fgdm.world.categories import category
 
@@ -305,8 +306,7 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert "| object's area in the real map |" in printed and "| object's place in the prompt |" in printed
     assert "| what the judge gives most of each object's real-map region |" in printed
     assert "| thing classes the judge finds per image |" in printed
-    mod = runpy.run_path(script)  # its region verdicts on known labels
-    verdict, kinds = mod["region_verdict"], mod["VERDICTS"]
+    verdict, kinds = region_verdict, VERDICTS  # the region verdicts on known labels
     dog, cat, bus, grass = (category(n).id for n in ("dog", "cat", "bus", "grass"))
     assert verdict(np.array([dog, dog, cat]), "dog", ["dog", "cat"]) == kinds[0]
     assert verdict(np.array([cat, cat, dog]), "dog", ["dog", "cat"]) == kinds[1]

@@ -6,12 +6,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..world.categories import category
+from ..world.categories import VOID_ID, category
 from ..world.conditions import class_areas, largest_component_areas
 from ..world.vocab import parse_prompt
 
 PRESENCE_MIN_AREA = 0.003  # a category is present if it covers >= 0.3% of the image
 PRESENCE_RULES = ("area", "component")
+# what a label map shows over an object's region (:func:`region_verdict`)
+VERDICTS = ("its own class", "another of the prompt's objects", "a thing the prompt does not name", "stuff or none")
 
 
 def presence_areas(seg: np.ndarray, min_area: float = PRESENCE_MIN_AREA, rule: str = "area") -> dict[int, float]:
@@ -44,3 +46,20 @@ def prompt_objects(prompt: str, search: str) -> tuple[list[str], list[str]]:
         unknown = f" (words not in the vocabulary: {list(parsed.unknown)})" if parsed.unknown else ""
         raise ValueError(f"prompt {prompt!r} names no known objects{unknown}; {search} needs at least one")
     return list(parsed.things), list(parsed.unknown)
+
+
+def region_verdict(labels: np.ndarray, obj: str, objects: Sequence[str]) -> str:
+    """What ``labels`` (class ids, e.g. the judge's map of an image, over an object's region of the
+    real map) mostly are, one of :data:`VERDICTS`: the object ``obj``'s own class, another of the
+    prompt's ``objects``, a thing the prompt does not name, or stuff (or no class, or an empty region)."""
+    if labels.size == 0:
+        return VERDICTS[3]
+    vals, counts = np.unique(labels, return_counts=True)
+    if int(vals[np.argmax(counts)]) == VOID_ID:  # no class (a judge's map has none; a world map may)
+        return VERDICTS[3]
+    top = category(int(vals[np.argmax(counts)]))
+    if top.name == obj:
+        return VERDICTS[0]
+    if not top.is_thing:
+        return VERDICTS[3]
+    return VERDICTS[1] if top.name in objects else VERDICTS[2]
