@@ -38,7 +38,8 @@ and what the judge gives most of each object's region in the real map, one of
 :data:`fgdm.compliance.recall.VERDICTS`; rewritten after every prompt, so a run resumes),
 OUT/summary.json (each arm's mean recall, its sign test against ``none`` (the ``base-`` arms: against
 ``base``), the share of objects found by their place in the prompt: first named, second, ..., and the
-share of objects' regions given each verdict) and OUT/sheet.png (the first 4 prompts, every arm).
+share of objects' regions given each verdict, overall and (its own class) by the object's area in the
+real map) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
@@ -81,6 +82,7 @@ from fgdm.world.vocab import parse_prompt
 REGION_PROMPT = "a photo of a {}"  # the single-object template of prompts/single_400.json
 KINDS_K = ("chunks", "bands", "base-chunks", "base-bands")  # arms whose value is a whole K >= 2
 EMPTY_BAND = "a scene."  # a band's caption where no object is assigned to it
+AREA_EDGES = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 1.0)  # bands of an object's share of the image, for the summary
 
 
 def parse_arms(text: str) -> list[tuple[str, float]]:
@@ -282,6 +284,7 @@ def main() -> None:
         row.setdefault("region", {})
         render = prompt_render(prompt, objects, 1000 * p, graph.native_size())
         seg = resize_labels(render.seg, args.cond_size)
+        row["areas"] = [round(float((render.seg == category(o).id).mean()), 5) for o in objects]  # of the image
         images = []
         for arm, name in zip(arms, names, strict=True):
             if name in row["region"] and i >= 4:
@@ -303,12 +306,19 @@ def main() -> None:
     places = max(len(r["objects"]) for r in rows)
     by_place = lambda n: [round(float(np.mean([r["objects"][k] in r["found"][n] for r in rows if len(r["objects"]) > k])), 3)
                           for k in range(places)]  # fmt: skip
+    def by_area(n: str) -> dict[str, list]:  # per band of the object's area: [objects, share whose region holds its class]
+        cells = [(a, x == VERDICTS[0]) for r in rows for a, x in zip(r["areas"], r["region"][n], strict=True)]
+        bands = {f"{100 * lo:g}-{100 * hi:g}%": [own for a, own in cells if lo <= a < hi or (hi == 1 and a == 1)]
+                 for lo, hi in itertools.pairwise(AREA_EDGES)}  # fmt: skip
+        return {b: [len(v), round(float(np.mean(v)), 3)] for b, v in bands.items() if v}
+
     summary = {"prompts": len(rows), "start": args.start, "arms": {
         n: {"mean_recall": round(float(np.mean([r["recall"][n] for r in rows])), 4),
             **({} if n in ("none", "base") else {f"vs_{against(n)}": sign_test([r["recall"][against(n)] for r in rows],
                                                                               [r["recall"][n] for r in rows])}),
             "found_by_place": by_place(n),
-            "region": {v: round(float(np.mean([x == v for r in rows for x in r["region"][n]])), 3) for v in VERDICTS}}
+            "region": {v: round(float(np.mean([x == v for r in rows for x in r["region"][n]])), 3) for v in VERDICTS},
+            "own_class_by_area": by_area(n)}
         for n in names}, "objects_by_place": [sum(len(r["objects"]) > k for r in rows) for k in range(places)]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if tiles:

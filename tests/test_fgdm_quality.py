@@ -530,4 +530,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
                for a in summary.values())  # fmt: skip
     (row,) = json.loads((tmp_path / "run" / "results.json").read_text()).values()
     assert all(len(v) == len(row["objects"]) and set(v) <= set(VERDICTS) for v in row["region"].values())
+    assert len(row["areas"]) == len(row["objects"]) and all(0 <= a <= 1 for a in row["areas"])
+    for a in summary.values():  # every object in one band of its area
+        assert sum(n for n, _ in a["own_class_by_area"].values()) == len(row["objects"])
     capsys.readouterr()
