@@ -397,6 +397,13 @@ case "$stage" in
     # cross-attention": within noise on the CPU graph)
     evs map-text scripts/map_text_probe.py --graph "$G" --judge "$J" --prompts prompts/dense_6to8_200.json \
       --n-prompts "$small" --arms none,bias:10,regions:0.5 --out runs/eval/map-text
+    # binding each class to its region as the map holds more objects (results.md, "How binding falls with the number
+    # of objects": the CPU graph's image factor draws an object of 2-4% of the image as itself in its region 87% of
+    # the time alone, 70% beside one other, 25-34% among 5-8): summary.json's region and own_class_by_area
+    evs map-text-pairs scripts/map_text_probe.py --graph "$G" --judge "$J" --prompts prompts/pairs_500.json \
+      --n-prompts "$small" --arms none --out runs/eval/map-text-pairs
+    evs map-text-mg5 scripts/map_text_probe.py --graph "$G" --judge "$J" --prompts prompts/multigen_sceneworld_5_1k.json \
+      --n-prompts "$small" --arms none --out runs/eval/map-text-mg5
     # every condition type (results.md, "Sketch and normal factors on this CPU"): each map the image factor reads
     # besides seg, given real (alone and with seg), and each condition factor given its parents' real maps
     conds=() fits=()
