@@ -29,6 +29,12 @@ objects in each. Arms (on the base UNet the image factor drives; ``bias`` and ``
   the predictions are blended per latent cell by the map's class shares (regional prompting at the
   noise level, MultiDiffusion's region-based form), the whole prompt keeping weight W inside the
   objects' regions too (W = 0: each region sees its own object's caption alone);
+- ``split:W``: :func:`fgdm.pipelines.split.split_render` — as ``masks:W``, and each object's pass is
+  also given a map of that object alone (the other objects' pixels painted with the map's commonest
+  stuff class), so that every pass is a one-object scene, where this image factor draws the object
+  as itself in its region 86% of the time; the passes run as one batch of the graph (one row per
+  caption and map, all with the same seed) whose rows' predictions are blended at every step, so
+  they share one trajectory;
 - ``base`` and ``base-chunks:K`` / ``base-bands:K``: the base model alone, no map (``fgdm eval
   sbpc``'s ``base N=1`` image), with the prompt as it is, chunked, or in bands (the objects in the
   prompt's order, about 1/K of them per band, left to right); compared with ``base``.
@@ -49,6 +55,8 @@ real map) and OUT/sheet.png (the first 4 prompts, every arm).
         --arms none,bands:2,bands:3,base,base-bands:2 --out runs/map-text-60-bands
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
         --arms none,masks:0,masks:0.3 --out runs/map-text-60-masks
+    python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
+        --arms none,split:0,split:0.3 --out runs/map-text-60-split
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.factors import class_fractions
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
+from fgdm.pipelines.split import object_masks, split_render
 from fgdm.pipelines.text2image import Text2ImagePipeline
 from fgdm.world.categories import category
 from fgdm.world.conditions import resize_labels
@@ -97,10 +106,10 @@ def parse_arms(text: str) -> list[tuple[str, float]]:
             v = float(value)
         except ValueError:
             v = None
-        if (kind not in ("bias", "regions", "masks", *KINDS_K) or v is None or v < 0
-                or (kind in ("regions", "masks") and v > 1) or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
-            raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W or masks:W "
-                             "(0 <= W <= 1), chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
+        if (kind not in ("bias", "regions", "masks", "split", *KINDS_K) or v is None or v < 0
+                or (kind in ("regions", "masks", "split") and v > 1) or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
+            raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W, masks:W or "
+                             "split:W (0 <= W <= 1), chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
         arms.append((kind, v))
     return arms
 
@@ -143,16 +152,6 @@ def band_groups(objects: list[str], k: int, seg: np.ndarray | None) -> list[list
         mass = [(seg[:, cols == j] == category(o).id).sum() for j in range(k)]
         groups[int(np.argmax(mass))].append(o)
     return groups
-
-
-def object_masks(objects: list[str], seg: np.ndarray, size: int, whole: float) -> tuple[list[str], torch.Tensor]:
-    """The objects of ``objects`` that ``seg`` (class ids) shows, and (1 + n, size, size) weights summing
-    to 1 in every cell: the whole prompt's first, then each shown object's, its class's share of the
-    cell times ``1 - whole``."""
-    shares = class_fractions(torch.from_numpy(seg.copy())[None], (size, size))[0]
-    shown = [o for o in dict.fromkeys(objects) if shares[category(o).id].sum() > 0]
-    own = (1 - whole) * torch.stack([shares[category(o).id] for o in shown]) if shown else torch.zeros(0, size, size)
-    return shown, torch.cat([(1 - own.sum(0))[None], own])
 
 
 @contextlib.contextmanager
@@ -221,6 +220,8 @@ def render_arm(graph: FactorGraphPipeline, arm: tuple[str, float], prompt: str, 
         with (chunked_text(base, {prompt: captions}),
               banded_unet(base.unet, band_masks(k, lat), base.tokenizer.model_max_length)):  # fmt: skip
             return draw()
+    if kind == "split":
+        return split_render(graph, prompt, seg, seed=seed, whole=value, objects=objects).images[0]
     if kind == "masks":
         shown, masks = object_masks(objects, seg, lat, value)
         captions = [prompt, *(group_caption(prompt, [o]) for o in shown)]
@@ -244,7 +245,7 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0, help="index of the first prompt")
     ap.add_argument("--n-prompts", type=int, default=30)
     ap.add_argument("--arms", default="none,bias:5,regions:0.5",
-                    help="comma-separated, none first: bias:S, regions:W, masks:W, chunks:K, bands:K, base, base-chunks:K, "
+                    help="comma-separated, none first: bias:S, regions:W, masks:W, split:W, chunks:K, bands:K, base, base-chunks:K, "
                          "base-bands:K (each described above)")  # fmt: skip
     ap.add_argument("--graph", default=None, help="FG-DM graph folder (default: the shipped graph)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
@@ -266,7 +267,7 @@ def main() -> None:
         raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
     if not {"seg", "image"} <= set(graph.spec.factors):
         raise SystemExit(f"--graph: the probe needs seg and image factors; this graph has {list(graph.spec.factors)}")
-    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions", "masks", "bands") for k, _ in arms):
+    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions", "masks", "split", "bands") for k, _ in arms):
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
                          "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
     out = Path(args.out)

@@ -444,6 +444,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     from pathlib import Path
 
     from fgdm.compliance.recall import VERDICTS
+    from fgdm.pipelines import split as objsplit
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "map_text_probe.py"
     spec = importlib.util.spec_from_file_location("mtp", script)
@@ -468,8 +469,8 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert empty.shape == (1, 2 * t, plain.shape[2]) and torch.equal(empty[0, :t], empty[0, t:])  # K empty captions
     assert base.encode_text([prompt])[0].shape[1] == t  # the class's method again after the block
     assert mtp.parse_arms("none,chunks:2,base,base-chunks:3") == [("none", 0), ("chunks", 2), ("base", 0), ("base-chunks", 3)]
-    assert mtp.parse_arms("bands:2,base-bands:3,masks:0.3") == [("bands", 2), ("base-bands", 3), ("masks", 0.3)]
-    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x", "masks:1.5", "masks"):
+    assert mtp.parse_arms("bands:2,base-bands:3,masks:0.3,split:0") == [("bands", 2), ("base-bands", 3), ("masks", 0.3), ("split", 0)]
+    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x", "masks:1.5", "masks", "split:2"):
         with pytest.raises(SystemExit, match="--arms"):
             mtp.parse_arms(bad)
     # bands: weights that sum to 1 in every column; objects to the band holding most of their class
@@ -483,13 +484,13 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert mtp.band_groups(["cat", "dog", "bus"], 2, None) == [["cat", "dog"], ["bus"]]
     assert mtp.group_caption(prompt, []) == mtp.EMPTY_BAND
     # object masks: the whole prompt outside the objects, each shown object's own caption on its region
-    shown, om = mtp.object_masks(["cat", "dog", "bus", "cat"], seg, 8, 0.0)
+    shown, om = objsplit.object_masks(["cat", "dog", "bus", "cat"], seg, 8, 0.0)
     assert shown == ["cat", "dog"] and om.shape == (3, 8, 8) and torch.allclose(om.sum(0), torch.ones(8, 8))
     assert (om[1, :, 5:] == 1).all() and (om[2, :, :3] == 1).all() and (om[0, :, 3:5] == 1).all() and om[0, :, :3].sum() == 0
-    _, half = mtp.object_masks(["cat", "dog"], seg, 4, 0.5)  # a coarser grid: class shares per cell
+    _, half = objsplit.object_masks(["cat", "dog"], seg, 4, 0.5)  # a coarser grid: class shares per cell
     assert torch.allclose(half.sum(0), torch.ones(4, 4)) and torch.allclose(half[0, :, 0], torch.full((4,), 0.5))
     assert torch.allclose(half[2, :, 1], torch.full((4,), 0.25))  # a cell half dog: half of the dog's 1 - W
-    assert mtp.object_masks(["bus"], seg, 8, 0.0)[0] == [] and torch.equal(mtp.object_masks(["bus"], seg, 8, 0.0)[1], torch.ones(1, 8, 8))
+    assert objsplit.object_masks(["bus"], seg, 8, 0.0)[0] == [] and torch.equal(objsplit.object_masks(["bus"], seg, 8, 0.0)[1], torch.ones(1, 8, 8))
     # the banded UNet: the same caption in every band is the plain prediction; one-hot bands take each caption's
     x, ts = torch.randn(1, 4, 8, 8), torch.tensor([500])
     ctx = base.encode_text(["a dog", "a cat"])[0]
@@ -509,6 +510,20 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert torch.allclose(same, plain_dog, atol=1e-5)
     assert torch.allclose(halves[..., :4, :], plain_dog[..., :4, :], atol=1e-5)
     assert torch.allclose(halves[..., 4:, :], plain_cat[..., 4:, :], atol=1e-5)
+    # split: each object's pass sees it alone in its map; the rows of a group share one blended prediction
+    grass = category("grass").id
+    scene = np.where(seg == 0, grass, seg)
+    scene[0, 3] = 0  # a speck of another thing class (id 0)
+    alone = objsplit.object_alone(scene, "dog")
+    assert (alone == np.where(np.isin(scene, [category("cat").id, 0]), grass, scene)).all() and (alone[:, :3] == category("dog").id).all()
+    with torch.no_grad():
+        xx, tt, cc = x.repeat(4, 1, 1, 1), ts.repeat(4), torch.cat([ctx, ctx])  # 2 blocks of the 2 captions (dog, cat)
+        with objsplit.blended_rows(base.unet, top):
+            rowsout = base.unet(xx, tt, encoder_hidden_states=cc).sample
+            with pytest.raises(ValueError, match="blended_rows"):
+                base.unet(xx[:3], tt[:3], encoder_hidden_states=cc[:3])
+    assert all(torch.allclose(r, halves[0], atol=1e-5) for r in rowsout)
+    assert "forward" not in vars(base.unet)
     assert torch.allclose(split[..., :4], plain_dog[..., :4], atol=1e-5) and torch.allclose(split[..., 4:], plain_cat[..., 4:], atol=1e-5)
     assert "forward" not in vars(base.unet)  # the module's own forward again after the block
     # the whole script on the tiny graph: every arm scored, chunked arms against their own reference
@@ -519,11 +534,12 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
     with pytest.raises(SystemExit, match="add the arm base"):
         runpy.run_path(str(script), run_name="__main__")
-    monkeypatch.setattr("sys.argv", [*args, "--arms", "none,chunks:2,bands:2,masks:0.5,base,base-chunks:2,base-bands:2"])
+    arms = ["none", "chunks:2", "bands:2", "masks:0.5", "split:0", "base", "base-chunks:2", "base-bands:2"]
+    monkeypatch.setattr("sys.argv", [*args, "--arms", ",".join(arms)])
     runpy.run_path(str(script), run_name="__main__")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
-    assert list(summary) == ["none", "chunks:2", "bands:2", "masks:0.5", "base", "base-chunks:2", "base-bands:2"]
-    assert all("vs_none" in summary[a] for a in ("chunks:2", "bands:2", "masks:0.5")) and "vs_none" not in summary["base"]
+    assert list(summary) == arms
+    assert all("vs_none" in summary[a] for a in arms[1:5]) and "vs_none" not in summary["base"]
     assert "vs_base" in summary["base-chunks:2"] and "vs_base" in summary["base-bands:2"]
     assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
     assert all(list(a["region"]) == list(VERDICTS) and sum(a["region"].values()) == pytest.approx(1, abs=0.01)
@@ -534,3 +550,33 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     for a in summary.values():  # every object in one band of its area
         assert sum(n for n, _ in a["own_class_by_area"].values()) == len(row["objects"])
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("kind", ["adapter", "scratch"])
+def test_split_render(random_graph, kind):
+    """Object-split rendering: one row per shown object, every row the same image; with the whole
+    prompt's weight 1 it is the plain image factor's image; bad input is a clear error."""
+    from fgdm.pipelines.split import object_caption, split_render
+
+    g = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2, "kind": kind}}})
+    side = g.native_size()
+    seg = np.full((side, side), category("grass").id, dtype=np.int64)
+    seg[: side // 2, : side // 2], seg[side // 2 :, side // 2 :] = category("dog").id, category("cat").id
+    prompt = "a photo of a dog, a cat and a bus."
+    out = split_render(g, prompt, seg, seed=3)
+    assert len(out.images) == 3  # the whole prompt, the dog, the cat (the bus is not in the map)
+    first = np.asarray(out.images[0]).astype(int)
+    assert all(np.array_equal(first, np.asarray(im)) for im in out.images[1:])
+    whole = np.asarray(split_render(g, prompt, seg, seed=3, whole=1.0).images[0]).astype(int)
+    plain = np.asarray(g(prompt, factors=["image"], given={"seg": seg}, seed=3).images[0]).astype(int)
+    assert np.abs(whole - plain).max() <= 2 and np.abs(first - plain).max() > 2  # the split rows change the image
+    assert object_caption(prompt, "elephant") == "a photo of an elephant."
+    assert object_caption("dogs.", "dog") == "a photo of a dog."
+    with pytest.raises(ValueError, match="whole"):
+        split_render(g, prompt, seg, whole=1.5)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        split_render(g, prompt, seg[None])
+    seg_only = random_graph({"factors": {"seg": {"steps": 2}}})
+    with pytest.raises(ValueError, match="no image factor"):
+        split_render(seg_only, prompt, seg)
+    assert "forward" not in vars(g.base.unet) and "forward" not in vars(g.modules["image"])

@@ -161,6 +161,24 @@ def test_sbpc_complete_renders_the_completed_map(graph):
     assert not np.array_equal(np.asarray(done.image), np.asarray(plain.image))
 
 
+def test_sbpc_split_draws_the_chosen_map_one_object_at_a_time(graph):
+    """Same candidates and choice as without it; the final image is split_render's of the chosen map."""
+    from fgdm.pipelines.split import split_render
+
+    prompt, kw = "a dog, a cat, a bus and a train", dict(n=3, cond_steps=2, cond_size=16, seed=2)
+    plain, done = sbpc(graph, prompt, **kw), sbpc(graph, prompt, split=0.0, **kw)
+    assert [c.to_dict() for c in done.candidates] == [c.to_dict() for c in plain.candidates] and done.chosen == plain.chosen
+    seed = plain.candidates[plain.chosen].seed
+    again = split_render(graph, prompt, plain.labels, seed=seed, whole=0.0, objects=plain.objects).images[0]
+    assert np.array_equal(np.asarray(done.image), np.asarray(again))
+    assert not np.array_equal(np.asarray(done.image), np.asarray(plain.image))
+    assert sbpc(graph, prompt, split=0.5, factors=["image"], **kw).image is not None
+    with pytest.raises(ValueError, match=r"split: .*\[0, 1\]"):
+        sbpc(graph, prompt, split=1.5, **kw)
+    with pytest.raises(ValueError, match="factors must be"):
+        sbpc(graph, prompt, split=0.0, factors=[], **kw)
+
+
 def test_search_records_every_candidate_and_renders_the_argmax(graph):
     seen = []
     hook = graph.modules["image"].register_forward_hook(
@@ -218,9 +236,19 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
     assert done["completion"]["recall_after"] >= done["chosen_recall"]
     assert all(e["op"] == "change_class" and e["new"] in ("dog", "cat") for e in done["completion"]["edits"])
     assert "after" in capsys.readouterr().out
-    for opt in ("--keep-candidates", "--complete"):
-        assert main(["generate", "a dog", opt, "-o", str(tmp_path / "y")]) == 2
+    assert main(["generate", "a dog and a cat", "--sbpc", "3", "--graph", str(g), "--cond-steps", "2",
+                 "--cond-size", "16", "--steps", "2", "--split-objects", "0", "-o", str(tmp_path / "s"), "--quiet"]) == 0  # fmt: skip
+    split = json.loads((tmp_path / "s" / "record.json").read_text())
+    assert split["candidates"] == rec["candidates"] and split["parameters"]["split_objects"] == 0
+    assert rec["parameters"]["split_objects"] is None
+    for opt in (["--keep-candidates"], ["--complete"], ["--split-objects", "0"]):
+        assert main(["generate", "a dog", *opt, "-o", str(tmp_path / "y")]) == 2
         assert "pass --sbpc" in capsys.readouterr().err
+    assert main(["generate", "a dog", "--best-of", "2", "--split-objects", "0", "-o", str(tmp_path / "y")]) == 2
+    assert "--split-objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "a dog", "--sbpc", "2", "--split-objects", "1.5", "-o", str(tmp_path / "y")])
+    assert "--split-objects" in capsys.readouterr().err
     assert main(["generate", "a dog", "--sbpc", "2", "--eta", "1", "--graph", str(g), "-o", str(tmp_path / "y")]) == 2
     assert "--eta is not available with --sbpc" in capsys.readouterr().err
     for extra in (["--sbpc", "2"], ["--factors", "seg,image"]):  # the option is named, before any sampling
@@ -322,6 +350,12 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
             res = json.loads(result_file(out, p, r["config"]).read_text())
             found = [o["found"][r["config"]] for o in objs if o["prompt_index"] == p]
             assert np.mean(found) == pytest.approx(res["final_image_recall"])
+    assert cli([*argv[:-3], "--ns", "1", "--split", "0", "--out", str(tmp_path / "sp"), "--json"]) == 0
+    split = {r["config"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(split)[-4:] == ["FG-DM t=2 N=1 + split", "real renders (ceiling)", "FG-DM on real maps (map ceiling)",
+                                "FG-DM on real maps (map ceiling) + split"]  # fmt: skip
+    assert split["FG-DM t=2 N=1 + split"]["avg_max_recall"] == split["FG-DM t=2 N=1"]["avg_max_recall"]  # the same search
+    assert json.loads((tmp_path / "sp" / "record.json").read_text())["settings"]["split"] == 0
     assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in done][-3:] == ["FG-DM t=2 N=2", "FG-DM t=2 N=1 + complete", "FG-DM t=2 N=2 + complete"]

@@ -124,6 +124,13 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+def _weight01(text: str) -> float:
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise ValueError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
 DEFAULT_BATCH = 16  # images per call where a command draws many (the fastest on the 2-core CPU: results.md)
 
 
@@ -347,8 +354,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cmd_generate_best_of(args)
     if args.judge is not None:
         raise ValueError("--judge scores the images of --best-of N; pass --best-of too")
-    for opt in ("keep_candidates", "early_stop", "complete"):
-        if getattr(args, opt) not in (None, False):
+    for opt in ("keep_candidates", "early_stop", "complete", "split_objects"):
+        if getattr(args, opt) is not None and getattr(args, opt) is not False:  # (a weight of 0 is set)
             raise ValueError(f"--{opt.replace('_', '-')} is an SBPC option; pass --sbpc N (or --best-of N) too")
     if args.factors is not None:
         return cmd_generate_fgdm(args)
@@ -568,7 +575,7 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
     res = sbpc(pipe, args.prompt, n=args.sbpc, cond_steps=cond_steps, cond_size=cond_size, seed=args.seed,
                early_stop=args.early_stop, factors=factors, image_size=args.size, image_steps=args.steps,
                guidance=args.guidance_scale, keep_candidates=args.keep_candidates, mode=args.mode or "joint",
-               complete=args.complete, progress=not args.quiet)  # fmt: skip
+               complete=args.complete, split=args.split_objects, progress=not args.quiet)  # fmt: skip
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         files = []
         if res.image is not None:
@@ -592,6 +599,7 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
             "parameters": {"sbpc": args.sbpc, "cond_steps": cond_steps, "cond_size": cond_size, "seed": args.seed,
                            "early_stop": args.early_stop, "mode": args.mode or "joint", "complete": args.complete,
+                           "split_objects": args.split_objects,
                            "image_size": args.size or pipe.native_size(), "image_steps": args.steps,
                            "guidance_scale": args.guidance_scale},
             "timings": {k: round(v, 4) for k, v in res.timings.items()},
@@ -621,6 +629,8 @@ def cmd_generate_best_of(args: argparse.Namespace) -> int:
             raise ValueError(f"--{opt.replace('_', '-')} is not available with --best-of (base-model images)")
     if args.complete:
         raise ValueError("--complete relabels a seg map; --best-of has none (use --sbpc N --complete)")
+    if args.split_objects is not None:
+        raise ValueError("--split-objects draws a seg map one object at a time; --best-of has none (use --sbpc N)")
     if args.save_attention:
         raise ValueError("--save-attention is not available with --best-of")
     if args.n != 1:
@@ -1323,7 +1333,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
                 "baseline_n": args.baseline_n, "ceiling": not args.no_ceiling, "cond_size": args.cond_size,
-                "complete": args.complete,
+                "complete": args.complete, "split": args.split,
                 "image_steps": args.steps, "seed": args.seed,
                 "final_factors": [f for f in graph.spec.factors if f != "seg"],  # what SBPC samples on its pick
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
@@ -1336,7 +1346,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
         graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, ceiling=not args.no_ceiling,
-        complete=args.complete, progress=_progress(args)))  # fmt: skip
+        complete=args.complete, split=args.split, progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
     sbpc_sheet(out, res["rows"], prompts, args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
@@ -1682,6 +1692,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--complete", action="store_true",
                    help="SBPC: relabel objects the prompt does not name as the chosen map's missing ones before "
                    "the image (not in the paper; the record lists each change)")  # fmt: skip
+    p.add_argument("--split-objects", type=_arg_type(_weight01, "weight"), default=None, metavar="W",
+                   help="SBPC: draw the image one object at a time on the chosen map, in one trajectory: a row per "
+                   "object, alone in its map and caption, blended by the map's regions, the whole prompt keeping "
+                   "weight W (0 is what docs/results.md measured best) inside them; the image only, one image-factor "
+                   "pass per object (not in the paper)")  # fmt: skip
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--eta", type=_arg_type(_eta, "number"), default=None,
                    help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise; default 0, with --factors "
@@ -1871,6 +1886,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "generator scores) and the graph given their real seg maps")
     p.add_argument("--complete", action="store_true",
                    help="also run each FG-DM configuration with map completion (fgdm generate --sbpc --complete)")
+    p.add_argument("--split", type=_arg_type(_weight01, "weight"), default=None, metavar="W",
+                   help="also run each FG-DM configuration, and the map ceiling, with the image drawn one object at "
+                   "a time (fgdm generate --sbpc --split-objects W)")  # fmt: skip
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=6,
                    help="prompts in sheet.png (each configuration's final image and its recall)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64,

@@ -13,6 +13,14 @@ prompt object still missing from the chosen map takes the place of an object the
 name, the largest such object first (:func:`complete_map`): an object-level class change, as
 ``fgdm edit`` makes, chosen automatically. The map keeps its layout; the image factor then draws the
 prompt's objects where the seg factor drew other ones. The record lists every change.
+
+Object-split rendering (``split=W``, off by default; not in the paper): the final image is drawn
+by :func:`~fgdm.pipelines.split.split_render` — one image-factor row per prompt object the chosen
+map shows, that object alone in its map and caption, blended per latent cell by the map's regions
+into one trajectory (the whole prompt keeping weight W inside the objects' regions). Given a map of
+many objects the image factor knows where things are but not well which is which; alone in its map
+it draws each object as itself (docs/results.md, "Drawing the map one object at a time"). It costs
+one image-factor pass per row, and samples only the image (the image factor's other parents null).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..pipelines.factor_graph import FactorGraphPipeline
+from ..pipelines.split import split_render
 from ..world.categories import category
 from ..world.conditions import thing_instances
 from .recall import PRESENCE_MIN_AREA, object_recall, presence_areas, prompt_objects
@@ -125,7 +134,7 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
          seed: int = 0, batch_size: int | None = None, early_stop: float | None = None,
          factors: list[str] | None = None, image_size: int | None = None, image_steps: int | None = None,
          guidance: float | None = None, keep_candidates: bool = False, mode: str = "joint",
-         complete: bool = False, progress: bool = False) -> SBPCResult:  # fmt: skip
+         complete: bool = False, split: float | None = None, progress: bool = False) -> SBPCResult:  # fmt: skip
     """Best-of-``n`` segmentation maps by object recall, then one full-size pass of ``factors``
     (default: every other factor of the graph) on the chosen map.
 
@@ -133,7 +142,9 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     seed+i``); the final pass uses the chosen candidate's seed. With ``early_stop`` candidates are
     drawn ``batch_size`` at a time and drawing stops once the best recall reaches it. With
     ``complete`` the chosen map's missing objects replace objects the prompt does not name
-    (:func:`complete_map`) before the final pass; the candidates are chosen as without it.
+    (:func:`complete_map`) before the final pass; the candidates are chosen as without it. With
+    ``split`` (the whole prompt's weight in the objects' regions, in [0, 1]) the final pass is
+    :func:`~fgdm.pipelines.split.split_render` of the image alone (see the module's docstring).
     """
     # 1. check inputs
     objects, unknown = prompt_objects(prompt, "SBPC")
@@ -147,6 +158,14 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     factors = [f for f in nodes if f != "seg"] if factors is None else list(factors)
     if "seg" in factors:
         raise ValueError("factors: seg is chosen by the search; list only the factors to run on the chosen map")
+    if split is not None:
+        if not 0 <= split <= 1:
+            raise ValueError(f"split: the whole prompt's weight inside the objects' regions must be in [0, 1], got {split!r}")
+        if "image" not in nodes or "seg" not in nodes["image"].parents:
+            raise ValueError("split renders the image factor on the chosen map; this graph's image factor does not read seg")
+        if factors != [f for f in nodes if f != "seg"] and factors != ["image"]:
+            raise ValueError(f"split draws the image alone on the chosen map; factors must be ['image'], got {factors}")
+        factors = ["image"]
     batch = batch_size or (n if early_stop is None else max(1, math.ceil(n / 5)))
     t0 = time.perf_counter()
     # 2. draw candidates in batches, score each by object recall
@@ -176,7 +195,11 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
         chosen, completion = complete_map(chosen, objects)
         completed_recall = score_map(chosen, objects, best, cands[best].seed).recall
     image, maps = None, {}
-    if factors:
+    if split is not None:
+        final = split_render(pipe, prompt, chosen, seed=cands[best].seed, whole=split, objects=objects,
+                             size=image_size, steps=image_steps, guidance=guidance, progress=progress)  # fmt: skip
+        image, maps = final.images[0], {k: v[0] for k, v in final.maps.items()}
+    elif factors:
         sizes = {f: image_size for f in factors if f == "image" and image_size}
         steps = {f: image_steps for f in factors if f == "image" and image_steps}
         guid = {"image": guidance} if guidance and "image" in factors else None

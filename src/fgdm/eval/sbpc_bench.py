@@ -11,6 +11,9 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 - ``FG-DM t=T N=n + complete`` (with ``complete``): the same search and seeds, the chosen map's
   missing objects put in place of objects the prompt does not name before the final pass
   (:func:`~fgdm.compliance.sbpc.complete_map`); its row also gives the completed map's recall;
+- ``FG-DM t=T N=n + split`` (with ``split``, the whole prompt's weight W): the same search and seeds,
+  the final image drawn one object at a time (:func:`~fgdm.pipelines.split.split_render`), and
+  ``FG-DM on real maps (map ceiling) + split`` the same on the real map;
 - ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
   (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge;
 - ``FG-DM on real maps (map ceiling)``: that render's seg map, at ``cond_size``, given to the graph's
@@ -41,6 +44,7 @@ from ..compliance.recall import object_recall, present_categories
 from ..compliance.sbpc import sbpc
 from ..models.judge import Judge
 from ..pipelines.factor_graph import FactorGraphPipeline
+from ..pipelines.split import split_render
 from ..pipelines.text2image import Text2ImagePipeline
 from ..world.conditions import resize_labels
 from ..world.vocab import parse_prompt
@@ -56,9 +60,10 @@ MAP_CEILING = "FG-DM on real maps (map ceiling)"
 
 
 def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[int], ceiling: bool = True,
-                   complete: bool = False) -> list[dict]:  # fmt: skip
+                   complete: bool = False, split: float | None = None) -> list[dict]:  # fmt: skip
     """The table's rows: base N=1, image-space SBPC at each ``baseline_n`` above 1, FG-DM at each
-    t and N (and with completion), then the two ceilings."""
+    t and N (and with completion, with object-split rendering), then the two ceilings (and the map
+    ceiling with object-split rendering)."""
     out = [{"config": "base N=1", "kind": "base", "n": 1}]
     for k in sorted({baseline_n} if isinstance(baseline_n, int) else set(baseline_n)):
         if k > 1:
@@ -67,8 +72,13 @@ def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[
     if complete:
         out += [{"config": f"FG-DM t={t} N={n} + complete", "kind": "fgdm", "n": n, "t": t, "complete": True}
                 for t in cond_steps for n in ns]  # fmt: skip
+    if split is not None:
+        out += [{"config": f"FG-DM t={t} N={n} + split", "kind": "fgdm", "n": n, "t": t, "split": split}
+                for t in cond_steps for n in ns]  # fmt: skip
     if ceiling:
         out += [{"config": CEILING, "kind": "real", "n": 1}, {"config": MAP_CEILING, "kind": "realmap", "n": 1}]
+        if split is not None:
+            out.append({"config": f"{MAP_CEILING} + split", "kind": "realmap", "n": 1, "split": split})
     return out
 
 
@@ -93,8 +103,11 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
         render = prompt_render(prompt, objects, s, base.model.unet.config.sample_size * base.model.vae_scale_factor)
         if cfg["kind"] == "realmap":
             seg = resize_labels(render.seg, cond_size)
-            final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
-                          steps={"image": image_steps})  # fmt: skip
+            if cfg.get("split") is not None:
+                final = split_render(graph, prompt, seg, seed=s, whole=cfg["split"], objects=objects, steps=image_steps)
+            else:
+                final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
+                              steps={"image": image_steps})  # fmt: skip
             return final.images[0], [object_recall(objects, present_categories(seg))], {}
     if cfg["kind"] == "base":
         res = best_of_images(base, judge, prompt, n=cfg["n"], seed=s, steps=image_steps)
@@ -103,7 +116,7 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
         seg = judge.segment_images([render.image])[0]
         return Image.fromarray(render.image), [object_recall(objects, present_categories(seg))], {}
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
-               image_steps=image_steps, complete=cfg.get("complete", False))  # fmt: skip
+               image_steps=image_steps, complete=cfg.get("complete", False), split=cfg.get("split"))  # fmt: skip
     extra = {} if res.completion is None else {"completed_recall": res.completed_recall, "completion": res.completion}
     return res.image, [c.recall for c in res.candidates], extra
 
@@ -127,9 +140,9 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
 def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
                    ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int | list[int] = 10,
                    cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None, ceiling: bool = True,
-                   complete: bool = False, progress: bool = True) -> dict:  # fmt: skip
+                   complete: bool = False, split: float | None = None, progress: bool = True) -> dict:  # fmt: skip
     """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
-    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling, complete)
+    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling, complete, split)
     base = Text2ImagePipeline(graph.base)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -227,9 +240,9 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (1320, 360)) 
     and image-space SBPC at each of its N; the ceilings as points)."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
-        key = (f"FG-DM t={r['cond_steps']}" + (" + complete" if "avg_completed_map_recall" in r else "")
+        key = (f"FG-DM t={r['cond_steps']}" + "".join(f" + {x}" for x in ("complete", "split") if r["config"].endswith(f" + {x}"))
                if r["cond_steps"] is not None
-               else r["config"] if r["config"] in (CEILING, MAP_CEILING) else "base (+judge)")  # fmt: skip
+               else r["config"] if r["config"].startswith((CEILING, MAP_CEILING)) else "base (+judge)")  # fmt: skip
         series.setdefault(key, []).append((r["n"], r["final_image_recall"], r["seconds_per_prompt"]))
     w, h = size
     img = Image.new("RGB", size, "white")
