@@ -428,9 +428,11 @@ print(*[n for n in ('depth', 'sketch', 'normal') if f.get(n, {}).get('parents')]
     fi
     evr fgdm-quality eval fgdm --graph "$G" --prompts prompts/multigen_sceneworld_5_1k.json --n-prompts "${FG_PROMPTS:-50}" \
       --clip "$C" --judge "$J" "${abl[@]}"
-    # image-space SBPC at several N too: recall at equal time (results.md, "Recall at equal time")
+    # image-space SBPC at several N too: recall at equal time (results.md, "Recall at equal time"); every FG-DM row
+    # and the map ceiling again with the image drawn one object at a time (results.md, "Drawing the map one object
+    # at a time": +9.7 points on the CPU graph's map ceiling)
     evr sbpc eval sbpc --graph "$G" --prompts prompts/dense_6to8_200.json --n-prompts "${SBPC_PROMPTS:-50}" --judge "$J" --clip "$C" \
-      --baseline-n 2,5,10
+      --baseline-n 2,5,10 --split 0
     # what the judge sees in each object's real-map region, per configuration (results.md, "Prompt chunking, and a
     # caption per band"): it reads the run's images, which eval.tgz leaves behind, so it runs here
     if [ -f runs/eval/sbpc.json ] && [ ! -f runs/eval/sbpc-objects.md ] && [ $(( deadline - SECONDS )) -gt 20 ]; then

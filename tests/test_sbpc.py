@@ -356,6 +356,8 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
                                 "FG-DM on real maps (map ceiling) + split"]  # fmt: skip
     assert split["FG-DM t=2 N=1 + split"]["avg_max_recall"] == split["FG-DM t=2 N=1"]["avg_max_recall"]  # the same search
     assert json.loads((tmp_path / "sp" / "record.json").read_text())["settings"]["split"] == 0
+    both = [c["config"] for c in configurations([1], [2], 2, ceiling=False, complete=True, split=0.0)]
+    assert both[-3:] == ["FG-DM t=2 N=1 + complete", "FG-DM t=2 N=1 + split", "FG-DM t=2 N=1 + complete + split"]
     assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in done][-3:] == ["FG-DM t=2 N=2", "FG-DM t=2 N=1 + complete", "FG-DM t=2 N=2 + complete"]
@@ -392,3 +394,24 @@ def test_seg_map_fit_script(graph, random_graph, tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit) as e:
             runpy.run_path(script, run_name="__main__")
         assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_seg_map_fragments_script(graph, tmp_path, capsys, monkeypatch):
+    """scripts/seg_map_fragments.py (a figure in results.md): objects' regions on known maps, and the script."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "seg_map_fragments.py"
+    pieces = runpy.run_path(str(script))["object_pieces"]
+    seg = np.full((8, 8), category("grass").id, np.uint8)
+    seg[:2, :2], seg[6:, 6:], seg[3:5, 3:7] = category("dog").id, category("dog").id, category("cat").id
+    assert pieces(seg, ["dog", "cat", "bus"]) == [(8 / 64, 2, 0.5), (8 / 64, 1, 1.0)]  # the bus: not shown
+    g = graph.save_pretrained(tmp_path / "g")
+    monkeypatch.chdir(script.parents[1])
+    monkeypatch.setattr("sys.argv", ["x", "--prompts", "prompts/dense_6to8_200.json", "--n-prompts", "1", "--graph", str(g),
+                                     "--n", "2", "--cond-steps", "2", "--cond-size", "16", "--out", str(tmp_path / "m.png")])  # fmt: skip
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    out = json.loads(capsys.readouterr().out)
+    assert out["real"]["objects"] >= 1 and out["real"]["unnamed_thing_classes_per_map"] == 0
+    assert (tmp_path / "m.png").exists()

@@ -1888,7 +1888,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each FG-DM configuration with map completion (fgdm generate --sbpc --complete)")
     p.add_argument("--split", type=_arg_type(_weight01, "weight"), default=None, metavar="W",
                    help="also run each FG-DM configuration, and the map ceiling, with the image drawn one object at "
-                   "a time (fgdm generate --sbpc --split-objects W)")  # fmt: skip
+                   "a time (fgdm generate --sbpc --split-objects W); with --complete also the completed maps")  # fmt: skip
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=6,
                    help="prompts in sheet.png (each configuration's final image and its recall)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64,

@@ -13,7 +13,8 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
   (:func:`~fgdm.compliance.sbpc.complete_map`); its row also gives the completed map's recall;
 - ``FG-DM t=T N=n + split`` (with ``split``, the whole prompt's weight W): the same search and seeds,
   the final image drawn one object at a time (:func:`~fgdm.pipelines.split.split_render`), and
-  ``FG-DM on real maps (map ceiling) + split`` the same on the real map;
+  ``FG-DM on real maps (map ceiling) + split`` the same on the real map; with ``complete`` too,
+  ``FG-DM t=T N=n + complete + split``: the completed map drawn one object at a time;
 - ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
   (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge;
 - ``FG-DM on real maps (map ceiling)``: that render's seg map, at ``cond_size``, given to the graph's
@@ -75,6 +76,9 @@ def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[
     if split is not None:
         out += [{"config": f"FG-DM t={t} N={n} + split", "kind": "fgdm", "n": n, "t": t, "split": split}
                 for t in cond_steps for n in ns]  # fmt: skip
+    if split is not None and complete:  # the completed map drawn one object at a time
+        out += [{"config": f"FG-DM t={t} N={n} + complete + split", "kind": "fgdm", "n": n, "t": t, "complete": True,
+                 "split": split} for t in cond_steps for n in ns]  # fmt: skip
     if ceiling:
         out += [{"config": CEILING, "kind": "real", "n": 1}, {"config": MAP_CEILING, "kind": "realmap", "n": 1}]
         if split is not None:
@@ -240,7 +244,7 @@ def plot_recall_and_time(rows: list[dict], size: tuple[int, int] = (1320, 360)) 
     and image-space SBPC at each of its N; the ceilings as points)."""
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in rows:
-        key = (f"FG-DM t={r['cond_steps']}" + "".join(f" + {x}" for x in ("complete", "split") if r["config"].endswith(f" + {x}"))
+        key = (f"FG-DM t={r['cond_steps']}" + "".join(f" + {x}" for x in ("complete", "split") if f" + {x}" in r["config"])
                if r["cond_steps"] is not None
                else r["config"] if r["config"].startswith((CEILING, MAP_CEILING)) else "base (+judge)")  # fmt: skip
         series.setdefault(key, []).append((r["n"], r["final_image_recall"], r["seconds_per_prompt"]))
