@@ -267,7 +267,7 @@ def main() -> None:
         raise SystemExit(f"--start {args.start} --n-prompts {args.n_prompts}: no prompts of {args.prompts} in that range")
     if not {"seg", "image"} <= set(graph.spec.factors):
         raise SystemExit(f"--graph: the probe needs seg and image factors; this graph has {list(graph.spec.factors)}")
-    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions", "masks", "split", "bands") for k, _ in arms):
+    if graph.spec.factors["image"].kind == "scratch" and any(k in ("bias", "regions", "masks", "bands") for k, _ in arms):
         raise SystemExit("--arms: this graph's image factor is a whole UNet of its own (kind scratch); the arms "
                          "steer the base UNet, which an adapter or ControlNet image factor drives")  # fmt: skip
     out = Path(args.out)
