@@ -80,7 +80,7 @@ from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.factors import class_fractions
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
-from fgdm.pipelines.split import object_masks, split_render
+from fgdm.pipelines.split import object_masks, split_render, template_caption
 from fgdm.pipelines.text2image import Text2ImagePipeline
 from fgdm.world.categories import category
 from fgdm.world.conditions import resize_labels
@@ -115,14 +115,8 @@ def parse_arms(text: str) -> list[tuple[str, float]]:
 
 
 def group_caption(prompt: str, group: list[str]) -> str:
-    """A caption of ``prompt``'s template (the text before its first object, "a scene with") naming
-    the objects of ``group``; :data:`EMPTY_BAND` for none."""
-    if not group:
-        return EMPTY_BAND
-    words = prompt[: parse_prompt(prompt).mentions[0].start].split()
-    prefix = " ".join(words[:-1] if words and words[-1] in ("a", "an") else words)
-    named = [("an " if category(o).singular[0] in "aeiou" else "a ") + category(o).singular for o in group]
-    return f"{prefix} {named[0] if len(named) == 1 else ', '.join(named[:-1]) + ' and ' + named[-1]}."
+    """:func:`~fgdm.pipelines.split.template_caption` of ``group``; :data:`EMPTY_BAND` for none."""
+    return template_caption(prompt, group) if group else EMPTY_BAND
 
 
 def chunk_captions(prompt: str, objects: list[str], k: int) -> list[str]:

@@ -51,18 +51,26 @@ def main() -> None:
     ap.add_argument("--cond-size", type=int, default=64)
     ap.add_argument("--out", default=None, help="a PNG of the real and the chosen maps")
     args = ap.parse_args()
+    for name in ("n_prompts", "n", "cond_steps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
         prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
         graph = FactorGraphPipeline.from_pretrained(args.graph)
     except ValueError as e:
         ap.error(str(e))
+    if not any(parse_prompt(p).things for p in prompts):
+        ap.error(f"--prompts: none of the first {args.n_prompts} prompts of {args.prompts} names a known object")
     rows, unnamed, tiles = {"chosen": [], "real": []}, {"chosen": [], "real": []}, []
     for p, prompt in enumerate(prompts):
         objects = list(parse_prompt(prompt).things)
         if not objects:
             continue
-        chosen = sbpc(graph, prompt, n=args.n, cond_steps=args.cond_steps, cond_size=args.cond_size, seed=1000 * p,
-                      factors=[]).labels  # fmt: skip
+        try:  # e.g. a --cond-size the seg factor cannot sample
+            chosen = sbpc(graph, prompt, n=args.n, cond_steps=args.cond_steps, cond_size=args.cond_size, seed=1000 * p,
+                          factors=[]).labels  # fmt: skip
+        except ValueError as e:
+            ap.error(str(e))
         real = resize_labels(prompt_render(prompt, objects, 1000 * p, graph.native_size()).seg, args.cond_size)
         for name, lab in (("chosen", chosen), ("real", real)):
             rows[name] += object_pieces(lab, objects)

@@ -175,8 +175,9 @@ def test_sbpc_split_draws_the_chosen_map_one_object_at_a_time(graph):
     assert sbpc(graph, prompt, split=0.5, factors=["image"], **kw).image is not None
     with pytest.raises(ValueError, match=r"split: .*\[0, 1\]"):
         sbpc(graph, prompt, split=1.5, **kw)
-    with pytest.raises(ValueError, match="factors must be"):
-        sbpc(graph, prompt, split=0.0, factors=[], **kw)
+    for factors in ([], ["depth", "image"]):  # the image alone, not silently fewer factors than asked
+        with pytest.raises(ValueError, match="factors must be"):
+            sbpc(graph, prompt, split=0.0, factors=factors, **kw)
 
 
 def test_search_records_every_candidate_and_renders_the_argmax(graph):
@@ -415,3 +416,9 @@ def test_seg_map_fragments_script(graph, tmp_path, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert out["real"]["objects"] >= 1 and out["real"]["unnamed_thing_classes_per_map"] == 0
     assert (tmp_path / "m.png").exists()
+    for bad, said in (([ "--n", "0"], "--n must be"), (["--cond-size", "17"], "cond")):  # clear errors, not tracebacks
+        monkeypatch.setattr("sys.argv", ["x", "--prompts", "prompts/dense_6to8_200.json", "--n-prompts", "1",
+                                         "--graph", str(g), "--n", "2", "--cond-steps", "2", *bad])  # fmt: skip
+        with pytest.raises(SystemExit):
+            runpy.run_path(str(script), run_name="__main__")
+        assert said in capsys.readouterr().err

@@ -1329,6 +1329,9 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     if "image" not in graph.spec.factors or "seg" not in graph.spec.factors:
         raise ValueError(f"eval sbpc needs a graph with seg and image factors; it has {list(graph.spec.factors)}")
+    if args.split is not None and "seg" not in graph.spec.factors["image"].parents:
+        raise ValueError(f"--split draws the image factor on seg maps; this graph's image factor reads "
+                         f"{list(graph.spec.factors['image'].parents)}")  # fmt: skip
     _check_sizes(graph, cond_size=args.cond_size)
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,

@@ -155,17 +155,17 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
         raise ValueError(f"n (--sbpc) must be a positive integer, got {n!r}")
     if early_stop is not None and not 0 < early_stop <= 1:
         raise ValueError(f"early_stop must be in (0, 1], got {early_stop!r}")
-    factors = [f for f in nodes if f != "seg"] if factors is None else list(factors)
-    if "seg" in factors:
-        raise ValueError("factors: seg is chosen by the search; list only the factors to run on the chosen map")
     if split is not None:
         if not 0 <= split <= 1:
             raise ValueError(f"split: the whole prompt's weight inside the objects' regions must be in [0, 1], got {split!r}")
         if "image" not in nodes or "seg" not in nodes["image"].parents:
             raise ValueError("split renders the image factor on the chosen map; this graph's image factor does not read seg")
-        if factors != [f for f in nodes if f != "seg"] and factors != ["image"]:
-            raise ValueError(f"split draws the image alone on the chosen map; factors must be ['image'], got {factors}")
+        if factors is not None and list(factors) != ["image"]:
+            raise ValueError(f"split draws the image alone on the chosen map; factors must be ['image'] (or left out), got {factors}")
         factors = ["image"]
+    factors = [f for f in nodes if f != "seg"] if factors is None else list(factors)
+    if "seg" in factors:
+        raise ValueError("factors: seg is chosen by the search; list only the factors to run on the chosen map")
     batch = batch_size or (n if early_stop is None else max(1, math.ceil(n / 5)))
     t0 = time.perf_counter()
     # 2. draw candidates in batches, score each by object recall

@@ -78,14 +78,21 @@ def blended_rows(unet: torch.nn.Module, masks: torch.Tensor) -> Iterator[None]:
         del unet.forward  # the module's own forward again
 
 
-def object_caption(prompt: str, obj: str) -> str:
-    """A caption of ``prompt``'s template (its text before the first object it names, "a scene with")
-    naming ``obj`` alone: "a scene with a dog."."""
+def template_caption(prompt: str, objects: list[str]) -> str:
+    """A caption of ``prompt``'s template (its text before the first object it names, "a scene with";
+    "a photo of" where there is none) naming ``objects`` (at least one): "a scene with a dog and a cat."."""
+    if not objects:
+        raise ValueError("template_caption: name at least one object")
     mentions = parse_prompt(prompt).mentions
     words = prompt[: mentions[0].start].split() if mentions else []
     prefix = " ".join(words[:-1] if words and words[-1] in ("a", "an") else words) or "a photo of"
-    name = category(obj).singular
-    return f"{prefix} {'an' if name[0] in 'aeiou' else 'a'} {name}."
+    named = [("an " if category(o).singular[0] in "aeiou" else "a ") + category(o).singular for o in objects]
+    return f"{prefix} {named[0] if len(named) == 1 else ', '.join(named[:-1]) + ' and ' + named[-1]}."
+
+
+def object_caption(prompt: str, obj: str) -> str:
+    """``prompt``'s template naming ``obj`` alone: "a scene with a dog."."""
+    return template_caption(prompt, [obj])
 
 
 def split_render(graph: FactorGraphPipeline, prompt: str, seg: np.ndarray, *, seed: int = 0, whole: float = 0.0,
