@@ -35,17 +35,22 @@ objects in each. Arms (on the base UNet the image factor drives; ``bias`` and ``
   as itself in its region 86% of the time; the passes run as one batch of the graph (one row per
   caption and map, all with the same seed) whose rows' predictions are blended at every step, so
   they share one trajectory;
+- ``split-early:F``: ``split:0`` with only the first share F of the steps (0 < F <= 1) drawn one
+  object at a time, the rest by the whole prompt on the whole map alone (``split_render``'s
+  ``split_steps``), so the objects' passes cost only that share; ``split-late:F``: the last share F;
 - ``base`` and ``base-chunks:K`` / ``base-bands:K``: the base model alone, no map (``fgdm eval
   sbpc``'s ``base N=1`` image), with the prompt as it is, chunked, or in bands (the objects in the
   prompt's order, about 1/K of them per band, left to right); compared with ``base``.
 
-Writes OUT/results.json (per prompt: its objects, and each arm's recall, the objects the judge found
-and what the judge gives most of each object's region in the real map, one of
+Writes OUT/results.json (per prompt: its objects, and each arm's recall, the seconds it took, the
+objects the judge found and what the judge gives most of each object's region in the real map, one of
 :data:`fgdm.compliance.recall.VERDICTS`; rewritten after every prompt, so a run resumes),
 OUT/summary.json (each arm's mean recall, its sign test against ``none`` (the ``base-`` arms: against
 ``base``), the share of objects found by their place in the prompt: first named, second, ..., and the
 share of objects' regions given each verdict, overall and (its own class) by the object's area in the
-real map) and OUT/sheet.png (the first 4 prompts, every arm).
+real map, and its mean seconds per prompt over the prompts every arm was timed on: the first 4 are
+drawn again by every run, for the sheet), OUT/recall.png (each arm's mean recall, with its
+standard error over the prompts) and OUT/sheet.png (the first 4 prompts, every arm).
 
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --start 0 --n-prompts 30 \\
         --arms none,bias:5,bias:10,regions:0.5,regions:1 --out runs/map-text-a
@@ -57,6 +62,8 @@ real map) and OUT/sheet.png (the first 4 prompts, every arm).
         --arms none,masks:0,masks:0.3 --out runs/map-text-60-masks
     python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
         --arms none,split:0,split:0.3 --out runs/map-text-60-split
+    python scripts/map_text_probe.py --prompts prompts/dense_6to8_200.json --n-prompts 60 \\
+        --arms none,split:0,split-early:0.2,split-early:0.4 --out runs/map-text-60-split-early
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +84,7 @@ from fgdm.attention import LayerSelector, attention_control
 from fgdm.attention.regions import region_bias, regional_prompts
 from fgdm.compliance.recall import VERDICTS, object_recall, present_categories, region_verdict
 from fgdm.eval.metrics import sign_test
+from fgdm.eval.plots import bar_chart
 from fgdm.eval.sbpc_bench import prompt_render
 from fgdm.models.factors import class_fractions
 from fgdm.models.judge import load_judge
@@ -90,6 +99,7 @@ from fgdm.world.vocab import parse_prompt
 
 REGION_PROMPT = "a photo of a {}"  # the single-object template of prompts/single_400.json
 KINDS_K = ("chunks", "bands", "base-chunks", "base-bands")  # arms whose value is a whole K >= 2
+SPLIT_KINDS = ("split", "split-early", "split-late")  # split_render: W; the share of the steps split, first or last
 EMPTY_BAND = "a scene."  # a band's caption where no object is assigned to it
 AREA_EDGES = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 1.0)  # bands of an object's share of the image, for the summary
 
@@ -106,10 +116,12 @@ def parse_arms(text: str) -> list[tuple[str, float]]:
             v = float(value)
         except ValueError:
             v = None
-        if (kind not in ("bias", "regions", "masks", "split", *KINDS_K) or v is None or v < 0
-                or (kind in ("regions", "masks", "split") and v > 1) or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
+        if (kind not in ("bias", "regions", "masks", *SPLIT_KINDS, *KINDS_K) or v is None or v < 0
+                or (kind in ("regions", "masks", *SPLIT_KINDS) and v > 1) or (kind in SPLIT_KINDS[1:] and v == 0)
+                or (kind in KINDS_K and (v < 2 or v != int(v)))):  # fmt: skip
             raise SystemExit(f"--arms: {item!r} is not none, base, bias:S (S >= 0), regions:W, masks:W or "
-                             "split:W (0 <= W <= 1), chunks:K, bands:K, base-chunks:K or base-bands:K (K >= 2, whole)")  # fmt: skip
+                             "split:W (0 <= W <= 1), split-early:F, split-late:F (0 < F <= 1), chunks:K, bands:K, base-chunks:K or "
+                             "base-bands:K (K >= 2, whole)")  # fmt: skip
         arms.append((kind, v))
     return arms
 
@@ -216,6 +228,9 @@ def render_arm(graph: FactorGraphPipeline, arm: tuple[str, float], prompt: str, 
             return draw()
     if kind == "split":
         return split_render(graph, prompt, seg, seed=seed, whole=value, objects=objects).images[0]
+    if kind in SPLIT_KINDS[1:]:
+        share = value if kind == "split-early" else (1 - value, 1.0)
+        return split_render(graph, prompt, seg, seed=seed, objects=objects, split_steps=share).images[0]
     if kind == "masks":
         shown, masks = object_masks(objects, seg, lat, value)
         captions = [prompt, *(group_caption(prompt, [o]) for o in shown)]
@@ -239,7 +254,7 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0, help="index of the first prompt")
     ap.add_argument("--n-prompts", type=int, default=30)
     ap.add_argument("--arms", default="none,bias:5,regions:0.5",
-                    help="comma-separated, none first: bias:S, regions:W, masks:W, split:W, chunks:K, bands:K, base, base-chunks:K, "
+                    help="comma-separated, none first: bias:S, regions:W, masks:W, split:W, split-early:F, split-late:F, chunks:K, bands:K, base, base-chunks:K, "
                          "base-bands:K (each described above)")  # fmt: skip
     ap.add_argument("--graph", default=None, help="FG-DM graph folder (default: the shipped graph)")
     ap.add_argument("--judge", default=None, help="judge folder (default: the shipped judge)")
@@ -277,6 +292,7 @@ def main() -> None:
         row = results.get(str(p), {"prompt": prompt, "objects": objects, "recall": {}})
         row.setdefault("found", {})
         row.setdefault("region", {})
+        row.setdefault("seconds", {})
         render = prompt_render(prompt, objects, 1000 * p, graph.native_size())
         seg = resize_labels(render.seg, args.cond_size)
         row["areas"] = [round(float((render.seg == category(o).id).mean()), 5) for o in objects]  # of the image
@@ -284,7 +300,9 @@ def main() -> None:
         for arm, name in zip(arms, names, strict=True):
             if name in row["region"] and i >= 4:
                 continue
+            t0 = time.perf_counter()
             image = render_arm(graph, arm, prompt, objects, seg, 1000 * p)
+            row["seconds"][name] = round(time.perf_counter() - t0, 3)
             labels = judge.segment_images([image])[0]
             present = present_categories(labels)
             row["recall"][name] = object_recall(objects, present)
@@ -307,15 +325,21 @@ def main() -> None:
                  for lo, hi in itertools.pairwise(AREA_EDGES)}  # fmt: skip
         return {b: [len(v), round(float(np.mean(v)), 3)] for b, v in bands.items() if v}
 
-    summary = {"prompts": len(rows), "start": args.start, "arms": {
+    timed = [r for r in rows if all(n in r.get("seconds", {}) for n in names)]
+    summary = {"prompts": len(rows), "start": args.start, "prompts_timed": len(timed), "arms": {
         n: {"mean_recall": round(float(np.mean([r["recall"][n] for r in rows])), 4),
             **({} if n in ("none", "base") else {f"vs_{against(n)}": sign_test([r["recall"][against(n)] for r in rows],
                                                                               [r["recall"][n] for r in rows])}),
             "found_by_place": by_place(n),
             "region": {v: round(float(np.mean([x == v for r in rows for x in r["region"][n]])), 3) for v in VERDICTS},
-            "own_class_by_area": by_area(n)}
+            "own_class_by_area": by_area(n),
+            "seconds_per_prompt": round(float(np.mean([r["seconds"][n] for r in timed])), 3) if timed else None}
         for n in names}, "objects_by_place": [sum(len(r["objects"]) > k for r in rows) for k in range(places)]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    recalls = [[r["recall"][n] for r in rows] for n in names]
+    bar_chart(names, [float(np.mean(v)) for v in recalls], errors=[float(np.std(v) / np.sqrt(len(v))) for v in recalls],
+              title=f"final image recall, {len(rows)} prompts (± s.e.)", ymax=1.0,
+              size=(max(520, 130 * len(names)), 320)).save(out / "recall.png")  # fmt: skip
     if tiles:
         notes = [[[(f"recall {rows[i]['recall'][n]:.2f}", (0, 0, 0))] for n in names] for i in range(len(tiles))]
         contact_sheet(tiles, headers=names, captions=[rows[i]["prompt"] for i in range(len(tiles))],

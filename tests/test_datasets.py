@@ -80,6 +80,11 @@ def test_export_dataset_format_and_judge_training_on_it(graph_dir, tmp_path, cap
     assert main(["generate", "--prompts", str(prompts), "--export-dataset", str(tmp_path / "x"), "--graph",
                  str(graph_dir), "--eta", "1"]) == 2  # fmt: skip
     assert "--eta is not available with --export-dataset" in capsys.readouterr().err
+    for opt, name in ((["--split-objects", "0"], "--split-objects"), (["--complete"], "--complete"),
+                      (["--best-of", "2"], "--best-of")):  # not silently ignored
+        assert main(["generate", "--prompts", str(prompts), "--export-dataset", str(tmp_path / "x"), "--graph",
+                     str(graph_dir), *opt]) == 2  # fmt: skip
+        assert f"{name} is not available with --export-dataset" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fgdm.cli import main
 from fgdm.eval.fgdm_quality import configurations, consistency, default_sets, object_counts
@@ -470,7 +471,9 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert base.encode_text([prompt])[0].shape[1] == t  # the class's method again after the block
     assert mtp.parse_arms("none,chunks:2,base,base-chunks:3") == [("none", 0), ("chunks", 2), ("base", 0), ("base-chunks", 3)]
     assert mtp.parse_arms("bands:2,base-bands:3,masks:0.3,split:0") == [("bands", 2), ("base-bands", 3), ("masks", 0.3), ("split", 0)]
-    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x", "masks:1.5", "masks", "split:2"):
+    assert mtp.parse_arms("split-early:0.4,split-late:1") == [("split-early", 0.4), ("split-late", 1)]
+    for bad in ("chunks:1", "chunks:2.5", "base-chunks", "bias:-1", "bands:1", "base-bands:x", "masks:1.5", "masks", "split:2",
+                "split-early:0", "split-late:1.5", "split-early"):
         with pytest.raises(SystemExit, match="--arms"):
             mtp.parse_arms(bad)
     # bands: weights that sum to 1 in every column; objects to the band holding most of their class
@@ -534,12 +537,15 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     monkeypatch.setattr("sys.argv", [*args, "--arms", "none,base-chunks:2"])
     with pytest.raises(SystemExit, match="add the arm base"):
         runpy.run_path(str(script), run_name="__main__")
-    arms = ["none", "chunks:2", "bands:2", "masks:0.5", "split:0", "base", "base-chunks:2", "base-bands:2"]
+    arms = ["none", "chunks:2", "bands:2", "masks:0.5", "split:0", "split-early:0.5", "split-late:0.5", "base",
+            "base-chunks:2", "base-bands:2"]  # fmt: skip
     monkeypatch.setattr("sys.argv", [*args, "--arms", ",".join(arms)])
     runpy.run_path(str(script), run_name="__main__")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["arms"]
     assert list(summary) == arms
-    assert all("vs_none" in summary[a] for a in arms[1:5]) and "vs_none" not in summary["base"]
+    assert all("vs_none" in summary[a] for a in arms[1:7]) and "vs_none" not in summary["base"]
+    assert all(a["seconds_per_prompt"] > 0 for a in summary.values())  # the one prompt, drawn by every arm
+    assert Image.open(tmp_path / "run" / "recall.png").size == (1300, 320)
     assert "vs_base" in summary["base-chunks:2"] and "vs_base" in summary["base-bands:2"]
     assert all(0 <= a["mean_recall"] <= 1 for a in summary.values()) and (tmp_path / "run" / "sheet.png").exists()
     assert all(list(a["region"]) == list(VERDICTS) and sum(a["region"].values()) == pytest.approx(1, abs=0.01)
@@ -547,6 +553,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     (row,) = json.loads((tmp_path / "run" / "results.json").read_text()).values()
     assert all(len(v) == len(row["objects"]) and set(v) <= set(VERDICTS) for v in row["region"].values())
     assert len(row["areas"]) == len(row["objects"]) and all(0 <= a <= 1 for a in row["areas"])
+    assert set(row["seconds"]) == set(arms)
     for a in summary.values():  # every object in one band of its area
         assert sum(n for n, _ in a["own_class_by_area"].values()) == len(row["objects"])
     capsys.readouterr()
@@ -556,7 +563,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
 def test_split_render(random_graph, kind):
     """Object-split rendering: one row per shown object, every row the same image; with the whole
     prompt's weight 1 it is the plain image factor's image; bad input is a clear error."""
-    from fgdm.pipelines.split import object_caption, split_render
+    from fgdm.pipelines.split import blended_rows, object_alone, object_caption, object_masks, split_render
 
     g = random_graph({"factors": {"seg": {"steps": 2}, "image": {"parents": ["seg"], "steps": 2, "kind": kind}}})
     side = g.native_size()
@@ -566,12 +573,44 @@ def test_split_render(random_graph, kind):
     out = split_render(g, prompt, seg, seed=3)
     assert len(out.images) == 3  # the whole prompt, the dog, the cat (the bus is not in the map)
     first = np.asarray(out.images[0]).astype(int)
-    assert all(np.array_equal(first, np.asarray(im)) for im in out.images[1:])
+    assert max(np.abs(first - np.asarray(im)).max() for im in out.images[1:]) <= 2  # one latent (the VAE rounds per row)
     whole = np.asarray(split_render(g, prompt, seg, seed=3, whole=1.0).images[0]).astype(int)
     plain = np.asarray(g(prompt, factors=["image"], given={"seg": seg}, seed=3).images[0]).astype(int)
     assert np.abs(whole - plain).max() <= 2 and np.abs(first - plain).max() > 2  # the split rows change the image
     assert object_caption(prompt, "elephant") == "a photo of an elephant."
     assert object_caption("dogs.", "dog") == "a photo of a dog."
+    # split_steps: only the first share of the steps split, the rest row 0 alone (a third of the rows)
+    target = g.modules["image"] if kind == "scratch" else g.base.unet
+    seen, plain_forward = [], target.forward
+
+    def counting(sample, *args, **kwargs):
+        seen.append(sample.shape[0])
+        return plain_forward(sample, *args, **kwargs)
+
+    target.forward = counting  # blended_rows wraps it, and deletes it when done
+    early = split_render(g, prompt, seg, seed=3, steps=4, split_steps=0.5)  # the last of 2 steps is at t = 1
+    assert len(seen) == 4 and seen[0] == seen[1] == 3 * seen[2] == 3 * seen[3]  # 3 rows per guidance block, then 1
+    early_0 = np.asarray(early.images[0]).astype(int)
+    assert max(np.abs(early_0 - np.asarray(im)).max() for im in early.images[1:]) <= 2  # (the VAE's rounding per row)
+    split4 = np.asarray(split_render(g, prompt, seg, seed=3, steps=4).images[0]).astype(int)
+    plain4 = np.asarray(g(prompt, factors=["image"], given={"seg": seg}, seed=3, steps={"image": 4}).images[0]).astype(int)
+    assert np.abs(early_0 - plain4).max() > 2 and np.abs(early_0 - split4).max() > 2
+    with blended_rows(target, object_masks(["dog", "cat"], seg, side // g.base.vae_scale_factor, 0.0)[1], calls=range(0)):
+        none_split = g([prompt, "a photo of a dog.", "a photo of a cat."], factors=["image"],
+                       given={"seg": [seg, object_alone(seg, "dog"), object_alone(seg, "cat")]}, seed=[3] * 3)  # fmt: skip
+    assert np.abs(np.asarray(none_split.images[0]).astype(int) - plain).max() <= 2  # no step split: the plain image
+    seen.clear()
+    target.forward = counting
+    late = split_render(g, prompt, seg, seed=3, steps=4, split_steps=(0.5, 1))  # the last two steps split
+    assert seen[2] == seen[3] == 3 * seen[0] == 3 * seen[1]
+    late_0 = np.asarray(late.images[0]).astype(int)
+    assert np.abs(late_0 - early_0).max() > 2 and np.abs(late_0 - split4).max() > 2
+    for bad in (0, 1.5, (0.5, 0.5), (-0.1, 1), (0.2, 1.2)):
+        with pytest.raises(ValueError, match="split_steps"):
+            split_render(g, prompt, seg, split_steps=bad)
+    for calls in (3, range(-1, 2), range(0, 4, 2)):
+        with pytest.raises(ValueError, match="calls"), blended_rows(target, torch.ones(1, 2, 2), calls=calls):
+            pass
     with pytest.raises(ValueError, match="whole"):
         split_render(g, prompt, seg, whole=1.5)
     with pytest.raises(ValueError, match=r"\(H, W\)"):

@@ -173,8 +173,16 @@ def test_sbpc_split_draws_the_chosen_map_one_object_at_a_time(graph):
     assert np.array_equal(np.asarray(done.image), np.asarray(again))
     assert not np.array_equal(np.asarray(done.image), np.asarray(plain.image))
     assert sbpc(graph, prompt, split=0.5, factors=["image"], **kw).image is not None
+    early = sbpc(graph, prompt, split=0.0, split_steps=0.5, image_steps=4, **kw)  # the first 2 of 4 steps split
+    again = split_render(graph, prompt, plain.labels, seed=seed, objects=plain.objects, steps=4, split_steps=0.5)
+    assert np.array_equal(np.asarray(early.image), np.asarray(again.images[0]))
     with pytest.raises(ValueError, match=r"split: .*\[0, 1\]"):
         sbpc(graph, prompt, split=1.5, **kw)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=r"split_steps: .*\(0, 1\]"):
+            sbpc(graph, prompt, split=0.0, split_steps=bad, **kw)
+    with pytest.raises(ValueError, match="pass split too"):
+        sbpc(graph, prompt, split_steps=0.5, **kw)
     for factors in ([], ["depth", "image"]):  # the image alone, not silently fewer factors than asked
         with pytest.raises(ValueError, match="factors must be"):
             sbpc(graph, prompt, split=0.0, factors=factors, **kw)
@@ -241,8 +249,18 @@ def test_cli_sbpc_writes_candidates_and_record(graph, tmp_path, capsys):
                  "--cond-size", "16", "--steps", "2", "--split-objects", "0", "-o", str(tmp_path / "s"), "--quiet"]) == 0  # fmt: skip
     split = json.loads((tmp_path / "s" / "record.json").read_text())
     assert split["candidates"] == rec["candidates"] and split["parameters"]["split_objects"] == 0
-    assert rec["parameters"]["split_objects"] is None
-    for opt in (["--keep-candidates"], ["--complete"], ["--split-objects", "0"]):
+    assert rec["parameters"]["split_objects"] is None and split["parameters"]["split_steps"] == 1
+    assert main(["generate", "a dog and a cat", "--sbpc", "3", "--graph", str(g), "--cond-steps", "2", "--cond-size", "16",
+                 "--steps", "2", "--split-objects", "0", "--split-steps", "0.5", "-o", str(tmp_path / "s2"), "--quiet"]) == 0  # fmt: skip
+    early = json.loads((tmp_path / "s2" / "record.json").read_text())
+    assert early["candidates"] == rec["candidates"] and early["parameters"]["split_steps"] == 0.5
+    assert main(["generate", "a dog", "--sbpc", "2", "--split-steps", "0.5", "--graph", str(g), "-o", str(tmp_path / "y")]) == 2
+    assert "pass --split-objects W too" in capsys.readouterr().err
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            main(["generate", "a dog", "--sbpc", "2", "--split-objects", "0", "--split-steps", bad, "-o", str(tmp_path / "y")])
+        assert "--split-steps" in capsys.readouterr().err
+    for opt in (["--keep-candidates"], ["--complete"], ["--split-objects", "0"], ["--split-steps", "0.5"]):
         assert main(["generate", "a dog", *opt, "-o", str(tmp_path / "y")]) == 2
         assert "pass --sbpc" in capsys.readouterr().err
     assert main(["generate", "a dog", "--best-of", "2", "--split-objects", "0", "-o", str(tmp_path / "y")]) == 2
@@ -359,6 +377,12 @@ def test_eval_sbpc_table_resumes_and_plots(graph, tiny_judge_dir, tmp_path, caps
     assert json.loads((tmp_path / "sp" / "record.json").read_text())["settings"]["split"] == 0
     both = [c["config"] for c in configurations([1], [2], 2, ceiling=False, complete=True, split=0.0)]
     assert both[-3:] == ["FG-DM t=2 N=1 + complete", "FG-DM t=2 N=1 + split", "FG-DM t=2 N=1 + complete + split"]
+    early = configurations([1], [2], 2, complete=True, split=0.0, split_steps=0.6)
+    assert [c["config"] for c in early][-6:-3] == ["FG-DM t=2 N=1 + complete", "FG-DM t=2 N=1 + split (first 0.6)",
+                                                   "FG-DM t=2 N=1 + complete + split (first 0.6)"]  # fmt: skip
+    assert early[-1]["config"] == "FG-DM on real maps (map ceiling) + split (first 0.6)" and early[-1]["split_steps"] == 0.6
+    assert cli([*argv[:-3], "--split-steps", "0.5", "--out", str(tmp_path / "ss")]) == 2
+    assert "pass --split W too" in capsys.readouterr().err
     assert cli([*argv[:-3], "--no-ceiling", "--complete", "--out", str(tmp_path / "nc"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert [r["config"] for r in done][-3:] == ["FG-DM t=2 N=2", "FG-DM t=2 N=1 + complete", "FG-DM t=2 N=2 + complete"]

@@ -131,6 +131,7 @@ def _weight01(text: str) -> float:
     return v
 
 
+SBPC_OPTIONS = ("keep_candidates", "early_stop", "complete", "split_objects", "split_steps")  # generate's, --sbpc only
 DEFAULT_BATCH = 16  # images per call where a command draws many (the fastest on the 2-core CPU: results.md)
 
 
@@ -354,7 +355,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cmd_generate_best_of(args)
     if args.judge is not None:
         raise ValueError("--judge scores the images of --best-of N; pass --best-of too")
-    for opt in ("keep_candidates", "early_stop", "complete", "split_objects"):
+    for opt in SBPC_OPTIONS:
         if getattr(args, opt) is not None and getattr(args, opt) is not False:  # (a weight of 0 is set)
             raise ValueError(f"--{opt.replace('_', '-')} is an SBPC option; pass --sbpc N (or --best-of N) too")
     if args.factors is not None:
@@ -529,6 +530,9 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         raise ValueError("give either a prompt or --prompts FILE, not both")
     if args.sbpc is not None:
         raise ValueError("--sbpc is not available with --export-dataset yet")
+    for opt in ("best_of", "judge", *SBPC_OPTIONS):
+        if getattr(args, opt) is not None and getattr(args, opt) is not False:  # (a weight of 0 is set)
+            raise ValueError(f"--{opt.replace('_', '-')} is not available with --export-dataset")
     if args.eta is not None:
         raise ValueError("--eta is not available with --export-dataset; each factor samples with its graph.yaml eta")
     prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
@@ -561,6 +565,9 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be 1 with --sbpc (the search returns one image), got {args.n}")
     if args.eta is not None:
         raise ValueError("--eta is not available with --sbpc; each factor samples with its graph.yaml eta")
+    if args.split_steps is not None and args.split_objects is None:
+        raise ValueError("--split-steps is the share of the steps --split-objects draws one object at a time; "
+                         "pass --split-objects W too")  # fmt: skip
     out = check_output_dir(args.out or next_run_dir("runs", "generate"), marker="record.json", overwrite=args.overwrite)
     device = _device(args.device)
     pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=device)
@@ -575,7 +582,8 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
     res = sbpc(pipe, args.prompt, n=args.sbpc, cond_steps=cond_steps, cond_size=cond_size, seed=args.seed,
                early_stop=args.early_stop, factors=factors, image_size=args.size, image_steps=args.steps,
                guidance=args.guidance_scale, keep_candidates=args.keep_candidates, mode=args.mode or "joint",
-               complete=args.complete, split=args.split_objects, progress=not args.quiet)  # fmt: skip
+               complete=args.complete, split=args.split_objects, split_steps=args.split_steps or 1.0,
+               progress=not args.quiet)  # fmt: skip
     with staged_output(out, marker="record.json", overwrite=args.overwrite) as stage:
         files = []
         if res.image is not None:
@@ -599,7 +607,7 @@ def cmd_generate_sbpc(args: argparse.Namespace) -> int:
             "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
             "parameters": {"sbpc": args.sbpc, "cond_steps": cond_steps, "cond_size": cond_size, "seed": args.seed,
                            "early_stop": args.early_stop, "mode": args.mode or "joint", "complete": args.complete,
-                           "split_objects": args.split_objects,
+                           "split_objects": args.split_objects, "split_steps": args.split_steps or 1.0,
                            "image_size": args.size or pipe.native_size(), "image_steps": args.steps,
                            "guidance_scale": args.guidance_scale},
             "timings": {k: round(v, 4) for k, v in res.timings.items()},
@@ -629,7 +637,7 @@ def cmd_generate_best_of(args: argparse.Namespace) -> int:
             raise ValueError(f"--{opt.replace('_', '-')} is not available with --best-of (base-model images)")
     if args.complete:
         raise ValueError("--complete relabels a seg map; --best-of has none (use --sbpc N --complete)")
-    if args.split_objects is not None:
+    if args.split_objects is not None or args.split_steps is not None:
         raise ValueError("--split-objects draws a seg map one object at a time; --best-of has none (use --sbpc N)")
     if args.save_attention:
         raise ValueError("--save-attention is not available with --best-of")
@@ -1329,6 +1337,8 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     graph = FactorGraphPipeline.from_pretrained(args.graph, device=device)
     if "image" not in graph.spec.factors or "seg" not in graph.spec.factors:
         raise ValueError(f"eval sbpc needs a graph with seg and image factors; it has {list(graph.spec.factors)}")
+    if args.split_steps is not None and args.split is None:
+        raise ValueError("--split-steps is the share of the steps --split draws one object at a time; pass --split W too")
     if args.split is not None and "seg" not in graph.spec.factors["image"].parents:
         raise ValueError(f"--split draws the image factor on seg maps; this graph's image factor reads "
                          f"{list(graph.spec.factors['image'].parents)}")  # fmt: skip
@@ -1336,7 +1346,7 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge, device)
     settings = {"prompts": str(args.prompts), "n_prompts": len(prompts), "ns": args.ns, "cond_steps": args.cond_steps,
                 "baseline_n": args.baseline_n, "ceiling": not args.no_ceiling, "cond_size": args.cond_size,
-                "complete": args.complete, "split": args.split,
+                "complete": args.complete, "split": args.split, "split_steps": args.split_steps or 1.0,
                 "image_steps": args.steps, "seed": args.seed,
                 "final_factors": [f for f in graph.spec.factors if f != "seg"],  # what SBPC samples on its pick
                 "graph": str(graph.path), "model_fingerprint": graph.base.fingerprint,
@@ -1349,7 +1359,8 @@ def cmd_eval_sbpc(args: argparse.Namespace) -> int:
     res = _recorded_run(args, out, settings, lambda: run_sbpc_table(
         graph, judge, prompts, out, ns=args.ns, cond_steps=args.cond_steps, baseline_n=args.baseline_n,
         cond_size=args.cond_size, image_steps=args.steps, seed=args.seed, clip=clip, ceiling=not args.no_ceiling,
-        complete=args.complete, split=args.split, progress=_progress(args)))  # fmt: skip
+        complete=args.complete, split=args.split, split_steps=args.split_steps or 1.0,
+        progress=_progress(args)))  # fmt: skip
     plot_recall_and_time(res["rows"]).save(out / "recall_time.png")
     sbpc_sheet(out, res["rows"], prompts, args.sheet_prompts).save(out / "sheet.png")
     table = markdown_table(res["rows"])
@@ -1700,6 +1711,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "object, alone in its map and caption, blended by the map's regions, the whole prompt keeping "
                    "weight W (0 is what docs/results.md measured best) inside them; the image only, one image-factor "
                    "pass per object (not in the paper)")  # fmt: skip
+    p.add_argument("--split-steps", type=_arg_type(_unit_interval, "share"), default=None, metavar="F",
+                   help="SBPC with --split-objects: draw only the first share F of the image's steps one object at a "
+                   "time, the rest with the whole prompt alone (cheaper: 0.6 kept most of the gain in "
+                   "docs/results.md; default 1, every step)")  # fmt: skip
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--eta", type=_arg_type(_eta, "number"), default=None,
                    help="DDIM eta in [0, 1] (0: deterministic, 1: DDPM's noise; default 0, with --factors "
@@ -1892,6 +1907,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=_arg_type(_weight01, "weight"), default=None, metavar="W",
                    help="also run each FG-DM configuration, and the map ceiling, with the image drawn one object at "
                    "a time (fgdm generate --sbpc --split-objects W); with --complete also the completed maps")  # fmt: skip
+    p.add_argument("--split-steps", type=_arg_type(_unit_interval, "share"), default=None, metavar="F",
+                   help="with --split: split only the first share F of the image's steps (fgdm generate --split-steps); "
+                   "the rows are named '+ split (first F)'")  # fmt: skip
     p.add_argument("--sheet-prompts", type=_int_at_least(1), default=6,
                    help="prompts in sheet.png (each configuration's final image and its recall)")
     p.add_argument("--cond-size", type=_int_at_least(8), default=64,

@@ -20,7 +20,9 @@ map shows, that object alone in its map and caption, blended per latent cell by 
 into one trajectory (the whole prompt keeping weight W inside the objects' regions). Given a map of
 many objects the image factor knows where things are but not well which is which; alone in its map
 it draws each object as itself (docs/results.md, "Drawing the map one object at a time"). It costs
-one image-factor pass per row, and samples only the image (the image factor's other parents null).
+one image-factor pass per row, and samples only the image (the image factor's other parents null);
+``split_steps=F`` splits only the first share F of the steps, for a share of that cost ("Which steps
+bind the objects").
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
          seed: int = 0, batch_size: int | None = None, early_stop: float | None = None,
          factors: list[str] | None = None, image_size: int | None = None, image_steps: int | None = None,
          guidance: float | None = None, keep_candidates: bool = False, mode: str = "joint",
-         complete: bool = False, split: float | None = None, progress: bool = False) -> SBPCResult:  # fmt: skip
+         complete: bool = False, split: float | None = None, split_steps: float = 1.0,
+         progress: bool = False) -> SBPCResult:  # fmt: skip
     """Best-of-``n`` segmentation maps by object recall, then one full-size pass of ``factors``
     (default: every other factor of the graph) on the chosen map.
 
@@ -144,7 +147,8 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     ``complete`` the chosen map's missing objects replace objects the prompt does not name
     (:func:`complete_map`) before the final pass; the candidates are chosen as without it. With
     ``split`` (the whole prompt's weight in the objects' regions, in [0, 1]) the final pass is
-    :func:`~fgdm.pipelines.split.split_render` of the image alone (see the module's docstring).
+    :func:`~fgdm.pipelines.split.split_render` of the image alone (see the module's docstring),
+    the first ``split_steps`` share of its steps split (1: all).
     """
     # 1. check inputs
     objects, unknown = prompt_objects(prompt, "SBPC")
@@ -155,7 +159,11 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
         raise ValueError(f"n (--sbpc) must be a positive integer, got {n!r}")
     if early_stop is not None and not 0 < early_stop <= 1:
         raise ValueError(f"early_stop must be in (0, 1], got {early_stop!r}")
+    if split is None and split_steps != 1:
+        raise ValueError(f"split_steps ({split_steps!r}) is the share of the steps drawn one object at a time; pass split too")
     if split is not None:
+        if not 0 < split_steps <= 1:
+            raise ValueError(f"split_steps: the share of the steps drawn one object at a time must be in (0, 1], got {split_steps!r}")
         if not 0 <= split <= 1:
             raise ValueError(f"split: the whole prompt's weight inside the objects' regions must be in [0, 1], got {split!r}")
         if "image" not in nodes or "seg" not in nodes["image"].parents:
@@ -197,7 +205,8 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     image, maps = None, {}
     if split is not None:
         final = split_render(pipe, prompt, chosen, seed=cands[best].seed, whole=split, objects=objects,
-                             size=image_size, steps=image_steps, guidance=guidance, progress=progress)  # fmt: skip
+                             size=image_size, steps=image_steps, guidance=guidance, split_steps=split_steps,
+                             progress=progress)  # fmt: skip
         image, maps = final.images[0], {k: v[0] for k, v in final.maps.items()}
     elif factors:
         sizes = {f: image_size for f in factors if f == "image" and image_size}

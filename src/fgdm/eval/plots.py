@@ -54,9 +54,9 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, errors: Sequenc
             d.line([cx, y(v - e if v > e else 0), cx, y(v + e)], fill=(0, 0, 0), width=2)
             for yy in (y(v + e), y(max(v - e, 0))):
                 d.line([cx - 6, yy, cx + 6, yy], fill=(0, 0, 0), width=2)
-        text = f"{v:.3g}" + (f" ± {e:.2g}" if e > 0 else "")  # above the bar; beside a whisker, if any
-        tx = cx + 8 if e > 0 else cx - font.getlength(text) / 2
-        d.text((tx, max(y(v) - 16, y0 + 2)), text, fill=(0, 0, 0), font=font)
+        text = f"{v:.3g}" + (f" ± {e:.2g}" if e > 0 else "")  # above the bar, or above its whisker
+        tx = min(max(cx - font.getlength(text) / 2, x0 + 2), w - 2 - font.getlength(text))
+        d.text((tx, max(y(v + e) - 16, y0 + 2)), text, fill=(0, 0, 0), font=font)
         d.text((cx - font.getlength(lab) / 2, y0 + ph + 6), lab, fill=(0, 0, 0), font=font)
     return img
 

@@ -14,7 +14,9 @@ Configurations, per prompt, interleaved (so that they share the machine's state)
 - ``FG-DM t=T N=n + split`` (with ``split``, the whole prompt's weight W): the same search and seeds,
   the final image drawn one object at a time (:func:`~fgdm.pipelines.split.split_render`), and
   ``FG-DM on real maps (map ceiling) + split`` the same on the real map; with ``complete`` too,
-  ``FG-DM t=T N=n + complete + split``: the completed map drawn one object at a time;
+  ``FG-DM t=T N=n + complete + split``: the completed map drawn one object at a time; with
+  ``split_steps`` F < 1 only the first share F of the image's steps is split, and these rows are
+  named ``+ split (first F)``;
 - ``real renders (ceiling)``: a SceneWorld render showing exactly the prompt's objects
   (:class:`~fgdm.eval.runner.WorldRenders`), what a perfect generator would get from the judge;
 - ``FG-DM on real maps (map ceiling)``: that render's seg map, at ``cond_size``, given to the graph's
@@ -61,10 +63,12 @@ MAP_CEILING = "FG-DM on real maps (map ceiling)"
 
 
 def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[int], ceiling: bool = True,
-                   complete: bool = False, split: float | None = None) -> list[dict]:  # fmt: skip
+                   complete: bool = False, split: float | None = None, split_steps: float = 1.0) -> list[dict]:  # fmt: skip
     """The table's rows: base N=1, image-space SBPC at each ``baseline_n`` above 1, FG-DM at each
     t and N (and with completion, with object-split rendering), then the two ceilings (and the map
-    ceiling with object-split rendering)."""
+    ceiling with object-split rendering). With ``split_steps`` < 1 the split rows say so in their
+    name: "+ split (first 0.6)"."""
+    tag = "split" if split_steps == 1 else f"split (first {split_steps:g})"
     out = [{"config": "base N=1", "kind": "base", "n": 1}]
     for k in sorted({baseline_n} if isinstance(baseline_n, int) else set(baseline_n)):
         if k > 1:
@@ -74,15 +78,16 @@ def configurations(ns: list[int], cond_steps: list[int], baseline_n: int | list[
         out += [{"config": f"FG-DM t={t} N={n} + complete", "kind": "fgdm", "n": n, "t": t, "complete": True}
                 for t in cond_steps for n in ns]  # fmt: skip
     if split is not None:
-        out += [{"config": f"FG-DM t={t} N={n} + split", "kind": "fgdm", "n": n, "t": t, "split": split}
-                for t in cond_steps for n in ns]  # fmt: skip
+        out += [{"config": f"FG-DM t={t} N={n} + {tag}", "kind": "fgdm", "n": n, "t": t, "split": split,
+                 "split_steps": split_steps} for t in cond_steps for n in ns]  # fmt: skip
     if split is not None and complete:  # the completed map drawn one object at a time
-        out += [{"config": f"FG-DM t={t} N={n} + complete + split", "kind": "fgdm", "n": n, "t": t, "complete": True,
-                 "split": split} for t in cond_steps for n in ns]  # fmt: skip
+        out += [{"config": f"FG-DM t={t} N={n} + complete + {tag}", "kind": "fgdm", "n": n, "t": t, "complete": True,
+                 "split": split, "split_steps": split_steps} for t in cond_steps for n in ns]  # fmt: skip
     if ceiling:
         out += [{"config": CEILING, "kind": "real", "n": 1}, {"config": MAP_CEILING, "kind": "realmap", "n": 1}]
         if split is not None:
-            out.append({"config": f"{MAP_CEILING} + split", "kind": "realmap", "n": 1, "split": split})
+            out.append({"config": f"{MAP_CEILING} + {tag}", "kind": "realmap", "n": 1, "split": split,
+                        "split_steps": split_steps})
     return out
 
 
@@ -108,7 +113,8 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
         if cfg["kind"] == "realmap":
             seg = resize_labels(render.seg, cond_size)
             if cfg.get("split") is not None:
-                final = split_render(graph, prompt, seg, seed=s, whole=cfg["split"], objects=objects, steps=image_steps)
+                final = split_render(graph, prompt, seg, seed=s, whole=cfg["split"], objects=objects, steps=image_steps,
+                                     split_steps=cfg.get("split_steps", 1.0))  # fmt: skip
             else:
                 final = graph(prompt, factors=[f for f in graph.spec.factors if f != "seg"], given={"seg": seg}, seed=s,
                               steps={"image": image_steps})  # fmt: skip
@@ -120,7 +126,8 @@ def _generate(cfg: dict, prompt: str, objects: list[str], s: int, *, graph: Fact
         seg = judge.segment_images([render.image])[0]
         return Image.fromarray(render.image), [object_recall(objects, present_categories(seg))], {}
     res = sbpc(graph, prompt, n=cfg["n"], cond_steps=cfg["t"], cond_size=cond_size, seed=s,
-               image_steps=image_steps, complete=cfg.get("complete", False), split=cfg.get("split"))  # fmt: skip
+               image_steps=image_steps, complete=cfg.get("complete", False), split=cfg.get("split"),
+               split_steps=cfg.get("split_steps", 1.0))  # fmt: skip
     extra = {} if res.completion is None else {"completed_recall": res.completed_recall, "completion": res.completion}
     return res.image, [c.recall for c in res.candidates], extra
 
@@ -144,9 +151,10 @@ def _run_one(cfg: dict, prompt: str, objects: list[str], p: int, *, graph: Facto
 def run_sbpc_table(graph: FactorGraphPipeline, judge: Judge, prompts: list[str], out: Path, *,
                    ns: list[int] = (1, 5, 10), cond_steps: list[int] = (10, 20), baseline_n: int | list[int] = 10,
                    cond_size: int = 64, image_steps: int = 25, seed: int = 0, clip=None, ceiling: bool = True,
-                   complete: bool = False, split: float | None = None, progress: bool = True) -> dict:  # fmt: skip
+                   complete: bool = False, split: float | None = None, split_steps: float = 1.0,
+                   progress: bool = True) -> dict:  # fmt: skip
     """Run every configuration on every prompt (resumable in ``out``); returns {rows, skipped}."""
-    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling, complete, split)
+    configs = configurations(list(ns), list(cond_steps), baseline_n, ceiling, complete, split, split_steps)
     base = Text2ImagePipeline(graph.base)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)

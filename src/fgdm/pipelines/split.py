@@ -14,7 +14,8 @@ all rows from the same seed. At every step the rows' predictions are blended per
 (:func:`blended_rows`): each object's row where the map shows that object (its class's share of the
 cell, times ``1 - whole``), row 0 elsewhere (MultiDiffusion's region-based blend, with a map and a
 caption per region). Every row then takes the same step, so all rows keep one latent and row 0's
-image is the result. The cost is one image-factor pass per row: 1 + the number of objects shown.
+image is the result. The cost is one image-factor pass per row: 1 + the number of objects shown;
+with ``split_steps`` < 1 only the first steps are split, the rest run row 0 alone.
 """
 
 from __future__ import annotations
@@ -53,22 +54,44 @@ def object_masks(objects: list[str], seg: np.ndarray, size: int, whole: float) -
     return shown, torch.cat([(1 - own.sum(0))[None], own])
 
 
+def _first_rows(x, batch: int, k: int):
+    """``x`` (a tensor, or a list, tuple or dict of them, as a UNet's arguments) with every tensor of
+    ``batch`` rows cut to the first row of each group of ``k``; anything else as it is."""
+    if isinstance(x, torch.Tensor):
+        return x[::k] if x.ndim and x.shape[0] == batch else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_first_rows(v, batch, k) for v in x)
+    if isinstance(x, dict):
+        return {n: _first_rows(v, batch, k) for n, v in x.items()}
+    return x
+
+
 @contextlib.contextmanager
-def blended_rows(unet: torch.nn.Module, masks: torch.Tensor) -> Iterator[None]:
+def blended_rows(unet: torch.nn.Module, masks: torch.Tensor, calls: range | None = None) -> Iterator[None]:
     """Within the block, every group of k consecutive rows of ``unet``'s batch (one group per block of
     classifier-free guidance) gets one prediction: the group's k predictions blended with ``masks``
     ((k, H, W) over the latent's cells, summing to 1), so rows that start from the same noise share
-    one trajectory."""
-    plain, k = unet.forward, masks.shape[0]
+    one trajectory. ``calls``: blend only these calls of ``unet``, counted from 0 (a sampler calls it
+    once a step); in the others only each group's first row runs, and its prediction is every row's
+    (the rows share the latent, so there the trajectory is the first row's alone)."""
+    plain, k, done = unet.forward, masks.shape[0], [0]
+    if calls is not None and (not isinstance(calls, range) or calls.step != 1 or calls.start < 0):
+        raise ValueError(f"blended_rows: calls must be a range(start, stop) with start >= 0, or None, got {calls!r}")
 
     def forward(sample, *args, **kwargs):
-        out = plain(sample, *args, **kwargs)
-        pred = out.sample if hasattr(out, "sample") else out[0]
-        if pred.shape[0] % k or masks.shape[1:] != pred.shape[-2:]:
-            raise ValueError(f"blended_rows: a batch of {pred.shape[0]} rows of {tuple(pred.shape[-2:])} latents for "
+        rows, call, done[0] = sample.shape[0], done[0], done[0] + 1
+        if rows % k or masks.shape[1:] != sample.shape[-2:]:
+            raise ValueError(f"blended_rows: a batch of {rows} rows of {tuple(sample.shape[-2:])} latents for "
                              f"masks of shape {tuple(masks.shape)}")  # fmt: skip
-        groups = pred.unflatten(0, (-1, k))  # (blocks, k, C, H, W)
-        mixed = (groups * masks.to(pred)[None, :, None]).sum(1, keepdim=True).expand_as(groups).flatten(0, 1)
+        if calls is not None and call not in calls:  # the first row of each group alone
+            out = plain(sample[::k], *_first_rows(args, rows, k), **_first_rows(kwargs, rows, k))
+            pred = out.sample if hasattr(out, "sample") else out[0]
+            mixed = pred.repeat_interleave(k, 0)
+        else:
+            out = plain(sample, *args, **kwargs)
+            pred = out.sample if hasattr(out, "sample") else out[0]
+            groups = pred.unflatten(0, (-1, k))  # (blocks, k, C, H, W)
+            mixed = (groups * masks.to(pred)[None, :, None]).sum(1, keepdim=True).expand_as(groups).flatten(0, 1)
         return type(out)(sample=mixed) if hasattr(out, "sample") else (mixed,)
 
     unet.forward = forward
@@ -97,11 +120,20 @@ def object_caption(prompt: str, obj: str) -> str:
 
 def split_render(graph: FactorGraphPipeline, prompt: str, seg: np.ndarray, *, seed: int = 0, whole: float = 0.0,
                  objects: list[str] | None = None, size: int | None = None, steps: int | None = None,
-                 guidance: float | None = None, progress: bool = False) -> FactorGraphOutput:  # fmt: skip
+                 guidance: float | None = None, split_steps: float | tuple[float, float] = 1.0,
+                 progress: bool = False) -> FactorGraphOutput:  # fmt: skip
     """The graph's image factor on the seg map ``seg`` (class ids), one row per object (see the
     module's docstring); ``objects`` default to the prompt's. Only the image is sampled (the
-    image factor's other parents are the null condition). Returns the batch's output: row 0 is the
-    result (every row holds the same image); row j > 0 was given object j's caption and map."""
+    image factor's other parents are the null condition). ``split_steps``: the share of the steps,
+    the first ones, drawn one object at a time (at least one step; 1: all of them), or a (start,
+    end) pair of shares (``(0.5, 1)``: the second half); the other steps run row 0 alone, the whole
+    prompt on the whole map, so the objects' rows cost only that share.
+    Returns the batch's output: row 0 is the result (every row holds the same image); row j > 0
+    was given object j's caption and map."""
+    lo, hi = split_steps if isinstance(split_steps, (tuple, list)) else (0.0, split_steps)
+    if not 0 <= lo < hi <= 1:
+        raise ValueError("split_steps: the share of the steps drawn one object at a time must be in (0, 1], or a "
+                         f"(start, end) pair with 0 <= start < end <= 1, got {split_steps!r}")  # fmt: skip
     nodes = graph.spec.factors
     if "image" not in nodes:
         raise ValueError(f"split_render: the graph has no image factor ({list(nodes)})")
@@ -117,7 +149,10 @@ def split_render(graph: FactorGraphPipeline, prompt: str, seg: np.ndarray, *, se
     maps = [seg, *(object_alone(seg, o) for o in shown)]
     kind = nodes["image"].kind
     target = graph.modules["image"] if kind == "scratch" else graph.base.unet  # what predicts the image's noise
-    with blended_rows(target, masks):
+    n_steps = steps or nodes["image"].steps
+    first = min(round(lo * n_steps), n_steps - 1)
+    calls = None if (lo, hi) == (0, 1) else range(first, max(first + 1, round(hi * n_steps)))
+    with blended_rows(target, masks, calls=calls):
         return graph(rows, factors=["image"], given={"seg": maps}, seed=[seed] * len(rows),
                      sizes={"image": side}, steps={"image": steps} if steps else None,
                      guidance={"image": guidance} if guidance else None, progress=progress)  # fmt: skip
