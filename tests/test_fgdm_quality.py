@@ -559,7 +559,7 @@ def test_map_text_probe_chunks(random_graph, tiny_judge_dir, tmp_path, capsys, m
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("kind", ["adapter", "scratch"])
+@pytest.mark.parametrize("kind", ["adapter", "controlnet", "scratch"])
 def test_split_render(random_graph, kind):
     """Object-split rendering: one row per shown object, every row the same image; with the whole
     prompt's weight 1 it is the plain image factor's image; bad input is a clear error."""
@@ -588,8 +588,14 @@ def test_split_render(random_graph, kind):
         return plain_forward(sample, *args, **kwargs)
 
     target.forward = counting  # blended_rows wraps it, and deletes it when done
+    feats, factor = [], g.modules["image"]  # an adapter's or ControlNet's rows are cut the same way
+    if kind != "scratch":
+        plain_factor = factor.forward
+        factor.forward = lambda x, *a, **kw: feats.append(x.shape[0]) or plain_factor(x, *a, **kw)
     early = split_render(g, prompt, seg, seed=3, steps=4, split_steps=0.5)  # the last of 2 steps is at t = 1
     assert len(seen) == 4 and seen[0] == seen[1] == 3 * seen[2] == 3 * seen[3]  # 3 rows per guidance block, then 1
+    assert feats == ([] if kind == "scratch" else seen)
+    assert "forward" not in vars(factor)
     early_0 = early.latents["image"][0]  # latents: the random weights' images differ by a level or two
     assert all(torch.allclose(z, early_0, atol=1e-6) for z in early.latents["image"])  # one trajectory
     split4 = split_render(g, prompt, seg, seed=3, steps=4).latents["image"][0]

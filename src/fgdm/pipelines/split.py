@@ -66,6 +66,38 @@ def _first_rows(x, batch: int, k: int):
     return x
 
 
+def _repeat_rows(x, k: int):
+    """``x`` (a tensor, or a list or tuple of them, as an adapter's or a ControlNet's output) with
+    every row repeated ``k`` times in place."""
+    if isinstance(x, torch.Tensor):
+        return x.repeat_interleave(k, 0)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_repeat_rows(v, k) for v in x)
+    raise TypeError(f"first_rows: cannot repeat the rows of a {type(x).__name__}")
+
+
+@contextlib.contextmanager
+def first_rows(module: torch.nn.Module, k: int, calls: range) -> Iterator[None]:
+    """Within the block, the calls of ``module`` (counted from 0) outside ``calls`` run on the first
+    row of each group of ``k`` rows of its batch only, and give every row of a group that row's
+    output: the image factor's adapter or ControlNet in the steps where :func:`blended_rows` runs
+    row 0 alone."""
+    plain, done = module.forward, [0]
+
+    def forward(sample, *args, **kwargs):
+        call, done[0] = done[0], done[0] + 1
+        if call in calls:
+            return plain(sample, *args, **kwargs)
+        rows = sample.shape[0]
+        return _repeat_rows(plain(sample[::k], *_first_rows(args, rows, k), **_first_rows(kwargs, rows, k)), k)
+
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward  # the module's own forward again
+
+
 @contextlib.contextmanager
 def blended_rows(unet: torch.nn.Module, masks: torch.Tensor, calls: range | None = None) -> Iterator[None]:
     """Within the block, every group of k consecutive rows of ``unet``'s batch (one group per block of
@@ -152,7 +184,9 @@ def split_render(graph: FactorGraphPipeline, prompt: str, seg: np.ndarray, *, se
     n_steps = steps or nodes["image"].steps
     first = min(round(lo * n_steps), n_steps - 1)
     calls = None if (lo, hi) == (0, 1) else range(first, max(first + 1, round(hi * n_steps)))
-    with blended_rows(target, masks, calls=calls):
+    # an adapter's or ControlNet's features, too, only for row 0 in the steps not split
+    cut = first_rows(graph.modules["image"], len(maps), calls) if calls is not None and kind != "scratch" else contextlib.nullcontext()
+    with cut, blended_rows(target, masks, calls=calls):
         return graph(rows, factors=["image"], given={"seg": maps}, seed=[seed] * len(rows),
                      sizes={"image": side}, steps={"image": steps} if steps else None,
                      guidance={"image": guidance} if guidance else None, progress=progress)  # fmt: skip
