@@ -637,8 +637,10 @@ def cmd_generate_best_of(args: argparse.Namespace) -> int:
             raise ValueError(f"--{opt.replace('_', '-')} is not available with --best-of (base-model images)")
     if args.complete:
         raise ValueError("--complete relabels a seg map; --best-of has none (use --sbpc N --complete)")
-    if args.split_objects is not None or args.split_steps is not None:
-        raise ValueError("--split-objects draws a seg map one object at a time; --best-of has none (use --sbpc N)")
+    for opt in ("split_objects", "split_steps"):
+        if getattr(args, opt) is not None:
+            raise ValueError(f"--{opt.replace('_', '-')} draws a seg map one object at a time; --best-of has none "
+                             "(use --sbpc N)")  # fmt: skip
     if args.save_attention:
         raise ValueError("--save-attention is not available with --best-of")
     if args.n != 1:

@@ -66,6 +66,13 @@ def _first_rows(x, batch: int, k: int):
     return x
 
 
+def _first_row_call(plain, k: int, sample: torch.Tensor, args: tuple, kwargs: dict):
+    """``plain`` (a module's forward) on the first row of each group of ``k`` rows of ``sample``, its
+    other batched arguments cut alike (:func:`_first_rows`)."""
+    rows = sample.shape[0]
+    return plain(sample[::k], *_first_rows(args, rows, k), **_first_rows(kwargs, rows, k))
+
+
 def _repeat_rows(x, k: int):
     """``x`` (a tensor, or a list or tuple of them, as an adapter's or a ControlNet's output) with
     every row repeated ``k`` times in place."""
@@ -88,8 +95,7 @@ def first_rows(module: torch.nn.Module, k: int, calls: range) -> Iterator[None]:
         call, done[0] = done[0], done[0] + 1
         if call in calls:
             return plain(sample, *args, **kwargs)
-        rows = sample.shape[0]
-        return _repeat_rows(plain(sample[::k], *_first_rows(args, rows, k), **_first_rows(kwargs, rows, k)), k)
+        return _repeat_rows(_first_row_call(plain, k, sample, args, kwargs), k)
 
     module.forward = forward
     try:
@@ -116,7 +122,7 @@ def blended_rows(unet: torch.nn.Module, masks: torch.Tensor, calls: range | None
             raise ValueError(f"blended_rows: a batch of {rows} rows of {tuple(sample.shape[-2:])} latents for "
                              f"masks of shape {tuple(masks.shape)}")  # fmt: skip
         if calls is not None and call not in calls:  # the first row of each group alone
-            out = plain(sample[::k], *_first_rows(args, rows, k), **_first_rows(kwargs, rows, k))
+            out = _first_row_call(plain, k, sample, args, kwargs)
             pred = out.sample if hasattr(out, "sample") else out[0]
             mixed = pred.repeat_interleave(k, 0)
         else:
@@ -184,9 +190,9 @@ def split_render(graph: FactorGraphPipeline, prompt: str, seg: np.ndarray, *, se
     n_steps = steps or nodes["image"].steps
     first = min(round(lo * n_steps), n_steps - 1)
     calls = None if (lo, hi) == (0, 1) else range(first, max(first + 1, round(hi * n_steps)))
-    # an adapter's or ControlNet's features, too, only for row 0 in the steps not split
-    cut = first_rows(graph.modules["image"], len(maps), calls) if calls is not None and kind != "scratch" else contextlib.nullcontext()
-    with cut, blended_rows(target, masks, calls=calls):
+    cut = calls is not None and kind != "scratch"  # an adapter's or ControlNet's features, too, for row 0 alone
+    with (first_rows(graph.modules["image"], len(maps), calls) if cut else contextlib.nullcontext(),
+          blended_rows(target, masks, calls=calls)):  # fmt: skip
         return graph(rows, factors=["image"], given={"seg": maps}, seed=[seed] * len(rows),
                      sizes={"image": side}, steps={"image": steps} if steps else None,
                      guidance={"image": guidance} if guidance else None, progress=progress)  # fmt: skip
