@@ -446,3 +446,42 @@ def test_seg_map_fragments_script(graph, tmp_path, capsys, monkeypatch):
         with pytest.raises(SystemExit):
             runpy.run_path(str(script), run_name="__main__")
         assert said in capsys.readouterr().err
+
+
+def test_sbpc_tidy_maps_script(random_graph, tiny_judge_dir, tmp_path, capsys, monkeypatch):
+    """scripts/sbpc_tidy_maps.py (a figure in results.md): what tidy_map drops and fills, and the script."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sbpc_tidy_maps.py"
+    tidy = runpy.run_path(str(script))["tidy_map"]
+    grass, sky, dog, cat, bus = (category(n).id for n in ("grass", "sky", "dog", "cat", "bus"))
+    seg = np.full((12, 12), grass, np.uint8)
+    seg[:3] = sky
+    seg[5:9, 1:5] = dog  # the dog's largest region (16 px): kept
+    seg[10:12, 10:12] = dog  # a dog speck of 4 < 0.5 x 16 px: filled with the grass around it
+    seg[5:7, 7:10] = cat  # 6 px, the cat's only region: kept
+    seg[1:3, 8:11] = bus  # the prompt names no bus: filled with the sky around it
+    out = tidy(seg, ["dog", "cat"])
+    want = seg.copy()
+    want[10:12, 10:12], want[1:3, 8:11] = grass, sky
+    assert np.array_equal(out, want) and seg[1, 8] == bus  # the input is left alone
+    assert np.array_equal(tidy(seg, ["dog", "cat"], keep=0.2), np.where(seg == bus, sky, seg))  # a speck of 4 >= 0.2 x 16
+    g = random_graph({"factors": {"seg": {"steps": 2, "size": 16}, "image": {"parents": ["seg"], "steps": 2}}})
+    g = g.save_pretrained(tmp_path / "g")
+    monkeypatch.chdir(script.parents[1])
+    argv = ["x", "--prompts", "prompts/dense_6to8_200.json", "--graph", str(g), "--judge", str(tiny_judge_dir),
+            "--n", "2", "--cond-steps", "2", "--cond-size", "16"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", [*argv, "--n-prompts", "2", "--out", str(tmp_path / "o")])
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    out = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert out["prompts"] == 2 and set(out["final_image_recall"]) == {"plain", "plain_split", "tidy", "tidy_split"}
+    assert saved["summary"] == out and len(saved["rows"]) == 2 and (tmp_path / "o" / "sheet.png").exists()
+    assert out["map_recall"]["tidy"] <= out["map_recall"]["plain"]  # tidying never adds an object
+    for bad, said in ((["--keep", "1.5"], "--keep must be"), (["--n", "0"], "--n must be")):  # clear errors
+        monkeypatch.setattr("sys.argv", [*argv, "--n-prompts", "1", "--out", str(tmp_path / "e"), *bad])
+        with pytest.raises(SystemExit):
+            runpy.run_path(str(script), run_name="__main__")
+        assert said in capsys.readouterr().err

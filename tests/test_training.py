@@ -525,6 +525,11 @@ def test_the_from_scratch_seg_recipe_builds_on_the_shipped_base():
 
     shipped = json.loads((default_graph_dir() / "seg" / "config.json").read_text())
     assert shipped["block_out_channels"] == cfg.model["block_out_channels"] and shipped["in_channels"] == 4
+    # configs/factor_seg_dense_cpu.yaml trains that shipped factor on, on denser scenes, into a graph of its own
+    dense = load_train_config(root / "configs" / "factor_seg_dense_cpu.yaml")
+    assert dense.model == cfg.model and factor_spec(dense) == dataclasses.replace(spec, guidance=4.0)  # the graph's since
+    assert dense.extra["init_from"] == "src/fgdm/models/data/fgdm/seg" and dense.data.seed != cfg.data.seed
+    assert dense.data.world["max_objects"] == 8 and dense.extra["graph"] not in (cfg.extra["graph"], "src/fgdm/models/data/fgdm")
 
 
 def test_eval_vae_reproduces_the_trainers_metrics_and_draws_a_sheet(trained, tmp_path, capsys):
