@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from fgdm.compliance.recall import object_recall, present_categories
 from fgdm.compliance.sbpc import sbpc
+from fgdm.editing.maps import _ring  # the ring editing's delete takes the background from
 from fgdm.eval.metrics import sign_test
 from fgdm.models.judge import load_judge
 from fgdm.pipelines.factor_graph import FactorGraphPipeline
@@ -38,22 +39,10 @@ from fgdm.world.vocab import parse_prompt
 ARMS = ("plain", "plain_split", "tidy", "tidy_split")
 
 
-def _ring(mask: np.ndarray, width: int = 2) -> np.ndarray:
-    grown = mask.copy()
-    for _ in range(width):
-        g = grown.copy()
-        g[1:] |= grown[:-1]
-        g[:-1] |= grown[1:]
-        g[:, 1:] |= grown[:, :-1]
-        g[:, :-1] |= grown[:, 1:]
-        grown = g
-    return grown & ~mask
-
-
 def tidy_map(labels: np.ndarray, objects: list[str], keep: float = 0.5) -> np.ndarray:
     """``labels`` with every thing region (4-connected) of a class not in ``objects``, and every region
     of a named class smaller than ``keep`` times its class's largest, filled with the most common stuff
-    class within 2 pixels of it (of the whole map if none is)."""
+    class within 2 pixels of it (of the whole map if none is), the way ``fgdm edit --delete`` fills an object."""
     out = np.array(labels, copy=True)
     inst = thing_instances(out)
     named = {category(o).id for o in objects}
