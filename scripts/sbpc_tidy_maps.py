@@ -83,6 +83,9 @@ def main() -> None:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.keep <= 1:
         ap.error(f"--keep must be in [0, 1], got {args.keep}")
+    out = Path(args.out)
+    if (out / "results.json").exists():  # never overwrite a finished run
+        ap.error(f"--out {str(out)!r} already holds results.json; choose another folder")
     try:
         prompts = read_prompts(args.prompts, "--prompts")[: args.n_prompts]
         graph, judge = FactorGraphPipeline.from_pretrained(args.graph), load_judge(args.judge)
@@ -90,7 +93,6 @@ def main() -> None:
         ap.error(str(e))
     if not {"seg", "image"} <= set(graph.spec.factors) or "seg" not in graph.spec.factors["image"].parents:
         ap.error(f"--graph: needs a seg factor and an image factor that reads it; this graph has {list(graph.spec.factors)}")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, tiles = [], []
     for p, prompt in enumerate(tqdm(prompts, desc="tidy maps")):

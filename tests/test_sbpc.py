@@ -480,7 +480,8 @@ def test_sbpc_tidy_maps_script(random_graph, tiny_judge_dir, tmp_path, capsys, m
     assert out["prompts"] == 2 and set(out["final_image_recall"]) == {"plain", "plain_split", "tidy", "tidy_split"}
     assert saved["summary"] == out and len(saved["rows"]) == 2 and (tmp_path / "o" / "sheet.png").exists()
     assert out["map_recall"]["tidy"] <= out["map_recall"]["plain"]  # tidying never adds an object
-    for bad, said in ((["--keep", "1.5"], "--keep must be"), (["--n", "0"], "--n must be")):  # clear errors
+    for bad, said in ((["--keep", "1.5"], "--keep must be"), (["--n", "0"], "--n must be"),
+                      (["--out", str(tmp_path / "o")], "already holds")):  # clear errors; a finished run is kept
         monkeypatch.setattr("sys.argv", [*argv, "--n-prompts", "1", "--out", str(tmp_path / "e"), *bad])
         with pytest.raises(SystemExit):
             runpy.run_path(str(script), run_name="__main__")
