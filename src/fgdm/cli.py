@@ -528,23 +528,40 @@ def cmd_generate_dataset(args: argparse.Namespace) -> int:
         raise ValueError("--prompts and --export-dataset go together (a labelled dataset from a prompt file)")
     if args.prompt is not None:
         raise ValueError("give either a prompt or --prompts FILE, not both")
-    if args.sbpc is not None:
-        raise ValueError("--sbpc is not available with --export-dataset yet")
-    for opt in ("best_of", "judge", *SBPC_OPTIONS):
+    per_sample = ("keep_candidates",) if args.sbpc is not None else SBPC_OPTIONS  # a sheet per sample: no
+    for opt in ("best_of", "judge", *per_sample):
         if getattr(args, opt) is not None and getattr(args, opt) is not False:  # (a weight of 0 is set)
-            raise ValueError(f"--{opt.replace('_', '-')} is not available with --export-dataset")
-    if args.eta is not None:
-        raise ValueError("--eta is not available with --export-dataset; each factor samples with its graph.yaml eta")
+            hint = "" if args.sbpc is not None or opt in ("best_of", "judge") else " without --sbpc N"
+            raise ValueError(f"--{opt.replace('_', '-')} is not available with --export-dataset{hint}")
+    for opt, why in (("eta", "each factor samples with its graph.yaml eta"), ("size", "each factor samples at its own size"),
+                     ("guidance_scale", "each factor samples with its graph.yaml guidance"),
+                     ("negative_prompt", "the captions are the prompts"), ("save_attention", "")):  # fmt: skip
+        if getattr(args, opt) not in (None, False, ""):  # not silently ignored
+            raise ValueError(f"--{opt.replace('_', '-')} is not available with --export-dataset" + (why and f"; {why}"))
+    if args.split_steps is not None and args.split_objects is None:
+        raise ValueError("--split-steps is the share of the steps --split-objects draws one object at a time; "
+                         "pass --split-objects W too")  # fmt: skip
     prompts = read_prompts(args.prompts, "--prompts")[: args.limit]
     pipe = FactorGraphPipeline.from_pretrained(args.graph, model=args.model, device=_device(args.device))
     factors = list(dict.fromkeys(args.factors)) if args.factors else None
-    steps = {f: args.cond_steps for f in pipe.spec.factors if f != "image" and args.cond_steps}
-    if args.steps and "image" in pipe.spec.factors:
-        steps["image"] = args.steps
+    search = None
+    if args.sbpc is not None:  # --cond-steps / --cond-size are the candidates' (default 10 / 64)
+        search = {"n": args.sbpc, "cond_steps": args.cond_steps or 10, "cond_size": args.cond_size or 64,
+                  "early_stop": args.early_stop, "complete": args.complete, "split": args.split_objects,
+                  "split_steps": args.split_steps}  # fmt: skip
+        _check_sizes(pipe, cond_size=search["cond_size"])
+        steps = {"image": args.steps} if args.steps and "image" in pipe.spec.factors else {}
+        sizes = {}
+    else:
+        _check_sizes(pipe, cond_size=args.cond_size)
+        steps = {f: args.cond_steps for f in pipe.spec.factors if f != "image" and args.cond_steps}
+        if args.steps and "image" in pipe.spec.factors:
+            steps["image"] = args.steps
+        sizes = {f: args.cond_size for f in pipe.spec.factors if f != "image" and args.cond_size}
     out = export_generated(pipe, prompts, args.export_dataset, per_prompt=args.n, seed=args.seed, factors=factors,
-                           mode=args.mode or "joint", steps=steps or None, overwrite=args.overwrite,
-                           resume=args.resume, batch_size=args.batch_size, progress=not args.quiet,
-                           command=shlex.join(["fgdm", *args.argv]))  # fmt: skip
+                           mode=args.mode or "joint", steps=steps or None, sizes=sizes or None,
+                           overwrite=args.overwrite, resume=args.resume, batch_size=args.batch_size,
+                           progress=not args.quiet, command=shlex.join(["fgdm", *args.argv]), sbpc=search)  # fmt: skip
     print(f"wrote {len(prompts) * args.n} generated sample(s) to {out}")
     return 0
 
@@ -1696,7 +1713,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FG-DM: DDIM steps of the condition factors (default: each factor's; with --sbpc: of the "
                         "seg candidates, default 10; the final pass's other factors keep their own)")
     p.add_argument("--sbpc", type=_int_at_least(1), default=None, metavar="N",
-                   help="sampling-based prompt compliance: best of N seg maps by object recall, then the image")
+                   help="sampling-based prompt compliance: best of N seg maps by object recall, then the image "
+                        "(with --export-dataset: a search per sample, its labels the chosen map)")
     p.add_argument("--best-of", type=_int_at_least(1), default=None, metavar="N",
                    help="image-space search: N base-model images, the one in which the judge finds most of the "
                    "prompt's objects (on a CPU, --best-of 2 finds more objects than --sbpc 10, in less time: docs/results.md)")

@@ -7,6 +7,11 @@ depth, normals (from depth), sketch when the graph has one, and a record with th
 caption — the layout of :mod:`fgdm.world.export`, so the same loaders read both (and a judge can
 be trained on generated data: ``extra.dataset`` of ``fgdm train judge``, read by
 :func:`fgdm.world.export.load_labelled`).
+
+With ``sbpc`` (``fgdm generate --prompts FILE --export-dataset DIR --sbpc N``) each sample is an
+SBPC search (:func:`fgdm.compliance.sbpc.sbpc`): the best of N seg maps by object recall, then the
+rest of the graph on it (with ``split``, the image drawn one object at a time); its labels are the
+chosen map (after completion, with ``complete``), and its record lists every candidate's recall.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import __version__
+from ..compliance.recall import prompt_objects
+from ..compliance.sbpc import sbpc as run_sbpc
 from ..editing.maps import thing_instances
 from ..pipelines.factor_graph import FactorGraphPipeline
 from ..runs import check_output_dir, promote, write_json
@@ -91,11 +99,12 @@ def _interrupted(stage: Path, settings: dict, per_prompt: int) -> tuple[int, flo
 
 
 def _write_prompt(stage: Path, jl, res, j: int, prompt: str, index: int, per_prompt: int, factors: list[str],
-                  folders: list[str]) -> int:  # fmt: skip
+                  folders: list[str], extras: list[dict] | None = None) -> int:  # fmt: skip
     """Write the ``per_prompt`` samples of the ``j``-th prompt of a batch output (files first, then
     the prompt's records in one line each); returns the next sample index. Maps sampled at a smaller
     size than the image (a factor's own size, e.g. a 64-px seg factor) are brought to the image's
-    size, labels by nearest neighbour, so every file of a sample shares one size."""
+    size, labels by nearest neighbour, so every file of a sample shares one size. ``extras[k]`` is
+    added to the record of the prompt's ``k``-th sample."""
     mentions = parse_prompt(prompt).mentions
     rows = []
     for k in range(j * per_prompt, (j + 1) * per_prompt):
@@ -120,27 +129,102 @@ def _write_prompt(stage: Path, jl, res, j: int, prompt: str, index: int, per_pro
                                     "kind": "thing" if category(m.category).is_thing else "stuff"}
                                    for m in mentions],
                      "objects": _boxes(inst, seg), "seg_palette_fit": round(res.palette_fit[k], 4),
-                     "files": {f: f"{f}/{name}" for f in folders}})  # fmt: skip
+                     "files": {f: f"{f}/{name}" for f in folders}}
+                    | (extras[k - j * per_prompt] if extras else {}))  # fmt: skip
         index += 1
     jl.write("".join(json.dumps(r) + "\n" for r in rows))  # the prompt's records after all its files
     jl.flush()
     return index
 
 
+SBPC_KEYS = ("n", "cond_steps", "cond_size", "early_stop", "complete", "split", "split_steps")
+
+
+@dataclass
+class _Searched:
+    """One prompt's SBPC samples in the shape of a pipeline output, for :func:`_write_prompt`."""
+
+    images: list
+    labels: list[np.ndarray]
+    maps: dict[str, list[np.ndarray]]
+    seeds: list[int]
+    palette_fit: list[float]
+
+
+def _search_prompt(pipe: FactorGraphPipeline, prompt: str, first: int, per_prompt: int, factors: list[str],
+                   mode: str, steps: dict[str, int] | None, opts: dict) -> tuple[_Searched, list[dict]]:  # fmt: skip
+    """``per_prompt`` SBPC searches of ``prompt``; sample k's candidates use seeds from
+    ``first + k * n`` on (so no two samples share a candidate)."""
+    n = opts["n"]
+    rest = [f for f in factors if f != "seg"]
+    got = _Searched([], [], {f: [] for f in rest if f != "image"}, [], [])
+    extras = []
+    for k in range(per_prompt):
+        r = run_sbpc(pipe, prompt, n=n, cond_steps=opts["cond_steps"], cond_size=opts["cond_size"],
+                     seed=first + k * n, early_stop=opts.get("early_stop"),
+                     factors=None if opts.get("split") is not None else rest,
+                     image_steps=(steps or {}).get("image"), mode=mode, complete=bool(opts.get("complete")),
+                     split=opts.get("split"), split_steps=opts.get("split_steps") or 1.0)  # fmt: skip
+        best = r.candidates[r.chosen]
+        got.images.append(r.image)
+        got.labels.append(r.labels)
+        for f in got.maps:
+            got.maps[f].append(r.maps[f])
+        got.seeds.append(best.seed)
+        got.palette_fit.append(best.palette_fit)
+        extras.append({"sbpc": {"search_seed": first + k * n, "candidates": [c.to_dict() for c in r.candidates],
+                                "chosen": r.chosen, "chosen_recall": round(best.recall, 4),
+                                "stopped_early": r.stopped_early, "completion": r.completion,
+                                "completed_recall": r.completed_recall,
+                                "seconds": {key: round(v, 3) for key, v in r.timings.items()}}})  # fmt: skip
+    return got, extras
+
+
+def _check_sbpc(opts: dict, factors: list[str], prompts: list[str]) -> dict:
+    """The SBPC settings of an export, whole and checked before anything is written."""
+    unknown = sorted(set(opts) - set(SBPC_KEYS))
+    if unknown:
+        raise ValueError(f"sbpc: unknown setting(s) {unknown}; known: {list(SBPC_KEYS)}")
+    opts = {"cond_steps": 10, "cond_size": 64, "early_stop": None, "complete": False, "split": None,
+            "split_steps": None} | opts  # fmt: skip
+    n = opts.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"sbpc n (--sbpc) must be a positive integer, got {n!r}")
+    if opts["split"] is not None and [f for f in factors if f != "seg"] != ["image"]:
+        raise ValueError(f"sbpc split draws the image alone on the chosen map; factors must be seg and image, got {factors}")
+    if opts["split_steps"] is not None and opts["split"] is None:
+        raise ValueError("sbpc split_steps is the share of the steps drawn one object at a time; set split too")
+    for p in prompts:  # a prompt with no known object cannot be searched: say so before sampling
+        prompt_objects(p, "--sbpc")
+    return opts
+
+
 def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | Path, *, per_prompt: int = 1,
                      seed: int = 0, factors: list[str] | None = None, mode: str = "joint",
-                     steps: dict[str, int] | None = None, overwrite: bool = False, resume: bool = False,
-                     batch_size: int = 16, progress: bool = True, command: str | None = None) -> Path:  # fmt: skip
+                     steps: dict[str, int] | None = None, sizes: dict[str, int] | None = None,
+                     overwrite: bool = False, resume: bool = False, batch_size: int = 16, progress: bool = True,
+                     command: str | None = None, sbpc: dict | None = None) -> Path:  # fmt: skip
     """Sample ``per_prompt`` samples of every prompt and write them as a labelled dataset.
 
     Prompt p's sample k uses seed ``seed + p * per_prompt + k``. Prompts are sampled together,
     as many per call as fit in ``batch_size`` samples (at least one prompt; speed only: each
     sample keeps its seed, so a resumed export may use another batch size). ``factors`` must
-    include seg and image (default: the whole graph). The samples go to a hidden folder beside ``out``
+    include seg and image (default: the whole graph; with sbpc's ``split``, seg and image);
+    ``steps`` and ``sizes`` override factors' steps and sides, as the pipeline takes them (with
+    ``sbpc``, only the image's steps). The samples go to a hidden folder beside ``out``
     (``.NAME.partial``), prompt by prompt, which becomes ``out`` when every prompt is done: an
     interrupted export (an error, Ctrl-C, a kill) is continued with ``resume`` — the same
     settings give the same samples as an uninterrupted run — or discarded with ``overwrite``.
+
+    ``sbpc`` (a dict: ``n`` and optionally ``cond_steps`` (10), ``cond_size`` (64), ``early_stop``,
+    ``complete``, ``split``, ``split_steps``, as :func:`fgdm.compliance.sbpc.sbpc` takes them) makes
+    every sample an SBPC search, one prompt per call: sample i's candidates use seeds ``seed + i * n``
+    on, its ``seed`` is the chosen candidate's, its labels are the chosen map, and its record gains
+    an ``sbpc`` entry (every candidate's recall, the chosen one, the completion's changes, the
+    seconds of each stage).
     """
+    if factors is None and sbpc is not None and sbpc.get("split") is not None:
+        factors = ["seg", "image"]  # a split draws the image alone on the chosen map
     factors = list(pipe.spec.factors) if factors is None else list(factors)
     missing = [f for f in ("seg", "image") if f not in factors]
     if missing:
@@ -151,6 +235,11 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
         raise ValueError(f"per_prompt must be a positive integer, got {per_prompt!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if sbpc is not None:
+        if sizes or set(steps or {}) - {"image"}:
+            raise ValueError(f"sizes ({sizes}) and the condition factors' steps ({steps}) are the plain export's; "
+                             "with sbpc the candidates' are sbpc's cond_size and cond_steps")  # fmt: skip
+        sbpc = _check_sbpc(dict(sbpc), factors, prompts)
     folders = ["images", "seg", "seg_ids", "instance"]
     if "depth" in factors:
         folders += ["depth", "normal"]
@@ -161,7 +250,8 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
         raise ValueError(f"export_dataset {str(out)!r} is already complete; pass --overwrite to make it again")
     stage = out.parent / f".{out.name}.partial"
     settings = {"prompts": list(prompts), "per_prompt": per_prompt, "seed": seed, "factors": factors, "mode": mode,
-                "steps": steps, "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint}  # fmt: skip
+                "steps": steps, "sizes": sizes, "graph": str(pipe.path), "model_fingerprint": pipe.base.fingerprint,
+                "sbpc": sbpc}  # fmt: skip
     done, spent = 0, 0.0
     if stage.exists() and resume:
         done, spent = _interrupted(stage, settings, per_prompt)
@@ -179,16 +269,21 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
     _progress(stage, settings, spent)
     t0 = time.perf_counter()
     index = done * per_prompt
-    group = max(1, batch_size // per_prompt)  # prompts per call
+    group = 1 if sbpc else max(1, batch_size // per_prompt)  # prompts per call (an SBPC search: one)
     bar = tqdm(desc="generate", unit="prompt", disable=not progress, initial=done, total=len(prompts))
     with (stage / "samples.jsonl").open("a") as jl:
         for g in range(done, len(prompts), group):
             ps = range(g, min(g + group, len(prompts)))
-            res = pipe([prompts[p] for p in ps], factors=factors, num_images_per_prompt=per_prompt,
-                       seed=[seed + p * per_prompt + k for p in ps for k in range(per_prompt)], mode=mode,
-                       steps=steps)  # fmt: skip
+            extras = None
+            if sbpc:
+                res, extras = _search_prompt(pipe, prompts[g], seed + g * per_prompt * sbpc["n"], per_prompt,
+                                             factors, mode, steps, sbpc)  # fmt: skip
+            else:
+                res = pipe([prompts[p] for p in ps], factors=factors, num_images_per_prompt=per_prompt,
+                           seed=[seed + p * per_prompt + k for p in ps for k in range(per_prompt)], mode=mode,
+                           steps=steps, sizes=sizes)  # fmt: skip
             for j, p in enumerate(ps):
-                index = _write_prompt(stage, jl, res, j, prompts[p], index, per_prompt, factors, folders)
+                index = _write_prompt(stage, jl, res, j, prompts[p], index, per_prompt, factors, folders, extras)
                 _progress(stage, settings, round(spent + time.perf_counter() - t0, 3))
                 bar.update()
     bar.close()
@@ -201,7 +296,7 @@ def export_generated(pipe: FactorGraphPipeline, prompts: list[str], out: str | P
         "conventions": {f: CONVENTIONS[f] for f in folders if f in CONVENTIONS}
         | {"instance": "connected components of each thing class in the generated seg map, 0 = none "
            "(16-bit where a map has more than 255)"},
-        "graph": {"path": str(pipe.path), "factors": factors, "mode": mode},
+        "graph": {"path": str(pipe.path), "factors": factors, "mode": mode}, "sbpc": sbpc,
         "model": {"path": str(pipe.base.path), "fingerprint": pipe.base.fingerprint},
         "categories": [{"id": c.id, "name": c.name, "kind": c.kind} for c in CATEGORIES],
         "palette": [list(p) for p in PALETTE],
