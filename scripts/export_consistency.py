@@ -21,17 +21,18 @@ from PIL import Image
 
 from fgdm.eval.fgdm_quality import consistency, judged, object_counts
 from fgdm.models.judge import default_judge_dir, load_judge
-from fgdm.world.categories import category
+from fgdm.world.categories import VOID_ID, category
 from fgdm.world.export import read_samples
 from fgdm.world.vocab import parse_prompt
 
 
 def unnamed_thing_share(labels: np.ndarray, caption: str) -> float:
-    """The share of ``labels``' pixels that are thing classes ``caption`` does not name."""
+    """The share of ``labels``' pixels that are thing classes ``caption`` does not name (void
+    pixels, which a generated map may hold, count as none)."""
     named = {category(t).id for t in parse_prompt(caption).things}
     ids, counts = np.unique(labels, return_counts=True)
     return float(sum(c for i, c in zip(ids.tolist(), counts.tolist(), strict=True)
-                     if category(i).is_thing and i not in named) / labels.size)  # fmt: skip
+                     if i != VOID_ID and category(i).is_thing and i not in named) / labels.size)  # fmt: skip
 
 
 def measure(folder: str, judge, limit: int | None) -> dict:

@@ -315,13 +315,15 @@ def test_export_consistency_script(tmp_path, tiny_judge_dir, capsys, monkeypatch
 
     import torch
 
-    from fgdm.world.categories import category
+    from fgdm.world.categories import VOID_ID, category
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "export_consistency.py"
     ns = runpy.run_path(str(script))
     grass, dog, bus = (category(n).id for n in ("grass", "dog", "bus"))
     seg = np.full((10, 10), grass, np.uint8)
     seg[2:4, 2:7], seg[6:8, 6:8] = dog, bus  # 10 px of the named dog, 4 px of an unnamed bus
+    assert ns["unnamed_thing_share"](seg, "a dog on the grass") == pytest.approx(0.04)
+    seg[0, :5] = VOID_ID  # a generated map's undecodable pixels: not a thing
     assert ns["unnamed_thing_share"](seg, "a dog on the grass") == pytest.approx(0.04)
     out = tmp_path / "w"
     assert main(["world", "render", "--n", "3", "--size", "64", "--seed", "1", "--out", str(out), "--sheet-rows", "0"]) == 0
