@@ -338,3 +338,22 @@ def test_export_consistency_script(tmp_path, tiny_judge_dir, capsys, monkeypatch
     runpy.run_path(str(script), run_name="__main__")
     got = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert len(got) == 1 and got[0]["samples"] == 2 and 0 <= got[0]["pixel_agreement"] <= 1
+
+
+def test_export_honours_cond_size_and_steps(graph_dir, tmp_path):
+    """``--cond-size`` / ``--cond-steps`` reach the condition factors of a plain export (--cond-size
+    was once ignored there): the seg labels are the pipeline's at that size, brought to the image's."""
+    from fgdm.pipelines.factor_graph import FactorGraphPipeline
+    from fgdm.world.conditions import resize_labels
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog and a cat on the grass\n")
+    out = tmp_path / "ds"
+    assert main(["generate", "--prompts", str(prompts), "--export-dataset", str(out), "--graph", str(graph_dir),
+                 "--cond-size", "16", "--cond-steps", "1", "--quiet"]) == 0  # fmt: skip
+    pipe = FactorGraphPipeline.from_pretrained(graph_dir, device="cpu")
+    want = pipe("a dog and a cat on the grass", factors=["seg", "depth", "image"], seed=0,
+                sizes={"seg": 16, "depth": 16}, steps={"seg": 1, "depth": 1}).labels[0]  # fmt: skip
+    got = np.asarray(Image.open(out / read_samples(out)[0]["files"]["seg_ids"]))
+    assert want.shape == (16, 16) and got.shape == (32, 32)
+    assert np.array_equal(got, resize_labels(want, 32))
