@@ -132,6 +132,22 @@ def complete_map(labels: np.ndarray, objects: list[str], min_area: float = PRESE
     return out, edits
 
 
+def check_search(n: int, early_stop: float | None = None, split: float | None = None, split_steps: float = 1.0) -> None:
+    """:func:`sbpc`'s settings that need no graph, each a clear ``ValueError`` (also used to check
+    a whole export's settings before its first search)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n (--sbpc) must be a positive integer, got {n!r}")
+    if early_stop is not None and not 0 < early_stop <= 1:
+        raise ValueError(f"early_stop must be in (0, 1], got {early_stop!r}")
+    if split is None and split_steps != 1:
+        raise ValueError(f"split_steps ({split_steps!r}) is the share of the steps drawn one object at a time; pass split too")
+    if split is not None:
+        if not 0 < split_steps <= 1:
+            raise ValueError(f"split_steps: the share of the steps drawn one object at a time must be in (0, 1], got {split_steps!r}")
+        if not 0 <= split <= 1:
+            raise ValueError(f"split: the whole prompt's weight inside the objects' regions must be in [0, 1], got {split!r}")
+
+
 def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int = 10, cond_size: int = 64,
          seed: int = 0, batch_size: int | None = None, early_stop: float | None = None,
          factors: list[str] | None = None, image_size: int | None = None, image_steps: int | None = None,
@@ -155,17 +171,8 @@ def sbpc(pipe: FactorGraphPipeline, prompt: str, *, n: int = 10, cond_steps: int
     nodes = pipe.spec.factors
     if "seg" not in nodes:
         raise ValueError(f"SBPC needs a seg factor; this graph has {list(nodes)}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (--sbpc) must be a positive integer, got {n!r}")
-    if early_stop is not None and not 0 < early_stop <= 1:
-        raise ValueError(f"early_stop must be in (0, 1], got {early_stop!r}")
-    if split is None and split_steps != 1:
-        raise ValueError(f"split_steps ({split_steps!r}) is the share of the steps drawn one object at a time; pass split too")
+    check_search(n, early_stop, split, split_steps)
     if split is not None:
-        if not 0 < split_steps <= 1:
-            raise ValueError(f"split_steps: the share of the steps drawn one object at a time must be in (0, 1], got {split_steps!r}")
-        if not 0 <= split <= 1:
-            raise ValueError(f"split: the whole prompt's weight inside the objects' regions must be in [0, 1], got {split!r}")
         if "image" not in nodes or "seg" not in nodes["image"].parents:
             raise ValueError("split renders the image factor on the chosen map; this graph's image factor does not read seg")
         if factors is not None and list(factors) != ["image"]:

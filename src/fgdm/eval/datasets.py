@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..compliance.recall import prompt_objects
+from ..compliance.sbpc import check_search
 from ..compliance.sbpc import sbpc as run_sbpc
 from ..editing.maps import thing_instances
 from ..pipelines.factor_graph import FactorGraphPipeline
@@ -161,10 +162,10 @@ def _search_prompt(pipe: FactorGraphPipeline, prompt: str, first: int, per_promp
     extras = []
     for k in range(per_prompt):
         r = run_sbpc(pipe, prompt, n=n, cond_steps=opts["cond_steps"], cond_size=opts["cond_size"],
-                     seed=first + k * n, early_stop=opts.get("early_stop"),
-                     factors=None if opts.get("split") is not None else rest,
-                     image_steps=(steps or {}).get("image"), mode=mode, complete=bool(opts.get("complete")),
-                     split=opts.get("split"), split_steps=opts.get("split_steps") or 1.0)  # fmt: skip
+                     seed=first + k * n, early_stop=opts["early_stop"],
+                     factors=None if opts["split"] is not None else rest,
+                     image_steps=(steps or {}).get("image"), mode=mode, complete=bool(opts["complete"]),
+                     split=opts["split"], split_steps=opts["split_steps"] or 1.0)  # fmt: skip
         best = r.candidates[r.chosen]
         got.images.append(r.image)
         got.labels.append(r.labels)
@@ -187,13 +188,11 @@ def _check_sbpc(opts: dict, factors: list[str], prompts: list[str]) -> dict:
         raise ValueError(f"sbpc: unknown setting(s) {unknown}; known: {list(SBPC_KEYS)}")
     opts = {"cond_steps": 10, "cond_size": 64, "early_stop": None, "complete": False, "split": None,
             "split_steps": None} | opts  # fmt: skip
-    n = opts.get("n")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"sbpc n (--sbpc) must be a positive integer, got {n!r}")
-    if opts["split"] is not None and [f for f in factors if f != "seg"] != ["image"]:
-        raise ValueError(f"sbpc split draws the image alone on the chosen map; factors must be seg and image, got {factors}")
     if opts["split_steps"] is not None and opts["split"] is None:
         raise ValueError("sbpc split_steps is the share of the steps drawn one object at a time; set split too")
+    check_search(opts.get("n"), opts["early_stop"], opts["split"], opts["split_steps"] or 1.0)
+    if opts["split"] is not None and [f for f in factors if f != "seg"] != ["image"]:
+        raise ValueError(f"sbpc split draws the image alone on the chosen map; factors must be seg and image, got {factors}")
     for p in prompts:  # a prompt with no known object cannot be searched: say so before sampling
         prompt_objects(p, "--sbpc")
     return opts
